@@ -1,0 +1,243 @@
+//! The external configuration: what operators write in `conf/andera-lb.yaml`.
+//!
+//! Every field has a serde default so that an empty file (or no file at all) is a
+//! valid configuration; unknown keys are rejected so that typos are caught.
+
+use serde::Deserialize;
+
+/// Top level of `andera-lb.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Client listener (`PORT` overrides the port). Default `0.0.0.0:4000`.
+    pub listen: String,
+    /// Admin sidecar settings.
+    pub admin: AdminSection,
+    /// Keys.
+    pub auth: AuthSection,
+    /// Where the Worker list comes from.
+    pub workers: WorkersSection,
+    /// Worker `/health` polling.
+    pub discovery: DiscoverySection,
+    /// Worker WebSocket slot feeds.
+    pub websocket: WebSocketSection,
+    /// Task handling on the data path.
+    pub tasks: TasksSection,
+    /// Connections to Workers.
+    pub upstream: UpstreamSection,
+    /// Log level and the `/logs` ring.
+    pub logging: LoggingSection,
+    /// Process-level settings handed to Pingora.
+    pub server: ServerSection,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            listen: "0.0.0.0:4000".into(),
+            admin: AdminSection::default(),
+            auth: AuthSection::default(),
+            workers: WorkersSection::default(),
+            discovery: DiscoverySection::default(),
+            websocket: WebSocketSection::default(),
+            tasks: TasksSection::default(),
+            upstream: UpstreamSection::default(),
+            logging: LoggingSection::default(),
+            server: ServerSection::default(),
+        }
+    }
+}
+
+/// `admin:` — the sidecar service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Admin listener (`ADMIN_PORT` overrides the port). Default `127.0.0.1:4001`.
+    pub listen: String,
+    /// Serve `/dashboard` (`DASHBOARD_ENABLED`). Default true.
+    pub dashboard: bool,
+    /// Serve `/bull` (`BULL_BOARD_ENABLED`). Default true.
+    pub bull_board: bool,
+    /// Also answer `/dashboard`, `/bull` and `/metrics` on the client port. Default false.
+    pub expose_on_client_port: bool,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:4001".into(),
+            dashboard: true,
+            bull_board: true,
+            expose_on_client_port: false,
+        }
+    }
+}
+
+/// `auth:` — the load balancer key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// The LB key (`LB_AUTH_KEY`). No default: start-up fails without one.
+    pub lb_key: Option<String>,
+}
+
+/// `workers:` — the Worker list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersSection {
+    /// JSON file holding an array of Worker base URLs (`WORKERS_FILE`). Default `workers.json`.
+    pub file: Option<String>,
+    /// Inline Worker URLs; when set, `file` is not read.
+    pub list: Option<Vec<String>>,
+    /// How often the file is checked for changes, ms. Default 1000.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for WorkersSection {
+    fn default() -> Self {
+        WorkersSection {
+            file: None,
+            list: None,
+            reload_interval_ms: 1000,
+        }
+    }
+}
+
+/// `discovery:` — `/health` polling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySection {
+    /// ms between polls (`WORKER_DISCOVERY_INTERVAL`). Default 3000.
+    pub interval_ms: u64,
+    /// ms per request (`WORKER_DISCOVERY_TIMEOUT`). Default 3000.
+    pub timeout_ms: u64,
+    /// Retries per poll (`WORKER_DISCOVERY_RETRIES`). Default 10.
+    pub retries: u32,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        DiscoverySection {
+            interval_ms: 3000,
+            timeout_ms: 3000,
+            retries: 10,
+        }
+    }
+}
+
+/// `websocket:` — live slot feeds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSection {
+    /// ms between pings (`WS_HEARTBEAT_INTERVAL`). Default 3000.
+    pub heartbeat_interval_ms: u64,
+    /// ms to wait for an answer (`WS_HEARTBEAT_TIMEOUT`). Default 3000.
+    pub heartbeat_timeout_ms: u64,
+    /// First reconnect delay, ms; doubles up to 30 s. Default 2000.
+    pub reconnect_ms: u64,
+}
+
+impl Default for WebSocketSection {
+    fn default() -> Self {
+        WebSocketSection {
+            heartbeat_interval_ms: 3000,
+            heartbeat_timeout_ms: 3000,
+            reconnect_ms: 2000,
+        }
+    }
+}
+
+/// `tasks:` — the data path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksSection {
+    /// ms a task may take, waiting included (`TASK_TIMEOUT`). Default 300000.
+    pub timeout_ms: u64,
+    /// Tries per task (`TASK_ATTEMPTS`). Default 3.
+    pub attempts: u32,
+    /// Largest body, with kb/mb/gb units (`REQUEST_BODY_LIMIT`). Default `10mb`.
+    pub body_limit: String,
+    /// Most tasks waiting for a slot at once (`MAX_QUEUED_TASKS`). Default 10000.
+    pub max_queued: usize,
+    /// `Retry-After` seconds sent when the queue is full. Default 1.
+    pub retry_after_s: u64,
+}
+
+impl Default for TasksSection {
+    fn default() -> Self {
+        TasksSection {
+            timeout_ms: 300_000,
+            attempts: 3,
+            body_limit: "10mb".into(),
+            max_queued: 10_000,
+            retry_after_s: 1,
+        }
+    }
+}
+
+/// `upstream:` — connections to Workers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    /// TCP (and TLS) connect timeout, ms. Default 2000.
+    pub connect_timeout_ms: u64,
+    /// How long an idle keep-alive connection is kept, ms. Kept below Node's 5 s
+    /// keep-alive so that the Worker never closes a connection we are about to use. Default 4000.
+    pub pool_idle_timeout_ms: u64,
+    /// PEM file of a private CA trusted for `https://` Workers. Default none (system roots).
+    pub ca_file: Option<String>,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            connect_timeout_ms: 2000,
+            pool_idle_timeout_ms: 4000,
+            ca_file: None,
+        }
+    }
+}
+
+/// `logging:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    /// debug, info, warn or error (`LOG_LEVEL`). Default info.
+    pub level: String,
+    /// Lines kept for `/logs` (`MAX_LOGS`). Default 1000.
+    pub max_logs: usize,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection {
+            level: "info".into(),
+            max_logs: 1000,
+        }
+    }
+}
+
+/// `server:` — process settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Worker threads of the client service; 0 = one per CPU. Default 0.
+    pub threads: usize,
+    /// Seconds in-flight and queued tasks get to finish on shutdown. Default 30.
+    pub grace_period_s: u64,
+    /// PID file. Default `/tmp/andera-lb.pid`.
+    pub pid_file: String,
+    /// Socket used to hand listeners to a new binary on upgrade. Default `/tmp/andera-lb-upgrade.sock`.
+    pub upgrade_sock: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            threads: 0,
+            grace_period_s: 30,
+            pid_file: "/tmp/andera-lb.pid".into(),
+            upgrade_sock: "/tmp/andera-lb-upgrade.sock".into(),
+        }
+    }
+}

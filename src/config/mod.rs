@@ -1,0 +1,442 @@
+//! Configuration: the YAML file, the original's environment variables on top, and
+//! the validated internal [`Settings`] the rest of the code uses.
+
+pub mod file;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use file::FileConfig;
+
+/// The LB key everybody copies from the original's examples.
+pub const WELL_KNOWN_DEFAULT_KEY: &str = "default-lb-auth-key";
+
+/// A configuration problem: which key, where it came from, and why it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the bad value came from: a file path or `environment`.
+    pub origin: String,
+    /// The setting, e.g. `TASK_TIMEOUT` or `tasks.timeout_ms`.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.origin, self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The LB key. Its `Debug` never prints the secret.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        Secret(key.into())
+    }
+    /// The key itself, for headers and comparisons only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where the Worker list comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerSource {
+    /// A JSON array of base URLs in a file, re-read when it changes.
+    File(PathBuf),
+    /// URLs given inline in the YAML.
+    Inline(Vec<String>),
+}
+
+/// Validated settings used by the running process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Human description of where the settings came from, for messages.
+    pub origin: String,
+    /// Client listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// `/dashboard` enabled.
+    pub dashboard_enabled: bool,
+    /// `/bull` enabled.
+    pub bull_board_enabled: bool,
+    /// Answer the admin pages on the client port too.
+    pub expose_admin_on_client_port: bool,
+    /// The LB key.
+    pub lb_key: Secret,
+    /// Where the Worker list comes from.
+    pub workers: WorkerSource,
+    /// Period of the Worker list file check.
+    pub workers_reload_interval: Duration,
+    /// Period of `/health` polls.
+    pub discovery_interval: Duration,
+    /// Timeout of one `/health` request.
+    pub discovery_timeout: Duration,
+    /// Retries of a failed poll.
+    pub discovery_retries: u32,
+    /// Period of WebSocket pings.
+    pub ws_heartbeat_interval: Duration,
+    /// Silence after a ping that marks a Worker offline.
+    pub ws_heartbeat_timeout: Duration,
+    /// First WebSocket reconnect delay.
+    pub ws_reconnect: Duration,
+    /// Total time a task may take, queueing included.
+    pub task_timeout: Duration,
+    /// Tries per task (at least 1).
+    pub task_attempts: u32,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Most tasks waiting at once.
+    pub max_queued: usize,
+    /// `Retry-After` on a full queue, seconds.
+    pub retry_after_s: u64,
+    /// Connect timeout to Workers.
+    pub connect_timeout: Duration,
+    /// Keep-alive idle timeout of pooled Worker connections.
+    pub pool_idle_timeout: Duration,
+    /// Private CA for `https://` Workers.
+    pub ca_file: Option<PathBuf>,
+    /// Log level.
+    pub log_level: log::LevelFilter,
+    /// Lines kept for `/logs`.
+    pub max_logs: usize,
+    /// Client service threads (resolved: never 0).
+    pub threads: usize,
+    /// Shutdown grace period.
+    pub grace_period: Duration,
+    /// PID file.
+    pub pid_file: String,
+    /// Upgrade socket.
+    pub upgrade_sock: String,
+}
+
+impl Settings {
+    /// True when the LB key is the well-known default, which must be changed.
+    pub fn uses_default_key(&self) -> bool {
+        self.lb_key.expose() == WELL_KNOWN_DEFAULT_KEY
+    }
+}
+
+/// Loads settings from an optional YAML file and the environment given by `env`.
+///
+/// With no file, defaults apply and the Worker list is `./workers.json` (or
+/// `WORKERS_FILE`), exactly like the original.
+pub fn load(
+    path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let (mut cfg, origin) = match path {
+        Some(p) => {
+            let origin = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                origin: origin.clone(),
+                key: String::new(),
+                reason: format!("cannot read: {e}"),
+            })?;
+            let cfg: FileConfig = if text.trim().is_empty() {
+                FileConfig::default()
+            } else {
+                serde_yaml::from_str(&text).map_err(|e| ConfigError {
+                    origin: origin.clone(),
+                    key: String::new(),
+                    reason: e.to_string(),
+                })?
+            };
+            (cfg, origin)
+        }
+        None => (FileConfig::default(), "defaults".to_string()),
+    };
+    apply_env(&mut cfg, env)?;
+    resolve(cfg, origin)
+}
+
+fn env_err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        origin: "environment".into(),
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn env_num<T: std::str::FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &str,
+) -> Result<Option<T>, ConfigError> {
+    match env(key) {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| env_err(key, format!("expected a non-negative integer, got {v:?}"))),
+    }
+}
+
+fn env_bool(env: &dyn Fn(&str) -> Option<String>, key: &str) -> Result<Option<bool>, ConfigError> {
+    match env(key).as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some("true") | Some("1") | Some("yes") | Some("on") => Ok(Some(true)),
+        Some("false") | Some("0") | Some("no") | Some("off") => Ok(Some(false)),
+        Some(v) => Err(env_err(key, format!("expected true or false, got {v:?}"))),
+    }
+}
+
+fn with_port(addr: &str, port: u16) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{port}"),
+        None => format!("{addr}:{port}"),
+    }
+}
+
+/// Applies the original's environment variables over the file.
+fn apply_env(cfg: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    if let Some(port) = env_num::<u16>(env, "PORT")? {
+        cfg.listen = with_port(&cfg.listen, port);
+    }
+    if let Some(port) = env_num::<u16>(env, "ADMIN_PORT")? {
+        cfg.admin.listen = with_port(&cfg.admin.listen, port);
+    }
+    if let Some(key) = env("LB_AUTH_KEY") {
+        cfg.auth.lb_key = Some(key);
+    }
+    if let Some(file) = env("WORKERS_FILE").filter(|f| !f.trim().is_empty()) {
+        cfg.workers.file = Some(file);
+        cfg.workers.list = None;
+    }
+    let d = &mut cfg.discovery;
+    d.interval_ms = env_num(env, "WORKER_DISCOVERY_INTERVAL")?.unwrap_or(d.interval_ms);
+    d.timeout_ms = env_num(env, "WORKER_DISCOVERY_TIMEOUT")?.unwrap_or(d.timeout_ms);
+    d.retries = env_num(env, "WORKER_DISCOVERY_RETRIES")?.unwrap_or(d.retries);
+    let w = &mut cfg.websocket;
+    w.heartbeat_interval_ms = env_num(env, "WS_HEARTBEAT_INTERVAL")?.unwrap_or(w.heartbeat_interval_ms);
+    w.heartbeat_timeout_ms = env_num(env, "WS_HEARTBEAT_TIMEOUT")?.unwrap_or(w.heartbeat_timeout_ms);
+    let a = &mut cfg.admin;
+    a.dashboard = env_bool(env, "DASHBOARD_ENABLED")?.unwrap_or(a.dashboard);
+    a.bull_board = env_bool(env, "BULL_BOARD_ENABLED")?.unwrap_or(a.bull_board);
+    if let Some(level) = env("LOG_LEVEL").filter(|l| !l.trim().is_empty()) {
+        cfg.logging.level = level;
+    }
+    cfg.logging.max_logs = env_num(env, "MAX_LOGS")?.unwrap_or(cfg.logging.max_logs);
+    let t = &mut cfg.tasks;
+    t.timeout_ms = env_num(env, "TASK_TIMEOUT")?.unwrap_or(t.timeout_ms);
+    t.attempts = env_num(env, "TASK_ATTEMPTS")?.unwrap_or(t.attempts);
+    t.max_queued = env_num(env, "MAX_QUEUED_TASKS")?.unwrap_or(t.max_queued);
+    if let Some(limit) = env("REQUEST_BODY_LIMIT").filter(|l| !l.trim().is_empty()) {
+        parse_size(&limit).map_err(|r| env_err("REQUEST_BODY_LIMIT", r))?;
+        t.body_limit = limit;
+    }
+    Ok(())
+}
+
+/// Parses `10mb`, `512kb`, `1gb`, `100b` or a bare byte count (1 kb = 1024 bytes, as in Express).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size such as 10mb, got {text:?}"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1024.0,
+        "mb" | "m" => 1024.0 * 1024.0,
+        "gb" | "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("unknown unit in {text:?}: use b, kb, mb or gb")),
+    };
+    let bytes = num * mult;
+    if !(1.0..=(u32::MAX as f64) * 4.0).contains(&bytes) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as usize)
+}
+
+fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
+    let err = |key: &str, reason: String| ConfigError {
+        origin: origin.clone(),
+        key: key.into(),
+        reason,
+    };
+    let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
+        v.parse()
+            .map_err(|_| err(key, format!("expected host:port with an IP address, got {v:?}")))
+    };
+    let positive = |key: &str, v: u64| -> Result<Duration, ConfigError> {
+        if v == 0 {
+            Err(err(key, "must be greater than 0".into()))
+        } else {
+            Ok(Duration::from_millis(v))
+        }
+    };
+    let lb_key = match cfg.auth.lb_key {
+        Some(k) if !k.trim().is_empty() => Secret::new(k.trim()),
+        _ => {
+            return Err(ConfigError {
+                origin: "environment".into(),
+                key: "LB_AUTH_KEY".into(),
+                reason: format!(
+                    "not set: the load balancer refuses to start without a key (set LB_AUTH_KEY or auth.lb_key in {origin})"
+                ),
+            })
+        }
+    };
+    let workers = match (cfg.workers.list, cfg.workers.file) {
+        (Some(list), _) => WorkerSource::Inline(list),
+        (None, Some(file)) => WorkerSource::File(PathBuf::from(file)),
+        (None, None) => WorkerSource::File(PathBuf::from("workers.json")),
+    };
+    if let WorkerSource::Inline(list) = &workers {
+        for url in list {
+            crate::registry::url::WorkerUrl::parse(url).map_err(|r| err("workers.list", r))?;
+        }
+    }
+    let log_level = match cfg.logging.level.trim().to_ascii_lowercase().as_str() {
+        "debug" => log::LevelFilter::Debug,
+        "info" => log::LevelFilter::Info,
+        "warn" | "warning" => log::LevelFilter::Warn,
+        "error" => log::LevelFilter::Error,
+        "trace" => log::LevelFilter::Trace,
+        other => {
+            return Err(err(
+                "logging.level / LOG_LEVEL",
+                format!("expected debug, info, warn or error, got {other:?}"),
+            ))
+        }
+    };
+    let body_limit =
+        parse_size(&cfg.tasks.body_limit).map_err(|r| err("tasks.body_limit", r))?;
+    if cfg.tasks.attempts == 0 {
+        return Err(err("tasks.attempts / TASK_ATTEMPTS", "must be at least 1".into()));
+    }
+    if cfg.tasks.max_queued == 0 {
+        return Err(err("tasks.max_queued", "must be at least 1".into()));
+    }
+    if cfg.logging.max_logs == 0 {
+        return Err(err("logging.max_logs / MAX_LOGS", "must be at least 1".into()));
+    }
+    let threads = if cfg.server.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.server.threads
+    };
+    Ok(Settings {
+        listen: addr("listen", &cfg.listen)?,
+        admin_listen: addr("admin.listen", &cfg.admin.listen)?,
+        dashboard_enabled: cfg.admin.dashboard,
+        bull_board_enabled: cfg.admin.bull_board,
+        expose_admin_on_client_port: cfg.admin.expose_on_client_port,
+        lb_key,
+        workers,
+        workers_reload_interval: positive("workers.reload_interval_ms", cfg.workers.reload_interval_ms)?,
+        discovery_interval: positive("discovery.interval_ms", cfg.discovery.interval_ms)?,
+        discovery_timeout: positive("discovery.timeout_ms", cfg.discovery.timeout_ms)?,
+        discovery_retries: cfg.discovery.retries,
+        ws_heartbeat_interval: positive(
+            "websocket.heartbeat_interval_ms",
+            cfg.websocket.heartbeat_interval_ms,
+        )?,
+        ws_heartbeat_timeout: positive(
+            "websocket.heartbeat_timeout_ms",
+            cfg.websocket.heartbeat_timeout_ms,
+        )?,
+        ws_reconnect: positive("websocket.reconnect_ms", cfg.websocket.reconnect_ms)?,
+        task_timeout: positive("tasks.timeout_ms / TASK_TIMEOUT", cfg.tasks.timeout_ms)?,
+        task_attempts: cfg.tasks.attempts,
+        body_limit,
+        max_queued: cfg.tasks.max_queued,
+        retry_after_s: cfg.tasks.retry_after_s.max(1),
+        connect_timeout: positive("upstream.connect_timeout_ms", cfg.upstream.connect_timeout_ms)?,
+        pool_idle_timeout: positive(
+            "upstream.pool_idle_timeout_ms",
+            cfg.upstream.pool_idle_timeout_ms,
+        )?,
+        ca_file: cfg.upstream.ca_file.map(PathBuf::from),
+        log_level,
+        max_logs: cfg.logging.max_logs,
+        threads,
+        grace_period: Duration::from_secs(cfg.server.grace_period_s),
+        pid_file: cfg.server.pid_file,
+        upgrade_sock: cfg.server.upgrade_sock,
+        origin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_original() {
+        let s = load(None, &env_of(&[("LB_AUTH_KEY", "k")])).unwrap();
+        assert_eq!(s.listen.port(), 4000);
+        assert_eq!(s.admin_listen.to_string(), "127.0.0.1:4001");
+        assert_eq!(s.workers, WorkerSource::File("workers.json".into()));
+        assert_eq!(s.task_timeout, Duration::from_secs(300));
+        assert_eq!(s.body_limit, 10 * 1024 * 1024);
+        assert_eq!(s.max_logs, 1000);
+        assert!(!s.uses_default_key());
+    }
+
+    #[test]
+    fn missing_key_refuses() {
+        let e = load(None, &env_of(&[])).unwrap_err();
+        assert_eq!(e.key, "LB_AUTH_KEY");
+    }
+
+    #[test]
+    fn env_overrides_and_names_bad_values() {
+        let s = load(
+            None,
+            &env_of(&[("LB_AUTH_KEY", "k"), ("PORT", "5000"), ("REQUEST_BODY_LIMIT", "1kb")]),
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 5000);
+        assert_eq!(s.body_limit, 1024);
+        let e = load(None, &env_of(&[("LB_AUTH_KEY", "k"), ("TASK_TIMEOUT", "soon")])).unwrap_err();
+        assert_eq!((e.origin.as_str(), e.key.as_str()), ("environment", "TASK_TIMEOUT"));
+    }
+
+    #[test]
+    fn yaml_typos_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lb.yaml");
+        std::fs::write(&p, "tasks:\n  timeout_msx: 5\n").unwrap();
+        let e = load(Some(&p), &env_of(&[("LB_AUTH_KEY", "k")])).unwrap_err();
+        assert!(e.to_string().contains("lb.yaml"), "{e}");
+        assert!(e.to_string().contains("timeout_msx"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10mb"), Ok(10 << 20));
+        assert_eq!(parse_size("100kb"), Ok(100 << 10));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert!(parse_size("10 parsecs").is_err());
+    }
+}

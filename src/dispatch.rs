@@ -1,0 +1,273 @@
+//! The one dispatch path shared by sync, stream and webhook tasks: take a slot
+//! (queueing if needed), send the task to the Worker, and retry on another Worker
+//! only when the first one provably never started it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+use tokio::time::Instant;
+
+use crate::config::Settings;
+use crate::scheduler::{Acquire, AcquireError, Lease, Scheduler, SlotRequest};
+use crate::task::TaskSpec;
+use crate::upstream::{Exchange, ExchangeError, Upstream};
+
+/// Why a task ended without a Worker's answer, mapped to the client's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskError {
+    /// No Worker can ever take it (unknown group/contract/function) or none is up: 503.
+    NoWorker(String),
+    /// The wait queue is full: 503 with `Retry-After`.
+    QueueFull,
+    /// Waited for a slot past the task timeout: 504.
+    QueueTimeout,
+    /// The Worker did not answer within the task timeout: 504.
+    Timeout,
+    /// The Worker failed or vanished: 502.
+    WorkerFailed(String),
+    /// The load balancer is shutting down: 503.
+    ShuttingDown,
+}
+
+impl TaskError {
+    /// HTTP status for the client.
+    pub fn status(&self) -> u16 {
+        match self {
+            TaskError::NoWorker(_) | TaskError::QueueFull | TaskError::ShuttingDown => 503,
+            TaskError::QueueTimeout | TaskError::Timeout => 504,
+            TaskError::WorkerFailed(_) => 502,
+        }
+    }
+
+    /// Message for the client's JSON `error`.
+    pub fn message(&self) -> String {
+        match self {
+            TaskError::NoWorker(m) => m.clone(),
+            TaskError::QueueFull => "Task queue is full, retry later".into(),
+            TaskError::QueueTimeout => "Task timed out waiting for a free Worker slot".into(),
+            TaskError::Timeout => "Task timed out waiting for the Worker".into(),
+            TaskError::WorkerFailed(m) => format!("Worker failed: {m}"),
+            TaskError::ShuttingDown => "Load balancer is shutting down".into(),
+        }
+    }
+
+    /// Short label for metrics and the task board.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            TaskError::NoWorker(_) => "no_worker",
+            TaskError::QueueFull => "queue_full",
+            TaskError::QueueTimeout => "queue_timeout",
+            TaskError::Timeout => "timeout",
+            TaskError::WorkerFailed(_) => "worker_failed",
+            TaskError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    fn from_acquire(e: AcquireError, spec: &TaskSpec) -> TaskError {
+        match e {
+            AcquireError::UnknownPool => TaskError::NoWorker(format!(
+                "No Worker for group {:?} with contract {}",
+                spec.group, spec.contract
+            )),
+            AcquireError::UnknownFunction => TaskError::NoWorker(format!(
+                "No Worker of group {:?} contract {} exposes function {:?}",
+                spec.group, spec.contract, spec.function
+            )),
+            AcquireError::NoWorkerUp => TaskError::NoWorker(format!(
+                "No Worker of group {:?} contract {} is available",
+                spec.group, spec.contract
+            )),
+            AcquireError::QueueFull => TaskError::QueueFull,
+            AcquireError::TimedOut => TaskError::QueueTimeout,
+            AcquireError::ShuttingDown => TaskError::ShuttingDown,
+        }
+    }
+}
+
+/// A task delivered to a Worker whose response header has arrived.
+pub struct Delivered<'a> {
+    /// The slot, given back when this is dropped.
+    pub lease: Lease,
+    /// The Worker's response, body still to read.
+    pub exchange: Exchange<'a>,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+}
+
+/// Headers never forwarded to a Worker (keys, hop-by-hop, recomputed ones).
+const DROPPED_HEADERS: &[&str] = &[
+    "authorization",
+    "x-wr-auth",
+    "x-lb-auth",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+];
+
+/// The client headers a Worker receives, prepared once per task.
+pub struct ForwardHeaders {
+    headers: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl ForwardHeaders {
+    /// Rewrites the client's headers per protocol §2: its `x-wr-auth` becomes
+    /// `authorization`, the LB key goes in `x-lb-auth`, the client's keys are dropped.
+    pub fn new(client: &RequestHeader, worker_key: HeaderValue, lb_key: &str, task_id: &str) -> Self {
+        let mut headers: Vec<(http::HeaderName, HeaderValue)> = client
+            .headers
+            .iter()
+            .filter(|(name, _)| !DROPPED_HEADERS.contains(&name.as_str()))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        headers.push((http::header::AUTHORIZATION, worker_key));
+        if let Ok(v) = HeaderValue::from_str(lb_key) {
+            headers.push((http::HeaderName::from_static("x-lb-auth"), v));
+        }
+        if !client.headers.contains_key(http::header::CONTENT_TYPE) {
+            headers.push((
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ));
+        }
+        if let Ok(v) = HeaderValue::from_str(task_id) {
+            headers.push((http::HeaderName::from_static("x-andera-task-id"), v));
+        }
+        ForwardHeaders { headers }
+    }
+
+    fn request_for(&self, url: &crate::registry::url::WorkerUrl, body_len: usize) -> RequestHeader {
+        let path = url.path("/task");
+        let mut req = RequestHeader::build("POST", path.as_bytes(), Some(self.headers.len() + 2))
+            .expect("POST with a parsed path is a valid request line");
+        let host = url.host_header();
+        let _ = req.insert_header(http::header::HOST, host.as_str());
+        for (n, v) in &self.headers {
+            let _ = req.append_header(n.clone(), v.clone());
+        }
+        let _ = req.insert_header(http::header::CONTENT_LENGTH, body_len);
+        req
+    }
+}
+
+/// Sends tasks to Workers.
+pub struct Dispatcher {
+    /// Slots and queue.
+    pub scheduler: Arc<Scheduler>,
+    /// Connections to Workers (task traffic only).
+    pub upstream: Upstream,
+    /// Settings (attempts, timeouts).
+    pub settings: Arc<Settings>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `scheduler`, with its own connection pool.
+    pub fn new(settings: Arc<Settings>, scheduler: Arc<Scheduler>) -> Self {
+        let upstream = Upstream::new(
+            settings.connect_timeout,
+            settings.pool_idle_timeout,
+            settings.ca_file.as_ref().and_then(|p| p.to_str()),
+        );
+        Dispatcher {
+            scheduler,
+            upstream,
+            settings,
+        }
+    }
+
+    /// Takes a slot or a place in the queue; fails at once when the task cannot run.
+    pub fn admit(&self, spec: &TaskSpec) -> Result<Acquire, TaskError> {
+        let req = SlotRequest {
+            group: &spec.group,
+            contract: spec.contract,
+            function: &spec.function,
+            priority: spec.priority,
+        };
+        self.scheduler
+            .acquire(&req)
+            .map_err(|e| TaskError::from_acquire(e, spec))
+    }
+
+    async fn slot(&self, admission: Acquire, spec: &TaskSpec, deadline: Instant) -> Result<Lease, TaskError> {
+        match admission {
+            Acquire::Ready(lease) => Ok(lease),
+            Acquire::Queued(waiting) => waiting
+                .until(deadline)
+                .await
+                .map_err(|e| TaskError::from_acquire(e, spec)),
+        }
+    }
+
+    /// Delivers the task: waits for a slot, sends, and retries on another Worker while
+    /// the failure proves the Worker never started it (connect/write failure, `503`).
+    pub async fn deliver(
+        &self,
+        spec: &TaskSpec,
+        first: Acquire,
+        headers: &ForwardHeaders,
+        body: &Bytes,
+        deadline: Instant,
+    ) -> Result<Delivered<'_>, TaskError> {
+        let max = self.settings.task_attempts;
+        let mut admission = Some(first);
+        let mut last_failure: Option<String> = None;
+        for attempt in 1..=max {
+            let next = match admission.take() {
+                Some(a) => Ok(a),
+                None => self.admit(spec),
+            };
+            let lease = match next {
+                Ok(a) => self.slot(a, spec, deadline).await,
+                Err(e) => Err(e),
+            };
+            let lease = match (lease, &last_failure) {
+                (Ok(l), _) => l,
+                // No other Worker to try: report the failure that sent us looking.
+                (Err(TaskError::NoWorker(_)), Some(why)) => {
+                    return Err(TaskError::WorkerFailed(why.clone()))
+                }
+                (Err(e), _) => return Err(e),
+            };
+            let request = headers.request_for(lease.url(), body.len());
+            match self.upstream.send(lease.url(), request, body, deadline).await {
+                Ok(exchange) => {
+                    let status = exchange.header().status.as_u16();
+                    if status == 503 && attempt < max {
+                        // Maintenance: the Worker refused the task without starting it.
+                        log::warn!("worker {} answered 503, trying another", lease.url());
+                        self.scheduler.suspend_worker(lease.worker());
+                        last_failure = Some(format!("{} is in maintenance", lease.url()));
+                        continue;
+                    }
+                    return Ok(Delivered {
+                        lease,
+                        exchange,
+                        attempts: attempt,
+                    });
+                }
+                Err(ExchangeError::NotDelivered(e)) => {
+                    log::warn!("task not delivered to {} (attempt {attempt}/{max}): {e}", lease.url());
+                    self.scheduler.suspend_worker(lease.worker());
+                    last_failure = Some(format!("{} unreachable: {e}", lease.url()));
+                }
+                Err(ExchangeError::AfterDelivery(e)) => {
+                    log::warn!("worker {} failed mid-task: {e}", lease.url());
+                    return Err(TaskError::WorkerFailed(format!("{}: {e}", lease.url())));
+                }
+                Err(ExchangeError::TimedOut) => return Err(TaskError::Timeout),
+            }
+        }
+        Err(TaskError::WorkerFailed(
+            last_failure.unwrap_or_else(|| "no attempt succeeded".into()),
+        ))
+    }
+}

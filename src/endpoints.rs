@@ -1,0 +1,47 @@
+//! The original's `/health` and `/logs`, answered on the client port and the admin port.
+
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::json;
+
+use crate::proxy::task::lb_authorized;
+use crate::proxy::App;
+use crate::{logring, respond};
+
+/// `GET /health`: `{"status"}` without a key; Workers, invalid Workers and internal
+/// components with one. Returns the status written.
+pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
+    let status = if app.is_draining() { "draining" } else { "ready" };
+    if !lb_authorized(session, app.settings.lb_key.expose()) {
+        respond::json(session, 200, &json!({ "status": status }), &[]).await?;
+        return Ok(200);
+    }
+    let (workers, invalid) = app.registry.snapshot();
+    let (registered, up) = app.registry.counts();
+    let queue = app.dispatcher.scheduler.queue_snapshot();
+    let body = json!({
+        "status": status,
+        "workers": workers,
+        "invalidWorkers": invalid,
+        "services": {
+            "scheduler": { "status": if app.is_draining() { "draining" } else { "up" }, "queued": queue.depth, "maxQueued": app.settings.max_queued },
+            "discovery": { "status": "up", "workers": registered, "available": up },
+        },
+        "queue": {
+            "depth": queue.depth,
+            "byPriority": queue.by_priority.iter().map(|(p, n)| json!({"priority": p, "count": n})).collect::<Vec<_>>(),
+        },
+    });
+    respond::json(session, 200, &body, &[]).await?;
+    Ok(200)
+}
+
+/// `GET /logs`: the last `MAX_LOGS` lines, oldest first; the LB key is required.
+pub async fn logs(app: &App, session: &mut Session) -> Result<u16> {
+    if !lb_authorized(session, app.settings.lb_key.expose()) {
+        respond::error(session, 401, "Unauthorized", &[]).await?;
+        return Ok(401);
+    }
+    respond::json(session, 200, &json!({ "logs": logring::ring().lines() }), &[]).await?;
+    Ok(200)
+}

@@ -1,0 +1,21 @@
+//! andera-lb: a drop-in Andera load balancer built on Cloudflare Pingora.
+//!
+//! Modules by concern: [`config`] (YAML + environment), [`registry`] (Workers,
+//! discovery, slot feeds), [`scheduler`] (slots and the priority queue),
+//! [`dispatch`] (the one path from a task to a Worker), [`proxy`] (the client
+//! service), [`admin`] (the sidecar), [`sim`] (an Andera Worker simulator).
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod dispatch;
+pub mod endpoints;
+pub mod logring;
+pub mod proxy;
+pub mod registry;
+pub mod respond;
+pub mod scheduler;
+pub mod server;
+pub mod sim;
+pub mod task;
+pub mod upstream;

@@ -1,0 +1,82 @@
+//! `andera-lb`: the Andera load balancer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use andera_lb::config;
+use andera_lb::registry::watch::load_list;
+use andera_lb::server::{self, RunFlags};
+use clap::Parser;
+
+/// Command line.
+#[derive(Parser, Debug)]
+#[command(name = "andera-lb", version, about = "Drop-in Andera load balancer on Pingora")]
+struct Args {
+    /// YAML configuration (see conf/andera-lb.yaml). Without it: ./workers.json and the environment.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Validate the configuration and the Worker list, then exit.
+    #[arg(short = 't', long)]
+    test: bool,
+    /// Take the listening sockets over from a running instance (zero-downtime upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let env = |k: &str| std::env::var(k).ok();
+    let settings = match config::load(args.config.as_deref(), &env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("andera-lb: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let workers = match load_list(&settings.workers) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("andera-lb: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.test {
+        println!(
+            "andera-lb: configuration OK ({}; {} worker(s); client {}, admin {})",
+            settings.origin,
+            workers.len(),
+            settings.listen,
+            settings.admin_listen
+        );
+        return ExitCode::SUCCESS;
+    }
+    andera_lb::logring::init(settings.log_level, settings.max_logs);
+    if settings.uses_default_key() {
+        log::warn!("**************************************************************************");
+        log::warn!("LB_AUTH_KEY is the well-known default key: anyone can use this load balancer.");
+        log::warn!("Set a secret LB_AUTH_KEY before exposing it.");
+        log::warn!("**************************************************************************");
+    }
+    for var in ["REDIS_HOST", "REDIS_PORT"] {
+        if std::env::var_os(var).is_some() {
+            log::info!("{var} is ignored: andera-lb keeps its queue in process and needs no Redis");
+        }
+    }
+    log::info!(
+        "andera-lb {} starting: client {}, admin {}, {} worker(s)",
+        env!("CARGO_PKG_VERSION"),
+        settings.listen,
+        settings.admin_listen,
+        workers.len()
+    );
+    let flags = RunFlags {
+        upgrade: args.upgrade,
+        daemon: args.daemon,
+    };
+    let (server, _app) = server::build(Arc::new(settings), workers, flags);
+    server.run_forever();
+}

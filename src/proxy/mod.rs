@@ -1,0 +1,112 @@
+//! The client-facing Pingora service (port 4000): `POST /task` plus the original's
+//! `/health` and `/logs`. Every request is answered in `request_filter`; tasks reach
+//! Workers through the dispatcher, never through an upstream chosen by Pingora.
+
+pub mod task;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use crate::config::Settings;
+use crate::dispatch::Dispatcher;
+use crate::endpoints;
+use crate::registry::Registry;
+use crate::respond;
+
+/// Shared state of the running load balancer.
+pub struct App {
+    /// Validated settings.
+    pub settings: Arc<Settings>,
+    /// Workers and what they report.
+    pub registry: Arc<Registry>,
+    /// The dispatch path.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Set when shutdown has begun: readiness turns false.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    /// Wires the registry and dispatcher over one scheduler.
+    pub fn new(settings: Arc<Settings>) -> Arc<App> {
+        let scheduler = crate::scheduler::Scheduler::new(settings.max_queued);
+        let registry = Registry::new(settings.clone(), scheduler.clone());
+        let dispatcher = Arc::new(Dispatcher::new(settings.clone(), scheduler));
+        Arc::new(App {
+            settings,
+            registry,
+            dispatcher,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-request state: what was decided, for logging and metrics.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// Route label (`task`, `health`, `logs`, `not_found`).
+    pub route: &'static str,
+    /// Status sent to the client (499 when the client left first).
+    pub status: u16,
+    /// Task id, for task requests that got one.
+    pub task_id: Option<String>,
+}
+
+/// The client port's `ProxyHttp` implementation.
+pub struct ClientProxy {
+    /// Shared state.
+    pub app: Arc<App>,
+}
+
+#[async_trait]
+impl ProxyHttp for ClientProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        Error::e_explain(InternalError, "every request is answered in request_filter")
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        match (method.as_str(), path.as_str()) {
+            ("POST", "/task") => {
+                ctx.route = "task";
+                task::handle(&self.app, session, ctx).await?;
+            }
+            (_, "/task") => {
+                ctx.route = "task";
+                ctx.status = 405;
+                respond::error(session, 405, "Use POST /task", &[("allow", "POST".into())]).await?;
+            }
+            ("GET", "/health") => {
+                ctx.route = "health";
+                ctx.status = endpoints::health(&self.app, session).await?;
+            }
+            ("GET", "/logs") => {
+                ctx.route = "logs";
+                ctx.status = endpoints::logs(&self.app, session).await?;
+            }
+            _ => {
+                ctx.route = "not_found";
+                ctx.status = 404;
+                respond::error(session, 404, "Not found", &[]).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, _ctx: &mut RequestCtx) {}
+}

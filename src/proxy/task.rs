@@ -1,0 +1,247 @@
+//! `POST /task`: authenticate, read and validate the body, then hand the task to the
+//! dispatcher and relay the Worker's answer (or a prompt JSON error).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{App, RequestCtx};
+use crate::auth;
+use crate::dispatch::{Delivered, ForwardHeaders, TaskError};
+use crate::respond;
+use crate::task::{self, Mode, TaskSpec};
+
+/// Longest pause allowed between two chunks of a request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+static TASK_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A process-unique task id: start time and sequence, e.g. `6745f0a1-00002a`.
+pub fn next_task_id() -> String {
+    static EPOCH: once_cell::sync::Lazy<u64> = once_cell::sync::Lazy::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let n = TASK_SEQ.fetch_add(1, Ordering::Relaxed) + 1;
+    format!("{:08x}-{n:06x}", *EPOCH)
+}
+
+/// True if `Authorization` or `x-lb-auth` carries the LB key.
+pub fn lb_authorized(session: &Session, key: &str) -> bool {
+    let h = &session.req_header().headers;
+    ["authorization", "x-lb-auth"]
+        .iter()
+        .filter_map(|name| h.get(*name))
+        .any(|v| auth::key_matches(v.as_bytes(), key))
+}
+
+enum BodyError {
+    TooLarge,
+    Read(Box<Error>),
+}
+
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    loop {
+        let chunk = tokio::time::timeout(BODY_READ_TIMEOUT, session.read_request_body())
+            .await
+            .map_err(|_| BodyError::Read(Error::explain(ReadTimedout, "reading the task body")))?
+            .map_err(BodyError::Read)?;
+        let Some(chunk) = chunk else { break };
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Handles `POST /task` to the end; the response is always written here.
+pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    let received = Instant::now();
+    let settings = &app.settings;
+    if !lb_authorized(session, settings.lb_key.expose()) {
+        ctx.status = 401;
+        session.set_keepalive(None);
+        return respond::error(session, 401, "Unauthorized", &[]).await;
+    }
+    let body = match read_body(session, settings.body_limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            ctx.status = 413;
+            session.set_keepalive(None);
+            let msg = format!("Request body too large (limit {} bytes)", settings.body_limit);
+            return respond::error(session, 413, &msg, &[]).await;
+        }
+        Err(BodyError::Read(e)) => return Err(e),
+    };
+    let spec = match task::parse(&body) {
+        Ok(s) => s,
+        Err(msg) => {
+            ctx.status = 400;
+            return respond::error(session, 400, &msg, &[]).await;
+        }
+    };
+    let Some(worker_key) = session.req_header().headers.get("x-wr-auth").cloned() else {
+        ctx.status = 400;
+        let msg = "Missing x-wr-auth header (worker AUTH_KEY) in request";
+        return respond::error(session, 400, msg, &[]).await;
+    };
+    let task_id = next_task_id();
+    ctx.task_id = Some(task_id.clone());
+    let id_header = [("x-andera-task-id", task_id.clone())];
+    let headers = ForwardHeaders::new(
+        session.req_header(),
+        worker_key,
+        settings.lb_key.expose(),
+        &task_id,
+    );
+    let deadline = received + settings.task_timeout;
+    log::info!(
+        "task {task_id} received: group={} function={} contract={} priority={} mode={}",
+        spec.group,
+        spec.function,
+        spec.contract,
+        spec.priority,
+        spec.mode.as_str()
+    );
+    let admission = match app.dispatcher.admit(&spec) {
+        Ok(a) => a,
+        Err(e) => return fail(session, ctx, &task_id, &e, settings.retry_after_s).await,
+    };
+    if spec.mode == Mode::Webhook {
+        let app = app.clone();
+        let id = task_id.clone();
+        tokio::spawn(async move { run_webhook(app, id, spec, admission, headers, body, deadline).await });
+        ctx.status = 200;
+        let accepted = json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
+        return respond::json(session, 200, &accepted, &id_header).await;
+    }
+    let delivery = app.dispatcher.deliver(&spec, admission, &headers, &body, deadline);
+    let client_gone = async {
+        // Resolves only if the client closes its connection (or misbehaves).
+        let _ = session.as_downstream_mut().read_body_or_idle(true).await;
+    };
+    let outcome = tokio::select! {
+        d = delivery => Some(d),
+        _ = client_gone => None,
+    };
+    match outcome {
+        None => {
+            log::info!("task {task_id}: client disconnected before the Worker answered");
+            ctx.status = 499;
+            Error::e_explain(ConnectionClosed, "client disconnected while its task was pending")
+        }
+        Some(Err(e)) => fail(session, ctx, &task_id, &e, settings.retry_after_s).await,
+        Some(Ok(delivered)) => relay(session, ctx, &task_id, delivered).await,
+    }
+}
+
+async fn fail(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    task_id: &str,
+    e: &TaskError,
+    retry_after_s: u64,
+) -> Result<()> {
+    ctx.status = e.status();
+    log::warn!("task {task_id} failed ({}): {}", e.status(), e.message());
+    let mut extra = vec![("x-andera-task-id", task_id.to_string())];
+    if *e == TaskError::QueueFull {
+        extra.push(("retry-after", retry_after_s.to_string()));
+    }
+    respond::error(session, e.status(), &e.message(), &extra).await
+}
+
+/// Relays the Worker's status, headers and body chunks as they arrive.
+async fn relay(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    task_id: &str,
+    delivered: Delivered<'_>,
+) -> Result<()> {
+    let Delivered {
+        lease,
+        mut exchange,
+        attempts,
+    } = delivered;
+    let mut header = exchange.header().clone();
+    for name in ["connection", "keep-alive", "proxy-connection"] {
+        header.remove_header(name);
+    }
+    header.insert_header("x-andera-task-id", task_id)?;
+    ctx.status = header.status.as_u16();
+    log::info!(
+        "task {task_id} answered {} by {} (attempt {attempts})",
+        ctx.status,
+        lease.url()
+    );
+    session.write_response_header(Box::new(header), false).await?;
+    loop {
+        match exchange.next_chunk().await {
+            Ok(Some(chunk)) => session.write_response_body(Some(chunk), false).await?,
+            Ok(None) => break,
+            Err(e) => {
+                // The header is already out: all we can do is cut the response short.
+                log::warn!("task {task_id}: worker {} failed mid-response: {e}", lease.url());
+                return Error::e_explain(ConnectionClosed, "worker failed mid-response");
+            }
+        }
+    }
+    exchange.finish().await;
+    drop(lease);
+    session.write_response_body(None, true).await
+}
+
+async fn run_webhook(
+    app: Arc<App>,
+    task_id: String,
+    spec: TaskSpec,
+    admission: crate::scheduler::Acquire,
+    headers: ForwardHeaders,
+    body: Bytes,
+    deadline: Instant,
+) {
+    match app.dispatcher.deliver(&spec, admission, &headers, &body, deadline).await {
+        Err(e) => log::warn!("webhook task {task_id} failed ({}): {}", e.status(), e.message()),
+        Ok(Delivered {
+            lease,
+            mut exchange,
+            ..
+        }) => {
+            let status = exchange.header().status.as_u16();
+            let mut ok = true;
+            loop {
+                match exchange.next_chunk().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::warn!("webhook task {task_id}: worker {} failed: {e}", lease.url());
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                exchange.finish().await;
+            }
+            log::info!("webhook task {task_id} handed to {} ({status})", lease.url());
+        }
+    }
+}

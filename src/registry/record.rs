@@ -1,0 +1,285 @@
+//! What the load balancer knows about one Worker, and how a `/health` answer or a
+//! WebSocket message updates it.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::url::WorkerUrl;
+use crate::scheduler::{FunctionSet, WorkerId, WorkerSlots};
+
+/// Slot figures as a Worker reports them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Slots {
+    /// Running tasks.
+    pub used: u32,
+    /// `limit − used`.
+    pub available: u32,
+    /// Most tasks run at once.
+    pub limit: u32,
+    /// Tasks queued inside the Worker.
+    pub queue: u32,
+}
+
+impl Slots {
+    fn parse(v: &Value) -> Option<Slots> {
+        let n = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x.min(u32::MAX as u64) as u32);
+        let limit = n("limit")?;
+        let used = n("used").unwrap_or(0);
+        Some(Slots {
+            used,
+            available: n("available").unwrap_or(limit.saturating_sub(used)),
+            limit,
+            queue: n("queue").unwrap_or(0),
+        })
+    }
+}
+
+/// The typed part of a Worker's authenticated `/health` answer.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    /// `ready` or `maintenance`.
+    pub status: String,
+    /// Worker group.
+    pub group: Arc<str>,
+    /// Contract version.
+    pub contract: u64,
+    /// Port of the slot feed.
+    pub websocket_port: Option<u16>,
+    /// Function names.
+    pub function_names: Arc<FunctionSet>,
+    /// Hash of the whole function list (names and params), for conflict checks.
+    pub fingerprint: u64,
+    /// Slot figures.
+    pub slots: Option<Slots>,
+    /// The answer as received, for `/health` and the dashboard.
+    pub raw: Map<String, Value>,
+}
+
+impl HealthReport {
+    /// Parses an authenticated `/health` body; explains what is missing otherwise.
+    pub fn parse(body: &[u8]) -> Result<HealthReport, String> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("/health is not JSON: {e}"))?;
+        let Value::Object(raw) = value else {
+            return Err("/health is not a JSON object".into());
+        };
+        let status = raw
+            .get("status")
+            .and_then(Value::as_str)
+            .ok_or("/health has no status")?
+            .to_string();
+        let group = raw.get("group").and_then(Value::as_str).ok_or(
+            "/health has no group: the Worker did not accept the LB key (check LB_AUTH_KEY on both sides)",
+        )?;
+        let contract = raw
+            .get("contract")
+            .and_then(Value::as_u64)
+            .ok_or("/health has no integer contract")?;
+        let functions = raw
+            .get("functions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let names: FunctionSet = functions
+            .iter()
+            .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let mut sorted = functions.clone();
+        sorted.sort_by_key(|f| f.get("name").and_then(Value::as_str).unwrap_or("").to_string());
+        let mut h = DefaultHasher::new();
+        // serde_json maps are ordered by key, so equal lists serialise equally.
+        serde_json::to_string(&sorted).unwrap_or_default().hash(&mut h);
+        Ok(HealthReport {
+            status,
+            group: Arc::from(group),
+            contract,
+            websocket_port: raw
+                .get("websocketPort")
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok()),
+            function_names: Arc::new(names),
+            fingerprint: h.finish(),
+            slots: raw.get("slots").and_then(Slots::parse),
+            raw,
+        })
+    }
+}
+
+/// State of a Worker's WebSocket slot feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedState {
+    /// Not connected (never, or reconnecting).
+    Disconnected,
+    /// Connected and answering.
+    Connected,
+}
+
+/// Everything known about one Worker.
+#[derive(Debug, Clone)]
+pub struct WorkerRecord {
+    /// Registration id.
+    pub id: WorkerId,
+    /// Base URL.
+    pub url: Arc<WorkerUrl>,
+    /// Position in the Worker list (the first of a pool is its reference).
+    pub index: usize,
+    /// Last good `/health` answer.
+    pub health: Option<HealthReport>,
+    /// Did the last poll succeed.
+    pub http_up: bool,
+    /// Why the last poll failed.
+    pub poll_error: Option<String>,
+    /// When the Worker last answered (poll or feed).
+    pub last_seen: Option<SystemTime>,
+    /// Slot feed state.
+    pub feed: FeedState,
+    /// Why the feed is down.
+    pub feed_error: Option<String>,
+    /// Set when the feed went silent or closed; cleared by the next answer.
+    pub offline: bool,
+    /// Latest status from either source.
+    pub status: Option<String>,
+    /// Latest slot figures from either source.
+    pub slots: Option<Slots>,
+    /// Latest `system` object from either source.
+    pub system: Value,
+    /// Latest `services` array from either source.
+    pub services: Value,
+    /// Excluded because its functions conflict with its pool's reference.
+    pub invalid_reason: Option<String>,
+}
+
+impl WorkerRecord {
+    /// A Worker just added to the list, not polled yet.
+    pub fn new(id: WorkerId, url: Arc<WorkerUrl>, index: usize) -> Self {
+        WorkerRecord {
+            id,
+            url,
+            index,
+            health: None,
+            http_up: false,
+            poll_error: None,
+            last_seen: None,
+            feed: FeedState::Disconnected,
+            feed_error: None,
+            offline: false,
+            status: None,
+            slots: None,
+            system: Value::Null,
+            services: Value::Array(vec![]),
+            invalid_reason: None,
+        }
+    }
+
+    /// Applies a good `/health` answer.
+    pub fn apply_health(&mut self, report: HealthReport) {
+        self.http_up = true;
+        self.poll_error = None;
+        self.offline = false;
+        self.last_seen = Some(SystemTime::now());
+        self.status = Some(report.status.clone());
+        self.slots = report.slots;
+        self.system = report.raw.get("system").cloned().unwrap_or(Value::Null);
+        self.services = report.raw.get("services").cloned().unwrap_or(json!([]));
+        self.health = Some(report);
+    }
+
+    /// Applies a slot feed message.
+    pub fn apply_feed(&mut self, msg: &Value) {
+        self.offline = false;
+        self.last_seen = Some(SystemTime::now());
+        if let Some(s) = msg.get("status").and_then(Value::as_str) {
+            self.status = Some(s.to_string());
+        }
+        if let Some(slots) = msg.get("slots").and_then(Slots::parse) {
+            self.slots = Some(slots);
+        }
+        if let Some(system) = msg.get("system") {
+            self.system = system.clone();
+        }
+        if let Some(services) = msg.get("services") {
+            self.services = services.clone();
+        }
+    }
+
+    fn services_up(&self) -> bool {
+        self.services.as_array().is_none_or(|list| {
+            list.iter()
+                .all(|s| s.get("state").and_then(Value::as_str).is_none_or(|st| st == "up"))
+        })
+    }
+
+    /// May tasks be sent here: ready, valid, reachable, every service up.
+    pub fn eligible(&self) -> bool {
+        self.health.is_some()
+            && self.invalid_reason.is_none()
+            && self.status.as_deref() == Some("ready")
+            && (self.http_up || self.feed == FeedState::Connected)
+            && !self.offline
+            && self.services_up()
+    }
+
+    /// The scheduler's view of this Worker, if it has ever answered `/health`.
+    pub fn slots_view(&self, with_report: bool) -> Option<WorkerSlots> {
+        let h = self.health.as_ref()?;
+        let num = |k: &str| self.system.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        let penalty = 5.0 * num("cpuLoad") + 5.0 * num("usedMemoryPercent");
+        Some(WorkerSlots {
+            url: self.url.clone(),
+            group: h.group.clone(),
+            contract: h.contract,
+            functions: h.function_names.clone(),
+            eligible: self.eligible(),
+            limit: self.slots.map_or(0, |s| s.limit),
+            reported_used: if with_report {
+                self.slots.map(|s| s.used)
+            } else {
+                None
+            },
+            penalty_milli: (penalty * 1000.0) as i64,
+        })
+    }
+
+    /// The record shown by authenticated `/health` and the dashboard.
+    pub fn to_json(&self, lb_in_flight: u32) -> Value {
+        let mut out = self
+            .health
+            .as_ref()
+            .map(|h| h.raw.clone())
+            .unwrap_or_default();
+        out.insert("url".into(), json!(self.url.raw));
+        let ws = self
+            .health
+            .as_ref()
+            .and_then(|h| h.websocket_port)
+            .map(|p| self.url.websocket(p));
+        out.insert("wsUrl".into(), json!(ws));
+        out.insert("status".into(), json!(self.status.as_deref().unwrap_or("unknown")));
+        if let Some(s) = self.slots {
+            out.insert("slots".into(), json!(s));
+        }
+        out.insert("system".into(), self.system.clone());
+        out.insert("services".into(), self.services.clone());
+        out.insert("online".into(), json!(self.eligible()));
+        out.insert("httpUp".into(), json!(self.http_up));
+        out.insert("websocket".into(), json!(self.feed));
+        out.insert("lbInFlight".into(), json!(lb_in_flight));
+        out.insert(
+            "lastSeen".into(),
+            json!(self.last_seen.map(|t| humantime::format_rfc3339_millis(t).to_string())),
+        );
+        if let Some(e) = self.poll_error.as_ref().or(self.feed_error.as_ref()) {
+            out.insert("error".into(), json!(e));
+        }
+        if let Some(r) = &self.invalid_reason {
+            out.insert("invalidReason".into(), json!(r));
+        }
+        Value::Object(out)
+    }
+}

@@ -1,0 +1,142 @@
+//! Worker base URLs: parsed once, so that the data path never parses a string.
+
+use std::fmt;
+
+/// A Worker base URL such as `http://10.0.0.5:3000` or `https://w1.internal/base`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct WorkerUrl {
+    /// The URL as written in the Worker list (trailing `/` removed).
+    pub raw: String,
+    /// `https` when true.
+    pub tls: bool,
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// Port, defaulted from the scheme.
+    pub port: u16,
+    /// Path prefix without trailing `/`, e.g. `` or `/base`.
+    pub base_path: String,
+}
+
+impl WorkerUrl {
+    /// Parses an `http://` or `https://` base URL; rejects anything else with a reason.
+    pub fn parse(text: &str) -> Result<WorkerUrl, String> {
+        let raw = text.trim().trim_end_matches('/').to_string();
+        let (tls, rest) = if let Some(r) = raw.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = raw.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!("{text:?} is not an http:// or https:// URL"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.contains('@') || path.contains('?') || path.contains('#') {
+            return Err(format!("{text:?}: credentials, queries and fragments are not allowed"));
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{text:?}: unterminated IPv6 address"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| format!("{text:?}: bad port"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(format!("{text:?}: bad authority")),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| format!("{text:?}: bad port {p:?}"))?,
+                ),
+                None => (authority.to_string(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{text:?}: no host"));
+        }
+        let base_path = path.trim_end_matches('/').to_string();
+        Ok(WorkerUrl {
+            tls,
+            host,
+            port,
+            base_path,
+            raw,
+        })
+    }
+
+    /// `host:port` suitable for a socket address lookup.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The `Host` header value.
+    pub fn host_header(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        if self.port == default {
+            self.host.clone()
+        } else {
+            self.authority()
+        }
+    }
+
+    /// Request path for an endpoint such as `/task`.
+    pub fn path(&self, endpoint: &str) -> String {
+        format!("{}{}", self.base_path, endpoint)
+    }
+
+    /// The WebSocket slot feed URL for the advertised port: `ws://host:port/` or `wss://`.
+    pub fn websocket(&self, ws_port: u16) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{scheme}://{host}:{ws_port}/")
+    }
+}
+
+impl fmt::Display for WorkerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl fmt::Debug for WorkerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WorkerUrl({})", self.raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_forms() {
+        let u = WorkerUrl::parse("http://10.0.0.5:3000/").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("10.0.0.5", 3000, false));
+        assert_eq!(u.path("/task"), "/task");
+        assert_eq!(u.websocket(3001), "ws://10.0.0.5:3001/");
+        let s = WorkerUrl::parse("https://w.example/base").unwrap();
+        assert_eq!((s.port, s.path("/health").as_str()), (443, "/base/health"));
+        assert_eq!(s.websocket(3001), "wss://w.example:3001/");
+        let v6 = WorkerUrl::parse("http://[::1]:8080").unwrap();
+        assert_eq!(v6.authority(), "[::1]:8080");
+    }
+
+    #[test]
+    fn rejects_non_http() {
+        assert!(WorkerUrl::parse("ftp://x").is_err());
+        assert!(WorkerUrl::parse("http://user:pw@x").is_err());
+        assert!(WorkerUrl::parse("http://:80").is_err());
+    }
+}

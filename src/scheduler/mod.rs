@@ -1,0 +1,360 @@
+//! The scheduler: who has a free slot, who is waiting for one, and the leases that
+//! tie a task to a Worker slot.
+//!
+//! One mutex guards all slot and queue state. Every operation under it is O(log n)
+//! in the number of Workers of a pool or waiters of a pool, so selection stays flat
+//! however many Workers are registered. A freed slot is handed directly to the head
+//! waiter of the Worker's pool while the lock is held: no thundering herd, no lost
+//! wakeup.
+
+mod pool;
+mod wait;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::registry::url::WorkerUrl;
+use pool::{Pool, SlotState, Waiter};
+pub use wait::{Lease, Waiting};
+
+/// Identifies a registered Worker for the life of its registration (never reused).
+pub type WorkerId = u64;
+
+/// The names of the functions a Worker exposes.
+pub type FunctionSet = HashSet<String>;
+
+/// What the registry tells the scheduler about one Worker.
+#[derive(Clone, Debug)]
+pub struct WorkerSlots {
+    /// The Worker's base URL.
+    pub url: Arc<WorkerUrl>,
+    /// Its group.
+    pub group: Arc<str>,
+    /// Its contract.
+    pub contract: u64,
+    /// Functions it exposes.
+    pub functions: Arc<FunctionSet>,
+    /// Ready, valid, reachable, every service up.
+    pub eligible: bool,
+    /// Slot limit it reports.
+    pub limit: u32,
+    /// Slots in use it reported in this update, if the update carries a figure.
+    pub reported_used: Option<u32>,
+    /// `5 × cpuLoad + 5 × usedMemoryPercent`, in thousandths.
+    pub penalty_milli: i64,
+}
+
+/// Why a task cannot get a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcquireError {
+    /// No Worker of this group and contract is registered and valid.
+    UnknownPool,
+    /// The pool exists but none of its Workers exposes the function.
+    UnknownFunction,
+    /// Workers exist but none is currently up.
+    NoWorkerUp,
+    /// The wait queue is full.
+    QueueFull,
+    /// The task waited until its deadline.
+    TimedOut,
+    /// The load balancer is shutting down.
+    ShuttingDown,
+}
+
+/// What a task asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotRequest<'a> {
+    /// Worker group.
+    pub group: &'a str,
+    /// Contract version.
+    pub contract: u64,
+    /// Function name.
+    pub function: &'a str,
+    /// 1 (most urgent) ..= 2097152.
+    pub priority: u32,
+}
+
+/// A slot taken on a Worker, handed to a waiter or returned by [`Scheduler::acquire`].
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub worker: WorkerId,
+    pub url: Arc<WorkerUrl>,
+}
+
+/// Outcome of [`Scheduler::acquire`].
+pub enum Acquire {
+    /// A slot was free: here it is.
+    Ready(Lease),
+    /// Every slot is busy: wait on this.
+    Queued(Waiting),
+}
+
+/// A point-in-time view of the queue, for metrics and the dashboard.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSnapshot {
+    /// Tasks waiting for a slot.
+    pub depth: usize,
+    /// `(priority, waiting)` for each priority with waiters, most urgent first.
+    pub by_priority: Vec<(u32, usize)>,
+}
+
+/// Slot usage of one Worker as the load balancer counts it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlotUsage {
+    /// Tasks this load balancer has in flight on the Worker.
+    pub in_flight: u32,
+    /// Slots the Worker reports used by others (another load balancer, orphaned tasks).
+    pub external: u32,
+    /// The Worker's limit.
+    pub limit: u32,
+}
+
+#[derive(Default)]
+struct State {
+    workers: HashMap<WorkerId, SlotState>,
+    pools: HashMap<Arc<str>, HashMap<u64, Pool>>,
+    next_seq: u64,
+    queued: usize,
+    closed: bool,
+}
+
+/// Slot accounting and the priority wait queue. Default queue bound: set by the caller.
+pub struct Scheduler {
+    state: Mutex<State>,
+    max_queued: usize,
+}
+
+impl Scheduler {
+    /// A scheduler whose wait queue holds at most `max_queued` tasks.
+    pub fn new(max_queued: usize) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            state: Mutex::new(State::default()),
+            max_queued,
+        })
+    }
+
+    /// Takes a slot for `req` if one is free, else joins the queue.
+    pub fn acquire(self: &Arc<Self>, req: &SlotRequest<'_>) -> Result<Acquire, AcquireError> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(AcquireError::ShuttingDown);
+        }
+        let State {
+            workers,
+            pools,
+            next_seq,
+            queued,
+            ..
+        } = &mut *st;
+        let pool = pools
+            .get_mut(req.group)
+            .and_then(|by_contract| by_contract.get_mut(&req.contract))
+            .ok_or(AcquireError::UnknownPool)?;
+        if !pool.functions.contains(req.function) {
+            return Err(AcquireError::UnknownFunction);
+        }
+        if pool.usable == 0 {
+            return Err(AcquireError::NoWorkerUp);
+        }
+        if pool.waiters.is_empty() {
+            if let Some(id) = pool.best() {
+                let grant = pool.take(workers, id);
+                return Ok(Acquire::Ready(Lease::new(self.clone(), grant)));
+            }
+        }
+        if *queued >= self.max_queued {
+            return Err(AcquireError::QueueFull);
+        }
+        *next_seq += 1;
+        let key = (req.priority, *next_seq);
+        let (tx, rx) = oneshot::channel();
+        pool.waiters.insert(key, Waiter { tx });
+        *queued += 1;
+        let pool_key = (pool.group.clone(), req.contract);
+        *queued -= pool.pump(workers);
+        Ok(Acquire::Queued(Waiting::new(self.clone(), pool_key, key, rx)))
+    }
+
+    /// Gives a slot back and hands it to the head waiter of the Worker's pool.
+    pub(crate) fn release(&self, worker: WorkerId) {
+        let mut st = self.state.lock();
+        let State {
+            workers,
+            pools,
+            queued,
+            ..
+        } = &mut *st;
+        let Some(w) = workers.get_mut(&worker) else {
+            return; // removed from the list since: nothing to give back
+        };
+        w.in_flight = w.in_flight.saturating_sub(1);
+        let (group, contract) = w.pool.clone();
+        if let Some(pool) = pools.get_mut(&group).and_then(|p| p.get_mut(&contract)) {
+            pool.refresh(workers, worker);
+            *queued -= pool.pump(workers);
+        }
+    }
+
+    /// Removes a waiter that gave up (timeout, client gone). True if it was still queued.
+    pub(crate) fn cancel_wait(&self, pool_key: &(Arc<str>, u64), key: (u32, u64)) -> bool {
+        let mut st = self.state.lock();
+        let removed = st
+            .pools
+            .get_mut(&pool_key.0)
+            .and_then(|p| p.get_mut(&pool_key.1))
+            .and_then(|pool| pool.waiters.remove(&key))
+            .is_some();
+        if removed {
+            st.queued -= 1;
+        }
+        removed
+    }
+
+    /// Adds or updates a Worker. Waiters are served if it brings free slots.
+    pub fn upsert_worker(&self, id: WorkerId, info: WorkerSlots) {
+        let mut st = self.state.lock();
+        let State {
+            workers,
+            pools,
+            queued,
+            ..
+        } = &mut *st;
+        let key = (info.group.clone(), info.contract);
+        if let Some(old) = workers.get(&id) {
+            if old.pool != key {
+                let old_key = old.pool.clone();
+                detach(workers, pools, queued, id, &old_key);
+            }
+        }
+        let pool = pools
+            .entry(key.0.clone())
+            .or_default()
+            .entry(key.1)
+            .or_insert_with(|| Pool::new(key.0.clone()));
+        let w = workers.entry(id).or_insert_with(|| SlotState::new(key.clone(), &info));
+        w.update(&info);
+        pool.members.insert(id);
+        pool.functions = info.functions.clone();
+        pool.refresh(workers, id);
+        pool.recount(workers);
+        if pool.usable == 0 {
+            *queued -= pool.fail_all(AcquireError::NoWorkerUp);
+        } else {
+            *queued -= pool.pump(workers);
+        }
+    }
+
+    /// Takes a Worker out of selection until its next update says it is eligible
+    /// (used when a dispatch could not connect or the Worker answered maintenance).
+    pub fn suspend_worker(&self, id: WorkerId) {
+        let mut st = self.state.lock();
+        let State {
+            workers,
+            pools,
+            queued,
+            ..
+        } = &mut *st;
+        let Some(w) = workers.get_mut(&id) else { return };
+        if w.suspended {
+            return;
+        }
+        w.suspended = true;
+        let (group, contract) = w.pool.clone();
+        if let Some(pool) = pools.get_mut(&group).and_then(|p| p.get_mut(&contract)) {
+            pool.refresh(workers, id);
+            pool.recount(workers);
+            if pool.usable == 0 {
+                *queued -= pool.fail_all(AcquireError::NoWorkerUp);
+            }
+        }
+    }
+
+    /// Forgets a Worker. Its in-flight tasks continue; their leases become no-ops.
+    pub fn remove_worker(&self, id: WorkerId) {
+        let mut st = self.state.lock();
+        let State {
+            workers,
+            pools,
+            queued,
+            ..
+        } = &mut *st;
+        if let Some(key) = workers.get(&id).map(|w| w.pool.clone()) {
+            detach(workers, pools, queued, id, &key);
+            workers.remove(&id);
+        }
+    }
+
+    /// Refuses new tasks and fails every waiter with [`AcquireError::ShuttingDown`].
+    pub fn close(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        let mut failed = 0;
+        for by_contract in st.pools.values_mut() {
+            for pool in by_contract.values_mut() {
+                failed += pool.fail_all(AcquireError::ShuttingDown);
+            }
+        }
+        st.queued -= failed;
+    }
+
+    /// The queue right now.
+    pub fn queue_snapshot(&self) -> QueueSnapshot {
+        let st = self.state.lock();
+        let mut counts: std::collections::BTreeMap<u32, usize> = Default::default();
+        for by_contract in st.pools.values() {
+            for pool in by_contract.values() {
+                for (prio, _) in pool.waiters.keys() {
+                    *counts.entry(*prio).or_default() += 1;
+                }
+            }
+        }
+        QueueSnapshot {
+            depth: st.queued,
+            by_priority: counts.into_iter().collect(),
+        }
+    }
+
+    /// Tasks waiting right now.
+    pub fn queued(&self) -> usize {
+        self.state.lock().queued
+    }
+
+    /// Slot usage of one Worker, if registered.
+    pub fn usage(&self, id: WorkerId) -> Option<SlotUsage> {
+        self.state.lock().workers.get(&id).map(|w| SlotUsage {
+            in_flight: w.in_flight,
+            external: w.external,
+            limit: w.limit,
+        })
+    }
+}
+
+/// Takes `id` out of its pool; drops the pool when it empties (failing its waiters).
+fn detach(
+    workers: &mut HashMap<WorkerId, SlotState>,
+    pools: &mut HashMap<Arc<str>, HashMap<u64, Pool>>,
+    queued: &mut usize,
+    id: WorkerId,
+    key: &(Arc<str>, u64),
+) {
+    let Some(by_contract) = pools.get_mut(&key.0) else { return };
+    let Some(pool) = by_contract.get_mut(&key.1) else { return };
+    pool.members.remove(&id);
+    pool.forget(workers, id);
+    pool.recount(workers);
+    if pool.members.is_empty() {
+        *queued -= pool.fail_all(AcquireError::UnknownPool);
+        by_contract.remove(&key.1);
+        if by_contract.is_empty() {
+            pools.remove(&key.0);
+        }
+    } else if pool.usable == 0 {
+        *queued -= pool.fail_all(AcquireError::NoWorkerUp);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! One pool of interchangeable Workers (same group and contract): the Workers with
+//! a free slot ordered by score, and the tasks waiting for one.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::{AcquireError, FunctionSet, Grant, WorkerId, WorkerSlots};
+use crate::registry::url::WorkerUrl;
+
+/// Slot state of one Worker.
+pub(super) struct SlotState {
+    pub pool: (Arc<str>, u64),
+    pub url: Arc<WorkerUrl>,
+    pub eligible: bool,
+    pub suspended: bool,
+    pub limit: u32,
+    pub in_flight: u32,
+    pub external: u32,
+    pub penalty_milli: i64,
+    /// The score under which this Worker sits in its pool's free set, if it does.
+    pub free_key: Option<i64>,
+}
+
+impl SlotState {
+    pub fn new(pool: (Arc<str>, u64), info: &WorkerSlots) -> Self {
+        SlotState {
+            pool,
+            url: info.url.clone(),
+            eligible: false,
+            suspended: false,
+            limit: 0,
+            in_flight: 0,
+            external: 0,
+            penalty_milli: 0,
+            free_key: None,
+        }
+    }
+
+    pub fn update(&mut self, info: &WorkerSlots) {
+        self.pool = (info.group.clone(), info.contract);
+        self.url = info.url.clone();
+        self.eligible = info.eligible;
+        // A fresh report from the Worker is the authority on whether it is reachable.
+        self.suspended = false;
+        self.limit = info.limit;
+        self.penalty_milli = info.penalty_milli;
+        if let Some(used) = info.reported_used {
+            // What the Worker counts beyond our own in-flight tasks belongs to someone else.
+            self.external = used.saturating_sub(self.in_flight);
+        }
+    }
+
+    pub fn usable(&self) -> bool {
+        self.eligible && !self.suspended
+    }
+
+    pub fn free(&self) -> u32 {
+        self.limit
+            .saturating_sub(self.in_flight.saturating_add(self.external))
+    }
+
+    /// The original's preference, `10 × free − 5 × cpu − 5 × memory`, in thousandths.
+    pub fn score(&self) -> i64 {
+        10_000 * i64::from(self.free()) - self.penalty_milli
+    }
+}
+
+/// A task waiting for a slot.
+pub(super) struct Waiter {
+    pub tx: oneshot::Sender<Result<Grant, AcquireError>>,
+}
+
+/// Workers of one group and contract.
+pub(super) struct Pool {
+    pub group: Arc<str>,
+    pub members: HashSet<WorkerId>,
+    pub usable: usize,
+    pub functions: Arc<FunctionSet>,
+    /// Usable Workers with at least one free slot, best score first.
+    pub free: BTreeSet<(Reverse<i64>, WorkerId)>,
+    /// Waiting tasks by (priority, arrival).
+    pub waiters: BTreeMap<(u32, u64), Waiter>,
+}
+
+impl Pool {
+    pub fn new(group: Arc<str>) -> Self {
+        Pool {
+            group,
+            members: HashSet::new(),
+            usable: 0,
+            functions: Arc::default(),
+            free: BTreeSet::new(),
+            waiters: BTreeMap::new(),
+        }
+    }
+
+    /// The best Worker with a free slot.
+    pub fn best(&self) -> Option<WorkerId> {
+        self.free.first().map(|(_, id)| *id)
+    }
+
+    /// Re-files `id` in the free set after its figures changed.
+    pub fn refresh(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) {
+        let Some(w) = workers.get_mut(&id) else { return };
+        if let Some(old) = w.free_key.take() {
+            self.free.remove(&(Reverse(old), id));
+        }
+        if w.usable() && w.free() > 0 {
+            let score = w.score();
+            self.free.insert((Reverse(score), id));
+            w.free_key = Some(score);
+        }
+    }
+
+    /// Drops `id` from the free set.
+    pub fn forget(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) {
+        if let Some(w) = workers.get_mut(&id) {
+            if let Some(old) = w.free_key.take() {
+                self.free.remove(&(Reverse(old), id));
+            }
+        }
+    }
+
+    /// Recounts usable members (O(members); only on membership or eligibility changes).
+    pub fn recount(&mut self, workers: &HashMap<WorkerId, SlotState>) {
+        self.usable = self
+            .members
+            .iter()
+            .filter(|id| workers.get(id).is_some_and(SlotState::usable))
+            .count();
+    }
+
+    /// Takes a slot on `id`.
+    pub fn take(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) -> Grant {
+        let w = workers.get_mut(&id).expect("free set holds registered workers");
+        w.in_flight += 1;
+        let grant = Grant {
+            worker: id,
+            url: w.url.clone(),
+        };
+        self.refresh(workers, id);
+        grant
+    }
+
+    /// Hands free slots to waiters, head first. Returns how many waiters left the queue.
+    pub fn pump(&mut self, workers: &mut HashMap<WorkerId, SlotState>) -> usize {
+        let mut served = 0;
+        while !self.waiters.is_empty() {
+            let Some(id) = self.best() else { break };
+            let Some((_, waiter)) = self.waiters.pop_first() else { break };
+            served += 1;
+            if waiter.tx.is_closed() {
+                continue;
+            }
+            let grant = self.take(workers, id);
+            if waiter.tx.send(Ok(grant)).is_err() {
+                // The waiter vanished between the check and the send: undo the take.
+                if let Some(w) = workers.get_mut(&id) {
+                    w.in_flight -= 1;
+                }
+                self.refresh(workers, id);
+            }
+        }
+        served
+    }
+
+    /// Fails every waiter with `why`. Returns how many left the queue.
+    pub fn fail_all(&mut self, why: AcquireError) -> usize {
+        let n = self.waiters.len();
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            let _ = waiter.tx.send(Err(why.clone()));
+        }
+        n
+    }
+}

@@ -1,0 +1,185 @@
+use std::time::Duration;
+
+use super::*;
+use tokio::time::Instant;
+
+fn slots(group: &str, limit: u32, eligible: bool) -> WorkerSlots {
+    WorkerSlots {
+        url: Arc::new(WorkerUrl::parse("http://127.0.0.1:1").unwrap()),
+        group: group.into(),
+        contract: 1,
+        functions: Arc::new(["hello".to_string()].into_iter().collect()),
+        eligible,
+        limit,
+        reported_used: None,
+        penalty_milli: 0,
+    }
+}
+
+fn req(priority: u32) -> SlotRequest<'static> {
+    SlotRequest {
+        group: "g",
+        contract: 1,
+        function: "hello",
+        priority,
+    }
+}
+
+fn ready(s: &Arc<Scheduler>, p: u32) -> Lease {
+    match s.acquire(&req(p)).unwrap() {
+        Acquire::Ready(l) => l,
+        Acquire::Queued(_) => panic!("expected a free slot"),
+    }
+}
+
+fn queued(s: &Arc<Scheduler>, p: u32) -> Waiting {
+    match s.acquire(&req(p)).unwrap() {
+        Acquire::Queued(w) => w,
+        Acquire::Ready(_) => panic!("expected to queue"),
+    }
+}
+
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(30)
+}
+
+#[test]
+fn unknown_pool_function_and_down_are_distinct() {
+    let s = Scheduler::new(10);
+    assert_eq!(s.acquire(&req(1)).err(), Some(AcquireError::UnknownPool));
+    s.upsert_worker(1, slots("g", 1, false));
+    assert_eq!(s.acquire(&req(1)).err(), Some(AcquireError::NoWorkerUp));
+    s.upsert_worker(1, slots("g", 1, true));
+    let bad = SlotRequest {
+        function: "nope",
+        ..req(1)
+    };
+    assert_eq!(s.acquire(&bad).err(), Some(AcquireError::UnknownFunction));
+}
+
+#[test]
+fn prefers_most_free_slots() {
+    let s = Scheduler::new(10);
+    s.upsert_worker(1, slots("g", 2, true));
+    s.upsert_worker(2, slots("g", 5, true));
+    let a = ready(&s, 1);
+    assert_eq!(a.worker(), 2);
+    let held: Vec<Lease> = (0..4).map(|_| ready(&s, 1)).collect();
+    // Worker 2 now has 1 free, worker 1 has 2.
+    assert_eq!(held.last().unwrap().worker(), 1);
+    assert_eq!(s.usage(2).unwrap().in_flight + s.usage(1).unwrap().in_flight, 5);
+}
+
+#[tokio::test]
+async fn priority_then_fifo_and_direct_handoff() {
+    let s = Scheduler::new(10);
+    s.upsert_worker(1, slots("g", 1, true));
+    let first = ready(&s, 1);
+    let w5a = queued(&s, 5);
+    let w5b = queued(&s, 5);
+    let w1 = queued(&s, 1);
+    assert_eq!(s.queued(), 3);
+    let mut order = Vec::new();
+    drop(first);
+    let l = w1.until(far()).await.unwrap();
+    order.push("p1");
+    drop(l);
+    let l = w5a.until(far()).await.unwrap();
+    order.push("p5a");
+    drop(l);
+    let l = w5b.until(far()).await.unwrap();
+    order.push("p5b");
+    assert_eq!(order, ["p1", "p5a", "p5b"]);
+    assert_eq!(s.queued(), 0);
+    assert_eq!(s.usage(1).unwrap().in_flight, 1);
+    drop(l);
+    assert_eq!(s.usage(1).unwrap().in_flight, 0);
+}
+
+#[tokio::test]
+async fn a_dropped_waiter_leaves_at_once_and_loses_no_slot() {
+    let s = Scheduler::new(10);
+    s.upsert_worker(1, slots("g", 1, true));
+    let held = ready(&s, 1);
+    let gone = queued(&s, 1);
+    let next = queued(&s, 2);
+    drop(gone);
+    assert_eq!(s.queued(), 1);
+    drop(held);
+    let l = next.until(far()).await.unwrap();
+    assert_eq!(s.usage(1).unwrap().in_flight, 1);
+    drop(l);
+    assert_eq!(s.usage(1).unwrap().in_flight, 0);
+}
+
+#[tokio::test]
+async fn granted_but_never_collected_slot_comes_back() {
+    let s = Scheduler::new(10);
+    s.upsert_worker(1, slots("g", 1, true));
+    let held = ready(&s, 1);
+    let w = queued(&s, 1);
+    drop(held); // grant sits in w's channel
+    assert_eq!(s.usage(1).unwrap().in_flight, 1);
+    drop(w);
+    assert_eq!(s.usage(1).unwrap().in_flight, 0);
+}
+
+#[tokio::test]
+async fn times_out_and_bounded_queue() {
+    let s = Scheduler::new(1);
+    s.upsert_worker(1, slots("g", 1, true));
+    let _held = ready(&s, 1);
+    let w = queued(&s, 1);
+    assert_eq!(s.acquire(&req(1)).err(), Some(AcquireError::QueueFull));
+    let r = w.until(Instant::now() + Duration::from_millis(20)).await;
+    assert_eq!(r.err(), Some(AcquireError::TimedOut));
+    assert_eq!(s.queued(), 0);
+}
+
+#[tokio::test]
+async fn waiters_fail_when_the_last_worker_goes_and_leases_survive_removal() {
+    let s = Scheduler::new(10);
+    s.upsert_worker(1, slots("g", 1, true));
+    let held = ready(&s, 1);
+    let w = queued(&s, 1);
+    s.remove_worker(1);
+    assert_eq!(w.until(far()).await.err(), Some(AcquireError::UnknownPool));
+    drop(held); // no panic, no effect
+    assert!(s.usage(1).is_none());
+}
+
+#[test]
+fn worker_report_counts_other_users() {
+    let s = Scheduler::new(10);
+    s.upsert_worker(1, slots("g", 3, true));
+    let _mine = ready(&s, 1);
+    // The Worker says 3 used: ours plus two from elsewhere.
+    s.upsert_worker(
+        1,
+        WorkerSlots {
+            reported_used: Some(3),
+            ..slots("g", 3, true)
+        },
+    );
+    assert_eq!(s.usage(1).unwrap().external, 2);
+    assert!(matches!(s.acquire(&req(1)), Ok(Acquire::Queued(_))));
+}
+
+#[test]
+fn never_more_than_the_limit() {
+    let s = Scheduler::new(1000);
+    s.upsert_worker(1, slots("g", 3, true));
+    s.upsert_worker(2, slots("g", 2, true));
+    let mut leases = Vec::new();
+    let mut waits = Vec::new();
+    for i in 0..50 {
+        match s.acquire(&req(1 + i % 7)).unwrap() {
+            Acquire::Ready(l) => leases.push(l),
+            Acquire::Queued(w) => waits.push(w),
+        }
+        assert!(s.usage(1).unwrap().in_flight <= 3);
+        assert!(s.usage(2).unwrap().in_flight <= 2);
+    }
+    assert_eq!(leases.len(), 5);
+    assert_eq!(s.queued(), 45);
+}

@@ -1,0 +1,100 @@
+//! Leases (a slot held by a task) and waits (a task queued for a slot).
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{AcquireError, Grant, Scheduler, WorkerId};
+use crate::registry::url::WorkerUrl;
+
+/// A slot on a Worker, held by one task. Dropping it gives the slot back exactly once.
+pub struct Lease {
+    scheduler: Arc<Scheduler>,
+    grant: Grant,
+}
+
+impl Lease {
+    pub(crate) fn new(scheduler: Arc<Scheduler>, grant: Grant) -> Lease {
+        Lease { scheduler, grant }
+    }
+
+    /// The Worker holding the slot.
+    pub fn worker(&self) -> WorkerId {
+        self.grant.worker
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> &Arc<WorkerUrl> {
+        &self.grant.url
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.scheduler.release(self.grant.worker);
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lease({} on {})", self.grant.worker, self.grant.url)
+    }
+}
+
+/// A task's place in the queue. Dropping it (timeout, client gone) leaves the queue
+/// at once, and gives back a slot that was granted but never collected.
+pub struct Waiting {
+    scheduler: Arc<Scheduler>,
+    pool: (Arc<str>, u64),
+    key: (u32, u64),
+    rx: Option<oneshot::Receiver<Result<Grant, AcquireError>>>,
+}
+
+impl Waiting {
+    pub(crate) fn new(
+        scheduler: Arc<Scheduler>,
+        pool: (Arc<str>, u64),
+        key: (u32, u64),
+        rx: oneshot::Receiver<Result<Grant, AcquireError>>,
+    ) -> Waiting {
+        Waiting {
+            scheduler,
+            pool,
+            key,
+            rx: Some(rx),
+        }
+    }
+
+    /// Waits for a slot until `deadline`.
+    pub async fn until(mut self, deadline: Instant) -> Result<Lease, AcquireError> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(AcquireError::TimedOut);
+        };
+        let outcome = tokio::time::timeout_at(deadline, rx).await;
+        match outcome {
+            Ok(Ok(result)) => {
+                self.rx = None;
+                result.map(|grant| Lease::new(self.scheduler.clone(), grant))
+            }
+            // The sender is only dropped with its pool, which fails waiters first.
+            Ok(Err(_)) => {
+                self.rx = None;
+                Err(AcquireError::UnknownPool)
+            }
+            Err(_) => Err(AcquireError::TimedOut),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            self.scheduler.cancel_wait(&self.pool, self.key);
+            rx.close();
+            if let Ok(Ok(grant)) = rx.try_recv() {
+                self.scheduler.release(grant.worker);
+            }
+        }
+    }
+}

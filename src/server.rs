@@ -1,0 +1,75 @@
+//! Assembles the Pingora server: the client service, the admin sidecar and the
+//! background Worker list service, from validated [`Settings`].
+
+use std::sync::Arc;
+
+use pingora::prelude::*;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+
+use crate::admin::AdminProxy;
+use crate::config::Settings;
+use crate::proxy::{App, ClientProxy};
+use crate::registry::url::WorkerUrl;
+use crate::registry::watch::ListWatcher;
+
+/// Process-level switches from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags {
+    /// Take the listening sockets over from a running instance.
+    pub upgrade: bool,
+    /// Run in the background.
+    pub daemon: bool,
+}
+
+/// Pingora's own configuration derived from ours.
+fn server_conf(settings: &Settings, flags: RunFlags) -> ServerConf {
+    ServerConf {
+        daemon: flags.daemon,
+        pid_file: settings.pid_file.clone(),
+        upgrade_sock: settings.upgrade_sock.clone(),
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    }
+}
+
+/// Builds a ready-to-run server. `workers` is the list loaded (and validated) at start-up.
+pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) -> (Server, Arc<App>) {
+    let opt = Opt {
+        upgrade: flags.upgrade,
+        daemon: flags.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&settings, flags));
+    server.bootstrap();
+    let app = App::new(settings.clone());
+
+    let mut client = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        ClientProxy { app: app.clone() },
+        "andera-lb client",
+    );
+    client.add_tcp(&settings.listen.to_string());
+
+    let mut admin = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        AdminProxy { app: app.clone() },
+        "andera-lb admin",
+    );
+    admin.add_tcp(&settings.admin_listen.to_string());
+    admin.threads = Some(1);
+
+    let watcher = background_service(
+        "worker list",
+        ListWatcher {
+            registry: app.registry.clone(),
+            initial: workers,
+        },
+    );
+    server.add_service(client);
+    server.add_service(admin);
+    server.add_service(watcher);
+    (server, app)
+}

@@ -1,0 +1,309 @@
+//! The functions a simulated Worker exposes, their parameter schemas, input
+//! validation, and what each function does.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+/// Which function catalogue a simulated Worker exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FunctionSet {
+    /// The standard catalogue: `hello`, `sleep`, `fail`, `echo`, `ticker`.
+    #[default]
+    Standard,
+    /// Like `Standard`, but `hello` also takes a `greeting` parameter, so the
+    /// function list conflicts with `Standard` Workers of the same group and
+    /// contract.
+    Alternate,
+}
+
+impl std::str::FromStr for FunctionSet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "standard" => Ok(FunctionSet::Standard),
+            "alternate" => Ok(FunctionSet::Alternate),
+            other => Err(format!(
+                "unknown function set {other:?} (expected standard or alternate)"
+            )),
+        }
+    }
+}
+
+/// One exposed function: its name and parameter schema.
+#[derive(Debug, Clone)]
+pub(crate) struct FunctionDef {
+    pub name: &'static str,
+    /// `{param: {type, required, default, ...}}` as published in `/health`.
+    pub params: Map<String, Value>,
+    /// Whether input keys outside the schema are accepted (`echo`).
+    pub open: bool,
+}
+
+fn schema(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The catalogue of `set`.
+pub(crate) fn catalog(set: FunctionSet) -> Vec<FunctionDef> {
+    let hello = match set {
+        FunctionSet::Standard => json!({
+            "name": {"type": "string", "required": false, "default": "World"}
+        }),
+        FunctionSet::Alternate => json!({
+            "name": {"type": "string", "required": false, "default": "World"},
+            "greeting": {"type": "string", "required": false, "default": "Hello"}
+        }),
+    };
+    vec![
+        FunctionDef {
+            name: "hello",
+            params: schema(hello),
+            open: false,
+        },
+        FunctionDef {
+            name: "sleep",
+            params: schema(json!({"ms": {"type": "number", "required": true, "min": 0}})),
+            open: false,
+        },
+        FunctionDef {
+            name: "fail",
+            params: schema(json!({
+                "message": {"type": "string", "required": false, "default": "boom"}
+            })),
+            open: false,
+        },
+        FunctionDef {
+            name: "echo",
+            params: Map::new(),
+            open: true,
+        },
+        FunctionDef {
+            name: "ticker",
+            params: schema(json!({
+                "count": {"type": "number", "required": false, "default": 5, "min": 0},
+                "intervalMs": {"type": "number", "required": false, "default": 100, "min": 0}
+            })),
+            open: false,
+        },
+    ]
+}
+
+/// The `functions` array of the `/health` answer.
+pub(crate) fn catalog_json(defs: &[FunctionDef]) -> Value {
+    Value::Array(
+        defs.iter()
+            .map(|d| json!({"name": d.name, "params": Value::Object(d.params.clone())}))
+            .collect(),
+    )
+}
+
+/// Input keys every function accepts on top of its schema: `label` (recorded
+/// in the stats) and `sleepMs` (delay before answering).
+fn common_param(key: &str) -> Option<Value> {
+    match key {
+        "label" => Some(json!({"type": "string", "required": false})),
+        "sleepMs" => Some(json!({"type": "number", "required": false, "min": 0})),
+        _ => None,
+    }
+}
+
+fn type_matches(ty: &str, value: &Value) -> bool {
+    match ty {
+        "string" => value.is_string(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        _ => true,
+    }
+}
+
+fn check_value(key: &str, spec: &Value, value: &Value) -> Result<(), String> {
+    if let Some(ty) = spec.get("type").and_then(Value::as_str) {
+        if !type_matches(ty, value) {
+            return Err(format!("Invalid type for parameter {key}: expected {ty}"));
+        }
+    }
+    if let Some(options) = spec.get("enum").and_then(Value::as_array) {
+        if !options.contains(value) {
+            return Err(format!("Invalid value for parameter {key}: not in enum"));
+        }
+    }
+    let measure = match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => Some(s.chars().count() as f64),
+        Value::Array(a) => Some(a.len() as f64),
+        _ => None,
+    };
+    if let Some(m) = measure {
+        if let Some(min) = spec.get("min").and_then(Value::as_f64) {
+            if m < min {
+                return Err(format!(
+                    "Invalid value for parameter {key}: below min {min}"
+                ));
+            }
+        }
+        if let Some(max) = spec.get("max").and_then(Value::as_f64) {
+            if m > max {
+                return Err(format!(
+                    "Invalid value for parameter {key}: above max {max}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates `input` against `def`'s schema and applies defaults.
+/// (The `pattern` keyword is not evaluated: no simulated function uses it.)
+pub(crate) fn validate_input(
+    def: &FunctionDef,
+    mut input: Map<String, Value>,
+) -> Result<Map<String, Value>, String> {
+    for (key, value) in &input {
+        if let Some(spec) = def.params.get(key) {
+            check_value(key, spec, value)?;
+        } else if let Some(spec) = common_param(key) {
+            check_value(key, &spec, value)?;
+        } else if !def.open {
+            return Err(format!("Unknown input parameter: {key}"));
+        }
+    }
+    for (key, spec) in &def.params {
+        if input.contains_key(key) {
+            continue;
+        }
+        if let Some(default) = spec.get("default") {
+            input.insert(key.clone(), default.clone());
+        } else if spec.get("required").and_then(Value::as_bool) == Some(true) {
+            return Err(format!("Missing required parameter: {key}"));
+        }
+    }
+    Ok(input)
+}
+
+/// What `echo` reports about its own request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestInfo {
+    pub body_len: usize,
+    pub body_fnv64: String,
+    pub headers: Map<String, Value>,
+}
+
+/// A validated call, ready to run.
+#[derive(Debug, Clone)]
+pub(crate) enum Call {
+    Hello { greeting: String, name: String },
+    Sleep { ms: Value },
+    Fail { message: String },
+    Echo(RequestInfo),
+    Ticker { count: u64, interval: Duration },
+}
+
+fn str_of(input: &Map<String, Value>, key: &str, default: &str) -> String {
+    input
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or(default)
+        .to_string()
+}
+
+fn num_of(input: &Map<String, Value>, key: &str, default: f64) -> f64 {
+    input
+        .get(key)
+        .and_then(Value::as_f64)
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .unwrap_or(default)
+}
+
+/// Turns a validated input into a call; `None` for an unknown function name.
+pub(crate) fn build_call(
+    name: &str,
+    input: &Map<String, Value>,
+    info: RequestInfo,
+) -> Option<Call> {
+    Some(match name {
+        "hello" => Call::Hello {
+            greeting: str_of(input, "greeting", "Hello"),
+            name: str_of(input, "name", "World"),
+        },
+        "sleep" => Call::Sleep {
+            ms: input.get("ms").cloned().unwrap_or_else(|| json!(0)),
+        },
+        "fail" => Call::Fail {
+            message: str_of(input, "message", "boom"),
+        },
+        "echo" => Call::Echo(info),
+        "ticker" => Call::Ticker {
+            count: num_of(input, "count", 5.0) as u64,
+            interval: ms_duration(num_of(input, "intervalMs", 100.0)),
+        },
+        _ => return None,
+    })
+}
+
+/// A non-negative millisecond count as a duration (capped at one day).
+pub(crate) fn ms_duration(ms: f64) -> Duration {
+    if ms.is_finite() && ms > 0.0 {
+        Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// The outcome of a call in sync (and webhook) mode: `(success, body)`.
+pub(crate) async fn run_sync(call: &Call) -> (bool, Value) {
+    match call {
+        Call::Hello { greeting, name } => (
+            true,
+            json!({"success": true, "result": {"message": format!("{greeting} {name}!")}}),
+        ),
+        Call::Sleep { ms } => {
+            tokio::time::sleep(ms_duration(ms.as_f64().unwrap_or(0.0))).await;
+            (true, json!({"success": true, "result": {"slept": ms}}))
+        }
+        Call::Fail { message } => (false, json!({"success": false, "error": message})),
+        Call::Echo(info) => (
+            true,
+            json!({"success": true, "result": {
+                "bodyLen": info.body_len,
+                "bodyFnv64": info.body_fnv64,
+                "headers": Value::Object(info.headers.clone()),
+            }}),
+        ),
+        Call::Ticker { count, interval } => {
+            let total = interval.saturating_mul(u32::try_from(*count).unwrap_or(u32::MAX));
+            tokio::time::sleep(total).await;
+            (true, json!({"success": true, "result": {"ticks": count}}))
+        }
+    }
+}
+
+/// The chunks of a streaming call, each preceded by a delay.
+pub(crate) type StreamPlan = Box<dyn Iterator<Item = (Duration, String)> + Send>;
+
+/// The chunks of a streaming call; `None` for a function that does not stream
+/// (it answers as in sync mode).
+pub(crate) fn stream_plan(call: &Call) -> Option<StreamPlan> {
+    match call {
+        Call::Hello { greeting, name } => Some(Box::new(
+            [
+                (Duration::ZERO, format!("{greeting} ")),
+                (Duration::from_millis(50), format!("{name}!")),
+            ]
+            .into_iter(),
+        )),
+        Call::Ticker { count, interval } => {
+            let interval = *interval;
+            Some(Box::new(
+                (1..=*count).map(move |i| (interval, format!("tick {i}\n"))),
+            ))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,445 @@
+//! Tests of the simulated Worker over real sockets.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{fnv1a64_hex, SimConfig, SimStatsSnapshot, SimWorker, WsMode};
+
+const LB: &str = "lb-secret";
+const WK: &str = "wk-secret";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+async fn start(slots: usize) -> SimWorker {
+    let mut cfg = SimConfig::new(LB, WK);
+    cfg.slots = slots;
+    cfg.tags.insert("region".into(), "eu".into());
+    cfg.services.push(("db".into(), "up".into()));
+    SimWorker::start(cfg).await.expect("start")
+}
+
+async fn post_task(w: &SimWorker, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/task", w.url()))
+        .header("x-lb-auth", LB)
+        .header("authorization", format!("Bearer {WK}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send")
+}
+
+async fn json_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).expect("json"))
+}
+
+#[tokio::test]
+async fn health_with_and_without_key() {
+    let w = start(4).await;
+    let c = client();
+    let anon: Value = serde_json::from_str(
+        &c.get(format!("{}/health", w.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(anon, json!({"status": "ready"}));
+    let resp = c
+        .get(format!("{}/health", w.url()))
+        .header("x-lb-auth", format!("Bearer {LB}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, full) = json_of(resp).await;
+    assert_eq!(status, 200);
+    assert_eq!(full["group"], "default");
+    assert_eq!(full["contract"], 1);
+    assert_eq!(full["websocketPort"], w.ws_addr().unwrap().port());
+    assert_eq!(
+        full["slots"],
+        json!({"used":0,"available":4,"limit":4,"queue":0})
+    );
+    assert_eq!(full["tags"], json!({"region": "eu"}));
+    assert_eq!(full["services"], json!([{"name":"db","state":"up"}]));
+    assert_eq!(full["functions"][0]["name"], "hello");
+    assert_eq!(full["functions"][0]["params"]["name"]["default"], "World");
+    let logs = c
+        .get(format!("{}/logs", w.url()))
+        .header("x-lb-auth", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logs.status().as_u16(), 401);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn hello_sync_stream_and_errors() {
+    let w = start(4).await;
+    let (s, v) = json_of(
+        post_task(
+            &w,
+            &json!({"function":"hello","contract":1,"input":{"name":"Andera"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v),
+        (
+            200,
+            json!({"success":true,"result":{"message":"Hello Andera!"}})
+        )
+    );
+
+    let mut resp = post_task(
+        &w,
+        &json!({"function":"hello","contract":1,"mode":"stream","input":{"name":"X"}}),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"Hello ");
+    let t = Instant::now();
+    let second = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(&second[..], b"X!");
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    assert!(resp.chunk().await.unwrap().is_none());
+
+    let cases = [
+        (json!({"function":"hello","contract":2}), 400),
+        (json!({"function":"hello","contract":1,"priority":0}), 400),
+        (
+            json!({"function":"hello","contract":1,"priority":2097153}),
+            400,
+        ),
+        (
+            json!({"function":"hello","contract":1,"mode":"carrier-pigeon"}),
+            400,
+        ),
+        (json!({"function":"nope","contract":1}), 404),
+        (
+            json!({"function":"hello","contract":1,"input":{"bogus":1}}),
+            400,
+        ),
+        (
+            json!({"function":"hello","contract":1,"input":{"name":5}}),
+            400,
+        ),
+        (json!({"function":"sleep","contract":1}), 400),
+        (
+            json!({"function":"fail","contract":1,"input":{"message":"bad"}}),
+            500,
+        ),
+        (json!([1, 2]), 400),
+    ];
+    for (body, want) in cases {
+        let (status, v) = json_of(post_task(&w, &body).await).await;
+        assert_eq!(status, want, "{body} -> {v}");
+        assert_eq!(v["success"], false, "{body} -> {v}");
+    }
+    let bad_key = client()
+        .post(format!("{}/task", w.url()))
+        .header("x-lb-auth", LB)
+        .header("authorization", "wrong")
+        .body(json!({"function":"hello","contract":1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_of(bad_key).await,
+        (401, json!({"error":"Unauthorized"}))
+    );
+    w.set_status("maintenance");
+    let (s, v) = json_of(post_task(&w, &json!({"function":"hello","contract":1})).await).await;
+    assert_eq!(
+        (s, v),
+        (503, json!({"error":"Worker is in maintenance mode"}))
+    );
+    let stats = w.stats();
+    assert_eq!(stats.received, 3);
+    assert_eq!(stats.requests, 14);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn echo_and_stats_endpoint() {
+    let w = start(4).await;
+    let body = json!({"function":"echo","contract":1,"input":{"anything":[1,2],"label":"e1"},"extra":true});
+    let raw = body.to_string();
+    let (s, v) = json_of(post_task(&w, &body).await).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["result"]["bodyLen"], raw.len());
+    assert_eq!(v["result"]["bodyFnv64"], fnv1a64_hex(raw.as_bytes()));
+    assert_eq!(v["result"]["headers"]["x-lb-auth"], LB);
+    let text = client()
+        .get(format!("{}/sim/stats", w.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stats: SimStatsSnapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(stats.order, vec!["e1".to_string()]);
+    assert_eq!(stats.last_body_len, raw.len() as u64);
+    assert_eq!(stats.last_body_fnv64, fnv1a64_hex(raw.as_bytes()));
+    assert_eq!(stats.last_headers["content-type"], "application/json");
+    assert_eq!(stats.completed, 1);
+    assert!(text.contains("\"maxRunning\""));
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn slot_limit_queues_inside_the_worker() {
+    let w = start(2).await;
+    let t = Instant::now();
+    let calls = (0..4).map(|i| {
+        let w = &w;
+        async move {
+            let body =
+                json!({"function":"sleep","contract":1,"input":{"ms":200,"label":format!("s{i}")}});
+            json_of(post_task(w, &body).await).await
+        }
+    });
+    for (status, v) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["result"]["slept"], 200);
+    }
+    assert!(t.elapsed() >= Duration::from_millis(390));
+    let stats = w.stats();
+    assert_eq!(stats.max_running, 2);
+    assert_eq!(stats.max_in_flight, 4);
+    assert_eq!((stats.running, stats.in_flight, stats.completed), (0, 0, 4));
+    assert_eq!(stats.order.len(), 4);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn webhook_result_is_posted() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, String)>(1);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let tx = tx.clone();
+            async move {
+                let h = headers
+                    .get("x-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let _ = tx.send((h, body)).await;
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let w = start(1).await;
+    let body = json!({"function":"hello","contract":1,"mode":"webhook",
+        "webhook":{"url":hook,"headers":{"x-token":"t1"}},"input":{"name":"Hook"}});
+    let (s, v) = json_of(post_task(&w, &body).await).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["message"],
+        "Task accepted, result will be sent to webhook"
+    );
+    let (token, posted) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token, "t1");
+    let posted: Value = serde_json::from_str(&posted).unwrap();
+    assert_eq!(
+        posted,
+        json!({"success":true,"result":{"message":"Hello Hook!"}})
+    );
+    let (s, _) = json_of(
+        post_task(
+            &w,
+            &json!({"function":"hello","contract":1,"mode":"webhook"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, 400);
+    w.shutdown().await;
+    server.abort();
+}
+
+#[tokio::test]
+async fn shutdown_cuts_in_flight_tasks() {
+    let w = start(1).await;
+    let url = w.url();
+    let pending = tokio::spawn(async move {
+        client()
+            .post(format!("{url}/task"))
+            .header("x-lb-auth", LB)
+            .header("authorization", WK)
+            .body(json!({"function":"sleep","contract":1,"input":{"ms":10000}}).to_string())
+            .send()
+            .await
+    });
+    while w.stats().running == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let url = w.url();
+    let t = Instant::now();
+    w.shutdown().await;
+    let result = tokio::time::timeout(Duration::from_secs(2), pending)
+        .await
+        .expect("the request must fail promptly")
+        .unwrap();
+    assert!(result.is_err(), "{result:?}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(client().get(format!("{url}/health")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn websocket_ping_push_and_unauthorized_close() {
+    let w = start(2).await;
+    let ws_url = w.ws_url().unwrap();
+
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", LB.parse().unwrap());
+    let (mut socket, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], LB);
+    // The first unprompted push arrives at once.
+    let first = socket.next().await.unwrap().unwrap();
+    let first: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(first["slots"]["limit"], 2);
+    assert!(first["system"]["uptime"].is_number());
+    socket.send(Message::text("ping")).await.unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let msg = socket.next().await.unwrap().unwrap();
+            let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+            if v.get("system").is_none() {
+                return v;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        pong,
+        json!({"status":"ready","slots":{"used":0,"available":2,"limit":2,"queue":0}})
+    );
+    assert_eq!(w.stats().ws_connections, 1);
+
+    let mut bad = ws_url.as_str().into_client_request().unwrap();
+    bad.headers_mut()
+        .insert("sec-websocket-protocol", "wrong".parse().unwrap());
+    let (mut rejected, _) = tokio_tungstenite::connect_async(bad).await.unwrap();
+    match rejected.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, CloseCode::from(4001));
+            assert_eq!(frame.reason.as_str(), "Unauthorized");
+        }
+        other => panic!("expected a 4001 close, got {other:?}"),
+    }
+
+    w.shutdown().await;
+    let end = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(_))) => continue,
+                other => return other.map(|r| r.is_ok()),
+            }
+        }
+    })
+    .await
+    .expect("the WebSocket must be cut by shutdown");
+    assert_ne!(end, Some(true));
+}
+
+#[tokio::test]
+async fn silent_websocket_and_no_ws_listener() {
+    let mut cfg = SimConfig::new(LB, WK);
+    cfg.ws_mode = WsMode::Silent;
+    let w = SimWorker::start(cfg).await.unwrap();
+    let mut req = w.ws_url().unwrap().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", LB.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    socket.send(Message::text("ping")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_millis(1300), socket.next()).await;
+    assert!(got.is_err(), "a silent Worker sent {got:?}");
+    w.shutdown().await;
+
+    let mut cfg = SimConfig::new(LB, WK);
+    cfg.ws_addr = None;
+    let w = SimWorker::start(cfg).await.unwrap();
+    assert!(w.ws_addr().is_none());
+    let port = w.websocket_port();
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err());
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn slots_run_by_priority_then_arrival() {
+    let slots = super::slots::Slots::new(1);
+    let held = slots.acquire(1).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for (name, priority) in [("c", 3), ("a1", 1), ("b", 2), ("a2", 1)] {
+        let pool = std::sync::Arc::clone(&slots);
+        let tx = tx.clone();
+        waiters.push(tokio::spawn(async move {
+            let _permit = pool.acquire(priority).await;
+            let _ = tx.send(name);
+        }));
+        tokio::task::yield_now().await;
+        while slots.counts().queued < waiters.len() {
+            tokio::task::yield_now().await;
+        }
+    }
+    // An abandoned waiter leaves the queue cleanly.
+    let abandoned = {
+        let slots = std::sync::Arc::clone(&slots);
+        tokio::spawn(async move {
+            let _permit = slots.acquire(1).await;
+        })
+    };
+    while slots.counts().queued < 5 {
+        tokio::task::yield_now().await;
+    }
+    abandoned.abort();
+    let _ = abandoned.await;
+    assert_eq!(slots.counts().queued, 4);
+    drop(held);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        order.push(rx.recv().await.unwrap());
+    }
+    assert_eq!(order, ["a1", "a2", "b", "c"]);
+    let counts = slots.counts();
+    assert_eq!(
+        (counts.running, counts.queued, counts.max_running),
+        (0, 0, 1)
+    );
+}

@@ -1,0 +1,210 @@
+//! HTTP/1.1 exchanges with Workers over Pingora's connector and its keep-alive pool.
+//!
+//! Every request the load balancer sends to a Worker — tasks, `/health` polls,
+//! `/logs` fetches — goes through [`Upstream`], so TLS settings, timeouts and
+//! connection reuse are decided in one place.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use pingora::connectors::http::v1::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use tokio::time::Instant;
+
+use crate::registry::url::WorkerUrl;
+
+/// Where an exchange failed, which decides whether a task may be retried.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// The Worker never got the request: DNS, connect, TLS or a write failed.
+    NotDelivered(String),
+    /// The request was delivered; the Worker may have started the task.
+    AfterDelivery(String),
+    /// The deadline passed.
+    TimedOut,
+}
+
+impl std::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExchangeError::NotDelivered(e) => write!(f, "request not delivered: {e}"),
+            ExchangeError::AfterDelivery(e) => write!(f, "Worker failed after accepting: {e}"),
+            ExchangeError::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// Connection settings shared by all Worker exchanges.
+pub struct Upstream {
+    connector: Connector,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    dns: Mutex<HashMap<String, (SocketAddr, Instant)>>,
+}
+
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+impl Upstream {
+    /// An upstream with the given connect timeout, keep-alive idle timeout and optional private CA.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, ca_file: Option<&str>) -> Self {
+        let mut options = ConnectorOptions::new(1024);
+        options.ca_file = ca_file.map(str::to_string);
+        Upstream {
+            connector: Connector::new(Some(options)),
+            connect_timeout,
+            idle_timeout,
+            dns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn resolve(&self, url: &WorkerUrl) -> Result<SocketAddr, ExchangeError> {
+        if let Ok(ip) = url.host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, url.port));
+        }
+        let key = url.authority();
+        if let Some((addr, at)) = self.dns.lock().get(&key) {
+            if at.elapsed() < DNS_TTL {
+                return Ok(*addr);
+            }
+        }
+        let addr = tokio::net::lookup_host(&key)
+            .await
+            .ok()
+            .and_then(|mut it| it.next())
+            .ok_or_else(|| ExchangeError::NotDelivered(format!("cannot resolve {key}")))?;
+        self.dns.lock().insert(key, (addr, Instant::now()));
+        Ok(addr)
+    }
+
+    async fn peer(&self, url: &WorkerUrl) -> Result<HttpPeer, ExchangeError> {
+        let addr = self.resolve(url).await?;
+        let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.idle_timeout = Some(self.idle_timeout);
+        Ok(peer)
+    }
+
+    /// Sends `header` and `body` to the Worker at `url` and waits for the response header.
+    pub async fn send(
+        &self,
+        url: &WorkerUrl,
+        header: RequestHeader,
+        body: &Bytes,
+        deadline: Instant,
+    ) -> Result<Exchange<'_>, ExchangeError> {
+        let peer = self.peer(url).await?;
+        let connect = self.connector.get_http_session(&peer);
+        let (mut session, reused) = match tokio::time::timeout_at(deadline, connect).await {
+            Err(_) => return Err(ExchangeError::TimedOut),
+            Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
+        let write = async {
+            session.write_request_header(Box::new(header)).await?;
+            if !body.is_empty() {
+                session.write_body(body).await?;
+            }
+            session.finish_body().await
+        };
+        match tokio::time::timeout_at(deadline, write).await {
+            Err(_) => return Err(ExchangeError::TimedOut),
+            Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e.to_string())),
+            Ok(Ok(_)) => {}
+        }
+        match tokio::time::timeout_at(deadline, session.read_response()).await {
+            Err(_) => return Err(ExchangeError::TimedOut),
+            Ok(Err(e)) => {
+                let why = if reused {
+                    format!("{e} (on a reused connection)")
+                } else {
+                    e.to_string()
+                };
+                return Err(ExchangeError::AfterDelivery(why));
+            }
+            Ok(Ok(_)) => {}
+        }
+        Ok(Exchange {
+            upstream: self,
+            session: Some(session),
+            peer,
+            deadline,
+        })
+    }
+
+    /// A whole GET exchange with a small body, for polls and log fetches.
+    pub async fn get(
+        &self,
+        url: &WorkerUrl,
+        endpoint: &str,
+        headers: &[(&'static str, &str)],
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<(u16, Bytes), ExchangeError> {
+        let mut req = RequestHeader::build("GET", url.path(endpoint).as_bytes(), None)
+            .map_err(|e| ExchangeError::NotDelivered(e.to_string()))?;
+        let host = url.host_header();
+        let _ = req.insert_header("host", host.as_str());
+        for (name, value) in headers {
+            req.insert_header(*name, *value)
+                .map_err(|e| ExchangeError::NotDelivered(e.to_string()))?;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut exchange = self.send(url, req, &Bytes::new(), deadline).await?;
+        let status = exchange.header().status.as_u16();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = exchange.next_chunk().await? {
+            if body.len() + chunk.len() > max_body {
+                return Err(ExchangeError::AfterDelivery("response too large".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        exchange.finish().await;
+        Ok((status, body.freeze()))
+    }
+}
+
+/// A request whose response header has arrived; the body is read chunk by chunk.
+pub struct Exchange<'a> {
+    upstream: &'a Upstream,
+    session: Option<HttpSession>,
+    peer: HttpPeer,
+    deadline: Instant,
+}
+
+impl Exchange<'_> {
+    /// The Worker's response header.
+    pub fn header(&self) -> &ResponseHeader {
+        self.session
+            .as_ref()
+            .and_then(|s| s.resp_header())
+            .expect("an Exchange exists only after its response header was read")
+    }
+
+    /// The next body chunk as the Worker wrote it, or `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ExchangeError> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(None);
+        };
+        match tokio::time::timeout_at(self.deadline, session.read_body_bytes()).await {
+            Err(_) => Err(ExchangeError::TimedOut),
+            Ok(Err(e)) => Err(ExchangeError::AfterDelivery(e.to_string())),
+            Ok(Ok(chunk)) => Ok(chunk),
+        }
+    }
+
+    /// Returns the connection to the keep-alive pool if the response was read to its end.
+    pub async fn finish(mut self) {
+        if let Some(session) = self.session.take() {
+            self.upstream
+                .connector
+                .release_http_session(session, &self.peer, Some(self.upstream.idle_timeout))
+                .await;
+        }
+    }
+}

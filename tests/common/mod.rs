@@ -1,0 +1,194 @@
+//! Test harness: the real `andera-lb` binary on free loopback ports, in front of
+//! simulated Andera Workers listening on real sockets.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use andera_lb::sim::{SimConfig, SimWorker};
+use serde_json::{json, Value};
+
+pub const LB_KEY: &str = "test-lb-key";
+pub const WK_KEY: &str = "test-worker-key";
+
+/// A port free right now on 127.0.0.1 (the OS hands out distinct ones, so parallel tests don't collide).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A simulated Worker with the test keys.
+pub async fn sim(configure: impl FnOnce(&mut SimConfig)) -> SimWorker {
+    let mut cfg = SimConfig::new(LB_KEY, WK_KEY);
+    configure(&mut cfg);
+    SimWorker::start(cfg).await.expect("simulator starts")
+}
+
+/// A running load balancer process.
+pub struct Lb {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Lb {
+    /// Starts the binary with `workers` in its `workers.json` and extra environment.
+    pub async fn start(workers: &[String], env: &[(&str, &str)]) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("workers.json"), json!(workers).to_string()).unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_andera-lb"));
+        cmd.current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .env("ADMIN_PORT", admin_port.to_string())
+            .env("LB_AUTH_KEY", LB_KEY)
+            .env("WORKER_DISCOVERY_INTERVAL", "200")
+            .env("WORKER_DISCOVERY_TIMEOUT", "1000")
+            .env("WORKER_DISCOVERY_RETRIES", "1")
+            .env("WS_HEARTBEAT_INTERVAL", "500")
+            .env("WS_HEARTBEAT_TIMEOUT", "1000")
+            .env("LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("lb.log")).unwrap()));
+        let pid = dir.path().join("lb.pid");
+        let sock = dir.path().join("upgrade.sock");
+        let conf = dir.path().join("lb.yaml");
+        std::fs::write(
+            &conf,
+            format!(
+                "server:\n  pid_file: {}\n  upgrade_sock: {}\n  threads: 2\n",
+                pid.display(),
+                sock.display()
+            ),
+        )
+        .unwrap();
+        cmd.arg("--config").arg(&conf);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("andera-lb starts");
+        let lb = Lb {
+            child,
+            port,
+            admin_port,
+            dir,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+        };
+        lb.wait_until(|h| h.get("status").is_some(), "the client port answers").await;
+        lb
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn workers_file(&self) -> PathBuf {
+        self.dir.path().join("workers.json")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("lb.log")).unwrap_or_default()
+    }
+
+    /// Authenticated `/health`, or `Null` while the port is not answering.
+    pub async fn health(&self) -> Value {
+        match self
+            .http
+            .get(self.url("/health"))
+            .header("x-lb-auth", LB_KEY)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// Polls authenticated `/health` until `pred` holds (10 s at most).
+    pub async fn wait_until(&self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let h = self.health().await;
+            if pred(&h) {
+                return h;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!("timed out waiting until {what}; last /health: {h}\nlog:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `n` Workers are available for tasks.
+    pub async fn wait_available(&self, n: u64) -> Value {
+        self.wait_until(
+            |h| h["services"]["discovery"]["available"].as_u64() == Some(n),
+            &format!("{n} worker(s) are available"),
+        )
+        .await
+    }
+
+    /// Waits until the queue holds `n` tasks.
+    pub async fn wait_queued(&self, n: u64) {
+        self.wait_until(|h| h["queue"]["depth"].as_u64() == Some(n), &format!("{n} task(s) are queued"))
+            .await;
+    }
+
+    /// A `POST /task` request with both keys.
+    pub fn task(&self, body: Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.url("/task"))
+            .header("authorization", LB_KEY)
+            .header("x-wr-auth", WK_KEY)
+            .json(&body)
+    }
+
+    /// Sends a task and returns `(status, JSON body)`.
+    pub async fn run(&self, body: Value) -> (u16, Value) {
+        let r = self.task(body).send().await.expect("the load balancer answers");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `{"group":"default","function":f,"contract":1,"input":input}` plus extra fields.
+pub fn task(function: &str, input: Value) -> Value {
+    json!({"group": "default", "function": function, "contract": 1, "input": input})
+}
