@@ -9,7 +9,9 @@ use http::HeaderValue;
 use pingora::http::RequestHeader;
 use tokio::time::Instant;
 
+use crate::board::TaskHandle;
 use crate::config::Settings;
+use crate::metrics::{priority_class, METRICS};
 use crate::scheduler::{Acquire, AcquireError, Lease, Scheduler, SlotRequest};
 use crate::task::TaskSpec;
 use crate::upstream::{Exchange, ExchangeError, Upstream};
@@ -122,7 +124,12 @@ pub struct ForwardHeaders {
 impl ForwardHeaders {
     /// Rewrites the client's headers per protocol §2: its `x-wr-auth` becomes
     /// `authorization`, the LB key goes in `x-lb-auth`, the client's keys are dropped.
-    pub fn new(client: &RequestHeader, worker_key: HeaderValue, lb_key: &str, task_id: &str) -> Self {
+    pub fn new(
+        client: &RequestHeader,
+        worker_key: HeaderValue,
+        lb_key: &str,
+        task_id: &str,
+    ) -> Self {
         let mut headers: Vec<(http::HeaderName, HeaderValue)> = client
             .headers
             .iter()
@@ -197,13 +204,31 @@ impl Dispatcher {
             .map_err(|e| TaskError::from_acquire(e, spec))
     }
 
-    async fn slot(&self, admission: Acquire, spec: &TaskSpec, deadline: Instant) -> Result<Lease, TaskError> {
+    async fn slot(
+        &self,
+        admission: Acquire,
+        spec: &TaskSpec,
+        deadline: Instant,
+        task: &TaskHandle,
+    ) -> Result<Lease, TaskError> {
+        let wait = METRICS
+            .queue_wait
+            .with_label_values(&[priority_class(spec.priority)]);
         match admission {
-            Acquire::Ready(lease) => Ok(lease),
-            Acquire::Queued(waiting) => waiting
-                .until(deadline)
-                .await
-                .map_err(|e| TaskError::from_acquire(e, spec)),
+            Acquire::Ready(lease) => {
+                wait.observe(0.0);
+                Ok(lease)
+            }
+            Acquire::Queued(waiting) => {
+                task.queued(self.scheduler.queued());
+                let started = Instant::now();
+                let outcome = waiting.until(deadline).await;
+                wait.observe(started.elapsed().as_secs_f64());
+                if matches!(outcome, Err(AcquireError::TimedOut)) {
+                    METRICS.queue_timeouts.inc();
+                }
+                outcome.map_err(|e| TaskError::from_acquire(e, spec))
+            }
         }
     }
 
@@ -216,6 +241,7 @@ impl Dispatcher {
         headers: &ForwardHeaders,
         body: &Bytes,
         deadline: Instant,
+        task: &TaskHandle,
     ) -> Result<Delivered<'_>, TaskError> {
         let max = self.settings.task_attempts;
         let mut admission = Some(first);
@@ -226,7 +252,7 @@ impl Dispatcher {
                 None => self.admit(spec),
             };
             let lease = match next {
-                Ok(a) => self.slot(a, spec, deadline).await,
+                Ok(a) => self.slot(a, spec, deadline, task).await,
                 Err(e) => Err(e),
             };
             let lease = match (lease, &last_failure) {
@@ -237,15 +263,23 @@ impl Dispatcher {
                 }
                 (Err(e), _) => return Err(e),
             };
+            task.dispatched(&lease.url().raw, attempt);
             let request = headers.request_for(lease.url(), body.len());
-            match self.upstream.send(lease.url(), request, body, deadline).await {
+            match self
+                .upstream
+                .send(lease.url(), request, body, deadline)
+                .await
+            {
                 Ok(exchange) => {
                     let status = exchange.header().status.as_u16();
                     if status == 503 && attempt < max {
                         // Maintenance: the Worker refused the task without starting it.
                         log::warn!("worker {} answered 503, trying another", lease.url());
                         self.scheduler.suspend_worker(lease.worker());
-                        last_failure = Some(format!("{} is in maintenance", lease.url()));
+                        let why = format!("{} is in maintenance", lease.url());
+                        METRICS.retries.with_label_values(&["maintenance"]).inc();
+                        task.retried(&why);
+                        last_failure = Some(why);
                         continue;
                     }
                     return Ok(Delivered {
@@ -255,9 +289,17 @@ impl Dispatcher {
                     });
                 }
                 Err(ExchangeError::NotDelivered(e)) => {
-                    log::warn!("task not delivered to {} (attempt {attempt}/{max}): {e}", lease.url());
+                    log::warn!(
+                        "task not delivered to {} (attempt {attempt}/{max}): {e}",
+                        lease.url()
+                    );
                     self.scheduler.suspend_worker(lease.worker());
-                    last_failure = Some(format!("{} unreachable: {e}", lease.url()));
+                    let why = format!("{} unreachable: {e}", lease.url());
+                    if attempt < max {
+                        METRICS.retries.with_label_values(&["not_delivered"]).inc();
+                        task.retried(&why);
+                    }
+                    last_failure = Some(why);
                 }
                 Err(ExchangeError::AfterDelivery(e)) => {
                     log::warn!("worker {} failed mid-task: {e}", lease.url());

@@ -11,7 +11,11 @@ use crate::{logring, respond};
 /// `GET /health`: `{"status"}` without a key; Workers, invalid Workers and internal
 /// components with one. Returns the status written.
 pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
-    let status = if app.is_draining() { "draining" } else { "ready" };
+    let status = if app.is_draining() {
+        "draining"
+    } else {
+        "ready"
+    };
     if !lb_authorized(session, app.settings.lb_key.expose()) {
         respond::json(session, 200, &json!({ "status": status }), &[]).await?;
         return Ok(200);
@@ -42,6 +46,12 @@ pub async fn logs(app: &App, session: &mut Session) -> Result<u16> {
         respond::error(session, 401, "Unauthorized", &[]).await?;
         return Ok(401);
     }
-    respond::json(session, 200, &json!({ "logs": logring::ring().lines() }), &[]).await?;
+    respond::json(
+        session,
+        200,
+        &json!({ "logs": logring::ring().lines() }),
+        &[],
+    )
+    .await?;
     Ok(200)
 }

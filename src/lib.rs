@@ -7,10 +7,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod board;
 pub mod config;
 pub mod dispatch;
 pub mod endpoints;
 pub mod logring;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod respond;

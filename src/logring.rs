@@ -72,12 +72,18 @@ impl log::Log for RingLogger {
 
 /// Installs the logger: stderr at `level` (`RUST_LOG` may refine it) plus the ring.
 pub fn init(level: log::LevelFilter, max_logs: usize) {
-    let ring = RING.get_or_init(|| Arc::new(LogRing::new(max_logs))).clone();
+    let ring = RING
+        .get_or_init(|| Arc::new(LogRing::new(max_logs)))
+        .clone();
     let stderr = env_logger::Builder::new()
         .filter_level(level)
         .parse_env("RUST_LOG")
         .build();
-    let logger = RingLogger { stderr, ring, level };
+    let logger = RingLogger {
+        stderr,
+        ring,
+        level,
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }

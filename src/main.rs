@@ -11,7 +11,11 @@ use clap::Parser;
 
 /// Command line.
 #[derive(Parser, Debug)]
-#[command(name = "andera-lb", version, about = "Drop-in Andera load balancer on Pingora")]
+#[command(
+    name = "andera-lb",
+    version,
+    about = "Drop-in Andera load balancer on Pingora"
+)]
 struct Args {
     /// YAML configuration (see conf/andera-lb.yaml). Without it: ./workers.json and the environment.
     #[arg(short, long)]

@@ -21,7 +21,9 @@ pub async fn json(
     for (name, value) in extra {
         header.insert_header(*name, value.as_str())?;
     }
-    session.write_response_header(Box::new(header), false).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
     session.write_response_body(Some(bytes), true).await
 }
 
@@ -32,7 +34,13 @@ pub async fn error(
     message: &str,
     extra: &[(&'static str, String)],
 ) -> Result<()> {
-    json(session, status, &serde_json::json!({ "error": message }), extra).await
+    json(
+        session,
+        status,
+        &serde_json::json!({ "error": message }),
+        extra,
+    )
+    .await
 }
 
 /// Writes a static asset.
@@ -41,7 +49,9 @@ pub async fn asset(session: &mut Session, content_type: &str, body: &'static [u8
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len())?;
     header.insert_header("cache-control", "no-cache")?;
-    session.write_response_header(Box::new(header), false).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
     session
         .write_response_body(Some(Bytes::from_static(body)), true)
         .await

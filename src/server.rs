@@ -36,7 +36,11 @@ fn server_conf(settings: &Settings, flags: RunFlags) -> ServerConf {
 }
 
 /// Builds a ready-to-run server. `workers` is the list loaded (and validated) at start-up.
-pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) -> (Server, Arc<App>) {
+pub fn build(
+    settings: Arc<Settings>,
+    workers: Vec<WorkerUrl>,
+    flags: RunFlags,
+) -> (Server, Arc<App>) {
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
@@ -68,6 +72,11 @@ pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) 
             initial: workers,
         },
     );
+    let sampler = background_service(
+        "sampler",
+        crate::admin::sampler::Sampler { app: app.clone() },
+    );
+    server.add_service(sampler);
     server.add_service(client);
     server.add_service(admin);
     server.add_service(watcher);

@@ -106,7 +106,11 @@ pub fn parse(body: &[u8]) -> Result<TaskSpec, String> {
         None => 1,
         Some(p) => match serde_json::from_str::<u64>(p.get()) {
             Ok(n) if (1..=MAX_PRIORITY).contains(&n) => n as u32,
-            _ => return Err(format!("priority must be an integer from 1 to {MAX_PRIORITY}")),
+            _ => {
+                return Err(format!(
+                    "priority must be an integer from 1 to {MAX_PRIORITY}"
+                ))
+            }
         },
     };
     let mode = match f.mode.filter(|m| m.get() != "null") {
@@ -155,13 +159,18 @@ mod tests {
 
     #[test]
     fn original_messages() {
-        assert_eq!(err(r#"{"group":"g","function":"f"}"#), "Missing group, function, or contract");
+        assert_eq!(
+            err(r#"{"group":"g","function":"f"}"#),
+            "Missing group, function, or contract"
+        );
         assert_eq!(
             err(r#"{"group":"g","function":"f","contract":1,"mode":"webhook"}"#),
             "Missing or invalid webhook.url for mode webhook"
         );
         assert_eq!(
-            err(r#"{"group":"g","function":"f","contract":1,"mode":"webhook","webhook":{"url":5}}"#),
+            err(
+                r#"{"group":"g","function":"f","contract":1,"mode":"webhook","webhook":{"url":5}}"#
+            ),
             "Missing or invalid webhook.url for mode webhook"
         );
     }

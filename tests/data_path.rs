@@ -13,12 +13,22 @@ async fn hello_andera_through_the_load_balancer() {
     let w = sim(|_| {}).await;
     let lb = Lb::start(&[w.url()], &[]).await;
     lb.wait_available(1).await;
-    let r = lb.task(task("hello", json!({"name": "Andera"}))).send().await.unwrap();
+    let r = lb
+        .task(task("hello", json!({"name": "Andera"})))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-andera-task-id").is_some());
-    assert!(r.headers()["content-type"].to_str().unwrap().contains("json"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("json"));
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body, json!({"success": true, "result": {"message": "Hello Andera!"}}));
+    assert_eq!(
+        body,
+        json!({"success": true, "result": {"message": "Hello Andera!"}})
+    );
     // Bearer and x-lb-auth forms are accepted too.
     let r = lb
         .http
@@ -32,7 +42,10 @@ async fn hello_andera_through_the_load_balancer() {
     assert_eq!(r.status(), 200);
     // A function error is the Worker's own 500.
     let (s, b) = lb.run(task("fail", json!({"message": "nope"}))).await;
-    assert_eq!((s, b["success"].clone(), b["error"].clone()), (500, json!(false), json!("nope")));
+    assert_eq!(
+        (s, b["success"].clone(), b["error"].clone()),
+        (500, json!(false), json!("nope"))
+    );
 }
 
 #[tokio::test]
@@ -49,12 +62,18 @@ async fn client_errors_get_json_with_the_right_status() {
     };
     let expect = |s: u16, b: Value, status: u16, msg: &str| {
         assert_eq!(s, status, "{b}");
-        assert!(b["error"].as_str().unwrap_or("").contains(msg), "{b} should mention {msg}");
+        assert!(
+            b["error"].as_str().unwrap_or("").contains(msg),
+            "{b} should mention {msg}"
+        );
     };
     let send = |rb: reqwest::RequestBuilder| async move {
         let r = rb.send().await.unwrap();
         let s = r.status().as_u16();
-        assert!(r.headers()["content-type"].to_str().unwrap().contains("application/json"));
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("application/json"));
         (s, r.json::<Value>().await.unwrap())
     };
     let (s, b) = send(post(None).json(&task("hello", json!({})))).await;
@@ -63,7 +82,12 @@ async fn client_errors_get_json_with_the_right_status() {
     expect(s, b, 401, "Unauthorized");
     let (s, b) = send(post(Some(LB_KEY)).json(&json!({"group": "default"}))).await;
     expect(s, b, 400, "Missing group, function, or contract");
-    let (s, b) = send(post(Some(LB_KEY)).header("content-type", "application/json").body("{not json")).await;
+    let (s, b) = send(
+        post(Some(LB_KEY))
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await;
     expect(s, b, 400, "Invalid JSON");
     let (s, b) = send(post(Some(LB_KEY)).json(&json!([1, 2]))).await;
     expect(s, b, 400, "JSON object");
@@ -81,7 +105,12 @@ async fn client_errors_get_json_with_the_right_status() {
         .header("authorization", LB_KEY)
         .json(&task("hello", json!({})));
     let (s, b) = send(no_wr).await;
-    expect(s, b, 400, "Missing x-wr-auth header (worker AUTH_KEY) in request");
+    expect(
+        s,
+        b,
+        400,
+        "Missing x-wr-auth header (worker AUTH_KEY) in request",
+    );
     let big = task("echo", json!({"pad": "x".repeat(2048)}));
     let (s, b) = send(post(Some(LB_KEY)).json(&big)).await;
     expect(s, b, 413, "too large");
@@ -105,7 +134,9 @@ async fn headers_are_rewritten_and_a_5mb_body_arrives_intact() {
     let w = sim(|_| {}).await;
     let lb = Lb::start(&[w.url()], &[]).await;
     lb.wait_available(1).await;
-    let pad: String = (0..5 * 1024 * 1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let pad: String = (0..5 * 1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     let body = serde_json::to_vec(&json!({
         "group": "default", "function": "echo", "contract": 1,
         "input": {"pad": pad}, "extra": {"kept": true}
@@ -131,10 +162,16 @@ async fn headers_are_rewritten_and_a_5mb_body_arrives_intact() {
     let h = &stats.last_headers;
     assert_eq!(h.get("authorization").map(String::as_str), Some(WK_KEY));
     assert_eq!(h.get("x-lb-auth").map(String::as_str), Some(LB_KEY));
-    assert_eq!(h.get("content-type").map(String::as_str), Some("application/json"));
+    assert_eq!(
+        h.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
     assert_eq!(h.get("x-custom").map(String::as_str), Some("kept"));
     assert!(!h.contains_key("x-wr-auth"), "{h:?}");
-    assert!(h.values().all(|v| !v.contains(&format!("Bearer {LB_KEY}"))), "{h:?}");
+    assert!(
+        h.values().all(|v| !v.contains(&format!("Bearer {LB_KEY}"))),
+        "{h:?}"
+    );
 }
 
 #[tokio::test]
@@ -146,21 +183,37 @@ async fn queued_tasks_run_by_priority_then_arrival() {
         let rb = lb.task(task("sleep", json!({"ms": 800, "label": "blocker"})));
         tokio::spawn(async move { rb.send().await.unwrap().status().as_u16() })
     };
-    lb.wait_until(|h| h["workers"][0]["lbInFlight"] == json!(1), "the blocker runs").await;
-    let plan = [(5, "p5-a"), (5, "p5-b"), (1, "p1-a"), (3, "p3-a"), (1, "p1-b"), (2097152, "last")];
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(1),
+        "the blocker runs",
+    )
+    .await;
+    let plan = [
+        (5, "p5-a"),
+        (5, "p5-b"),
+        (1, "p1-a"),
+        (3, "p3-a"),
+        (1, "p1-b"),
+        (2097152, "last"),
+    ];
     let mut handles = Vec::new();
     for (i, (priority, label)) in plan.iter().enumerate() {
         let mut body = task("hello", json!({"label": label}));
         body["priority"] = json!(priority);
         let rb = lb.task(body);
-        handles.push(tokio::spawn(async move { rb.send().await.unwrap().status().as_u16() }));
+        handles.push(tokio::spawn(async move {
+            rb.send().await.unwrap().status().as_u16()
+        }));
         lb.wait_queued(i as u64 + 1).await;
     }
     assert_eq!(blocker.await.unwrap(), 200);
     for h in handles {
         assert_eq!(h.await.unwrap(), 200);
     }
-    assert_eq!(w.stats().order, ["blocker", "p1-a", "p1-b", "p3-a", "p5-a", "p5-b", "last"]);
+    assert_eq!(
+        w.stats().order,
+        ["blocker", "p1-a", "p1-b", "p3-a", "p5-a", "p5-b", "last"]
+    );
 }
 
 #[tokio::test]
@@ -172,7 +225,9 @@ async fn no_worker_ever_gets_more_tasks_than_its_slots() {
     let mut handles = Vec::new();
     for i in 0..40 {
         let rb = lb.task(task("sleep", json!({"ms": 20 + (i % 5) * 10})));
-        handles.push(tokio::spawn(async move { rb.send().await.unwrap().status().as_u16() }));
+        handles.push(tokio::spawn(async move {
+            rb.send().await.unwrap().status().as_u16()
+        }));
     }
     for h in handles {
         assert_eq!(h.await.unwrap(), 200);
@@ -180,10 +235,29 @@ async fn no_worker_ever_gets_more_tasks_than_its_slots() {
     let (sa, sb) = (a.stats(), b.stats());
     assert_eq!(sa.completed + sb.completed, 40);
     // in_flight counts tasks queued inside the Worker: it only exceeds the slots if overfilled.
-    assert!(sa.max_in_flight <= 2, "worker a saw {} at once", sa.max_in_flight);
-    assert!(sb.max_in_flight <= 3, "worker b saw {} at once", sb.max_in_flight);
-    assert!(sa.max_in_flight == 2 && sb.max_in_flight == 3, "both were used to their limit");
-    let h = lb.wait_until(|h| h["workers"][0]["lbInFlight"] == json!(0) && h["workers"][1]["lbInFlight"] == json!(0), "slots are back").await;
+    assert!(
+        sa.max_in_flight <= 2,
+        "worker a saw {} at once",
+        sa.max_in_flight
+    );
+    assert!(
+        sb.max_in_flight <= 3,
+        "worker b saw {} at once",
+        sb.max_in_flight
+    );
+    assert!(
+        sa.max_in_flight == 2 && sb.max_in_flight == 3,
+        "both were used to their limit"
+    );
+    let h = lb
+        .wait_until(
+            |h| {
+                h["workers"][0]["lbInFlight"] == json!(0)
+                    && h["workers"][1]["lbInFlight"] == json!(0)
+            },
+            "slots are back",
+        )
+        .await;
     assert_eq!(h["queue"]["depth"], json!(0));
 }
 
@@ -198,12 +272,19 @@ async fn a_worker_killed_mid_task_gives_502_within_a_second() {
         let s = r.status().as_u16();
         (s, r.json::<Value>().await.unwrap(), Instant::now())
     });
-    lb.wait_until(|h| h["workers"][0]["lbInFlight"] == json!(1), "the task runs").await;
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(1),
+        "the task runs",
+    )
+    .await;
     let killed = Instant::now();
     w.shutdown().await;
     let (s, b, at) = pending.await.unwrap();
     assert_eq!(s, 502, "{b}");
-    assert!(b["error"].as_str().unwrap().contains("Worker failed"), "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("Worker failed"),
+        "{b}"
+    );
     assert!(at.duration_since(killed) < Duration::from_secs(1));
 }
 
@@ -219,16 +300,30 @@ async fn a_task_waiting_past_task_timeout_gets_504() {
         .header("authorization", WK_KEY)
         .json(&task("sleep", json!({"ms": 2500})));
     let outsider = tokio::spawn(async move { direct.send().await.unwrap().status().as_u16() });
-    lb.wait_until(|h| h["workers"][0]["slots"]["used"] == json!(1), "the Worker reports its slot used").await;
+    lb.wait_until(
+        |h| h["workers"][0]["slots"]["used"] == json!(1),
+        "the Worker reports its slot used",
+    )
+    .await;
     let start = Instant::now();
     let (s, b) = lb.run(task("hello", json!({}))).await;
     assert_eq!(s, 504, "{b}");
-    assert!(b["error"].as_str().unwrap().contains("waiting for a free Worker slot"), "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for a free Worker slot"),
+        "{b}"
+    );
     assert!(start.elapsed() >= Duration::from_millis(650));
     lb.wait_queued(0).await;
     assert_eq!(outsider.await.unwrap(), 200);
     // Once the slot is free again, tasks flow.
-    lb.wait_until(|h| h["workers"][0]["slots"]["used"] == json!(0), "the slot is free").await;
+    lb.wait_until(
+        |h| h["workers"][0]["slots"]["used"] == json!(0),
+        "the slot is free",
+    )
+    .await;
     assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
 }
 
@@ -239,7 +334,11 @@ async fn a_full_queue_answers_503_with_retry_after() {
     lb.wait_available(1).await;
     let rb = lb.task(task("sleep", json!({"ms": 1500})));
     let blocker = tokio::spawn(async move { rb.send().await.unwrap().status().as_u16() });
-    lb.wait_until(|h| h["workers"][0]["lbInFlight"] == json!(1), "the blocker runs").await;
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(1),
+        "the blocker runs",
+    )
+    .await;
     let rb = lb.task(task("hello", json!({})));
     let queued = tokio::spawn(async move { rb.send().await.unwrap().status().as_u16() });
     lb.wait_queued(1).await;
@@ -257,19 +356,30 @@ async fn a_client_that_leaves_the_queue_frees_its_place_and_no_slot_leaks() {
     lb.wait_available(1).await;
     let rb = lb.task(task("sleep", json!({"ms": 1000})));
     let blocker = tokio::spawn(async move { rb.send().await.unwrap().status().as_u16() });
-    lb.wait_until(|h| h["workers"][0]["lbInFlight"] == json!(1), "the blocker runs").await;
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(1),
+        "the blocker runs",
+    )
+    .await;
     let rb = lb.task(task("hello", json!({"label": "gone"})));
     let leaver = tokio::spawn(async move { rb.send().await });
     lb.wait_queued(1).await;
     leaver.abort(); // drops the connection
     let left = Instant::now();
     lb.wait_queued(0).await;
-    assert!(left.elapsed() < Duration::from_millis(800), "left the queue before the slot freed");
+    assert!(
+        left.elapsed() < Duration::from_millis(800),
+        "left the queue before the slot freed"
+    );
     assert_eq!(blocker.await.unwrap(), 200);
     let (s, _) = lb.run(task("hello", json!({"label": "after"}))).await;
     assert_eq!(s, 200);
     assert_eq!(w.stats().order, ["after"]);
-    lb.wait_until(|h| h["workers"][0]["lbInFlight"] == json!(0), "every slot is back").await;
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(0),
+        "every slot is back",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -282,7 +392,10 @@ async fn stream_chunks_reach_the_client_before_the_task_ends() {
     let start = Instant::now();
     let mut r = lb.task(body).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let mut arrivals = Vec::new();
     let mut text = String::new();
     while let Some(chunk) = r.chunk().await.unwrap() {
@@ -292,7 +405,10 @@ async fn stream_chunks_reach_the_client_before_the_task_ends() {
     assert_eq!(text.lines().count(), 5, "{text:?}");
     let total = *arrivals.last().unwrap();
     // The first tick arrives while four more are still 300 ms apart in the future.
-    assert!(arrivals[0] + Duration::from_millis(600) < total, "{arrivals:?}");
+    assert!(
+        arrivals[0] + Duration::from_millis(600) < total,
+        "{arrivals:?}"
+    );
 }
 
 #[tokio::test]
@@ -307,7 +423,13 @@ async fn webhook_tasks_are_accepted_at_once_and_run_in_the_background() {
     body["webhook"] = json!({"url": hook_url});
     let start = Instant::now();
     let (s, b) = lb.run(body).await;
-    assert_eq!((s, b.clone()), (200, json!({"success": true, "message": "Task accepted, result will be sent to webhook"})));
+    assert_eq!(
+        (s, b.clone()),
+        (
+            200,
+            json!({"success": true, "message": "Task accepted, result will be sent to webhook"})
+        )
+    );
     assert!(start.elapsed() < Duration::from_millis(300));
     let received = tokio::time::timeout(Duration::from_secs(5), async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -321,7 +443,9 @@ async fn webhook_tasks_are_accepted_at_once_and_run_in_the_background() {
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let _ = sock
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await;
         String::from_utf8_lossy(&buf).to_string()
     })
     .await

@@ -17,7 +17,11 @@ const DEFAULT_AUTH_KEY: &str = "default-worker-key";
 
 /// A simulated Andera Worker.
 #[derive(Debug, Parser)]
-#[command(name = "andera-worker-sim", version, about)]
+#[command(
+    name = "andera-worker-sim",
+    version,
+    about = "A simulated Andera Worker (keys: LB_AUTH_KEY required, AUTH_KEY default default-worker-key)"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]

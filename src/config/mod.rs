@@ -209,7 +209,10 @@ fn with_port(addr: &str, port: u16) -> String {
 }
 
 /// Applies the original's environment variables over the file.
-fn apply_env(cfg: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+fn apply_env(
+    cfg: &mut FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     if let Some(port) = env_num::<u16>(env, "PORT")? {
         cfg.listen = with_port(&cfg.listen, port);
     }
@@ -228,8 +231,10 @@ fn apply_env(cfg: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Resu
     d.timeout_ms = env_num(env, "WORKER_DISCOVERY_TIMEOUT")?.unwrap_or(d.timeout_ms);
     d.retries = env_num(env, "WORKER_DISCOVERY_RETRIES")?.unwrap_or(d.retries);
     let w = &mut cfg.websocket;
-    w.heartbeat_interval_ms = env_num(env, "WS_HEARTBEAT_INTERVAL")?.unwrap_or(w.heartbeat_interval_ms);
-    w.heartbeat_timeout_ms = env_num(env, "WS_HEARTBEAT_TIMEOUT")?.unwrap_or(w.heartbeat_timeout_ms);
+    w.heartbeat_interval_ms =
+        env_num(env, "WS_HEARTBEAT_INTERVAL")?.unwrap_or(w.heartbeat_interval_ms);
+    w.heartbeat_timeout_ms =
+        env_num(env, "WS_HEARTBEAT_TIMEOUT")?.unwrap_or(w.heartbeat_timeout_ms);
     let a = &mut cfg.admin;
     a.dashboard = env_bool(env, "DASHBOARD_ENABLED")?.unwrap_or(a.dashboard);
     a.bull_board = env_bool(env, "BULL_BOARD_ENABLED")?.unwrap_or(a.bull_board);
@@ -251,7 +256,9 @@ fn apply_env(cfg: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Resu
 /// Parses `10mb`, `512kb`, `1gb`, `100b` or a bare byte count (1 kb = 1024 bytes, as in Express).
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let t = text.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let num: f64 = num
         .parse()
@@ -277,8 +284,12 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         reason,
     };
     let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
-        v.parse()
-            .map_err(|_| err(key, format!("expected host:port with an IP address, got {v:?}")))
+        v.parse().map_err(|_| {
+            err(
+                key,
+                format!("expected host:port with an IP address, got {v:?}"),
+            )
+        })
     };
     let positive = |key: &str, v: u64| -> Result<Duration, ConfigError> {
         if v == 0 {
@@ -322,16 +333,21 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
             ))
         }
     };
-    let body_limit =
-        parse_size(&cfg.tasks.body_limit).map_err(|r| err("tasks.body_limit", r))?;
+    let body_limit = parse_size(&cfg.tasks.body_limit).map_err(|r| err("tasks.body_limit", r))?;
     if cfg.tasks.attempts == 0 {
-        return Err(err("tasks.attempts / TASK_ATTEMPTS", "must be at least 1".into()));
+        return Err(err(
+            "tasks.attempts / TASK_ATTEMPTS",
+            "must be at least 1".into(),
+        ));
     }
     if cfg.tasks.max_queued == 0 {
         return Err(err("tasks.max_queued", "must be at least 1".into()));
     }
     if cfg.logging.max_logs == 0 {
-        return Err(err("logging.max_logs / MAX_LOGS", "must be at least 1".into()));
+        return Err(err(
+            "logging.max_logs / MAX_LOGS",
+            "must be at least 1".into(),
+        ));
     }
     let threads = if cfg.server.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -346,7 +362,10 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         expose_admin_on_client_port: cfg.admin.expose_on_client_port,
         lb_key,
         workers,
-        workers_reload_interval: positive("workers.reload_interval_ms", cfg.workers.reload_interval_ms)?,
+        workers_reload_interval: positive(
+            "workers.reload_interval_ms",
+            cfg.workers.reload_interval_ms,
+        )?,
         discovery_interval: positive("discovery.interval_ms", cfg.discovery.interval_ms)?,
         discovery_timeout: positive("discovery.timeout_ms", cfg.discovery.timeout_ms)?,
         discovery_retries: cfg.discovery.retries,
@@ -364,7 +383,10 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         body_limit,
         max_queued: cfg.tasks.max_queued,
         retry_after_s: cfg.tasks.retry_after_s.max(1),
-        connect_timeout: positive("upstream.connect_timeout_ms", cfg.upstream.connect_timeout_ms)?,
+        connect_timeout: positive(
+            "upstream.connect_timeout_ms",
+            cfg.upstream.connect_timeout_ms,
+        )?,
         pool_idle_timeout: positive(
             "upstream.pool_idle_timeout_ms",
             cfg.upstream.pool_idle_timeout_ms,
@@ -386,8 +408,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -413,13 +437,24 @@ mod tests {
     fn env_overrides_and_names_bad_values() {
         let s = load(
             None,
-            &env_of(&[("LB_AUTH_KEY", "k"), ("PORT", "5000"), ("REQUEST_BODY_LIMIT", "1kb")]),
+            &env_of(&[
+                ("LB_AUTH_KEY", "k"),
+                ("PORT", "5000"),
+                ("REQUEST_BODY_LIMIT", "1kb"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.listen.port(), 5000);
         assert_eq!(s.body_limit, 1024);
-        let e = load(None, &env_of(&[("LB_AUTH_KEY", "k"), ("TASK_TIMEOUT", "soon")])).unwrap_err();
-        assert_eq!((e.origin.as_str(), e.key.as_str()), ("environment", "TASK_TIMEOUT"));
+        let e = load(
+            None,
+            &env_of(&[("LB_AUTH_KEY", "k"), ("TASK_TIMEOUT", "soon")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("environment", "TASK_TIMEOUT")
+        );
     }
 
     #[test]

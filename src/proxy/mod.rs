@@ -11,9 +11,11 @@ use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use crate::board::TaskBoard;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::endpoints;
+use crate::metrics::METRICS;
 use crate::registry::Registry;
 use crate::respond;
 
@@ -25,6 +27,10 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// The dispatch path.
     pub dispatcher: Arc<Dispatcher>,
+    /// Recent task records and the dashboard's series.
+    pub board: Arc<TaskBoard>,
+    /// When the process started.
+    pub started: std::time::Instant,
     /// Set when shutdown has begun: readiness turns false.
     pub draining: AtomicBool,
 }
@@ -39,14 +45,43 @@ impl App {
             settings,
             registry,
             dispatcher,
+            board: Arc::new(TaskBoard::new(settings_board_size())),
+            started: std::time::Instant::now(),
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// Refreshes the per-Worker gauges from the registry (stale Workers disappear).
+    pub fn refresh_worker_gauges(&self) {
+        let m = &METRICS;
+        m.worker_up.reset();
+        m.worker_slots_used.reset();
+        m.worker_slots_limit.reset();
+        for w in self.registry.gauges() {
+            m.worker_up
+                .with_label_values(&[&w.url, &w.group])
+                .set(i64::from(w.up));
+            m.worker_slots_used
+                .with_label_values(&[&w.url])
+                .set(i64::from(w.in_flight));
+            m.worker_slots_limit
+                .with_label_values(&[&w.url])
+                .set(i64::from(w.limit));
+        }
     }
 
     /// True once shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+}
+
+/// Task records kept for the board (`ANDERA_TASK_RECORDS`, default 10000).
+fn settings_board_size() -> usize {
+    std::env::var("ANDERA_TASK_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
 }
 
 /// Per-request state: what was decided, for logging and metrics.
@@ -74,7 +109,11 @@ impl ProxyHttp for ClientProxy {
         RequestCtx::default()
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         Error::e_explain(InternalError, "every request is answered in request_filter")
     }
 
@@ -100,13 +139,25 @@ impl ProxyHttp for ClientProxy {
                 ctx.status = endpoints::logs(&self.app, session).await?;
             }
             _ => {
-                ctx.route = "not_found";
-                ctx.status = 404;
-                respond::error(session, 404, "Not found", &[]).await?;
+                let admin = if self.app.settings.expose_admin_on_client_port {
+                    crate::admin::route(&self.app, session, ctx).await?
+                } else {
+                    None
+                };
+                match admin {
+                    Some(status) => ctx.status = status,
+                    None => {
+                        ctx.route = "not_found";
+                        ctx.status = 404;
+                        respond::error(session, 404, "Not found", &[]).await?;
+                    }
+                }
             }
         }
         Ok(true)
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, _ctx: &mut RequestCtx) {}
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        crate::admin::count_response("client", ctx, e);
+    }
 }

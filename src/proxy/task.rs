@@ -13,7 +13,9 @@ use tokio::time::Instant;
 
 use super::{App, RequestCtx};
 use crate::auth;
+use crate::board::{TaskBoard, TaskHandle, TaskState};
 use crate::dispatch::{Delivered, ForwardHeaders, TaskError};
+use crate::metrics::{bounded_label, METRICS};
 use crate::respond;
 use crate::task::{self, Mode, TaskSpec};
 
@@ -86,7 +88,10 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         Err(BodyError::TooLarge) => {
             ctx.status = 413;
             session.set_keepalive(None);
-            let msg = format!("Request body too large (limit {} bytes)", settings.body_limit);
+            let msg = format!(
+                "Request body too large (limit {} bytes)",
+                settings.body_limit
+            );
             return respond::error(session, 413, &msg, &[]).await;
         }
         Err(BodyError::Read(e)) => return Err(e),
@@ -105,6 +110,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     };
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
+    let record = app.board.open(&task_id, &spec);
     let id_header = [("x-andera-task-id", task_id.clone())];
     let headers = ForwardHeaders::new(
         session.req_header(),
@@ -123,17 +129,21 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     );
     let admission = match app.dispatcher.admit(&spec) {
         Ok(a) => a,
-        Err(e) => return fail(session, ctx, &task_id, &e, settings.retry_after_s).await,
+        Err(e) => return fail(app, session, ctx, &record, &spec, &e).await,
     };
     if spec.mode == Mode::Webhook {
         let app = app.clone();
-        let id = task_id.clone();
-        tokio::spawn(async move { run_webhook(app, id, spec, admission, headers, body, deadline).await });
+        tokio::spawn(async move {
+            run_webhook(app, record, spec, admission, headers, body, deadline).await
+        });
         ctx.status = 200;
-        let accepted = json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
+        let accepted =
+            json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
         return respond::json(session, 200, &accepted, &id_header).await;
     }
-    let delivery = app.dispatcher.deliver(&spec, admission, &headers, &body, deadline);
+    let delivery = app
+        .dispatcher
+        .deliver(&spec, admission, &headers, &body, deadline, &record);
     let client_gone = async {
         // Resolves only if the client closes its connection (or misbehaves).
         let _ = session.as_downstream_mut().read_body_or_idle(true).await;
@@ -146,36 +156,112 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         None => {
             log::info!("task {task_id}: client disconnected before the Worker answered");
             ctx.status = 499;
-            Error::e_explain(ConnectionClosed, "client disconnected while its task was pending")
+            let why = "client disconnected before the Worker answered";
+            finish(
+                &app.board,
+                &record,
+                &spec,
+                true,
+                TaskState::Failed,
+                499,
+                "client_gone",
+                Some(why.into()),
+            );
+            Error::e_explain(
+                ConnectionClosed,
+                "client disconnected while its task was pending",
+            )
         }
-        Some(Err(e)) => fail(session, ctx, &task_id, &e, settings.retry_after_s).await,
-        Some(Ok(delivered)) => relay(session, ctx, &task_id, delivered).await,
+        Some(Err(e)) => fail(app, session, ctx, &record, &spec, &e).await,
+        Some(Ok(delivered)) => relay(app, session, ctx, &record, &spec, delivered).await,
+    }
+}
+
+/// Closes a task's record and counts it. `known` says the group and function exist
+/// in the Worker list, so they may be used as label values.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    board: &TaskBoard,
+    record: &TaskHandle,
+    spec: &TaskSpec,
+    known: bool,
+    state: TaskState,
+    status: u16,
+    outcome: &'static str,
+    error: Option<String>,
+) {
+    let seconds = record.age().as_secs_f64();
+    record.finished(state, status, outcome, error);
+    let group = bounded_label(&spec.group, known);
+    let function = bounded_label(&spec.function, known);
+    METRICS
+        .tasks
+        .with_label_values(&[group, function, outcome])
+        .inc();
+    METRICS
+        .task_duration
+        .with_label_values(&[group, outcome])
+        .observe(seconds);
+    board.observe(seconds, state != TaskState::Completed);
+}
+
+fn error_state(e: &TaskError) -> TaskState {
+    match e {
+        TaskError::QueueTimeout | TaskError::Timeout => TaskState::TimedOut,
+        _ => TaskState::Failed,
     }
 }
 
 async fn fail(
+    app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    task_id: &str,
+    record: &TaskHandle,
+    spec: &TaskSpec,
     e: &TaskError,
-    retry_after_s: u64,
 ) -> Result<()> {
     ctx.status = e.status();
+    let task_id = record.id();
     log::warn!("task {task_id} failed ({}): {}", e.status(), e.message());
-    let mut extra = vec![("x-andera-task-id", task_id.to_string())];
+    let known = !matches!(e, TaskError::NoWorker(_));
+    finish(
+        &app.board,
+        record,
+        spec,
+        known,
+        error_state(e),
+        e.status(),
+        e.outcome(),
+        Some(e.message()),
+    );
+    let mut extra = vec![("x-andera-task-id", task_id)];
     if *e == TaskError::QueueFull {
-        extra.push(("retry-after", retry_after_s.to_string()));
+        METRICS.queue_rejections.inc();
+        extra.push(("retry-after", app.settings.retry_after_s.to_string()));
     }
     respond::error(session, e.status(), &e.message(), &extra).await
 }
 
+/// State and outcome of a task the Worker answered with `status`.
+fn answered(status: u16) -> (TaskState, &'static str) {
+    if status < 400 {
+        (TaskState::Completed, "ok")
+    } else {
+        (TaskState::Failed, "worker_error")
+    }
+}
+
 /// Relays the Worker's status, headers and body chunks as they arrive.
 async fn relay(
+    app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    task_id: &str,
+    record: &TaskHandle,
+    spec: &TaskSpec,
     delivered: Delivered<'_>,
 ) -> Result<()> {
+    let task_id = record.id();
+    let task_id = task_id.as_str();
     let Delivered {
         lease,
         mut exchange,
@@ -192,34 +278,92 @@ async fn relay(
         ctx.status,
         lease.url()
     );
-    session.write_response_header(Box::new(header), false).await?;
+    let (state, outcome) = answered(ctx.status);
+    let status = ctx.status;
+    let client_gone = |e: Box<Error>| {
+        finish(
+            &app.board,
+            record,
+            spec,
+            true,
+            TaskState::Failed,
+            499,
+            "client_gone",
+            Some(e.to_string()),
+        );
+        e
+    };
+    session
+        .write_response_header(Box::new(header), false)
+        .await
+        .map_err(client_gone)?;
     loop {
         match exchange.next_chunk().await {
-            Ok(Some(chunk)) => session.write_response_body(Some(chunk), false).await?,
+            Ok(Some(chunk)) => session
+                .write_response_body(Some(chunk), false)
+                .await
+                .map_err(client_gone)?,
             Ok(None) => break,
             Err(e) => {
                 // The header is already out: all we can do is cut the response short.
-                log::warn!("task {task_id}: worker {} failed mid-response: {e}", lease.url());
+                log::warn!(
+                    "task {task_id}: worker {} failed mid-response: {e}",
+                    lease.url()
+                );
+                let why = Some(format!("failed mid-response: {e}"));
+                finish(
+                    &app.board,
+                    record,
+                    spec,
+                    true,
+                    TaskState::Failed,
+                    502,
+                    "worker_failed",
+                    why,
+                );
                 return Error::e_explain(ConnectionClosed, "worker failed mid-response");
             }
         }
     }
     exchange.finish().await;
     drop(lease);
+    finish(&app.board, record, spec, true, state, status, outcome, None);
     session.write_response_body(None, true).await
 }
 
 async fn run_webhook(
     app: Arc<App>,
-    task_id: String,
+    record: TaskHandle,
     spec: TaskSpec,
     admission: crate::scheduler::Acquire,
     headers: ForwardHeaders,
     body: Bytes,
     deadline: Instant,
 ) {
-    match app.dispatcher.deliver(&spec, admission, &headers, &body, deadline).await {
-        Err(e) => log::warn!("webhook task {task_id} failed ({}): {}", e.status(), e.message()),
+    let task_id = record.id();
+    let delivery = app
+        .dispatcher
+        .deliver(&spec, admission, &headers, &body, deadline, &record)
+        .await;
+    match delivery {
+        Err(e) => {
+            log::warn!(
+                "webhook task {task_id} failed ({}): {}",
+                e.status(),
+                e.message()
+            );
+            let known = !matches!(e, TaskError::NoWorker(_));
+            finish(
+                &app.board,
+                &record,
+                &spec,
+                known,
+                error_state(&e),
+                e.status(),
+                e.outcome(),
+                Some(e.message()),
+            );
+        }
         Ok(Delivered {
             lease,
             mut exchange,
@@ -240,8 +384,27 @@ async fn run_webhook(
             }
             if ok {
                 exchange.finish().await;
+                let (state, outcome) = answered(status);
+                finish(
+                    &app.board, &record, &spec, true, state, status, outcome, None,
+                );
+            } else {
+                let why = Some("worker failed mid-response".to_string());
+                finish(
+                    &app.board,
+                    &record,
+                    &spec,
+                    true,
+                    TaskState::Failed,
+                    502,
+                    "worker_failed",
+                    why,
+                );
             }
-            log::info!("webhook task {task_id} handed to {} ({status})", lease.url());
+            log::info!(
+                "webhook task {task_id} handed to {} ({status})",
+                lease.url()
+            );
         }
     }
 }

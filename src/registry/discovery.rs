@@ -49,7 +49,10 @@ async fn poll_once(registry: &Registry, url: &WorkerUrl) -> Result<HealthReport,
         .get(
             url,
             "/health",
-            &[("x-lb-auth", s.lb_key.expose()), ("accept", "application/json")],
+            &[
+                ("x-lb-auth", s.lb_key.expose()),
+                ("accept", "application/json"),
+            ],
             s.discovery_timeout,
             MAX_HEALTH_BODY,
         )

@@ -32,11 +32,21 @@ pub async fn feed_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<WorkerUrl
         match run_feed(&registry, id, &ws_url).await {
             FeedEnd::Failed(e) => {
                 log::debug!("slot feed {ws_url}: {e}");
-                registry.on_feed_state(id, FeedState::Disconnected, Some(format!("websocket: {e}")), false);
+                registry.on_feed_state(
+                    id,
+                    FeedState::Disconnected,
+                    Some(format!("websocket: {e}")),
+                    false,
+                );
             }
             FeedEnd::Lost(e) => {
                 log::warn!("slot feed {ws_url} lost: {e}");
-                registry.on_feed_state(id, FeedState::Disconnected, Some(format!("websocket: {e}")), true);
+                registry.on_feed_state(
+                    id,
+                    FeedState::Disconnected,
+                    Some(format!("websocket: {e}")),
+                    true,
+                );
                 backoff = s.ws_reconnect;
             }
         }

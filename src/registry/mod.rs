@@ -22,6 +22,21 @@ use crate::upstream::Upstream;
 use record::{FeedState, HealthReport, WorkerRecord};
 use url::WorkerUrl;
 
+/// One Worker's figures for the metrics gauges.
+#[derive(Debug, Clone)]
+pub struct WorkerGauge {
+    /// Base URL.
+    pub url: String,
+    /// Group, or `unknown` before the first poll.
+    pub group: String,
+    /// May take tasks.
+    pub up: bool,
+    /// Slots this load balancer holds.
+    pub in_flight: u32,
+    /// Slot limit.
+    pub limit: u32,
+}
+
 #[derive(Default)]
 struct State {
     workers: HashMap<WorkerId, WorkerRecord>,
@@ -65,8 +80,11 @@ impl Registry {
         let mut removed = Vec::new();
         {
             let mut st = self.state.write();
-            let keep: HashMap<&str, usize> =
-                urls.iter().enumerate().map(|(i, u)| (u.raw.as_str(), i)).collect();
+            let keep: HashMap<&str, usize> = urls
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.raw.as_str(), i))
+                .collect();
             let gone: Vec<String> = st
                 .by_url
                 .keys()
@@ -123,7 +141,9 @@ impl Registry {
     pub(crate) fn on_health(&self, id: WorkerId, report: HealthReport) {
         let pool_changed = {
             let mut st = self.state.write();
-            let Some(w) = st.workers.get_mut(&id) else { return };
+            let Some(w) = st.workers.get_mut(&id) else {
+                return;
+            };
             let changed = w.health.as_ref().is_none_or(|h| {
                 h.group != report.group
                     || h.contract != report.contract
@@ -146,7 +166,13 @@ impl Registry {
     pub(crate) fn on_poll_failed(&self, id: WorkerId, why: String) {
         {
             let mut st = self.state.write();
-            let Some(w) = st.workers.get_mut(&id) else { return };
+            let Some(w) = st.workers.get_mut(&id) else {
+                return;
+            };
+            crate::metrics::METRICS
+                .discovery_errors
+                .with_label_values(&[&w.url.raw])
+                .inc();
             if w.http_up || w.poll_error.is_none() {
                 log::warn!("worker {} unreachable: {why}", w.url);
             }
@@ -160,17 +186,33 @@ impl Registry {
     pub(crate) fn on_feed_message(&self, id: WorkerId, msg: &Value) {
         {
             let mut st = self.state.write();
-            let Some(w) = st.workers.get_mut(&id) else { return };
+            let Some(w) = st.workers.get_mut(&id) else {
+                return;
+            };
             w.apply_feed(msg);
         }
         self.push(id, true);
     }
 
     /// Records a slot feed state change; `offline` marks the Worker unusable until it answers.
-    pub(crate) fn on_feed_state(&self, id: WorkerId, state: FeedState, error: Option<String>, offline: bool) {
+    pub(crate) fn on_feed_state(
+        &self,
+        id: WorkerId,
+        state: FeedState,
+        error: Option<String>,
+        offline: bool,
+    ) {
         {
             let mut st = self.state.write();
-            let Some(w) = st.workers.get_mut(&id) else { return };
+            let Some(w) = st.workers.get_mut(&id) else {
+                return;
+            };
+            if error.is_some() {
+                crate::metrics::METRICS
+                    .websocket_errors
+                    .with_label_values(&[&w.url.raw])
+                    .inc();
+            }
             w.feed = state;
             w.feed_error = error;
             w.offline |= offline;
@@ -229,7 +271,11 @@ impl Registry {
                     )
                 });
                 if reason.is_some() && w.invalid_reason.is_none() {
-                    log::warn!("worker {} excluded: {}", w.url, reason.as_deref().unwrap_or(""));
+                    log::warn!(
+                        "worker {} excluded: {}",
+                        w.url,
+                        reason.as_deref().unwrap_or("")
+                    );
                 }
                 w.invalid_reason = reason;
             }
@@ -266,6 +312,27 @@ impl Registry {
             }
         }
         (valid, invalid)
+    }
+
+    /// Per-Worker figures for the metrics gauges.
+    pub fn gauges(&self) -> Vec<WorkerGauge> {
+        let st = self.state.read();
+        st.workers
+            .values()
+            .map(|w| {
+                let usage = self.scheduler.usage(w.id).unwrap_or_default();
+                WorkerGauge {
+                    url: w.url.raw.clone(),
+                    group: w
+                        .health
+                        .as_ref()
+                        .map_or_else(|| "unknown".to_string(), |h| h.group.to_string()),
+                    up: w.eligible(),
+                    in_flight: usage.in_flight,
+                    limit: w.slots.map_or(0, |s| s.limit),
+                }
+            })
+            .collect()
     }
 
     /// `(registered, eligible)` Worker counts.

@@ -27,7 +27,11 @@ pub struct Slots {
 
 impl Slots {
     fn parse(v: &Value) -> Option<Slots> {
-        let n = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x.min(u32::MAX as u64) as u32);
+        let n = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .map(|x| x.min(u32::MAX as u64) as u32)
+        };
         let limit = n("limit")?;
         let used = n("used").unwrap_or(0);
         Some(Slots {
@@ -90,10 +94,17 @@ impl HealthReport {
             .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_string))
             .collect();
         let mut sorted = functions.clone();
-        sorted.sort_by_key(|f| f.get("name").and_then(Value::as_str).unwrap_or("").to_string());
+        sorted.sort_by_key(|f| {
+            f.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        });
         let mut h = DefaultHasher::new();
         // serde_json maps are ordered by key, so equal lists serialise equally.
-        serde_json::to_string(&sorted).unwrap_or_default().hash(&mut h);
+        serde_json::to_string(&sorted)
+            .unwrap_or_default()
+            .hash(&mut h);
         Ok(HealthReport {
             status,
             group: Arc::from(group),
@@ -210,8 +221,11 @@ impl WorkerRecord {
 
     fn services_up(&self) -> bool {
         self.services.as_array().is_none_or(|list| {
-            list.iter()
-                .all(|s| s.get("state").and_then(Value::as_str).is_none_or(|st| st == "up"))
+            list.iter().all(|s| {
+                s.get("state")
+                    .and_then(Value::as_str)
+                    .is_none_or(|st| st == "up")
+            })
         })
     }
 
@@ -260,7 +274,10 @@ impl WorkerRecord {
             .and_then(|h| h.websocket_port)
             .map(|p| self.url.websocket(p));
         out.insert("wsUrl".into(), json!(ws));
-        out.insert("status".into(), json!(self.status.as_deref().unwrap_or("unknown")));
+        out.insert(
+            "status".into(),
+            json!(self.status.as_deref().unwrap_or("unknown")),
+        );
         if let Some(s) = self.slots {
             out.insert("slots".into(), json!(s));
         }
@@ -272,7 +289,9 @@ impl WorkerRecord {
         out.insert("lbInFlight".into(), json!(lb_in_flight));
         out.insert(
             "lastSeen".into(),
-            json!(self.last_seen.map(|t| humantime::format_rfc3339_millis(t).to_string())),
+            json!(self
+                .last_seen
+                .map(|t| humantime::format_rfc3339_millis(t).to_string())),
         );
         if let Some(e) = self.poll_error.as_ref().or(self.feed_error.as_ref()) {
             out.insert("error".into(), json!(e));

@@ -33,7 +33,9 @@ impl WorkerUrl {
             None => (rest, ""),
         };
         if authority.contains('@') || path.contains('?') || path.contains('#') {
-            return Err(format!("{text:?}: credentials, queries and fragments are not allowed"));
+            return Err(format!(
+                "{text:?}: credentials, queries and fragments are not allowed"
+            ));
         }
         let default_port = if tls { 443 } else { 80 };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {

@@ -99,7 +99,10 @@ impl BackgroundService for ListWatcher {
             }
             last_stamp = now;
             let Ok(text) = std::fs::read_to_string(&path) else {
-                log::error!("{}: cannot read the Worker list; keeping the current one", path.display());
+                log::error!(
+                    "{}: cannot read the Worker list; keeping the current one",
+                    path.display()
+                );
                 continue;
             };
             if text == last_text {
@@ -107,7 +110,11 @@ impl BackgroundService for ListWatcher {
             }
             match parse_list(&text, &path.display().to_string()) {
                 Ok(list) => {
-                    log::info!("{}: Worker list changed, {} worker(s)", path.display(), list.len());
+                    log::info!(
+                        "{}: Worker list changed, {} worker(s)",
+                        path.display(),
+                        list.len()
+                    );
                     registry.set_list(&list);
                     last_text = text;
                 }

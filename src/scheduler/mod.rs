@@ -175,7 +175,12 @@ impl Scheduler {
         *queued += 1;
         let pool_key = (pool.group.clone(), req.contract);
         *queued -= pool.pump(workers);
-        Ok(Acquire::Queued(Waiting::new(self.clone(), pool_key, key, rx)))
+        Ok(Acquire::Queued(Waiting::new(
+            self.clone(),
+            pool_key,
+            key,
+            rx,
+        )))
     }
 
     /// Gives a slot back and hands it to the head waiter of the Worker's pool.
@@ -234,7 +239,9 @@ impl Scheduler {
             .or_default()
             .entry(key.1)
             .or_insert_with(|| Pool::new(key.0.clone()));
-        let w = workers.entry(id).or_insert_with(|| SlotState::new(key.clone(), &info));
+        let w = workers
+            .entry(id)
+            .or_insert_with(|| SlotState::new(key.clone(), &info));
         w.update(&info);
         pool.members.insert(id);
         pool.functions = info.functions.clone();
@@ -257,7 +264,9 @@ impl Scheduler {
             queued,
             ..
         } = &mut *st;
-        let Some(w) = workers.get_mut(&id) else { return };
+        let Some(w) = workers.get_mut(&id) else {
+            return;
+        };
         if w.suspended {
             return;
         }
@@ -340,8 +349,12 @@ fn detach(
     id: WorkerId,
     key: &(Arc<str>, u64),
 ) {
-    let Some(by_contract) = pools.get_mut(&key.0) else { return };
-    let Some(pool) = by_contract.get_mut(&key.1) else { return };
+    let Some(by_contract) = pools.get_mut(&key.0) else {
+        return;
+    };
+    let Some(pool) = by_contract.get_mut(&key.1) else {
+        return;
+    };
     pool.members.remove(&id);
     pool.forget(workers, id);
     pool.recount(workers);

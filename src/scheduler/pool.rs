@@ -104,7 +104,9 @@ impl Pool {
 
     /// Re-files `id` in the free set after its figures changed.
     pub fn refresh(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) {
-        let Some(w) = workers.get_mut(&id) else { return };
+        let Some(w) = workers.get_mut(&id) else {
+            return;
+        };
         if let Some(old) = w.free_key.take() {
             self.free.remove(&(Reverse(old), id));
         }
@@ -135,7 +137,9 @@ impl Pool {
 
     /// Takes a slot on `id`.
     pub fn take(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) -> Grant {
-        let w = workers.get_mut(&id).expect("free set holds registered workers");
+        let w = workers
+            .get_mut(&id)
+            .expect("free set holds registered workers");
         w.in_flight += 1;
         let grant = Grant {
             worker: id,
@@ -150,7 +154,9 @@ impl Pool {
         let mut served = 0;
         while !self.waiters.is_empty() {
             let Some(id) = self.best() else { break };
-            let Some((_, waiter)) = self.waiters.pop_first() else { break };
+            let Some((_, waiter)) = self.waiters.pop_first() else {
+                break;
+            };
             served += 1;
             if waiter.tx.is_closed() {
                 continue;

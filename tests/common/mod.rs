@@ -59,7 +59,9 @@ impl Lb {
             .env("LOG_LEVEL", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("lb.log")).unwrap()));
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("lb.log")).unwrap(),
+            ));
         let pid = dir.path().join("lb.pid");
         let sock = dir.path().join("upgrade.sock");
         let conf = dir.path().join("lb.yaml");
@@ -87,7 +89,8 @@ impl Lb {
                 .build()
                 .unwrap(),
         };
-        lb.wait_until(|h| h.get("status").is_some(), "the client port answers").await;
+        lb.wait_until(|h| h.get("status").is_some(), "the client port answers")
+            .await;
         lb
     }
 
@@ -130,7 +133,10 @@ impl Lb {
                 return h;
             }
             if start.elapsed() > Duration::from_secs(10) {
-                panic!("timed out waiting until {what}; last /health: {h}\nlog:\n{}", self.log());
+                panic!(
+                    "timed out waiting until {what}; last /health: {h}\nlog:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -147,8 +153,11 @@ impl Lb {
 
     /// Waits until the queue holds `n` tasks.
     pub async fn wait_queued(&self, n: u64) {
-        self.wait_until(|h| h["queue"]["depth"].as_u64() == Some(n), &format!("{n} task(s) are queued"))
-            .await;
+        self.wait_until(
+            |h| h["queue"]["depth"].as_u64() == Some(n),
+            &format!("{n} task(s) are queued"),
+        )
+        .await;
     }
 
     /// A `POST /task` request with both keys.
@@ -162,10 +171,17 @@ impl Lb {
 
     /// Sends a task and returns `(status, JSON body)`.
     pub async fn run(&self, body: Value) -> (u16, Value) {
-        let r = self.task(body).send().await.expect("the load balancer answers");
+        let r = self
+            .task(body)
+            .send()
+            .await
+            .expect("the load balancer answers");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub fn kill(&mut self) {

@@ -1,0 +1,449 @@
+//! The task board: a bounded in-process ring of task records (never inputs or
+//! results) and a per-second series of throughput, latency and queue depth.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::task::TaskSpec;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Received, waiting for a slot.
+    Queued,
+    /// Sent to a Worker.
+    Running,
+    /// The Worker answered 2xx.
+    Completed,
+    /// Anything else that ended it.
+    Failed,
+    /// Ran out of `TASK_TIMEOUT`.
+    TimedOut,
+}
+
+impl TaskState {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::TimedOut => "timed_out",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    at: SystemTime,
+    event: &'static str,
+    detail: String,
+}
+
+/// What is kept about one task.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    id: String,
+    group: String,
+    function: String,
+    contract: u64,
+    priority: u32,
+    mode: &'static str,
+    state: TaskState,
+    worker: Option<String>,
+    attempts: u32,
+    status: Option<u16>,
+    outcome: Option<&'static str>,
+    error: Option<String>,
+    received_at: SystemTime,
+    queued_at: Option<SystemTime>,
+    dispatched_at: Option<SystemTime>,
+    finished_at: Option<SystemTime>,
+    timeline: Vec<Event>,
+}
+
+fn iso(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn ms_between(a: SystemTime, b: Option<SystemTime>) -> Option<f64> {
+    b.and_then(|b| b.duration_since(a).ok())
+        .map(|d| d.as_secs_f64() * 1000.0)
+}
+
+impl TaskRecord {
+    /// The board's JSON shape.
+    pub fn to_json(&self) -> Value {
+        let wait_end = self.dispatched_at.or(self.finished_at);
+        json!({
+            "id": self.id, "group": self.group, "function": self.function,
+            "contract": self.contract, "priority": self.priority, "mode": self.mode,
+            "state": self.state.as_str(), "worker": self.worker, "attempts": self.attempts,
+            "status": self.status, "outcome": self.outcome, "error": self.error,
+            "receivedAt": iso(self.received_at),
+            "queuedAt": self.queued_at.map(iso),
+            "dispatchedAt": self.dispatched_at.map(iso),
+            "finishedAt": self.finished_at.map(iso),
+            "waitMs": self.queued_at.and_then(|q| ms_between(q, wait_end)).or(Some(0.0).filter(|_| self.dispatched_at.is_some())),
+            "durationMs": ms_between(self.received_at, self.finished_at),
+            "timeline": self.timeline.iter().map(|e| json!({"at": iso(e.at), "event": e.event, "detail": e.detail})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn push(&mut self, event: &'static str, detail: String) {
+        // Attempts are bounded, so is the timeline; the cap guards against misuse.
+        if self.timeline.len() < 32 {
+            self.timeline.push(Event {
+                at: SystemTime::now(),
+                event,
+                detail,
+            });
+        }
+    }
+}
+
+/// A live task's handle on its record.
+#[derive(Clone)]
+pub struct TaskHandle(Arc<Mutex<TaskRecord>>);
+
+impl TaskHandle {
+    /// The task waits for a slot.
+    pub fn queued(&self, depth_ahead: usize) {
+        let mut r = self.0.lock();
+        r.state = TaskState::Queued;
+        r.queued_at = Some(SystemTime::now());
+        r.push("queued", format!("{depth_ahead} task(s) waiting"));
+    }
+
+    /// The task was sent to `worker`.
+    pub fn dispatched(&self, worker: &str, attempt: u32) {
+        let mut r = self.0.lock();
+        r.state = TaskState::Running;
+        r.worker = Some(worker.to_string());
+        r.attempts = attempt;
+        r.dispatched_at = Some(SystemTime::now());
+        r.push("dispatched", format!("attempt {attempt} to {worker}"));
+    }
+
+    /// An attempt failed before the Worker started the task.
+    pub fn retried(&self, why: &str) {
+        self.0.lock().push("retried", why.to_string());
+    }
+
+    /// The task ended.
+    pub fn finished(
+        &self,
+        state: TaskState,
+        status: u16,
+        outcome: &'static str,
+        error: Option<String>,
+    ) {
+        let mut r = self.0.lock();
+        r.state = state;
+        r.status = Some(status);
+        r.outcome = Some(outcome);
+        let detail = match &error {
+            Some(e) => format!("{status} {outcome}: {e}"),
+            None => format!("{status} {outcome}"),
+        };
+        r.error = error;
+        r.finished_at = Some(SystemTime::now());
+        r.push("finished", detail);
+    }
+
+    /// Seconds since the task was received.
+    pub fn age(&self) -> Duration {
+        self.0.lock().received_at.elapsed().unwrap_or_default()
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> String {
+        self.0.lock().id.clone()
+    }
+}
+
+/// One point of the dashboard's series.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Unix seconds.
+    pub t: u64,
+    /// Tasks finished per second.
+    pub throughput: f64,
+    /// Latency percentiles of those tasks, seconds.
+    pub p50: f64,
+    /// 95th percentile, seconds.
+    pub p95: f64,
+    /// 99th percentile, seconds.
+    pub p99: f64,
+    /// Queue depth at the sample.
+    #[serde(rename = "queueDepth")]
+    pub queue_depth: usize,
+    /// Tasks that ended in an error.
+    pub errors: u64,
+}
+
+/// Most samples kept: five minutes at one per second.
+pub const MAX_SAMPLES: usize = 300;
+
+struct Inner {
+    ring: VecDeque<TaskHandle>,
+    by_id: HashMap<String, TaskHandle>,
+}
+
+/// Bounded store of recent task records. Default capacity 10000.
+pub struct TaskBoard {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    window: Mutex<Vec<(f64, bool)>>,
+    series: Mutex<VecDeque<Sample>>,
+}
+
+impl TaskBoard {
+    /// A board keeping the last `capacity` tasks.
+    pub fn new(capacity: usize) -> Self {
+        TaskBoard {
+            inner: Mutex::new(Inner {
+                ring: VecDeque::with_capacity(capacity.min(65_536)),
+                by_id: HashMap::new(),
+            }),
+            capacity: capacity.max(1),
+            window: Mutex::new(Vec::new()),
+            series: Mutex::new(VecDeque::with_capacity(MAX_SAMPLES)),
+        }
+    }
+
+    /// Records a new task, evicting the oldest record when full.
+    pub fn open(&self, id: &str, spec: &TaskSpec) -> TaskHandle {
+        let now = SystemTime::now();
+        let handle = TaskHandle(Arc::new(Mutex::new(TaskRecord {
+            id: id.to_string(),
+            group: spec.group.clone(),
+            function: spec.function.clone(),
+            contract: spec.contract,
+            priority: spec.priority,
+            mode: spec.mode.as_str(),
+            state: TaskState::Queued,
+            worker: None,
+            attempts: 0,
+            status: None,
+            outcome: None,
+            error: None,
+            received_at: now,
+            queued_at: None,
+            dispatched_at: None,
+            finished_at: None,
+            timeline: vec![Event {
+                at: now,
+                event: "received",
+                detail: format!("priority {} mode {}", spec.priority, spec.mode.as_str()),
+            }],
+        })));
+        let mut inner = self.inner.lock();
+        if inner.ring.len() == self.capacity {
+            if let Some(old) = inner.ring.pop_front() {
+                let old_id = old.0.lock().id.clone();
+                inner.by_id.remove(&old_id);
+            }
+        }
+        inner.ring.push_back(handle.clone());
+        inner.by_id.insert(id.to_string(), handle.clone());
+        handle
+    }
+
+    /// Notes a finished task for the per-second series.
+    pub fn observe(&self, seconds: f64, error: bool) {
+        let mut w = self.window.lock();
+        if w.len() < 1_000_000 {
+            w.push((seconds, error));
+        }
+    }
+
+    /// Closes the current second: computes its sample and keeps the last [`MAX_SAMPLES`].
+    pub fn sample(&self, queue_depth: usize, elapsed: Duration) -> Sample {
+        let mut window = std::mem::take(&mut *self.window.lock());
+        window.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let pct = |p: f64| -> f64 {
+            if window.is_empty() {
+                return 0.0;
+            }
+            let i = ((window.len() as f64 * p).ceil() as usize).clamp(1, window.len()) - 1;
+            window[i].0
+        };
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let sample = Sample {
+            t,
+            throughput: window.len() as f64 / elapsed.as_secs_f64().max(0.001),
+            p50: pct(0.50),
+            p95: pct(0.95),
+            p99: pct(0.99),
+            queue_depth,
+            errors: window.iter().filter(|w| w.1).count() as u64,
+        };
+        let mut series = self.series.lock();
+        if series.len() == MAX_SAMPLES {
+            series.pop_front();
+        }
+        series.push_back(sample);
+        sample
+    }
+
+    /// The series, oldest first.
+    pub fn series(&self) -> Vec<Sample> {
+        self.series.lock().iter().copied().collect()
+    }
+
+    /// A record by id.
+    pub fn get(&self, id: &str) -> Option<Value> {
+        let h = self.inner.lock().by_id.get(id).cloned()?;
+        let json = h.0.lock().to_json();
+        Some(json)
+    }
+
+    /// Records newest first matching `filter`, at most `limit`.
+    pub fn list(&self, limit: usize, filter: impl Fn(&TaskRecord) -> bool) -> Vec<Value> {
+        let handles: Vec<TaskHandle> = self.inner.lock().ring.iter().rev().cloned().collect();
+        let mut out = Vec::new();
+        for h in handles {
+            let r = h.0.lock();
+            if filter(&r) {
+                out.push(r.to_json());
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Counts by state (`retried` = more than one attempt) and the groups seen.
+    pub fn counts(&self) -> (Value, Vec<String>) {
+        let handles: Vec<TaskHandle> = self.inner.lock().ring.iter().cloned().collect();
+        let mut c: HashMap<&'static str, u64> = HashMap::new();
+        let mut groups = std::collections::BTreeSet::new();
+        for h in handles {
+            let r = h.0.lock();
+            *c.entry(r.state.as_str()).or_default() += 1;
+            if r.attempts > 1 {
+                *c.entry("retried").or_default() += 1;
+            }
+            if groups.len() < 200 {
+                groups.insert(r.group.clone());
+            }
+        }
+        let get = |k| c.get(k).copied().unwrap_or(0);
+        (
+            json!({
+                "queued": get("queued"), "running": get("running"), "completed": get("completed"),
+                "failed": get("failed"), "timed_out": get("timed_out"), "retried": get("retried"),
+            }),
+            groups.into_iter().collect(),
+        )
+    }
+
+    /// Records kept right now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().ring.len()
+    }
+
+    /// True when no task was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Filter helpers for the board's API.
+impl TaskRecord {
+    /// State name.
+    pub fn state_name(&self) -> &'static str {
+        self.state.as_str()
+    }
+    /// Group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+    /// Attempts made.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::Mode;
+
+    fn spec(group: &str) -> TaskSpec {
+        TaskSpec {
+            group: group.into(),
+            function: "f".into(),
+            contract: 1,
+            priority: 1,
+            mode: Mode::Sync,
+        }
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_evicts_oldest() {
+        let b = TaskBoard::new(3);
+        for i in 0..5 {
+            b.open(&format!("t{i}"), &spec("g"));
+        }
+        assert_eq!(b.len(), 3);
+        assert!(b.get("t1").is_none());
+        assert!(b.get("t4").is_some());
+        let ids: Vec<_> = b
+            .list(10, |_| true)
+            .iter()
+            .map(|v| v["id"].clone())
+            .collect();
+        assert_eq!(ids, [json!("t4"), json!("t3"), json!("t2")]);
+    }
+
+    #[test]
+    fn lifecycle_and_counts() {
+        let b = TaskBoard::new(10);
+        let t = b.open("a", &spec("g"));
+        t.queued(0);
+        t.dispatched("http://w", 1);
+        t.retried("refused");
+        t.dispatched("http://v", 2);
+        t.finished(TaskState::Completed, 200, "ok", None);
+        let r = b.get("a").unwrap();
+        assert_eq!(r["state"], json!("completed"));
+        assert_eq!(r["attempts"], json!(2));
+        assert_eq!(r["timeline"].as_array().unwrap().len(), 6);
+        assert!(r.get("input").is_none());
+        let (c, groups) = b.counts();
+        assert_eq!(
+            (c["completed"].clone(), c["retried"].clone()),
+            (json!(1), json!(1))
+        );
+        assert_eq!(groups, ["g"]);
+    }
+
+    #[test]
+    fn samples_compute_percentiles_and_stay_bounded() {
+        let b = TaskBoard::new(10);
+        for i in 1..=100 {
+            b.observe(i as f64 / 1000.0, i % 10 == 0);
+        }
+        let s = b.sample(7, Duration::from_secs(1));
+        assert_eq!(
+            (s.throughput, s.p50, s.p99, s.errors, s.queue_depth),
+            (100.0, 0.05, 0.099, 10, 7)
+        );
+        for _ in 0..MAX_SAMPLES + 5 {
+            b.sample(0, Duration::from_secs(1));
+        }
+        assert_eq!(b.series().len(), MAX_SAMPLES);
+    }
+}

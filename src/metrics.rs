@@ -1,0 +1,279 @@
+//! Prometheus metrics, all prefixed `andera_lb_`, in base units. Label values are
+//! bounded: groups and functions only appear once a Worker of the current list
+//! exposes them (unknown ones fold into `other`), Workers are the list's URLs, and
+//! priorities are bucketed into classes.
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Label value used for anything outside the known set.
+pub const OTHER: &str = "other";
+
+/// Longest label value kept verbatim.
+const MAX_LABEL_LEN: usize = 64;
+
+/// Every metric of the process.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Tasks that ended, by group, function and outcome.
+    pub tasks: IntCounterVec,
+    /// Time from receipt to the end of the Worker's answer, by group and outcome.
+    pub task_duration: HistogramVec,
+    /// Time spent waiting for a slot, by priority class.
+    pub queue_wait: HistogramVec,
+    /// Tasks waiting now.
+    pub queue_depth: IntGauge,
+    /// Tasks that waited past `TASK_TIMEOUT`.
+    pub queue_timeouts: IntCounter,
+    /// Tasks refused because the queue was full.
+    pub queue_rejections: IntCounter,
+    /// Attempts retried on another Worker, by reason.
+    pub retries: IntCounterVec,
+    /// 1 when the Worker may take tasks.
+    pub worker_up: IntGaugeVec,
+    /// Slots this load balancer has in flight per Worker.
+    pub worker_slots_used: IntGaugeVec,
+    /// Slot limit per Worker.
+    pub worker_slots_limit: IntGaugeVec,
+    /// Failed `/health` polls per Worker.
+    pub discovery_errors: IntCounterVec,
+    /// Slot feed failures per Worker.
+    pub websocket_errors: IntCounterVec,
+    /// HTTP responses by service, route and status.
+    pub http_responses: IntCounterVec,
+    /// Task records kept by the board.
+    pub board_records: IntGauge,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace("andera_lb"), labels)
+        .expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help).namespace("andera_lb"), labels)
+        .expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help)
+            .namespace("andera_lb")
+            .buckets(buckets),
+        labels,
+    )
+    .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let latency = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0, 120.0, 300.0,
+        ];
+        let queue_depth = IntGauge::with_opts(
+            Opts::new("queue_depth", "Tasks waiting for a Worker slot.").namespace("andera_lb"),
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_depth.clone()))
+            .expect("unique metric");
+        let queue_timeouts = IntCounter::with_opts(
+            Opts::new(
+                "queue_timeouts_total",
+                "Tasks that waited for a slot past TASK_TIMEOUT.",
+            )
+            .namespace("andera_lb"),
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_timeouts.clone()))
+            .expect("unique metric");
+        let queue_rejections = IntCounter::with_opts(
+            Opts::new(
+                "queue_rejections_total",
+                "Tasks refused with 503 because the queue was full.",
+            )
+            .namespace("andera_lb"),
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_rejections.clone()))
+            .expect("unique metric");
+        let board_records = IntGauge::with_opts(
+            Opts::new("task_records", "Task records kept for the task board.")
+                .namespace("andera_lb"),
+        )
+        .expect("valid metric");
+        r.register(Box::new(board_records.clone()))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                "andera_lb",
+            );
+            let _ = r.register(Box::new(pc));
+        }
+        Metrics {
+            tasks: counter_vec(
+                &r,
+                "tasks_total",
+                "Tasks that ended, by group, function and outcome.",
+                &["group", "function", "outcome"],
+            ),
+            task_duration: histogram_vec(
+                &r,
+                "task_duration_seconds",
+                "Time from receipt to the end of the Worker's answer.",
+                &["group", "outcome"],
+                latency.clone(),
+            ),
+            queue_wait: histogram_vec(
+                &r,
+                "queue_wait_seconds",
+                "Time tasks waited for a Worker slot, by priority class.",
+                &["priority_class"],
+                latency,
+            ),
+            queue_depth,
+            queue_timeouts,
+            queue_rejections,
+            retries: counter_vec(
+                &r,
+                "task_retries_total",
+                "Attempts retried on another Worker, by reason.",
+                &["reason"],
+            ),
+            worker_up: gauge_vec(
+                &r,
+                "worker_up",
+                "1 when the Worker may take tasks.",
+                &["worker", "group"],
+            ),
+            worker_slots_used: gauge_vec(
+                &r,
+                "worker_slots_used",
+                "Slots this load balancer holds on the Worker.",
+                &["worker"],
+            ),
+            worker_slots_limit: gauge_vec(
+                &r,
+                "worker_slots_limit",
+                "Slot limit the Worker reports.",
+                &["worker"],
+            ),
+            discovery_errors: counter_vec(
+                &r,
+                "discovery_errors_total",
+                "Failed /health polls.",
+                &["worker"],
+            ),
+            websocket_errors: counter_vec(
+                &r,
+                "websocket_errors_total",
+                "Slot feed connection failures and losses.",
+                &["worker"],
+            ),
+            http_responses: counter_vec(
+                &r,
+                "http_responses_total",
+                "HTTP responses by service, route and status.",
+                &["service", "route", "status"],
+            ),
+            board_records,
+            registry: r,
+        }
+    }
+
+    /// Renders the text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub static METRICS: Lazy<Metrics> = Lazy::new(Metrics::new);
+
+/// Bounded priority classes for the 1..2097152 range.
+pub fn priority_class(priority: u32) -> &'static str {
+    match priority {
+        0..=1 => "1",
+        2..=10 => "2-10",
+        11..=100 => "11-100",
+        101..=1_000 => "101-1000",
+        1_001..=10_000 => "1001-10000",
+        10_001..=100_000 => "10001-100000",
+        _ => "100001-2097152",
+    }
+}
+
+/// A label value for a client-supplied name: kept only when `known`, else [`OTHER`].
+pub fn bounded_label(value: &str, known: bool) -> &str {
+    if known && value.len() <= MAX_LABEL_LEN {
+        value
+    } else {
+        OTHER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_classes_cover_the_range_with_few_values() {
+        let mut classes: Vec<&str> = [
+            1, 2, 10, 11, 100, 101, 1000, 1001, 10_000, 10_001, 100_000, 100_001, 2_097_152,
+        ]
+        .iter()
+        .map(|p| priority_class(*p))
+        .collect();
+        classes.dedup();
+        assert_eq!(classes.len(), 7);
+    }
+
+    #[test]
+    fn unknown_names_fold_into_one_label() {
+        let m = Metrics::new();
+        for i in 0..1000 {
+            let name = format!("random-group-{i}");
+            m.tasks
+                .with_label_values(&[
+                    bounded_label(&name, false),
+                    bounded_label("f", false),
+                    "no_worker",
+                ])
+                .inc();
+        }
+        m.tasks
+            .with_label_values(&[bounded_label("default", true), "hello", "ok"])
+            .inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("andera_lb_tasks_total{"))
+            .count();
+        assert_eq!(series, 2, "{text}");
+        assert!(text.contains(
+            r#"andera_lb_tasks_total{function="other",group="other",outcome="no_worker"} 1000"#
+        ));
+        assert!(bounded_label(&"x".repeat(100), true) == OTHER);
+    }
+}
