@@ -10,6 +10,7 @@ pub mod auth;
 pub mod board;
 pub mod config;
 pub mod dispatch;
+pub mod drain;
 pub mod endpoints;
 pub mod logring;
 pub mod metrics;

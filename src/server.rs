@@ -29,7 +29,8 @@ fn server_conf(settings: &Settings, flags: RunFlags) -> ServerConf {
         pid_file: settings.pid_file.clone(),
         upgrade_sock: settings.upgrade_sock.clone(),
         threads: settings.threads,
-        grace_period_seconds: Some(settings.grace_period.as_secs()),
+        // Our drainer exits as soon as tasks are done; Pingora's own wait is only a backstop.
+        grace_period_seconds: Some(settings.grace_period.as_secs() + 10),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     }
@@ -77,6 +78,8 @@ pub fn build(
         crate::admin::sampler::Sampler { app: app.clone() },
     );
     server.add_service(sampler);
+    let drainer = background_service("drain", crate::drain::Drainer { app: app.clone() });
+    server.add_service(drainer);
     server.add_service(client);
     server.add_service(admin);
     server.add_service(watcher);

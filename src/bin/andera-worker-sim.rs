@@ -3,13 +3,17 @@
 //!
 //! Keys come from `LB_AUTH_KEY` (required) and `AUTH_KEY` (default
 //! `default-worker-key`), or from `--lb-key` / `--auth-key`.
+//!
+//! `--tls-cert` and `--tls-key` (PEM files, both or neither) make both
+//! listeners speak TLS (`https://` and `wss://`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use andera_lb::sim::{FunctionSet, SimConfig, SimWorker, WsMode};
+use andera_lb::sim::{FunctionSet, SimConfig, SimTls, SimWorker, WsMode};
 use clap::Parser;
 
 /// Default Worker key when neither `AUTH_KEY` nor `--auth-key` is given.
@@ -71,6 +75,17 @@ struct Args {
     /// Worker key (overrides AUTH_KEY).
     #[arg(long)]
     auth_key: Option<String>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM file; needs
+    /// --tls-key).
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM file; needs --tls-cert).
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Host name in the printed https/wss URLs; the certificate must name it
+    /// [default: localhost].
+    #[arg(long, value_name = "NAME", requires = "tls_cert")]
+    tls_host: Option<String>,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -96,6 +111,13 @@ fn config(args: Args) -> Result<SimConfig, String> {
         .or_else(|| non_empty_env("AUTH_KEY"))
         .unwrap_or_else(|| DEFAULT_AUTH_KEY.to_string());
     let slots = usize::try_from(args.slots).map_err(|e| format!("invalid --slots: {e}"))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            SimTls::from_pem_files(cert, key).map_err(|e| format!("cannot use TLS files: {e}"))?,
+        ),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together: give both or neither".into()),
+    };
     let mut cfg = SimConfig::new(lb_key, auth_key);
     cfg.http_addr = SocketAddr::new(args.host, args.port);
     cfg.ws_addr = (!args.no_ws).then(|| SocketAddr::new(args.host, args.ws_port));
@@ -109,6 +131,10 @@ fn config(args: Args) -> Result<SimConfig, String> {
     cfg.ws_mode = args.ws_mode;
     cfg.cpu_load = args.cpu_load;
     cfg.used_memory_percent = args.mem_percent;
+    cfg.tls = tls;
+    if let Some(host) = args.tls_host.filter(|h| !h.is_empty()) {
+        cfg.tls_host = host;
+    }
     Ok(cfg)
 }
 

@@ -33,6 +33,8 @@ pub struct App {
     pub started: std::time::Instant,
     /// Set when shutdown has begun: readiness turns false.
     pub draining: AtomicBool,
+    /// Tasks in progress, and the signal to cut them at the end of the grace period.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 impl App {
@@ -48,6 +50,7 @@ impl App {
             board: Arc::new(TaskBoard::new(settings_board_size())),
             started: std::time::Instant::now(),
             draining: AtomicBool::new(false),
+            drain: Arc::default(),
         })
     }
 

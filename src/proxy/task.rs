@@ -78,6 +78,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyErr
 pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
     let received = Instant::now();
     let settings = &app.settings;
+    let _active = app.drain.track();
     if !lb_authorized(session, settings.lb_key.expose()) {
         ctx.status = 401;
         session.set_keepalive(None);
@@ -151,6 +152,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     let outcome = tokio::select! {
         d = delivery => Some(d),
         _ = client_gone => None,
+        _ = app.drain.aborted() => Some(Err(TaskError::ShuttingDown)),
     };
     match outcome {
         None => {

@@ -7,6 +7,10 @@
 //! listener that reports slots live. It also serves `GET /sim/stats` and
 //! `POST /sim/control` so that tests can observe and steer it. It is used by
 //! the README demo, the integration tests and the benchmarks.
+//!
+//! With [`SimConfig::tls`] set, both listeners speak TLS (`https://` and
+//! `wss://`); [`test_ca_and_cert`] makes a private CA and a certificate signed
+//! by it for tests.
 
 mod functions;
 mod http;
@@ -15,6 +19,7 @@ mod slots;
 mod state;
 mod stats;
 mod task;
+mod tls;
 mod ws;
 
 #[cfg(test)]
@@ -30,9 +35,11 @@ use tokio::task::JoinHandle;
 
 pub use functions::FunctionSet;
 pub use stats::{fnv1a64_hex, SimStatsSnapshot};
+pub use tls::{test_ca_and_cert, SimTls};
 
 use net::{ConnRegistry, TrackedListener};
 use state::SimState;
+use tls::TlsListener;
 
 /// How the simulated Worker behaves on its WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,12 +97,20 @@ pub struct SimConfig {
     pub cpu_load: f64,
     /// Reported `system.usedMemoryPercent`.
     pub used_memory_percent: f64,
+    /// TLS certificate and key. `Some`: both listeners speak TLS, and
+    /// [`SimWorker::url`] / [`SimWorker::ws_url`] are `https://` / `wss://`.
+    pub tls: Option<SimTls>,
+    /// The host name [`SimWorker::url`] and [`SimWorker::ws_url`] use when
+    /// TLS is on (the certificate must name it); the listeners still bind
+    /// `http_addr` / `ws_addr`. Ignored without TLS.
+    pub tls_host: String,
 }
 
 impl SimConfig {
     /// Defaults: both listeners on `127.0.0.1:0`, group `default`, contract 1,
     /// 4 slots, status `ready`, no tags or services, standard functions,
-    /// normal WebSocket, zero CPU and memory load.
+    /// normal WebSocket, zero CPU and memory load, no TLS (`tls_host`
+    /// `localhost`).
     pub fn new(lb_key: impl Into<String>, auth_key: impl Into<String>) -> Self {
         let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         SimConfig {
@@ -113,6 +128,8 @@ impl SimConfig {
             ws_mode: WsMode::Normal,
             cpu_load: 0.0,
             used_memory_percent: 0.0,
+            tls: None,
+            tls_host: "localhost".to_string(),
         }
     }
 }
@@ -124,6 +141,8 @@ pub struct SimWorker {
     state: Arc<SimState>,
     http_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
+    /// `Some(host)` when the listeners speak TLS.
+    tls_host: Option<String>,
     registry: Arc<ConnRegistry>,
     servers: Vec<JoinHandle<()>>,
 }
@@ -147,15 +166,30 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// `host:port` for a URL (an IPv6 literal gets brackets).
+fn url_authority(host: &str, port: u16) -> String {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 fn spawn_server(
     listener: TcpListener,
     registry: &Arc<ConnRegistry>,
+    tls: Option<&Arc<rustls::ServerConfig>>,
     router: axum::Router,
     what: &'static str,
 ) -> JoinHandle<()> {
     let listener = TrackedListener::new(listener, Arc::clone(registry));
+    let tls = tls.map(Arc::clone);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        let served = match tls {
+            Some(config) => axum::serve(TlsListener::new(listener, config), router).await,
+            None => axum::serve(listener, router).await,
+        };
+        if let Err(e) = served {
             log::error!("sim: {what} server stopped: {e}");
         }
     })
@@ -171,6 +205,11 @@ impl SimWorker {
                 "a Worker needs at least one slot",
             ));
         }
+        let tls_config = match &cfg.tls {
+            Some(tls) => Some(tls::server_config(tls)?),
+            None => None,
+        };
+        let tls_host = tls_config.as_ref().map(|_| cfg.tls_host.clone());
         let http_listener = TcpListener::bind(cfg.http_addr).await?;
         let http_addr = http_listener.local_addr()?;
         let ws_listener = match cfg.ws_addr {
@@ -190,6 +229,7 @@ impl SimWorker {
         let mut servers = vec![spawn_server(
             http_listener,
             &registry,
+            tls_config.as_ref(),
             http::router(Arc::clone(&state)),
             "HTTP",
         )];
@@ -197,6 +237,7 @@ impl SimWorker {
             servers.push(spawn_server(
                 listener,
                 &registry,
+                tls_config.as_ref(),
                 ws::router(Arc::clone(&state)),
                 "WebSocket",
             ));
@@ -204,14 +245,18 @@ impl SimWorker {
         state.log(
             log::Level::Info,
             &format!(
-                "worker started on {http_addr} (group {}, contract {}, {} slots)",
-                state.cfg.group, state.cfg.contract, state.cfg.slots
+                "worker started on {http_addr}{} (group {}, contract {}, {} slots)",
+                if tls_host.is_some() { " with TLS" } else { "" },
+                state.cfg.group,
+                state.cfg.contract,
+                state.cfg.slots
             ),
         );
         Ok(SimWorker {
             state,
             http_addr,
             ws_addr,
+            tls_host,
             registry,
             servers,
         })
@@ -227,14 +272,27 @@ impl SimWorker {
         self.ws_addr
     }
 
-    /// The Worker's base URL, e.g. `http://127.0.0.1:3000`.
-    pub fn url(&self) -> String {
-        format!("http://{}", connectable(self.http_addr))
+    /// Whether the listeners speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls_host.is_some()
     }
 
-    /// The WebSocket URL, e.g. `ws://127.0.0.1:3001/`, if there is a listener.
+    /// The Worker's base URL, e.g. `http://127.0.0.1:3000`, or with TLS
+    /// `https://localhost:3000` (the host is [`SimConfig::tls_host`]).
+    pub fn url(&self) -> String {
+        match &self.tls_host {
+            Some(host) => format!("https://{}", url_authority(host, self.http_addr.port())),
+            None => format!("http://{}", connectable(self.http_addr)),
+        }
+    }
+
+    /// The WebSocket URL, e.g. `ws://127.0.0.1:3001/`, or with TLS
+    /// `wss://localhost:3001/`, if there is a listener.
     pub fn ws_url(&self) -> Option<String> {
-        self.ws_addr.map(|a| format!("ws://{}/", connectable(a)))
+        self.ws_addr.map(|a| match &self.tls_host {
+            Some(host) => format!("wss://{}/", url_authority(host, a.port())),
+            None => format!("ws://{}/", connectable(a)),
+        })
     }
 
     /// The port `/health` reports as `websocketPort`.

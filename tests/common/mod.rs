@@ -30,6 +30,8 @@ pub async fn sim(configure: impl FnOnce(&mut SimConfig)) -> SimWorker {
 
 /// A running load balancer process.
 pub struct Lb {
+    /// The command that started it (to start a successor with `--upgrade`).
+    pub command: Command,
     child: Child,
     pub port: u16,
     pub admin_port: u16,
@@ -40,6 +42,12 @@ pub struct Lb {
 impl Lb {
     /// Starts the binary with `workers` in its `workers.json` and extra environment.
     pub async fn start(workers: &[String], env: &[(&str, &str)]) -> Lb {
+        Lb::start_with(workers, env, "").await
+    }
+
+    /// Like [`Lb::start`], with extra lines appended to the YAML's `server:` section
+    /// (indented by two spaces) or further top-level sections.
+    pub async fn start_with(workers: &[String], env: &[(&str, &str)], yaml: &str) -> Lb {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("workers.json"), json!(workers).to_string()).unwrap();
         let port = free_port();
@@ -68,7 +76,7 @@ impl Lb {
         std::fs::write(
             &conf,
             format!(
-                "server:\n  pid_file: {}\n  upgrade_sock: {}\n  threads: 2\n",
+                "server:\n  pid_file: {}\n  upgrade_sock: {}\n  threads: 2\n{yaml}",
                 pid.display(),
                 sock.display()
             ),
@@ -79,7 +87,9 @@ impl Lb {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("andera-lb starts");
+        let command = cmd;
         let lb = Lb {
+            command,
             child,
             port,
             admin_port,
@@ -182,6 +192,28 @@ impl Lb {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Sends a signal (e.g. "TERM", "QUIT") to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit (up to `limit`), returning its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     }
 
     pub fn kill(&mut self) {

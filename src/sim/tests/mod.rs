@@ -1,5 +1,6 @@
 //! Tests of the simulated Worker over real sockets.
 
+mod tls;
 mod ws;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,117 @@
+//! Graceful drain on SIGTERM (and after a listener hand-over on upgrade): readiness
+//! turns false, in-flight and queued tasks get up to the grace period to finish,
+//! whatever remains is answered with a JSON error, then the process exits 0.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::proxy::App;
+
+/// How long tasks cut at the end of the grace period get to write their error.
+const ABORT_FLUSH: Duration = Duration::from_secs(2);
+
+/// Counts tasks in progress and tells them when to give up.
+pub struct Drain {
+    active: AtomicUsize,
+    abort: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            active: AtomicUsize::new(0),
+            abort: watch::channel(false).0,
+        }
+    }
+}
+
+impl Drain {
+    /// Marks a task as in progress until the guard is dropped.
+    pub fn track(self: &Arc<Self>) -> ActiveTask {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveTask(self.clone())
+    }
+
+    /// Tasks in progress.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the grace period is over and remaining tasks must end.
+    pub async fn aborted(&self) {
+        let mut rx = self.abort.subscribe();
+        let _ = rx.wait_for(|cut| *cut).await;
+    }
+
+    fn abort_all(&self) {
+        self.abort.send_replace(true);
+    }
+}
+
+/// A task in progress (see [`Drain::track`]).
+pub struct ActiveTask(Arc<Drain>);
+
+impl Drop for ActiveTask {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Background service that runs the drain when Pingora begins its shutdown.
+pub struct Drainer {
+    /// Shared state.
+    pub app: Arc<App>,
+}
+
+async fn wait_idle(drain: &Drain, until: Instant) -> bool {
+    while drain.active() > 0 {
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+#[async_trait]
+impl BackgroundService for Drainer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let app = &self.app;
+        app.draining.store(true, Ordering::Relaxed);
+        let grace = app.settings.grace_period;
+        let drain = &app.drain;
+        log::info!(
+            "draining: {} task(s) in progress ({} queued); grace period {} s",
+            drain.active(),
+            app.dispatcher.scheduler.queued(),
+            grace.as_secs()
+        );
+        let started = Instant::now();
+        if wait_idle(drain, started + grace).await {
+            log::info!("drained in {} ms; exiting", started.elapsed().as_millis());
+        } else {
+            log::warn!(
+                "grace period over: answering the {} remaining task(s) with 503",
+                drain.active()
+            );
+            app.dispatcher.scheduler.close();
+            drain.abort_all();
+            wait_idle(drain, Instant::now() + ABORT_FLUSH).await;
+        }
+        app.registry.stop();
+        // Pingora would sleep out its whole grace period; there is nothing left to wait for.
+        std::process::exit(0);
+    }
+}
