@@ -48,6 +48,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = andera_lb::upstream::tls_client_config(settings.ca_file.as_deref()) {
+        eprintln!("andera-lb: configuration error: upstream.ca_file: {e}");
+        return ExitCode::from(2);
+    }
     if args.test {
         println!(
             "andera-lb: configuration OK ({}; {} worker(s); client {}, admin {})",

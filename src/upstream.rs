@@ -50,6 +50,33 @@ pub struct Upstream {
 
 const DNS_TTL: Duration = Duration::from_secs(30);
 
+/// TLS client settings for `wss://` slot feeds: the private CA when one is configured
+/// (as for task traffic), else the platform's roots. Errors name the file.
+pub fn tls_client_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<std::sync::Arc<pingora::tls::ClientConfig>, String> {
+    use pingora::tls::{ClientConfig, RootCertStore};
+    pingora::tls::install_default_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            pingora::tls::load_ca_file_into_store(path, &mut roots)
+                .map_err(|e| format!("{}: cannot load CA certificates: {e}", path.display()))?;
+            if roots.is_empty() {
+                return Err(format!("{}: no CA certificate found", path.display()));
+            }
+        }
+        None => {
+            let _ = pingora::tls::load_platform_certs_incl_env_into_store(&mut roots);
+        }
+    }
+    Ok(std::sync::Arc::new(
+        ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
 impl Upstream {
     /// An upstream with the given connect timeout, keep-alive idle timeout and optional private CA.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration, ca_file: Option<&str>) -> Self {

@@ -103,8 +103,8 @@
       (t) => str(t.id),
       (t, id) => {
         const tr = el('tr', { class: 'clickable', dataset: { id } });
-        for (let i = 0; i < 14; i++) tr.appendChild(el('td'));
-        ['mono', 'grp', 'mono', 'num', 'num', '', '', 'mono', 'mono wk', 'num', 'num', 'num', 'num', 'num ago-c'].forEach((c, i) => c && (tr.children[i].className = c));
+        for (let i = 0; i < 13; i++) tr.appendChild(el('td'));
+        ['mono', 'grp', 'mono', 'num', 'num', '', 'stc', 'mono wk', 'num', 'num', 'num', 'num', 'num ago-c'].forEach((c, i) => c && (tr.children[i].className = c));
         tr.addEventListener('click', (e) => {
           if (e.target.closest('a') && !(e.ctrlKey || e.metaKey || e.shiftKey)) {
             e.preventDefault();
@@ -125,14 +125,16 @@
         cell(td[3], str(t.contract), () => str(t.contract));
         cell(td[4], str(t.priority), () => str(t.priority));
         cell(td[5], str(t.mode), () => str(t.mode));
-        cell(td[6], [t.state, t.outcome, t.error], () => A.taskStatePill(t));
-        cell(td[7], [t.outcome, t.error], () => (t.outcome == null ? el('span', { class: 'muted' }, '—') : el('span', { class: t.outcome === 'ok' ? '' : 'bad-text', title: t.error ? str(t.error) : null }, str(t.outcome))));
-        cell(td[8], str(t.worker), () => (t.worker ? el('span', { title: str(t.worker) }, shortUrl(t.worker)) : el('span', { class: 'muted' }, '—')));
-        cell(td[9], str(t.attempts), () => el('span', { class: num(t.attempts) > 1 ? 'warn-text' : '' }, str(t.attempts)));
-        cell(td[10], str(t.status), () => (t.status == null ? el('span', { class: 'muted' }, '—') : el('span', { class: num(t.status) >= 400 ? 'bad-text' : '' }, str(t.status))));
-        cell(td[11], str(t.waitMs), () => A.fmtMs(num(t.waitMs)));
-        cell(td[12], str(t.durationMs), () => A.fmtMs(num(t.durationMs)));
-        cell(td[13], str(t.receivedAt), () => A.timeAgo(t.receivedAt, '—'));
+        cell(td[6], [t.state, t.outcome, t.error], () => [
+          A.taskStatePill(t),
+          t.outcome != null && t.outcome !== 'ok' ? el('span', { class: 'outcome', title: t.error ? str(t.error) : null }, str(t.outcome)) : null,
+        ]);
+        cell(td[7], str(t.worker), () => (t.worker ? el('span', { title: str(t.worker) }, shortUrl(t.worker)) : el('span', { class: 'muted' }, '—')));
+        cell(td[8], str(t.attempts), () => el('span', { class: num(t.attempts) > 1 ? 'warn-text' : '' }, str(t.attempts)));
+        cell(td[9], str(t.status), () => (t.status == null ? el('span', { class: 'muted' }, '—') : el('span', { class: num(t.status) >= 400 ? 'bad-text' : '' }, str(t.status))));
+        cell(td[10], str(t.waitMs), () => A.fmtMs(num(t.waitMs)));
+        cell(td[11], str(t.durationMs), () => A.fmtMs(num(t.durationMs)));
+        cell(td[12], str(t.receivedAt), () => A.timeAgo(t.receivedAt, '—'));
       }
     );
     $('list-empty').hidden = tasks.length > 0;
@@ -241,7 +243,7 @@
             events.map((ev) => {
               const at = A.parseTime(ev.at);
               const name = str(ev.event);
-              let tone = EVENT_TONES[name] || 'idle';
+              let tone = A.lookup(EVENT_TONES, name, 'idle');
               if (name === 'finished' && t.state !== 'completed') tone = t.state === 'timed_out' ? 'warn' : 'bad';
               return el(
                 'li',

@@ -215,11 +215,14 @@
     return el('span', { class: 'pill tone-' + (tone || 'idle'), title: title || null }, el('i', { class: 'dot', 'aria-hidden': 'true' }), text);
   }
 
+  /** `map[key]` for own keys only (API strings never reach Object.prototype). */
+  const lookup = (map, key, fallback) => (typeof key === 'string' && Object.prototype.hasOwnProperty.call(map, key) ? map[key] : fallback);
+
   const TASK_TONES = { queued: 'idle', running: 'info', completed: 'ok', failed: 'bad', timed_out: 'warn' };
   function taskStatePill(t) {
     const state = str(t.state) || 'unknown';
     const tip = [t.outcome ? 'outcome: ' + str(t.outcome) : '', t.error ? 'error: ' + str(t.error) : ''].filter(Boolean).join('\n');
-    return pill(state.replace('_', ' '), TASK_TONES[state] || 'idle', tip || null);
+    return pill(state.replace('_', ' '), lookup(TASK_TONES, state, 'idle'), tip || null);
   }
 
   /** Link to a task on the board. */
@@ -481,6 +484,7 @@
 
   window.AnderaLB = {
     escapeHtml,
+    lookup,
     isObj,
     obj,
     arr,

@@ -90,7 +90,11 @@
       const ph = h - m.t - m.b;
       const pts = this.points;
       const tEnd = pts.length ? num(pts[pts.length - 1].t) || Math.floor(Date.now() / 1000) : Math.floor(Date.now() / 1000);
-      const tStart = tEnd - WINDOW + 1;
+      // the window grows with the data (1 to 5 minutes), so a young LB fills the chart
+      const tFirst = pts.length ? num(pts[0].t) || tEnd : tEnd;
+      const win = Math.min(WINDOW, Math.max(60, Math.ceil((tEnd - tFirst + 1) / 30) * 30));
+      const tStart = tEnd - win + 1;
+      const tickStep = win <= 60 ? 10 : win <= 120 ? 20 : win <= 180 ? 30 : 60;
       let max = 0;
       for (const p of pts) {
         for (const s of this.opts.series) {
@@ -99,7 +103,7 @@
         }
       }
       const { top, ticks } = niceScale(max, this.opts.minTop, this.opts.integer);
-      const x = (t) => m.l + ((t - tStart) / (WINDOW - 1)) * pw;
+      const x = (t) => m.l + ((t - tStart) / (win - 1)) * pw;
       const y = (v) => m.t + ph - (Math.min(v, top) / top) * ph;
       const grid = cssVar('--grid', '#243042');
       const muted = cssVar('--muted', '#8b96a5');
@@ -121,7 +125,7 @@
       // vertical grid each minute, clock labels
       ctx.textAlign = 'center';
       ctx.textBaseline = 'top';
-      for (let t = Math.ceil(tStart / 60) * 60; t <= tEnd; t += 60) {
+      for (let t = Math.ceil(tStart / tickStep) * tickStep; t <= tEnd; t += tickStep) {
         const xx = Math.round(x(t)) + 0.5;
         ctx.strokeStyle = grid;
         ctx.beginPath();
@@ -130,8 +134,8 @@
         ctx.stroke();
         ctx.fillStyle = muted;
         const d = new Date(t * 1000);
-        const label = String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
-        ctx.fillText(label, Math.min(Math.max(xx, m.l + 14), m.l + pw - 14), m.t + ph + 5);
+        const label = tickStep < 60 ? A.fmtClock(t * 1000) : String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
+        ctx.fillText(label, Math.min(Math.max(xx, m.l + 24), m.l + pw - 24), m.t + ph + 5);
       }
       if (!pts.length) {
         ctx.fillStyle = muted;
@@ -147,7 +151,7 @@
       for (const s of this.opts.series) {
         if (s.bars) {
           ctx.fillStyle = s.color;
-          const bw = Math.max(1, pw / WINDOW - 0.5);
+          const bw = Math.max(1, pw / win - 0.5);
           for (const p of pts) {
             const v = s.value(p);
             if (!v) continue;
@@ -202,7 +206,7 @@
       ctx.stroke();
       // hover crosshair and tooltip
       if (this.hoverX != null && this.hoverX >= m.l && this.hoverX <= m.l + pw) {
-        const tHover = tStart + ((this.hoverX - m.l) / pw) * (WINDOW - 1);
+        const tHover = tStart + ((this.hoverX - m.l) / pw) * (win - 1);
         let best = null;
         for (const p of pts) if (best == null || Math.abs(p.t - tHover) < Math.abs(best.t - tHover)) best = p;
         if (best && Math.abs(best.t - tHover) <= 3) {
@@ -456,7 +460,7 @@
     if (!list.length) return el('span', { class: 'muted' }, '—');
     return el('div', { class: 'chips-inline' }, list.map((s) => {
       const state = str(s.state) || 'unknown';
-      return el('span', { class: 'svc tone-' + (SERVICE_TONES[state] || 'idle'), title: str(s.name) + ': ' + state }, el('i', { class: 'dot' }), str(s.name), state === 'up' ? null : el('em', null, ' ' + state));
+      return el('span', { class: 'svc tone-' + A.lookup(SERVICE_TONES, state, 'idle'), title: str(s.name) + ': ' + state }, el('i', { class: 'dot' }), str(s.name), state === 'up' ? null : el('em', null, ' ' + state));
     }));
   }
 
@@ -498,8 +502,8 @@
 
   function problemNode(w) {
     const parts = [];
-    if (w.invalidReason) parts.push(el('div', { class: 'problem invalid' }, el('b', null, 'invalid: '), str(w.invalidReason)));
-    if (w.error) parts.push(el('div', { class: 'problem bad' }, str(w.error)));
+    if (w.invalidReason) parts.push(el('div', { class: 'problem invalid', title: 'invalid: ' + str(w.invalidReason) }, el('b', null, 'invalid: '), str(w.invalidReason)));
+    if (w.error) parts.push(el('div', { class: 'problem bad', title: str(w.error) }, str(w.error)));
     const down = servicesState(w);
     if (!w.invalidReason && !w.error && w.online !== true && down.length) parts.push(el('div', { class: 'problem warn' }, 'service down: ' + down.map((s) => str(s.name)).join(', ')));
     return parts.length ? parts : el('span', { class: 'muted' }, '—');
@@ -750,7 +754,7 @@
       (t, id) => {
         const tr = el('tr', { class: 'clickable', title: 'Open on the task board' });
         for (let i = 0; i < 11; i++) tr.appendChild(el('td'));
-        ['mono', '', 'num', '', '', 'mono wk', 'num', 'num', 'num', 'num', 'num ago-c'].forEach((c, i) => c && (tr.children[i].className = c));
+        ['mono', '', 'num', '', 'stc', 'mono wk', 'num', 'num', 'num', 'num', 'num ago-c'].forEach((c, i) => c && (tr.children[i].className = c));
         tr.addEventListener('click', (e) => {
           if (e.target.closest('a')) return;
           if (String(window.getSelection ? window.getSelection() : '').length) return;
@@ -760,12 +764,14 @@
       },
       (tr, t, id) => {
         const td = tr.children;
-        tr.className = 'clickable state-' + str(t.state);
         cell(td[0], id, () => A.taskLink(id));
         cell(td[1], [t.group, t.function], () => [el('span', { class: 'grp' }, str(t.group)), el('span', { class: 'muted' }, ' / '), el('span', { class: 'mono' }, str(t.function))]);
         cell(td[2], str(t.priority), () => str(t.priority));
         cell(td[3], str(t.mode), () => str(t.mode));
-        cell(td[4], [t.state, t.outcome, t.error], () => A.taskStatePill(t));
+        cell(td[4], [t.state, t.outcome, t.error], () => [
+          A.taskStatePill(t),
+          t.outcome != null && t.outcome !== 'ok' ? el('span', { class: 'outcome', title: t.error ? str(t.error) : null }, str(t.outcome)) : null,
+        ]);
         cell(td[5], str(t.worker), () => (t.worker ? el('span', { title: str(t.worker) }, shortUrl(t.worker)) : el('span', { class: 'muted' }, '—')));
         cell(td[6], str(t.attempts), () => el('span', { class: num(t.attempts) > 1 ? 'warn-text' : '' }, str(t.attempts)));
         cell(td[7], str(t.status), () => (t.status == null ? el('span', { class: 'muted' }, '—') : el('span', { class: num(t.status) >= 400 ? 'bad-text' : '' }, str(t.status))));

@@ -74,7 +74,8 @@ async fn run_feed(registry: &Registry, id: WorkerId, ws_url: &str) -> FeedEnd {
         }
         Err(_) => return FeedEnd::Failed("LB key is not a valid header value".into()),
     }
-    let connect = tokio_tungstenite::connect_async(request);
+    let tls = tokio_tungstenite::Connector::Rustls(registry.ws_tls.clone());
+    let connect = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(tls));
     let mut ws = match tokio::time::timeout(s.discovery_timeout, connect).await {
         Err(_) => return FeedEnd::Failed("connect timed out".into()),
         Ok(Err(e)) => return FeedEnd::Failed(e.to_string()),

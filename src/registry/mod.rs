@@ -54,6 +54,8 @@ pub struct Registry {
     pub upstream: Upstream,
     /// Settings (intervals, keys).
     pub settings: Arc<Settings>,
+    /// TLS settings of `wss://` slot feeds.
+    pub ws_tls: Arc<pingora::tls::ClientConfig>,
 }
 
 impl Registry {
@@ -64,7 +66,11 @@ impl Registry {
             settings.pool_idle_timeout,
             settings.ca_file.as_ref().and_then(|p| p.to_str()),
         );
+        // Validated at start-up (see `main`): a bad CA file never gets this far.
+        let ws_tls = crate::upstream::tls_client_config(settings.ca_file.as_deref())
+            .unwrap_or_else(|_| crate::upstream::tls_client_config(None).expect("platform roots"));
         Arc::new(Registry {
+            ws_tls,
             state: RwLock::new(State::default()),
             next_id: AtomicU64::new(1),
             scheduler,
