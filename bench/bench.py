@@ -487,7 +487,7 @@ class Bench:
                 feeds = self.wait_feeds(self.port["wsfeed"], n, 120)
                 pids = tree(p.pid)
                 quiet = self.settle(pids, 60)
-                note = f"registered in {reg:.1f} s"
+                note = f"registered in {reg:.2f} s" if reg < 10 else f"registered in {reg:.0f} s"
                 if not feeds:
                     note += f", only {self.feed_stats(self.port['wsfeed']).get('open')} feeds open"
                 if not quiet:
@@ -642,6 +642,8 @@ class Bench:
                 ("rss", "peak RSS MiB", ">"), ("notes", "notes", "<")]
 
         def cell(r, k):
+            if k not in r:
+                return ""
             v = r.get(k)
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 return "" if k in ("conc", "notes") else "—"

@@ -22,7 +22,7 @@ import os
 import struct
 import sys
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class Feed:

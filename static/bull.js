@@ -178,7 +178,7 @@
     } catch (e) {
       if (e instanceof A.AuthError) {
         detailCache.delete(id);
-        if (app) app.refreshNow();
+        if (app) app.rejected();
         return;
       }
       entry = e.status === 404 ? { notFound: true, at: Date.now() } : Object.assign({}, cached, { error: e.message, loading: false });

@@ -10,6 +10,7 @@
 
   const KEY_NAME = 'andera-lb.key';
   const REFRESH_MS = 2000;
+  const REJECTED = 'Key rejected: the load balancer answered 401. Enter the LB key again.';
 
   // ---------------------------------------------------------------- escaping
 
@@ -422,7 +423,7 @@
       } catch (e) {
         if (e instanceof AuthError) {
           running = false;
-          showGate(e.message === 'rejected' ? 'Key rejected: the load balancer answered 401. Enter the LB key again.' : '');
+          showGate(e.message === 'rejected' ? REJECTED : '');
           return;
         }
         setUpdated(false);
@@ -478,6 +479,8 @@
       refreshNow: () => {
         if (getKey()) kick();
       },
+      /** A request outside refresh() got a 401: ask for the key again. */
+      rejected: () => showGate(REJECTED),
       isPaused: () => paused,
     };
   }

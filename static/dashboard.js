@@ -125,6 +125,7 @@
       // vertical grid each minute, clock labels
       ctx.textAlign = 'center';
       ctx.textBaseline = 'top';
+      let lastRight = -Infinity;
       for (let t = Math.ceil(tStart / tickStep) * tickStep; t <= tEnd; t += tickStep) {
         const xx = Math.round(x(t)) + 0.5;
         ctx.strokeStyle = grid;
@@ -135,7 +136,11 @@
         ctx.fillStyle = muted;
         const d = new Date(t * 1000);
         const label = tickStep < 60 ? A.fmtClock(t * 1000) : String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
-        ctx.fillText(label, Math.min(Math.max(xx, m.l + 24), m.l + pw - 24), m.t + ph + 5);
+        const half = ctx.measureText(label).width / 2;
+        if (xx - half > lastRight + 8 && xx + half <= w - 2) {
+          ctx.fillText(label, xx, m.t + ph + 5);
+          lastRight = xx + half;
+        }
       }
       if (!pts.length) {
         ctx.fillStyle = muted;
@@ -622,7 +627,7 @@
     } catch (e) {
       if (e instanceof A.AuthError) {
         st.loading = false;
-        if (app) app.refreshNow();
+        if (app) app.rejected();
         return;
       }
       st.error = e.status === 404 ? 'not a current Worker (404)' : e.message;

@@ -137,14 +137,32 @@ async fn dashboard_and_task_board_in_a_browser() {
             let started = Instant::now();
             let mut inflight = tokio::task::JoinSet::new();
             let mut i = 0usize;
+            let mut round = 0usize;
             while !stop.load(Ordering::Relaxed)
                 && started.elapsed() < Duration::from_secs(240)
                 && i < 2000
             {
-                let burst = if i % 10 == 0 { 6 } else { 1 };
-                for _ in 0..burst {
+                // The first 12 s stay gentle (1 task/s), so the task the browser looks for
+                // is still among the dashboard's 50 recent tasks even if Chromium starts
+                // slowly; then 2 tasks/s plus, every 5 s, 9 slow tasks at once: more than
+                // the 5 slots, so some queue.
+                let burst = if round < 24 {
+                    usize::from(round.is_multiple_of(2))
+                } else if round.is_multiple_of(10) {
+                    9
+                } else {
+                    1
+                };
+                round += 1;
+                for k in 0..burst {
                     let lb = lb.clone();
-                    let body = mixed_task(i);
+                    let body = if burst > 1 {
+                        let mut b = task("sleep", json!({"ms": 400 + k as u64 * 60}));
+                        b["priority"] = json!(1 + (k % 3) as u64);
+                        b
+                    } else {
+                        mixed_task(i)
+                    };
                     i += 1;
                     inflight.spawn(async move { send(&lb, body).await });
                 }

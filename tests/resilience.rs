@@ -209,3 +209,62 @@ async fn health_and_logs_answer_like_the_original_and_leak_no_secret() {
         assert!(!all.contains(secret), "{secret} leaked into the logs");
     }
 }
+
+#[tokio::test]
+async fn a_worker_that_never_answers_delays_no_other_worker() {
+    // Accepts connections and says nothing: every poll of it runs into the timeout.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}", black_hole.local_addr().unwrap());
+    let _held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = black_hole.accept().await {
+            conns.push(c);
+        }
+    });
+    let w = sim(|_| {}).await;
+    let started = std::time::Instant::now();
+    let lb = Lb::start(
+        &[hole_url, w.url()],
+        &[
+            ("WORKER_DISCOVERY_TIMEOUT", "5000"),
+            ("WORKER_DISCOVERY_RETRIES", "3"),
+        ],
+    )
+    .await;
+    lb.wait_available(1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the healthy Worker waited for the silent one"
+    );
+    assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_silent_slot_feed_takes_the_worker_offline_after_the_heartbeat_timeout() {
+    let w = sim(|c| c.ws_mode = andera_lb::sim::WsMode::Silent).await;
+    let lb = Lb::start(
+        &[w.url()],
+        &[
+            SLOW_DISCOVERY,
+            ("WS_HEARTBEAT_INTERVAL", "200"),
+            ("WS_HEARTBEAT_TIMEOUT", "500"),
+        ],
+    )
+    .await;
+    lb.wait_available(1).await;
+    let h = lb
+        .wait_until(
+            |h| h["workers"][0]["online"] == json!(false),
+            "the silent Worker goes offline",
+        )
+        .await;
+    assert!(
+        h["workers"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no answer within 500 ms"),
+        "{h}"
+    );
+    let (s, body) = lb.run(task("hello", json!({}))).await;
+    assert_eq!(s, 503, "{body}");
+}

@@ -120,14 +120,6 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         &task_id,
     );
     let deadline = received + settings.task_timeout;
-    log::info!(
-        "task {task_id} received: group={} function={} contract={} priority={} mode={}",
-        spec.group,
-        spec.function,
-        spec.contract,
-        spec.priority,
-        spec.mode.as_str()
-    );
     let admission = match app.dispatcher.admit(&spec) {
         Ok(a) => a,
         Err(e) => return fail(app, session, ctx, &record, &spec, &e).await,
@@ -224,7 +216,16 @@ async fn fail(
 ) -> Result<()> {
     ctx.status = e.status();
     let task_id = record.id();
-    log::warn!("task {task_id} failed ({}): {}", e.status(), e.message());
+    log::warn!(
+        "task {task_id} {}/{} c{} p{} {}: {} {}",
+        bounded_label(&spec.group, true),
+        bounded_label(&spec.function, true),
+        spec.contract,
+        spec.priority,
+        spec.mode.as_str(),
+        e.status(),
+        e.message()
+    );
     let known = !matches!(e, TaskError::NoWorker(_));
     finish(
         &app.board,
@@ -275,8 +276,14 @@ async fn relay(
     }
     header.insert_header("x-andera-task-id", task_id)?;
     ctx.status = header.status.as_u16();
+    // One line per task, like an access log: id, route, answer, Worker, attempts.
     log::info!(
-        "task {task_id} answered {} by {} (attempt {attempts})",
+        "task {task_id} {}/{} c{} p{} {}: {} by {} (attempt {attempts})",
+        spec.group,
+        spec.function,
+        spec.contract,
+        spec.priority,
+        spec.mode.as_str(),
         ctx.status,
         lease.url()
     );

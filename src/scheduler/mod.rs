@@ -239,14 +239,22 @@ impl Scheduler {
             .or_default()
             .entry(key.1)
             .or_insert_with(|| Pool::new(key.0.clone()));
+        // Counted as usable in this pool before the update? (Kept incremental: a feed
+        // message per slot change must not cost a walk over the pool.)
+        let counted = pool.members.contains(&id) && workers.get(&id).is_some_and(SlotState::usable);
         let w = workers
             .entry(id)
             .or_insert_with(|| SlotState::new(key.clone(), &info));
         w.update(&info);
+        let usable = w.usable();
         pool.members.insert(id);
         pool.functions = info.functions.clone();
         pool.refresh(workers, id);
-        pool.recount(workers);
+        match (counted, usable) {
+            (false, true) => pool.usable += 1,
+            (true, false) => pool.usable -= 1,
+            _ => {}
+        }
         if pool.usable == 0 {
             *queued -= pool.fail_all(AcquireError::NoWorkerUp);
         } else {
@@ -270,11 +278,14 @@ impl Scheduler {
         if w.suspended {
             return;
         }
+        let was_usable = w.usable();
         w.suspended = true;
         let (group, contract) = w.pool.clone();
         if let Some(pool) = pools.get_mut(&group).and_then(|p| p.get_mut(&contract)) {
             pool.refresh(workers, id);
-            pool.recount(workers);
+            if was_usable {
+                pool.usable -= 1;
+            }
             if pool.usable == 0 {
                 *queued -= pool.fail_all(AcquireError::NoWorkerUp);
             }
@@ -355,9 +366,10 @@ fn detach(
     let Some(pool) = by_contract.get_mut(&key.1) else {
         return;
     };
-    pool.members.remove(&id);
+    if pool.members.remove(&id) && workers.get(&id).is_some_and(SlotState::usable) {
+        pool.usable -= 1;
+    }
     pool.forget(workers, id);
-    pool.recount(workers);
     if pool.members.is_empty() {
         *queued -= pool.fail_all(AcquireError::UnknownPool);
         by_contract.remove(&key.1);

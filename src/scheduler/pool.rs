@@ -126,15 +126,6 @@ impl Pool {
         }
     }
 
-    /// Recounts usable members (O(members); only on membership or eligibility changes).
-    pub fn recount(&mut self, workers: &HashMap<WorkerId, SlotState>) {
-        self.usable = self
-            .members
-            .iter()
-            .filter(|id| workers.get(id).is_some_and(SlotState::usable))
-            .count();
-    }
-
     /// Takes a slot on `id`.
     pub fn take(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) -> Grant {
         let w = workers

@@ -7,6 +7,7 @@
 //
 //   node tests/browser/mock-server.mjs [port]        (default 4011; 0 = any free port)
 //   MOCK_KEY=secret node tests/browser/mock-server.mjs
+//   MOCK_STATIC=/some/dir node tests/browser/mock-server.mjs   (serve other page files)
 //
 // The key defaults to "test-lb-key". GET /mock/info (no key) answers
 // {"workers": [...urls], "task": "<a recent task id>"} for the browser test.
@@ -17,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const staticDir = path.resolve(here, '..', '..', 'static');
+const staticDir = process.env.MOCK_STATIC ? path.resolve(process.env.MOCK_STATIC) : path.resolve(here, '..', '..', 'static');
 const KEY = process.env.MOCK_KEY || 'test-lb-key';
 const port = Number(process.argv[2] ?? process.env.PORT ?? 4011);
 const started = Date.now();
