@@ -452,3 +452,40 @@ async fn webhook_tasks_are_accepted_at_once_and_run_in_the_background() {
     .expect("the webhook is called");
     assert!(received.contains("Hello Hook!"), "{received}");
 }
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_so_large_bodies_are_not_delayed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let body = serde_json::to_vec(&task("echo", json!({"pad": "y".repeat(100_000)}))).unwrap();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", lb.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /task HTTP/1.1\r\nHost: lb\r\nAuthorization: {LB_KEY}\r\nx-wr-auth: {WK_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf))
+        .await
+        .expect("100 Continue arrives without waiting for the body")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    conn.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("bodyFnv64") {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert_eq!(w.stats().last_body_len, body.len() as u64);
+}

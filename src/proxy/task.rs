@@ -59,6 +59,19 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyErr
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge);
     }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        // curl and others wait a second for this before sending a large body.
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await
+            .map_err(BodyError::Read)?;
+    }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
         let chunk = tokio::time::timeout(BODY_READ_TIMEOUT, session.read_request_body())
