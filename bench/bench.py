@@ -555,11 +555,14 @@ class Bench:
         # Free slots: a second Worker with DRAIN_SLOTS slots joins the list. Its own
         # counter (GET /sim/stats, polled every 20 ms) tells when the drain starts:
         # andera-lb's /health answers late while it is busy dispatching.
-        def b_requests():
+        def sim_stats(name):
             try:
-                return json.loads(http_get(self.port["simB"], "/sim/stats", timeout=5)[1])["requests"]
-            except (OSError, ValueError, KeyError, http.client.HTTPException):
-                return None
+                return json.loads(http_get(self.port[name], "/sim/stats", timeout=5)[1])
+            except (OSError, ValueError, http.client.HTTPException):
+                return {}
+
+        def b_requests():
+            return sim_stats("simB").get("requests")
 
         t_add = time.monotonic()
         self.write_workers([url_a, url_b])
@@ -574,6 +577,7 @@ class Bench:
         except subprocess.TimeoutExpired:
             self.stop(qc)
         n_b = b_requests() or 0
+        sa = sim_stats("simA")
         res = json.load(open(out)) if os.path.exists(out) else {"done": [], "statuses": {}, "errors": {}}
         done = sorted(res["done"])
         t_last = done[-1] if done else float("nan")
@@ -586,7 +590,8 @@ class Bench:
                  f"{(peak_rss - rss0) / max(1, peak_depth):.1f} KiB/task; VmHWM {hwm / 1024:.1f}); "
                  f"drain {drain:,.0f} tasks/s ({n_b:,} tasks by a {DRAIN_SLOTS}-slot Worker added to "
                  f"the list, {QUEUE_TASK_MS} ms each, in {t_last - (t_b or t_last):.2f} s"
-                 f"); client: {statuses}" + (f"; errors {errors}" if errors else ""))
+                 f"); the 1-slot Worker got {sa.get('requests', 0):,} requests, completed "
+                 f"{sa.get('completed', 0):,} (max in flight {sa.get('maxInFlight', '?')}); client: {statuses}" + (f"; errors {errors}" if errors else ""))
         self.rows.append({"id": "f", "target": f"{QUEUE_TASKS:,} queued tasks", "rss": extra_mib,
                           "notes": notes})
         say("f: " + notes)

@@ -23,6 +23,11 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../static/common.js"),
     ),
     (
+        "/static/charts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/charts.js"),
+    ),
+    (
         "/static/dashboard.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../static/dashboard.js"),
