@@ -77,12 +77,13 @@ RUN LB_AUTH_KEY=image-build-check andera-lb -t --config /etc/andera-lb/andera-lb
 # /dashboard, /bull, /logs) - never publish it to the internet.
 EXPOSE 4000 4001
 
-# SIGTERM = graceful drain: /ready turns 503, in-flight and queued tasks get
-# grace_period_s (30 s) to finish, then exit 0. Give `docker stop` more than that:
-# `docker stop -t 40`, or stop_grace_period: 40s in compose.yaml.
+# SIGTERM = graceful drain: the listeners close, in-flight and queued tasks get
+# grace_period_s (30 s) to finish, the rest is answered 503, then exit 0. Give
+# `docker stop` more than that: `docker stop -t 40`, or stop_grace_period: 40s.
 STOPSIGNAL SIGTERM
 
-# GET 127.0.0.1:$ADMIN_PORT (default 4001)/ready: 200 while serving, 503 while draining.
+# GET 127.0.0.1:$ADMIN_PORT (default 4001)/ready: 200 while serving; 503 or no listener
+# while draining.
 # bash /dev/tcp instead of curl: nothing to install, no extra attack surface.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/andera-healthcheck"]

@@ -534,7 +534,7 @@ class Bench:
                                     str(self.port["lb"]), "--n", str(QUEUE_TASKS), "--body", body,
                                     "--lb-key", LB_KEY, "--wk-key", WK_KEY, "--out", out],
                         cpu=LOAD_CPU)
-        peak_depth, peak_rss, stable_since, last_depth = 0, rss0, None, -1
+        peak_depth, peak_rss = 0, rss0
         t_peak = None
         while time.monotonic() - t_fire < 180:
             d = self.lb_health()["queue"]["depth"]
@@ -543,9 +543,9 @@ class Bench:
             if d > peak_depth:
                 peak_depth, t_peak = d, time.monotonic()
             sent = "sent" in open(qc.log, errors="replace").read()
-            if d != last_depth:
-                stable_since, last_depth = time.monotonic(), d
-            elif sent and time.monotonic() - stable_since > 1.0:
+            # Full: every request written and no new peak for a second (the 1-slot
+            # Worker keeps taking one task per QUEUE_TASK_MS meanwhile).
+            if sent and time.monotonic() - (t_peak or t_fire) > 1.0:
                 break
             if qc.poll() is not None:
                 break
