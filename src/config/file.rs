@@ -60,6 +60,8 @@ pub struct AdminSection {
     pub bull_board: bool,
     /// Also answer `/dashboard`, `/bull` and `/metrics` on the client port. Default false.
     pub expose_on_client_port: bool,
+    /// Task records kept for the task board (a ring: memory stays bounded). Default 10000.
+    pub task_records: usize,
 }
 
 impl Default for AdminSection {
@@ -69,6 +71,7 @@ impl Default for AdminSection {
             dashboard: true,
             bull_board: true,
             expose_on_client_port: false,
+            task_records: 10_000,
         }
     }
 }

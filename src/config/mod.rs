@@ -81,6 +81,8 @@ pub struct Settings {
     pub bull_board_enabled: bool,
     /// Answer the admin pages on the client port too.
     pub expose_admin_on_client_port: bool,
+    /// Task records kept for the task board.
+    pub task_records: usize,
     /// The LB key.
     pub lb_key: Secret,
     /// Where the Worker list comes from.
@@ -360,6 +362,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         dashboard_enabled: cfg.admin.dashboard,
         bull_board_enabled: cfg.admin.bull_board,
         expose_admin_on_client_port: cfg.admin.expose_on_client_port,
+        task_records: cfg.admin.task_records.max(1),
         lb_key,
         workers,
         workers_reload_interval: positive(

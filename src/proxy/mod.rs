@@ -43,11 +43,12 @@ impl App {
         let scheduler = crate::scheduler::Scheduler::new(settings.max_queued);
         let registry = Registry::new(settings.clone(), scheduler.clone());
         let dispatcher = Arc::new(Dispatcher::new(settings.clone(), scheduler));
+        let board = Arc::new(TaskBoard::new(settings.task_records));
         Arc::new(App {
             settings,
             registry,
             dispatcher,
-            board: Arc::new(TaskBoard::new(settings_board_size())),
+            board,
             started: std::time::Instant::now(),
             draining: AtomicBool::new(false),
             drain: Arc::default(),
@@ -77,14 +78,6 @@ impl App {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
-}
-
-/// Task records kept for the board (`ANDERA_TASK_RECORDS`, default 10000).
-fn settings_board_size() -> usize {
-    std::env::var("ANDERA_TASK_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
 }
 
 /// Per-request state: what was decided, for logging and metrics.
