@@ -91,6 +91,28 @@ def cpu_ticks(pids):
     return total
 
 
+def cpu_times():
+    """{cpu index: (busy ticks, total ticks, steal ticks)} from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *v = line.split()
+                v = [int(x) for x in v] + [0] * 10
+                total = sum(v[:8])
+                out[int(name[3:])] = (total - v[3] - v[4], total, v[7])
+    return out
+
+
+def busy_pct(t0, t1, cpu):
+    """Share of a CPU that was busy (anything but idle/iowait, softirq and steal included)."""
+    if cpu not in t0 or cpu not in t1:
+        return float("nan")
+    busy = t1[cpu][0] - t0[cpu][0]
+    total = t1[cpu][1] - t0[cpu][1]
+    return 100.0 * busy / total if total else float("nan")
+
+
 def tree(pid):
     """pid and all its descendants."""
     parents = {}
@@ -274,9 +296,9 @@ class Bench:
             self.wrk(port, conc, WARMUP, wrk_cpu)
         stub = tree(self.stub.pid)
         proxy_pids = proxy_pids or []
-        c0, s0, t0 = cpu_ticks(proxy_pids), cpu_ticks(stub), time.monotonic()
+        c0, s0, t0, k0 = cpu_ticks(proxy_pids), cpu_ticks(stub), time.monotonic(), cpu_times()
         r = self.wrk(port, conc, DURATION, wrk_cpu)
-        c1, s1, t1 = cpu_ticks(proxy_pids), cpu_ticks(stub), time.monotonic()
+        c1, s1, t1, k1 = cpu_ticks(proxy_pids), cpu_ticks(stub), time.monotonic(), cpu_times()
         n = max(1, r["requests"])
         row = {
             "id": section, "target": label, "conc": conc,
@@ -289,6 +311,13 @@ class Bench:
             "errors": r["errors"], "requests": r["requests"], "rss": None,
         }
         notes = [f"stub {row['stub_us']:.0f} µs/req", f"wrk CPU {row['wrk_pct']:.0f}%"]
+        if PIN:
+            notes.append(f"CPU{PROXY_CPU}/CPU{LOAD_CPU} busy {busy_pct(k0, k1, PROXY_CPU):.0f}/"
+                         f"{busy_pct(k0, k1, LOAD_CPU):.0f}%")
+            steal = sum(k1[c][2] - k0[c][2] for c in k1 if c in k0)
+            total = sum(k1[c][1] - k0[c][1] for c in k1 if c in k0)
+            if total and steal / total > 0.01:
+                notes.append(f"steal {100 * steal / total:.0f}%")
         if r["errors"]:
             notes.append(f"ERRORS {r['errors']} (non-2xx {r['err_status']})")
         if note:

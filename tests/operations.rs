@@ -152,7 +152,12 @@ async fn an_upgrade_under_continuous_load_fails_no_request() {
                     // HTTP/1.1's keep-alive race: the old process closed an idle connection
                     // as the client reused it. The request was never read, so never run
                     // (checked below against the Worker's count); clients may retry it.
-                    Err(e) if keepalive && format!("{e:?}").contains("IncompleteMessage") => {
+                    Err(e)
+                        if keepalive
+                            && ["IncompleteMessage", "ConnectionReset"]
+                                .iter()
+                                .any(|k| format!("{e:?}").contains(k)) =>
+                    {
                         refused_idle.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => failures.lock().push(format!("{e:?}")),

@@ -133,7 +133,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         &task_id,
     );
     let deadline = received + settings.task_timeout;
-    let admission = match app.dispatcher.admit(&spec) {
+    let admission = match admit(app, &spec, deadline).await {
         Ok(a) => a,
         Err(e) => return fail(app, session, ctx, &record, &spec, &e).await,
     };
@@ -180,7 +180,24 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             )
         }
         Some(Err(e)) => fail(app, session, ctx, &record, &spec, &e).await,
-        Some(Ok(delivered)) => relay(app, session, ctx, &record, &spec, delivered).await,
+        Some(Ok(delivered)) => Box::pin(relay(app, session, ctx, &record, &spec, delivered)).await,
+    }
+}
+
+/// Admits a task. Right after start-up (an upgrade hands the listeners over before
+/// the first polls), "no Worker" waits for the first discovery round instead of
+/// refusing a task that a Worker about to be discovered could run.
+async fn admit(
+    app: &App,
+    spec: &TaskSpec,
+    deadline: Instant,
+) -> Result<crate::scheduler::Acquire, TaskError> {
+    match app.dispatcher.admit(spec) {
+        Err(TaskError::NoWorker(_)) if !app.registry.is_warm() => {
+            app.registry.wait_warm(deadline).await;
+            app.dispatcher.admit(spec)
+        }
+        other => other,
     }
 }
 

@@ -8,12 +8,16 @@ use futures_util::{SinkExt, StreamExt};
 use http::HeaderValue;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::record::FeedState;
 use super::url::WorkerUrl;
 use super::Registry;
 use crate::scheduler::WorkerId;
+
+/// Read buffer of one slot feed.
+const FEED_BUFFER: usize = 4096;
 
 /// Longest pause between reconnects, as a multiple of the first one.
 const MAX_BACKOFF_FACTOR: u32 = 8;
@@ -75,7 +79,15 @@ async fn run_feed(registry: &Registry, id: WorkerId, ws_url: &str) -> FeedEnd {
         Err(_) => return FeedEnd::Failed("LB key is not a valid header value".into()),
     }
     let tls = tokio_tungstenite::Connector::Rustls(registry.ws_tls.clone());
-    let connect = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(tls));
+    // Slot messages are a few hundred bytes: tungstenite's 128 KiB default buffers
+    // would cost 1.3 GiB across 10,000 Workers.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(FEED_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20));
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, Some(tls));
     let mut ws = match tokio::time::timeout(s.discovery_timeout, connect).await {
         Err(_) => return FeedEnd::Failed("connect timed out".into()),
         Ok(Err(e)) => return FeedEnd::Failed(e.to_string()),

@@ -2,6 +2,7 @@
 //! contract conflict detection, and the background tasks (poll + slot feed) that
 //! keep it current.
 
+pub mod conflicts;
 pub mod discovery;
 pub mod feed;
 pub mod record;
@@ -11,6 +12,7 @@ pub mod watch;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use serde_json::Value;
@@ -42,6 +44,7 @@ struct State {
     workers: HashMap<WorkerId, WorkerRecord>,
     by_url: HashMap<String, WorkerId>,
     tasks: HashMap<WorkerId, Vec<JoinHandle<()>>>,
+    pools: conflicts::Pools,
 }
 
 /// Shared registry of Workers. Cheap to clone through `Arc`.
@@ -56,6 +59,9 @@ pub struct Registry {
     pub settings: Arc<Settings>,
     /// TLS settings of `wss://` slot feeds.
     pub ws_tls: Arc<pingora::tls::ClientConfig>,
+    /// True once every Worker of the list has been polled at least once.
+    warm: tokio::sync::watch::Sender<bool>,
+    created: tokio::time::Instant,
 }
 
 impl Registry {
@@ -70,6 +76,8 @@ impl Registry {
         let ws_tls = crate::upstream::tls_client_config(settings.ca_file.as_deref())
             .unwrap_or_else(|_| crate::upstream::tls_client_config(None).expect("platform roots"));
         Arc::new(Registry {
+            warm: tokio::sync::watch::channel(false).0,
+            created: tokio::time::Instant::now(),
             ws_tls,
             state: RwLock::new(State::default()),
             next_id: AtomicU64::new(1),
@@ -125,6 +133,7 @@ impl Registry {
             self.scheduler.remove_worker(id);
         }
         self.revalidate_all();
+        self.check_warm();
         for (id, url) in added {
             log::info!("worker added to the list: {url}");
             let poll = tokio::spawn(discovery::poll_loop(self.clone(), id, url.clone()));
@@ -145,27 +154,49 @@ impl Registry {
 
     /// Records a successful poll.
     pub(crate) fn on_health(&self, id: WorkerId, report: HealthReport) {
-        let pool_changed = {
+        let mut touched = vec![id];
+        {
             let mut st = self.state.write();
-            let Some(w) = st.workers.get_mut(&id) else {
+            let State { workers, pools, .. } = &mut *st;
+            let Some(w) = workers.get_mut(&id) else {
                 return;
             };
-            let changed = w.health.as_ref().is_none_or(|h| {
-                h.group != report.group
-                    || h.contract != report.contract
-                    || h.fingerprint != report.fingerprint
-            });
             if w.health.as_ref().is_some_and(|h| h.status != report.status) {
                 log::info!("worker {} is now {}", w.url, report.status);
             }
+            let old_key = conflicts::pool_of(w);
+            let old_fp = w.health.as_ref().map(|h| h.fingerprint);
+            let index = w.index;
             w.apply_health(report);
-            changed
-        };
-        if pool_changed {
-            self.revalidate_all();
-        } else {
+            let new_key = conflicts::pool_of(w).expect("a record with health has a pool");
+            let new_fp = w.health.as_ref().map(|h| h.fingerprint);
+            if old_key.as_ref() != Some(&new_key) || old_fp != new_fp {
+                if let Some(old) = &old_key {
+                    let was_reference = pools.reference(old) == Some(id);
+                    pools.remove(old, index);
+                    if was_reference && *old != new_key {
+                        let members = pools.members(old);
+                        touched.extend(conflicts::validate(workers, pools, old, &members));
+                    }
+                }
+                let reference_before = pools.reference(&new_key);
+                pools.insert(new_key.clone(), index, id);
+                let reference_now = pools.reference(&new_key);
+                // A new reference (or the reference's own list changing) re-judges the pool.
+                let ids = if reference_now != reference_before || reference_now == Some(id) {
+                    pools.members(&new_key)
+                } else {
+                    vec![id]
+                };
+                touched.extend(conflicts::validate(workers, pools, &new_key, &ids));
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
             self.push(id, true);
         }
+        self.check_warm();
     }
 
     /// Records a failed poll (after its retries).
@@ -183,9 +214,37 @@ impl Registry {
                 log::warn!("worker {} unreachable: {why}", w.url);
             }
             w.http_up = false;
+            w.polled = true;
             w.poll_error = Some(why);
         }
         self.push(id, false);
+        self.check_warm();
+    }
+
+    /// Marks the registry warm once every listed Worker has been polled.
+    fn check_warm(&self) {
+        if *self.warm.borrow() {
+            return;
+        }
+        if self.state.read().workers.values().all(|w| w.polled) {
+            self.warm.send_replace(true);
+        }
+    }
+
+    /// True once every Worker of the list has been polled at least once. Until then
+    /// "no Worker for this group" may only mean "not polled yet".
+    pub fn is_warm(&self) -> bool {
+        *self.warm.borrow()
+    }
+
+    /// Waits until the registry is warm, `deadline` passes, or one discovery timeout
+    /// (plus a second) after start-up: by then every live Worker has answered once,
+    /// and a dead one must not hold tasks back.
+    pub async fn wait_warm(&self, deadline: tokio::time::Instant) {
+        let warm_up_end = self.created + self.settings.discovery_timeout + Duration::from_secs(1);
+        let mut rx = self.warm.subscribe();
+        let until = deadline.min(warm_up_end);
+        let _ = tokio::time::timeout_at(until, rx.wait_for(|warm| *warm)).await;
     }
 
     /// Records a slot feed message.
@@ -248,50 +307,21 @@ impl Registry {
         }
     }
 
-    /// Recomputes contract conflicts for every pool, then refreshes the scheduler.
+    /// Rebuilds the pools after a list change and re-judges every Worker.
     fn revalidate_all(&self) {
-        let views: Vec<_> = {
+        let touched: Vec<WorkerId> = {
             let mut st = self.state.write();
-            let mut reference: HashMap<(Arc<str>, u64), (usize, u64, String)> = HashMap::new();
-            for w in st.workers.values() {
-                if let Some(h) = &w.health {
-                    let key = (h.group.clone(), h.contract);
-                    let cand = (w.index, h.fingerprint, w.url.raw.clone());
-                    reference
-                        .entry(key)
-                        .and_modify(|r| {
-                            if cand.0 < r.0 {
-                                *r = cand.clone();
-                            }
-                        })
-                        .or_insert(cand);
-                }
+            let State { workers, pools, .. } = &mut *st;
+            *pools = conflicts::Pools::rebuild(workers);
+            let mut touched = Vec::new();
+            for key in pools.keys() {
+                let members = pools.members(&key);
+                touched.extend(conflicts::validate(workers, pools, &key, &members));
             }
-            for w in st.workers.values_mut() {
-                let Some(h) = &w.health else { continue };
-                let r = &reference[&(h.group.clone(), h.contract)];
-                let reason = (r.1 != h.fingerprint).then(|| {
-                    format!(
-                        "functions differ from {} (the reference of group {:?} contract {})",
-                        r.2, &*h.group, h.contract
-                    )
-                });
-                if reason.is_some() && w.invalid_reason.is_none() {
-                    log::warn!(
-                        "worker {} excluded: {}",
-                        w.url,
-                        reason.as_deref().unwrap_or("")
-                    );
-                }
-                w.invalid_reason = reason;
-            }
-            st.workers
-                .values()
-                .filter_map(|w| w.slots_view(true).map(|v| (w.id, v)))
-                .collect()
+            touched
         };
-        for (id, v) in views {
-            self.scheduler.upsert_worker(id, v);
+        for id in touched {
+            self.push(id, true);
         }
     }
 

@@ -144,6 +144,8 @@ pub struct WorkerRecord {
     pub health: Option<HealthReport>,
     /// Did the last poll succeed.
     pub http_up: bool,
+    /// Has any poll finished (either way) since the Worker joined the list.
+    pub polled: bool,
     /// Why the last poll failed.
     pub poll_error: Option<String>,
     /// When the Worker last answered (poll or feed).
@@ -175,6 +177,7 @@ impl WorkerRecord {
             index,
             health: None,
             http_up: false,
+            polled: false,
             poll_error: None,
             last_seen: None,
             feed: FeedState::Disconnected,
@@ -191,6 +194,7 @@ impl WorkerRecord {
     /// Applies a good `/health` answer.
     pub fn apply_health(&mut self, report: HealthReport) {
         self.http_up = true;
+        self.polled = true;
         self.poll_error = None;
         self.offline = false;
         self.last_seen = Some(SystemTime::now());
