@@ -265,8 +265,10 @@ impl Dispatcher {
             };
             task.dispatched(&lease.url().raw, attempt);
             let request = headers.request_for(lease.url(), body.len());
-            // Boxed: a queued task's future should not carry a connect's worth of state.
-            let sent = Box::pin(self.upstream.send(lease.url(), request, body, deadline)).await;
+            let sent = self
+                .upstream
+                .send(lease.url(), request, body, deadline)
+                .await;
             match sent {
                 Ok(exchange) => {
                     let status = exchange.header().status.as_u16();
