@@ -132,6 +132,10 @@ impl Upstream {
             Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e.to_string())),
             Ok(Ok(s)) => s,
         };
+        // Pingora's client flushes the header before the body: corked, the Worker
+        // gets header and body in one segment instead of two.
+        let fd = session.stream().id();
+        set_cork(fd, true);
         let write = async {
             session.write_request_header(Box::new(header)).await?;
             if !body.is_empty() {
@@ -139,7 +143,9 @@ impl Upstream {
             }
             session.finish_body().await
         };
-        match tokio::time::timeout_at(deadline, write).await {
+        let written = tokio::time::timeout_at(deadline, write).await;
+        set_cork(fd, false);
+        match written {
             Err(_) => return Err(ExchangeError::TimedOut),
             Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e.to_string())),
             Ok(Ok(_)) => {}
@@ -194,6 +200,27 @@ impl Upstream {
         exchange.finish().await;
         Ok((status, body.freeze()))
     }
+}
+
+/// Sets `TCP_CORK` on a Worker connection (Linux); a no-op where unsupported.
+fn set_cork(fd: i32, on: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        let value: libc::c_int = on.into();
+        // SAFETY: `fd` is the open socket of a session this function's caller owns,
+        // and `value` outlives the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_CORK,
+                std::ptr::addr_of!(value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (fd, on);
 }
 
 /// A request whose response header has arrived; the body is read chunk by chunk.
