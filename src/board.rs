@@ -324,19 +324,23 @@ impl TaskBoard {
         out
     }
 
-    /// Counts by state (`retried` = more than one attempt) and the groups seen.
-    pub fn counts(&self) -> (Value, Vec<String>) {
+    /// Counts by state (`retried` = more than one attempt), of one group or all, and
+    /// every group seen.
+    pub fn counts(&self, group: Option<&str>) -> (Value, Vec<String>) {
         let handles: Vec<TaskHandle> = self.inner.lock().ring.iter().cloned().collect();
         let mut c: HashMap<&'static str, u64> = HashMap::new();
         let mut groups = std::collections::BTreeSet::new();
         for h in handles {
             let r = h.0.lock();
+            if groups.len() < 200 {
+                groups.insert(r.group.clone());
+            }
+            if group.is_some_and(|g| g != r.group) {
+                continue;
+            }
             *c.entry(r.state.as_str()).or_default() += 1;
             if r.attempts > 1 {
                 *c.entry("retried").or_default() += 1;
-            }
-            if groups.len() < 200 {
-                groups.insert(r.group.clone());
             }
         }
         let get = |k| c.get(k).copied().unwrap_or(0);
@@ -422,7 +426,8 @@ mod tests {
         assert_eq!(r["attempts"], json!(2));
         assert_eq!(r["timeline"].as_array().unwrap().len(), 6);
         assert!(r.get("input").is_none());
-        let (c, groups) = b.counts();
+        let (c, groups) = b.counts(None);
+        assert_eq!(b.counts(Some("other")).0["completed"], json!(0));
         assert_eq!(
             (c["completed"].clone(), c["retried"].clone()),
             (json!(1), json!(1))

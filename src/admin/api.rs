@@ -95,7 +95,7 @@ fn metric_sum(name: &str, by_label: Option<(&str, &[&str])>) -> u64 {
 /// `GET /dashboard/api/overview`: status, queue, totals, series, recent tasks, LB logs.
 pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
     let queue = app.dispatcher.scheduler.queue_snapshot();
-    let (counts, _) = app.board.counts();
+    let (counts, _) = app.board.counts(None);
     let tasks = "andera_lb_tasks_total";
     let completed = metric_sum(tasks, Some(("outcome", &["ok"])));
     let timed_out = metric_sum(tasks, Some(("outcome", &["queue_timeout", "timeout"])));
@@ -187,7 +187,7 @@ pub async fn tasks(app: &App, session: &mut Session) -> Result<u16> {
         };
         state_ok && group.as_deref().is_none_or(|g| r.group() == g)
     });
-    let (counts, groups) = app.board.counts();
+    let (counts, groups) = app.board.counts(group.as_deref());
     let body = json!({"counts": counts, "groups": groups, "tasks": list});
     respond::json(session, 200, &body, &[]).await?;
     Ok(200)
