@@ -188,15 +188,8 @@ async fn the_board_keeps_each_task_with_its_timeline_but_never_its_input() {
     assert!(r.text().await.unwrap().contains("PrivateInput"));
     assert!(lb.log().contains(&id), "the id is logged");
     let rec: Value = lb
-        .http
-        .get(lb.admin_url(&format!("/bull/api/tasks/{id}")))
-        .header("x-lb-auth", LB_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&lb.admin_url(&format!("/bull/api/tasks/{id}")), true)
+        .await;
     assert_eq!(rec["state"], json!("completed"));
     assert_eq!(rec["worker"], json!(w.url()));
     assert_eq!(rec["status"], json!(200));
@@ -209,27 +202,16 @@ async fn the_board_keeps_each_task_with_its_timeline_but_never_its_input() {
     assert_eq!(events, ["received", "dispatched", "finished"]);
     assert!(!rec.to_string().contains("PrivateInput"));
     let list: Value = lb
-        .http
-        .get(lb.admin_url("/bull/api/tasks?state=completed&group=default"))
-        .header("x-lb-auth", LB_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(
+            &lb.admin_url("/bull/api/tasks?state=completed&group=default"),
+            true,
+        )
+        .await;
     assert_eq!(list["counts"]["completed"], json!(1));
     assert_eq!(list["tasks"][0]["id"], json!(id));
     let overview: Value = lb
-        .http
-        .get(lb.admin_url("/dashboard/api/overview"))
-        .header("x-lb-auth", LB_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&lb.admin_url("/dashboard/api/overview"), true)
+        .await;
     assert_eq!(overview["totals"]["completed"], json!(1));
     assert_eq!(overview["recentTasks"][0]["id"], json!(id));
 }

@@ -98,15 +98,7 @@ fn dash_t_validates_and_exits() {
 async fn the_well_known_default_key_starts_with_a_loud_warning() {
     let w = sim(|c| c.lb_key = "default-lb-auth-key".into()).await;
     let lb = Lb::start(&[w.url()], &[("LB_AUTH_KEY", "default-lb-auth-key")]).await;
-    let h: serde_json::Value = lb
-        .http
-        .get(lb.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: serde_json::Value = lb.get_json(&lb.url("/health"), false).await;
     assert_eq!(h, json!({"status": "ready"}));
     assert!(lb.log().contains("well-known default key"), "{}", lb.log());
 }

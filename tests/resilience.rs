@@ -147,15 +147,7 @@ async fn health_and_logs_answer_like_the_original_and_leak_no_secret() {
     .await;
     let lb = Lb::start(&[w.url()], &[]).await;
     lb.wait_available(1).await;
-    let public: Value = lb
-        .http
-        .get(lb.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let public: Value = lb.get_json(&lb.url("/health"), false).await;
     assert_eq!(public, json!({"status": "ready"}));
     let authed = lb.health().await;
     let worker = &authed["workers"][0];
@@ -171,15 +163,7 @@ async fn health_and_logs_answer_like_the_original_and_leak_no_secret() {
     assert_eq!(authed["invalidWorkers"], json!([]));
     assert!(authed["services"].is_object());
     // Same answers on the admin port.
-    let admin: Value = lb
-        .http
-        .get(lb.admin_url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin: Value = lb.get_json(&lb.admin_url("/health"), false).await;
     assert_eq!(admin, json!({"status": "ready"}));
 
     let (s, _) = lb

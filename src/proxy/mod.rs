@@ -91,6 +91,16 @@ pub struct RequestCtx {
     pub task_id: Option<String>,
 }
 
+/// What the client port does with a request.
+enum ClientRoute {
+    Task,
+    TaskWrongMethod,
+    Health,
+    Logs,
+    /// Admin pages (when exposed) or 404.
+    Other,
+}
+
 /// The client port's `ProxyHttp` implementation.
 pub struct ClientProxy {
     /// Shared state.
@@ -114,27 +124,36 @@ impl ProxyHttp for ClientProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
-        match (method.as_str(), path.as_str()) {
-            ("POST", "/task") => {
+        // Decide the route while the header is borrowed; no per-request copy of it.
+        let route = {
+            let req = session.req_header();
+            match (req.method.as_str(), req.uri.path()) {
+                ("POST", "/task") => ClientRoute::Task,
+                (_, "/task") => ClientRoute::TaskWrongMethod,
+                ("GET", "/health") => ClientRoute::Health,
+                ("GET", "/logs") => ClientRoute::Logs,
+                _ => ClientRoute::Other,
+            }
+        };
+        match route {
+            ClientRoute::Task => {
                 ctx.route = "task";
                 task::handle(&self.app, session, ctx).await?;
             }
-            (_, "/task") => {
+            ClientRoute::TaskWrongMethod => {
                 ctx.route = "task";
                 ctx.status = 405;
                 respond::error(session, 405, "Use POST /task", &[("allow", "POST".into())]).await?;
             }
-            ("GET", "/health") => {
+            ClientRoute::Health => {
                 ctx.route = "health";
                 ctx.status = endpoints::health(&self.app, session).await?;
             }
-            ("GET", "/logs") => {
+            ClientRoute::Logs => {
                 ctx.route = "logs";
                 ctx.status = endpoints::logs(&self.app, session).await?;
             }
-            _ => {
+            ClientRoute::Other => {
                 let admin = if self.app.settings.expose_admin_on_client_port {
                     crate::admin::route(&self.app, session, ctx).await?
                 } else {

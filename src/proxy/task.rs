@@ -229,11 +229,30 @@ fn finish(
     board.observe(seconds, state != TaskState::Completed);
 }
 
-fn error_state(e: &TaskError) -> TaskState {
-    match e {
+/// Closes the record of a task that ended without a Worker's answer.
+fn finish_failed(
+    board: &TaskBoard,
+    record: &TaskHandle,
+    spec: &TaskSpec,
+    e: &TaskError,
+    message: String,
+) {
+    let state = match e {
         TaskError::QueueTimeout | TaskError::Timeout => TaskState::TimedOut,
         _ => TaskState::Failed,
-    }
+    };
+    // Only an admitted group/function is known to exist in the Worker list.
+    let known = !matches!(e, TaskError::NoWorker(_));
+    finish(
+        board,
+        record,
+        spec,
+        known,
+        state,
+        e.status(),
+        e.outcome(),
+        Some(message),
+    );
 }
 
 async fn fail(
@@ -246,33 +265,23 @@ async fn fail(
 ) -> Result<()> {
     ctx.status = e.status();
     let task_id = record.id();
+    let message = e.message();
     log::warn!(
-        "task {task_id} {}/{} c{} p{} {}: {} {}",
+        "task {task_id} {}/{} c{} p{} {}: {} {message}",
         bounded_label(&spec.group, true),
         bounded_label(&spec.function, true),
         spec.contract,
         spec.priority,
         spec.mode.as_str(),
         e.status(),
-        e.message()
     );
-    let known = !matches!(e, TaskError::NoWorker(_));
-    finish(
-        &app.board,
-        record,
-        spec,
-        known,
-        error_state(e),
-        e.status(),
-        e.outcome(),
-        Some(e.message()),
-    );
+    finish_failed(&app.board, record, spec, e, message.clone());
     let mut extra = vec![("x-andera-task-id", task_id)];
     if *e == TaskError::QueueFull {
         METRICS.queue_rejections.inc();
         extra.push(("retry-after", app.settings.retry_after_s.to_string()));
     }
-    respond::error(session, e.status(), &e.message(), &extra).await
+    respond::error(session, e.status(), &message, &extra).await
 }
 
 /// State and outcome of a task the Worker answered with `status`.
@@ -386,22 +395,9 @@ async fn run_webhook(
         .await;
     match delivery {
         Err(e) => {
-            log::warn!(
-                "webhook task {task_id} failed ({}): {}",
-                e.status(),
-                e.message()
-            );
-            let known = !matches!(e, TaskError::NoWorker(_));
-            finish(
-                &app.board,
-                &record,
-                &spec,
-                known,
-                error_state(&e),
-                e.status(),
-                e.outcome(),
-                Some(e.message()),
-            );
+            let message = e.message();
+            log::warn!("webhook task {task_id} failed ({}): {message}", e.status());
+            finish_failed(&app.board, &record, &spec, &e, message);
         }
         Ok(Delivered {
             lease,

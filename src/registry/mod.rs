@@ -201,11 +201,7 @@ impl Registry {
 
     /// Records a failed poll (after its retries).
     pub(crate) fn on_poll_failed(&self, id: WorkerId, why: String) {
-        {
-            let mut st = self.state.write();
-            let Some(w) = st.workers.get_mut(&id) else {
-                return;
-            };
+        self.update(id, false, |w| {
             crate::metrics::METRICS
                 .discovery_errors
                 .with_label_values(&[&w.url.raw])
@@ -216,8 +212,7 @@ impl Registry {
             w.http_up = false;
             w.polled = true;
             w.poll_error = Some(why);
-        }
-        self.push(id, false);
+        });
         self.check_warm();
     }
 
@@ -249,14 +244,7 @@ impl Registry {
 
     /// Records a slot feed message.
     pub(crate) fn on_feed_message(&self, id: WorkerId, msg: &Value) {
-        {
-            let mut st = self.state.write();
-            let Some(w) = st.workers.get_mut(&id) else {
-                return;
-            };
-            w.apply_feed(msg);
-        }
-        self.push(id, true);
+        self.update(id, true, |w| w.apply_feed(msg));
     }
 
     /// Records a slot feed state change; `offline` marks the Worker unusable until it answers.
@@ -267,11 +255,7 @@ impl Registry {
         error: Option<String>,
         offline: bool,
     ) {
-        {
-            let mut st = self.state.write();
-            let Some(w) = st.workers.get_mut(&id) else {
-                return;
-            };
+        self.update(id, false, |w| {
             if error.is_some() {
                 crate::metrics::METRICS
                     .websocket_errors
@@ -281,8 +265,7 @@ impl Registry {
             w.feed = state;
             w.feed_error = error;
             w.offline |= offline;
-        }
-        self.push(id, false);
+        });
     }
 
     /// The advertised slot feed port of a Worker, once known.
@@ -293,6 +276,22 @@ impl Registry {
             .get(&id)
             .and_then(|w| w.health.as_ref())
             .and_then(|h| h.websocket_port)
+    }
+
+    /// Changes one record and hands the scheduler its new view, under one lock.
+    /// `with_report` says whether the change carries the Worker's own slot figures.
+    fn update(&self, id: WorkerId, with_report: bool, change: impl FnOnce(&mut WorkerRecord)) {
+        let view = {
+            let mut st = self.state.write();
+            let Some(w) = st.workers.get_mut(&id) else {
+                return;
+            };
+            change(w);
+            w.slots_view(with_report)
+        };
+        if let Some(v) = view {
+            self.scheduler.upsert_worker(id, v);
+        }
     }
 
     fn push(&self, id: WorkerId, with_report: bool) {

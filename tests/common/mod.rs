@@ -134,6 +134,15 @@ impl Lb {
         }
     }
 
+    /// `GET url` as JSON, with the LB key in `x-lb-auth` when `keyed`.
+    pub async fn get_json(&self, url: &str, keyed: bool) -> Value {
+        let mut r = self.http.get(url);
+        if keyed {
+            r = r.header("x-lb-auth", LB_KEY);
+        }
+        r.send().await.unwrap().json().await.unwrap()
+    }
+
     /// Polls authenticated `/health` until `pred` holds (10 s at most).
     pub async fn wait_until(&self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
         let start = Instant::now();
