@@ -25,6 +25,11 @@ pub enum TaskState {
     Failed,
     /// Ran out of `TASK_TIMEOUT`.
     TimedOut,
+    /// Sent to a Worker by an instance that stopped before the answer: it may or
+    /// may not have run (webhook journal).
+    Unknown,
+    /// A queued webhook task given to another instance (upgrade, shutdown).
+    HandedOver,
 }
 
 impl TaskState {
@@ -36,6 +41,8 @@ impl TaskState {
             TaskState::Completed => "completed",
             TaskState::Failed => "failed",
             TaskState::TimedOut => "timed_out",
+            TaskState::Unknown => "unknown",
+            TaskState::HandedOver => "handed_over",
         }
     }
 }

@@ -31,13 +31,21 @@ pub enum TaskError {
     WorkerFailed(String),
     /// The load balancer is shutting down: 503.
     ShuttingDown,
+    /// A journaled webhook task now belongs to another instance: not sent here.
+    HandedOver,
+    /// The webhook task could not be written to the journal: 503.
+    NotKept(String),
 }
 
 impl TaskError {
     /// HTTP status for the client.
     pub fn status(&self) -> u16 {
         match self {
-            TaskError::NoWorker(_) | TaskError::QueueFull | TaskError::ShuttingDown => 503,
+            TaskError::NoWorker(_)
+            | TaskError::QueueFull
+            | TaskError::ShuttingDown
+            | TaskError::HandedOver
+            | TaskError::NotKept(_) => 503,
             TaskError::QueueTimeout | TaskError::Timeout => 504,
             TaskError::WorkerFailed(_) => 502,
         }
@@ -52,6 +60,8 @@ impl TaskError {
             TaskError::Timeout => "Task timed out waiting for the Worker".into(),
             TaskError::WorkerFailed(m) => format!("Worker failed: {m}"),
             TaskError::ShuttingDown => "Load balancer is shutting down".into(),
+            TaskError::HandedOver => "Task handed over to another instance".into(),
+            TaskError::NotKept(m) => format!("Task cannot be kept for later delivery: {m}"),
         }
     }
 
@@ -64,6 +74,8 @@ impl TaskError {
             TaskError::Timeout => "timeout",
             TaskError::WorkerFailed(_) => "worker_failed",
             TaskError::ShuttingDown => "shutting_down",
+            TaskError::HandedOver => "handed_over",
+            TaskError::NotKept(_) => "not_kept",
         }
     }
 
@@ -152,6 +164,40 @@ impl ForwardHeaders {
         ForwardHeaders { headers }
     }
 
+    /// The headers as an HTTP/1 header block (`name: value\r\n`…) without the LB
+    /// key, for the task journal.
+    pub fn to_block(&self) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (name, value) in self.headers.iter().filter(|(n, _)| n != "x-lb-auth") {
+            block.extend_from_slice(name.as_str().as_bytes());
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(value.as_bytes());
+            block.extend_from_slice(b"\r\n");
+        }
+        block
+    }
+
+    /// Headers read back from [`ForwardHeaders::to_block`], with the LB key added again.
+    /// Lines that are not valid headers are skipped.
+    pub fn from_block(block: &[u8], lb_key: &str) -> Self {
+        let mut headers: Vec<(http::HeaderName, HeaderValue)> = block
+            .split(|b| *b == b'\n')
+            .filter_map(|line| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let colon = line.iter().position(|b| *b == b':')?;
+                let name = http::HeaderName::from_bytes(&line[..colon]).ok()?;
+                let value = line[colon + 1..]
+                    .strip_prefix(b" ")
+                    .unwrap_or(&line[colon + 1..]);
+                Some((name, HeaderValue::from_bytes(value).ok()?))
+            })
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(lb_key) {
+            headers.push((http::HeaderName::from_static("x-lb-auth"), v));
+        }
+        ForwardHeaders { headers }
+    }
+
     fn request_for(&self, url: &crate::registry::url::WorkerUrl, body_len: usize) -> RequestHeader {
         let path = url.path("/task");
         let mut req = RequestHeader::build("POST", path.as_bytes(), Some(self.headers.len() + 2))
@@ -165,6 +211,10 @@ impl ForwardHeaders {
         req
     }
 }
+
+/// Awaited before a task is first sent; an error stops the delivery.
+pub type DispatchGate<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TaskError>> + Send + 'a>>;
 
 /// Sends tasks to Workers.
 pub struct Dispatcher {
@@ -243,6 +293,23 @@ impl Dispatcher {
         deadline: Instant,
         task: &TaskHandle,
     ) -> Result<Delivered<'_>, TaskError> {
+        self.deliver_gated(spec, first, headers, body, deadline, task, None)
+            .await
+    }
+
+    /// [`Dispatcher::deliver`], with `gate` awaited once, holding the slot, right
+    /// before the task is first sent (the webhook journal marks it dispatched there).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn deliver_gated(
+        &self,
+        spec: &TaskSpec,
+        first: Acquire,
+        headers: &ForwardHeaders,
+        body: &Bytes,
+        deadline: Instant,
+        task: &TaskHandle,
+        mut gate: Option<DispatchGate<'_>>,
+    ) -> Result<Delivered<'_>, TaskError> {
         let max = self.settings.task_attempts;
         let mut admission = Some(first);
         let mut last_failure: Option<String> = None;
@@ -263,6 +330,9 @@ impl Dispatcher {
                 }
                 (Err(e), _) => return Err(e),
             };
+            if let Some(gate) = gate.take() {
+                gate.await?;
+            }
             task.dispatched(&lease.url().raw, attempt);
             let request = headers.request_for(lease.url(), body.len());
             let sent = self

@@ -80,6 +80,22 @@ async fn wait_idle(drain: &Drain, until: Instant) -> bool {
     true
 }
 
+/// With a task journal, as soon as another instance shares it (an upgrade's
+/// successor), gives it the queued webhook tasks instead of running them out here.
+/// Never resolves without a journal.
+async fn hand_over_to_successor(app: &App) {
+    let Some(journal) = app.journal.get() else {
+        return std::future::pending().await;
+    };
+    while journal.live_peers() == 0 {
+        tokio::time::sleep(crate::journal::HEARTBEAT / 2).await;
+    }
+    match journal.release().await {
+        Ok(n) => log::info!("handed {n} queued webhook task(s) to the successor instance"),
+        Err(e) => log::warn!("could not hand queued webhook tasks over: {e}"),
+    }
+}
+
 #[async_trait]
 impl BackgroundService for Drainer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -99,16 +115,29 @@ impl BackgroundService for Drainer {
             grace.as_secs()
         );
         let started = Instant::now();
-        if wait_idle(drain, started + grace).await {
+        let handing_over = hand_over_to_successor(app);
+        tokio::pin!(handing_over);
+        let idle = tokio::select! {
+            idle = wait_idle(drain, started + grace) => idle,
+            () = &mut handing_over => wait_idle(drain, started + grace).await,
+        };
+        if idle {
             log::info!("drained in {} ms; exiting", started.elapsed().as_millis());
         } else {
             log::warn!(
                 "grace period over: answering the {} remaining task(s) with 503",
                 drain.active()
             );
+            if let Some(journal) = app.journal.get() {
+                // Queued webhook tasks stay journaled for the next instance instead of failing.
+                let _ = journal.release().await;
+            }
             app.dispatcher.scheduler.close();
             drain.abort_all();
             wait_idle(drain, Instant::now() + ABORT_FLUSH).await;
+        }
+        if let Some(journal) = app.journal.get() {
+            journal.close().await;
         }
         app.registry.stop();
         // Pingora would sleep out its whole grace period; there is nothing left to wait for.

@@ -3,7 +3,8 @@
 //! Modules by concern: [`config`] (YAML + environment), [`registry`] (Workers,
 //! discovery, slot feeds), [`scheduler`] (slots and the priority queue),
 //! [`dispatch`] (the one path from a task to a Worker), [`proxy`] (the client
-//! service), [`admin`] (the sidecar), [`sim`] (an Andera Worker simulator).
+//! service), [`admin`] (the sidecar), [`journal`] (durable webhook tasks), [`sim`]
+//! (an Andera Worker simulator).
 
 pub mod admin;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod dispatch;
 pub mod drain;
 pub mod endpoints;
+pub mod journal;
 pub mod logring;
 pub mod metrics;
 pub mod proxy;

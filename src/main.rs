@@ -29,6 +29,10 @@ struct Args {
     /// Run in the background.
     #[arg(short, long)]
     daemon: bool,
+    /// Start even if the task journal is unreadable: it is moved aside (`<file>.corrupt-<time>`)
+    /// and a new one is started.
+    #[arg(long)]
+    recover: bool,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,12 @@ fn main() -> ExitCode {
     if let Err(e) = andera_lb::upstream::tls_client_config(settings.ca_file.as_deref()) {
         eprintln!("andera-lb: configuration error: upstream.ca_file: {e}");
         return ExitCode::from(2);
+    }
+    if let (Some(path), false) = (&settings.journal, args.recover || args.test) {
+        if let Err(e) = andera_lb::journal::Journal::check(path) {
+            eprintln!("andera-lb: {e}; start with --recover to move it aside and begin a new one");
+            return ExitCode::from(2);
+        }
     }
     if args.test {
         println!(
@@ -84,6 +94,7 @@ fn main() -> ExitCode {
     let flags = RunFlags {
         upgrade: args.upgrade,
         daemon: args.daemon,
+        recover: args.recover,
     };
     let (server, _app) = server::build(Arc::new(settings), workers, flags);
     server.run_forever();

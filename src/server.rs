@@ -22,6 +22,8 @@ pub struct RunFlags {
     pub upgrade: bool,
     /// Run in the background.
     pub daemon: bool,
+    /// Move an unreadable task journal aside instead of refusing to start.
+    pub recover: bool,
 }
 
 /// Read buffer per client connection: none. Pingora's default is 64 KiB, zero-filled
@@ -94,6 +96,14 @@ pub fn build(
     server.add_service(sampler);
     let drainer = background_service("drain", crate::drain::Drainer { app: app.clone() });
     server.add_service(drainer);
+    let journal = background_service(
+        "task journal",
+        crate::proxy::webhook::JournalService {
+            app: app.clone(),
+            recover: flags.recover,
+        },
+    );
+    server.add_service(journal);
     server.add_service(client);
     server.add_service(admin);
     server.add_service(watcher);

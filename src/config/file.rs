@@ -164,6 +164,13 @@ pub struct TasksSection {
     pub max_queued: usize,
     /// `Retry-After` seconds sent when the queue is full. Default 1.
     pub retry_after_s: u64,
+    /// SQLite file where accepted webhook tasks are journaled before they are
+    /// acknowledged, so they survive crashes, restarts and upgrades (`TASK_JOURNAL`).
+    /// Default `null`: webhook tasks live in memory only.
+    pub journal: Option<String>,
+    /// After a crash, run again webhook tasks that were sent to a Worker but never
+    /// confirmed (only for idempotent functions). Default false: they are marked `unknown`.
+    pub redeliver_unconfirmed: bool,
 }
 
 impl Default for TasksSection {
@@ -174,6 +181,8 @@ impl Default for TasksSection {
             body_limit: "10mb".into(),
             max_queued: 10_000,
             retry_after_s: 1,
+            journal: None,
+            redeliver_unconfirmed: false,
         }
     }
 }

@@ -111,6 +111,10 @@ pub struct Settings {
     pub max_queued: usize,
     /// `Retry-After` on a full queue, seconds.
     pub retry_after_s: u64,
+    /// Journal of accepted webhook tasks; `None` keeps them in memory only.
+    pub journal: Option<PathBuf>,
+    /// Re-run webhook tasks a crashed instance sent but never saw confirmed.
+    pub redeliver_unconfirmed: bool,
     /// Connect timeout to Workers.
     pub connect_timeout: Duration,
     /// Keep-alive idle timeout of pooled Worker connections.
@@ -248,6 +252,9 @@ fn apply_env(
     t.timeout_ms = env_num(env, "TASK_TIMEOUT")?.unwrap_or(t.timeout_ms);
     t.attempts = env_num(env, "TASK_ATTEMPTS")?.unwrap_or(t.attempts);
     t.max_queued = env_num(env, "MAX_QUEUED_TASKS")?.unwrap_or(t.max_queued);
+    if let Some(path) = env("TASK_JOURNAL") {
+        t.journal = Some(path).filter(|p| !p.trim().is_empty());
+    }
     if let Some(limit) = env("REQUEST_BODY_LIMIT").filter(|l| !l.trim().is_empty()) {
         parse_size(&limit).map_err(|r| env_err("REQUEST_BODY_LIMIT", r))?;
         t.body_limit = limit;
@@ -386,6 +393,8 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         body_limit,
         max_queued: cfg.tasks.max_queued,
         retry_after_s: cfg.tasks.retry_after_s.max(1),
+        journal: cfg.tasks.journal.map(PathBuf::from),
+        redeliver_unconfirmed: cfg.tasks.redeliver_unconfirmed,
         connect_timeout: positive(
             "upstream.connect_timeout_ms",
             cfg.upstream.connect_timeout_ms,

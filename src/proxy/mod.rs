@@ -3,6 +3,7 @@
 //! Workers through the dispatcher, never through an upstream chosen by Pingora.
 
 pub mod task;
+pub mod webhook;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// Tasks in progress, and the signal to cut them at the end of the grace period.
     pub drain: Arc<crate::drain::Drain>,
+    /// The webhook task journal, once open (`tasks.journal`; empty when not configured).
+    pub journal: std::sync::OnceLock<Arc<crate::journal::Journal>>,
 }
 
 impl App {
@@ -52,6 +55,7 @@ impl App {
             started: std::time::Instant::now(),
             draining: AtomicBool::new(false),
             drain: Arc::default(),
+            journal: std::sync::OnceLock::new(),
         })
     }
 

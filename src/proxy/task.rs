@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use serde_json::json;
 use tokio::time::Instant;
 
 use super::{App, RequestCtx};
@@ -125,7 +124,6 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
     let record = app.board.open(&task_id, &spec);
-    let id_header = [("x-andera-task-id", task_id.clone())];
     let headers = ForwardHeaders::new(
         session.req_header(),
         worker_key,
@@ -138,14 +136,15 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         Err(e) => return fail(app, session, ctx, &record, &spec, &e).await,
     };
     if spec.mode == Mode::Webhook {
-        let app = app.clone();
-        tokio::spawn(async move {
-            run_webhook(app, record, spec, admission, headers, body, deadline).await
-        });
-        ctx.status = 200;
-        let accepted =
-            json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
-        return respond::json(session, 200, &accepted, &id_header).await;
+        let accepted = super::webhook::Accepted {
+            record,
+            spec,
+            admission,
+            headers,
+            body,
+            deadline,
+        };
+        return super::webhook::accept(app, session, ctx, accepted).await;
     }
     let delivery = app
         .dispatcher
@@ -187,7 +186,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
 /// Admits a task. Right after start-up (an upgrade hands the listeners over before
 /// the first polls), "no Worker" waits for the first discovery round instead of
 /// refusing a task that a Worker about to be discovered could run.
-async fn admit(
+pub(super) async fn admit(
     app: &App,
     spec: &TaskSpec,
     deadline: Instant,
@@ -204,7 +203,7 @@ async fn admit(
 /// Closes a task's record and counts it. `known` says the group and function exist
 /// in the Worker list, so they may be used as label values.
 #[allow(clippy::too_many_arguments)]
-fn finish(
+pub(super) fn finish(
     board: &TaskBoard,
     record: &TaskHandle,
     spec: &TaskSpec,
@@ -230,7 +229,7 @@ fn finish(
 }
 
 /// Closes the record of a task that ended without a Worker's answer.
-fn finish_failed(
+pub(super) fn finish_failed(
     board: &TaskBoard,
     record: &TaskHandle,
     spec: &TaskSpec,
@@ -255,7 +254,7 @@ fn finish_failed(
     );
 }
 
-async fn fail(
+pub(super) async fn fail(
     app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -285,7 +284,7 @@ async fn fail(
 }
 
 /// State and outcome of a task the Worker answered with `status`.
-fn answered(status: u16) -> (TaskState, &'static str) {
+pub(super) fn answered(status: u16) -> (TaskState, &'static str) {
     if status < 400 {
         (TaskState::Completed, "ok")
     } else {
@@ -377,69 +376,4 @@ async fn relay(
     drop(lease);
     finish(&app.board, record, spec, true, state, status, outcome, None);
     session.write_response_body(None, true).await
-}
-
-async fn run_webhook(
-    app: Arc<App>,
-    record: TaskHandle,
-    spec: TaskSpec,
-    admission: crate::scheduler::Acquire,
-    headers: ForwardHeaders,
-    body: Bytes,
-    deadline: Instant,
-) {
-    let task_id = record.id();
-    let delivery = app
-        .dispatcher
-        .deliver(&spec, admission, &headers, &body, deadline, &record)
-        .await;
-    match delivery {
-        Err(e) => {
-            let message = e.message();
-            log::warn!("webhook task {task_id} failed ({}): {message}", e.status());
-            finish_failed(&app.board, &record, &spec, &e, message);
-        }
-        Ok(Delivered {
-            lease,
-            mut exchange,
-            ..
-        }) => {
-            let status = exchange.header().status.as_u16();
-            let mut ok = true;
-            loop {
-                match exchange.next_chunk().await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(e) => {
-                        log::warn!("webhook task {task_id}: worker {} failed: {e}", lease.url());
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            if ok {
-                exchange.finish().await;
-                let (state, outcome) = answered(status);
-                finish(
-                    &app.board, &record, &spec, true, state, status, outcome, None,
-                );
-            } else {
-                let why = Some("worker failed mid-response".to_string());
-                finish(
-                    &app.board,
-                    &record,
-                    &spec,
-                    true,
-                    TaskState::Failed,
-                    502,
-                    "worker_failed",
-                    why,
-                );
-            }
-            log::info!(
-                "webhook task {task_id} handed to {} ({status})",
-                lease.url()
-            );
-        }
-    }
 }

@@ -1,0 +1,336 @@
+//! The SQLite side of the journal: schema, and the statements the writer thread runs.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+
+use super::{DispatchMark, JournalError};
+
+/// Journal format version, kept in SQLite's `user_version`.
+const FORMAT: i64 = 1;
+
+const ACCEPTED: i64 = 0;
+const DISPATCHED: i64 = 1;
+
+/// An accepted webhook task as the journal keeps it. The LB key is not stored: it
+/// is added again when the task is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTask {
+    /// Task id (also the client's `x-andera-task-id`).
+    pub id: String,
+    /// Priority, 1 most urgent.
+    pub priority: u32,
+    /// When it was accepted, ms since the Unix epoch.
+    pub accepted_ms: u64,
+    /// When it times out, ms since the Unix epoch.
+    pub deadline_ms: u64,
+    /// Headers to forward, as an HTTP/1 header block (`name: value\r\n`…).
+    pub headers: Vec<u8>,
+    /// The body to forward.
+    pub body: Vec<u8>,
+}
+
+/// How a claimed task came to this instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// Never sent to a Worker: run it.
+    Queued,
+    /// Sent by an instance that died before it was confirmed, and
+    /// `redeliver_unconfirmed` is on: run it again.
+    Redeliver,
+    /// Sent by an instance that died before it was confirmed: it may or may not
+    /// have run. Recorded as `unknown`, not run; already gone from the journal.
+    Unknown,
+}
+
+/// A task this instance took from the journal.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The task.
+    pub task: StoredTask,
+    /// Why it was taken.
+    pub kind: ClaimKind,
+}
+
+/// What one heartbeat found.
+pub struct Beat {
+    pub claimed: Vec<Claimed>,
+    pub rows: u64,
+    pub peers: u64,
+    pub file_bytes: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn open_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
+    JournalError::Open(format!("{}: {e}", path.display()))
+}
+
+/// Opens the journal, creating it if missing, and checks that it is one.
+pub fn open(path: &Path) -> Result<Connection, JournalError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| open_err(path, e))?;
+    }
+    let conn = Connection::open(path).map_err(|e| open_err(path, e))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| open_err(path, e))?;
+    // WAL lets an upgrade's successor use the file while the old process drains;
+    // synchronous=FULL fsyncs the WAL at every commit, so "accepted" means on disk.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(|e| open_err(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(open_err(path, format!("cannot use WAL mode (got {mode})")));
+    }
+    conn.execute_batch("PRAGMA synchronous=FULL;")
+        .map_err(|e| open_err(path, e))?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| open_err(path, e))?;
+    if check != "ok" {
+        return Err(open_err(path, format!("integrity check failed: {check}")));
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| open_err(path, e))?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| open_err(path, e))?;
+    if version != FORMAT && !(version == 0 && tables == 0) {
+        return Err(open_err(
+            path,
+            format!("not an andera-lb task journal (format {version}, expected {FORMAT})"),
+        ));
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS tasks (
+             id TEXT PRIMARY KEY,
+             state INTEGER NOT NULL,
+             owner TEXT,
+             priority INTEGER NOT NULL,
+             accepted_ms INTEGER NOT NULL,
+             deadline_ms INTEGER NOT NULL,
+             headers BLOB NOT NULL,
+             body BLOB NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, state);
+         CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, heartbeat_ms INTEGER NOT NULL);
+         PRAGMA user_version = 1;",
+    )
+    .map_err(|e| open_err(path, e))?;
+    Ok(conn)
+}
+
+/// The writer thread's connection and identity.
+pub struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    me: String,
+    redeliver_unconfirmed: bool,
+}
+
+fn write_err(e: rusqlite::Error) -> JournalError {
+    JournalError::Write(e.to_string())
+}
+
+impl Writer {
+    /// A writer for `conn`, owning rows as `me`.
+    pub fn new(conn: Connection, me: String, redeliver_unconfirmed: bool) -> Writer {
+        let path = conn.path().map(PathBuf::from).unwrap_or_default();
+        Writer {
+            conn,
+            path,
+            me,
+            redeliver_unconfirmed,
+        }
+    }
+
+    /// Runs `f` in one immediate transaction and commits it (one fsync).
+    pub fn transaction(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>, &str) -> Result<(), JournalError>,
+    ) -> Result<(), JournalError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(write_err)?;
+        f(&tx, &self.me)?;
+        tx.commit().map_err(write_err)
+    }
+
+    /// Proves this instance alive, and (unless it is shutting down) claims free rows:
+    /// released ones and those of instances that stopped heartbeating.
+    pub fn heartbeat_and_claim(
+        &mut self,
+        stale: Duration,
+        shutting_down: bool,
+    ) -> Result<Beat, JournalError> {
+        let redeliver = self.redeliver_unconfirmed;
+        let mut claimed = Vec::new();
+        let mut counts = (0, 0);
+        self.transaction(|tx, me| {
+            let now = now_ms();
+            let alive_after = now - stale.as_millis() as i64;
+            tx.execute(
+                "INSERT OR REPLACE INTO instances (id, heartbeat_ms) VALUES (?1, ?2)",
+                params![me, now],
+            )
+            .map_err(write_err)?;
+            tx.execute(
+                "DELETE FROM instances WHERE heartbeat_ms < ?1",
+                params![alive_after - 60_000],
+            )
+            .map_err(write_err)?;
+            if !shutting_down {
+                claimed = claim(tx, me, alive_after, redeliver).map_err(write_err)?;
+            }
+            let rows: i64 = tx
+                .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+                .map_err(write_err)?;
+            let peers: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM instances WHERE id != ?1 AND heartbeat_ms >= ?2",
+                    params![me, alive_after],
+                    |r| r.get(0),
+                )
+                .map_err(write_err)?;
+            counts = (rows as u64, peers as u64);
+            Ok(())
+        })?;
+        let file_bytes = ["", "-wal"]
+            .iter()
+            .filter_map(|s| std::fs::metadata(format!("{}{s}", self.path.display())).ok())
+            .map(|m| m.len())
+            .sum();
+        Ok(Beat {
+            claimed,
+            rows: counts.0,
+            peers: counts.1,
+            file_bytes,
+        })
+    }
+
+    /// Leaves the instance table on a clean stop, so nobody waits for this one to go stale.
+    pub fn close(&mut self) {
+        let _ = self.conn.execute(
+            "DELETE FROM instances WHERE id = ?1",
+            params![self.me.as_str()],
+        );
+    }
+}
+
+const COLUMNS: &str = "id, priority, accepted_ms, deadline_ms, headers, body";
+
+fn row_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTask> {
+    Ok(StoredTask {
+        id: r.get(0)?,
+        priority: r.get(1)?,
+        accepted_ms: r.get::<_, i64>(2)? as u64,
+        deadline_ms: r.get::<_, i64>(3)? as u64,
+        headers: r.get(4)?,
+        body: r.get(5)?,
+    })
+}
+
+/// Where an owner counts as gone: none, or one without a recent heartbeat.
+const ORPHANED: &str =
+    "(owner IS NULL OR owner NOT IN (SELECT id FROM instances WHERE heartbeat_ms >= ?2))";
+
+fn claim(
+    tx: &Transaction<'_>,
+    me: &str,
+    alive_after: i64,
+    redeliver: bool,
+) -> rusqlite::Result<Vec<Claimed>> {
+    let mut out = Vec::new();
+    let mut take = |sql: &str, kind: ClaimKind| -> rusqlite::Result<()> {
+        let mut stmt = tx.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![me, alive_after], row_task)?;
+        for task in rows {
+            out.push(Claimed { task: task?, kind });
+        }
+        Ok(())
+    };
+    take(
+        &format!("UPDATE tasks SET owner = ?1 WHERE state = {ACCEPTED} AND {ORPHANED} RETURNING {COLUMNS}"),
+        ClaimKind::Queued,
+    )?;
+    if redeliver {
+        take(
+            &format!("UPDATE tasks SET owner = ?1, state = {ACCEPTED} WHERE state = {DISPATCHED} AND {ORPHANED} RETURNING {COLUMNS}"),
+            ClaimKind::Redeliver,
+        )?;
+    } else {
+        // ?1 is unused here but keeps one parameter list for every claim.
+        take(
+            &format!("DELETE FROM tasks WHERE state = {DISPATCHED} AND ?1 IS NOT NULL AND {ORPHANED} RETURNING {COLUMNS}"),
+            ClaimKind::Unknown,
+        )?;
+    }
+    out.sort_by_key(|c| (c.task.priority, c.task.accepted_ms));
+    Ok(out)
+}
+
+/// Inserts an accepted task owned by `me`.
+pub fn insert(tx: &Transaction<'_>, me: &str, t: &StoredTask) -> Result<(), JournalError> {
+    tx.prepare_cached(
+        "INSERT INTO tasks (id, state, owner, priority, accepted_ms, deadline_ms, headers, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            t.id,
+            ACCEPTED,
+            me,
+            t.priority,
+            t.accepted_ms as i64,
+            t.deadline_ms as i64,
+            t.headers,
+            t.body
+        ])
+    })
+    .map(drop)
+    .map_err(write_err)
+}
+
+/// Marks a task `dispatched` if this instance still owns it undispatched.
+pub fn mark_dispatched(
+    tx: &Transaction<'_>,
+    me: &str,
+    id: &str,
+) -> Result<DispatchMark, JournalError> {
+    let changed = tx
+        .prepare_cached(&format!(
+            "UPDATE tasks SET state = {DISPATCHED} WHERE id = ?1 AND owner = ?2 AND state = {ACCEPTED}"
+        ))
+        .and_then(|mut s| s.execute(params![id, me]))
+        .map_err(write_err)?;
+    Ok(if changed == 1 {
+        DispatchMark::Go
+    } else {
+        DispatchMark::HandedOver
+    })
+}
+
+/// Forgets a task.
+pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), JournalError> {
+    tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id]))
+        .map(drop)
+        .map_err(write_err)
+}
+
+/// Gives up this instance's undispatched tasks to whoever claims them next.
+pub fn release(tx: &Transaction<'_>, me: &str) -> Result<u64, JournalError> {
+    tx.prepare_cached(&format!(
+        "UPDATE tasks SET owner = NULL WHERE owner = ?1 AND state = {ACCEPTED}"
+    ))
+    .and_then(|mut s| s.execute(params![me]))
+    .map(|n| n as u64)
+    .map_err(write_err)
+}

@@ -1,0 +1,325 @@
+//! Webhook tasks: answered "accepted" at once, then run in the background. With a
+//! task journal they are written to it before the answer, marked dispatched before
+//! they are sent, forgotten when they end, and resumed by whichever instance
+//! claims them after a crash, a restart or an upgrade.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::task::{admit, answered, fail, finish, finish_failed};
+use super::{App, RequestCtx};
+use crate::board::{TaskHandle, TaskState};
+use crate::dispatch::{Delivered, DispatchGate, ForwardHeaders, TaskError};
+use crate::journal::{ClaimKind, Claimed, DispatchMark, Journal, StoredTask, JOURNAL_METRICS};
+use crate::respond;
+use crate::scheduler::Acquire;
+use crate::task::{self, TaskSpec};
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the client port needs to accept a webhook task.
+pub(super) struct Accepted {
+    pub record: TaskHandle,
+    pub spec: TaskSpec,
+    pub admission: Acquire,
+    pub headers: ForwardHeaders,
+    pub body: Bytes,
+    pub deadline: Instant,
+}
+
+/// Keeps the task (in the journal when there is one), starts it in the background,
+/// and answers the client. A task the journal cannot keep is refused with 503.
+pub(super) async fn accept(
+    app: &Arc<App>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    task: Accepted,
+) -> Result<()> {
+    let task_id = task.record.id();
+    let journal = match (&app.settings.journal, app.journal.get()) {
+        (None, _) => None,
+        (Some(_), Some(j)) => Some(j.clone()),
+        (Some(path), None) => {
+            let e = TaskError::NotKept(format!("task journal {} is not open yet", path.display()));
+            return fail(app, session, ctx, &task.record, &task.spec, &e).await;
+        }
+    };
+    if let Some(journal) = &journal {
+        let now = SystemTime::now();
+        let left = task.deadline.saturating_duration_since(Instant::now());
+        let stored = StoredTask {
+            id: task_id.clone(),
+            priority: task.spec.priority,
+            accepted_ms: unix_ms(now),
+            deadline_ms: unix_ms(now + left),
+            headers: task.headers.to_block(),
+            body: task.body.to_vec(),
+        };
+        if let Err(e) = journal.accept(stored).await {
+            JOURNAL_METRICS.write_errors.inc();
+            let e = TaskError::NotKept(e.to_string());
+            return fail(app, session, ctx, &task.record, &task.spec, &e).await;
+        }
+    }
+    let runner = run(app.clone(), task, journal);
+    tokio::spawn(runner);
+    ctx.status = 200;
+    let accepted =
+        json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
+    respond::json(session, 200, &accepted, &[("x-andera-task-id", task_id)]).await
+}
+
+/// The journal's dispatch mark, awaited holding the slot right before the first send.
+fn journal_gate<'a>(
+    journal: &'a Journal,
+    id: &'a str,
+    entered: &'a AtomicBool,
+) -> DispatchGate<'a> {
+    Box::pin(async move {
+        entered.store(true, Ordering::Release);
+        match journal.dispatch(id).await {
+            Ok(DispatchMark::Go) => Ok(()),
+            Ok(DispatchMark::HandedOver) => Err(TaskError::HandedOver),
+            Err(e) => {
+                // Sending anyway keeps the task alive; after a crash it may then be
+                // reported `unknown` or, with redeliver_unconfirmed, run twice.
+                JOURNAL_METRICS.write_errors.inc();
+                log::warn!(
+                    "task {id}: cannot mark dispatched in the journal ({e}); sending anyway"
+                );
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Runs a webhook task to its end. Counted by the drain like a client's task.
+async fn run(app: Arc<App>, task: Accepted, journal: Option<Arc<Journal>>) {
+    let _active = app.drain.track();
+    let Accepted {
+        record,
+        spec,
+        admission,
+        headers,
+        body,
+        deadline,
+    } = task;
+    let task_id = record.id();
+    let entered = AtomicBool::new(false);
+    let gate = journal
+        .as_deref()
+        .map(|j| journal_gate(j, &task_id, &entered));
+    let delivery = app
+        .dispatcher
+        .deliver_gated(&spec, admission, &headers, &body, deadline, &record, gate);
+    tokio::pin!(delivery);
+    let released = async {
+        match &journal {
+            Some(j) => j.released().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(released);
+    let mut release_seen = false;
+    let delivery = loop {
+        tokio::select! {
+            d = &mut delivery => break d,
+            _ = app.drain.aborted() => break Err(TaskError::ShuttingDown),
+            _ = &mut released, if !release_seen => {
+                release_seen = true;
+                // Once the dispatch mark is under way, the journal decides.
+                if !entered.load(Ordering::Acquire) {
+                    break Err(TaskError::HandedOver);
+                }
+            }
+        }
+    };
+    let done = |outcome: &str| {
+        if let Some(j) = &journal {
+            j.finish(&task_id);
+        }
+        log::debug!("webhook task {task_id} ended: {outcome}");
+    };
+    match delivery {
+        Err(TaskError::HandedOver) => {
+            log::info!("webhook task {task_id} handed over to another instance");
+            record.finished(TaskState::HandedOver, 0, "handed_over", None);
+        }
+        Err(TaskError::ShuttingDown) if journal.is_some() => {
+            log::info!("webhook task {task_id} stays in the journal for the next instance");
+            record.finished(TaskState::HandedOver, 0, "handed_over", None);
+        }
+        Err(e) => {
+            let message = e.message();
+            log::warn!("webhook task {task_id} failed ({}): {message}", e.status());
+            finish_failed(&app.board, &record, &spec, &e, message);
+            done(e.outcome());
+        }
+        Ok(Delivered {
+            lease,
+            mut exchange,
+            ..
+        }) => {
+            let status = exchange.header().status.as_u16();
+            let mut failure = None;
+            loop {
+                match exchange.next_chunk().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => {
+                    exchange.finish().await;
+                    let (state, outcome) = answered(status);
+                    finish(
+                        &app.board, &record, &spec, true, state, status, outcome, None,
+                    );
+                }
+                Some(e) => {
+                    log::warn!("webhook task {task_id}: worker {} failed: {e}", lease.url());
+                    let why = Some("worker failed mid-response".to_string());
+                    finish(
+                        &app.board,
+                        &record,
+                        &spec,
+                        true,
+                        TaskState::Failed,
+                        502,
+                        "worker_failed",
+                        why,
+                    );
+                }
+            }
+            done("answered");
+            log::info!(
+                "webhook task {task_id} handed to {} ({status})",
+                lease.url()
+            );
+        }
+    }
+}
+
+/// Takes up a task claimed from the journal: runs it, or records it as `unknown`.
+async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
+    let Claimed { task, kind } = claimed;
+    let spec = match task::parse(&task.body) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!(
+                "journal: task {} has an invalid body ({e}); dropped",
+                task.id
+            );
+            journal.finish(&task.id);
+            return;
+        }
+    };
+    let record = app.board.open(&task.id, &spec);
+    if kind == ClaimKind::Unknown {
+        JOURNAL_METRICS.unknown.inc();
+        let why = "sent to a Worker by an instance that stopped before the answer: it may or may not have run";
+        log::warn!("journal: task {} is unknown: {why}", task.id);
+        record.finished(TaskState::Unknown, 0, "unknown", Some(why.into()));
+        return;
+    }
+    JOURNAL_METRICS.resumed.inc();
+    let now = unix_ms(SystemTime::now());
+    let left = Duration::from_millis(task.deadline_ms.saturating_sub(now));
+    let deadline = Instant::now() + left;
+    let admission = if left.is_zero() {
+        Err(TaskError::Timeout)
+    } else {
+        admit(app, &spec, deadline).await
+    };
+    let admission = match admission {
+        Ok(a) => a,
+        Err(e) => {
+            let message = e.message();
+            log::warn!(
+                "journal: task {} failed ({}): {message}",
+                task.id,
+                e.status()
+            );
+            finish_failed(&app.board, &record, &spec, &e, message);
+            journal.finish(&task.id);
+            return;
+        }
+    };
+    log::info!(
+        "journal: resuming webhook task {} (priority {}{})",
+        task.id,
+        spec.priority,
+        if kind == ClaimKind::Redeliver {
+            ", sent before but unconfirmed: redelivered"
+        } else {
+            ""
+        }
+    );
+    let accepted = Accepted {
+        headers: ForwardHeaders::from_block(&task.headers, app.settings.lb_key.expose()),
+        body: Bytes::from(task.body),
+        record,
+        spec,
+        admission,
+        deadline,
+    };
+    tokio::spawn(run(app.clone(), accepted, Some(journal.clone())));
+}
+
+/// Background service: opens the journal, then resumes what it claims until shutdown.
+pub struct JournalService {
+    /// Shared state.
+    pub app: Arc<App>,
+    /// Set by `--recover`: move an unreadable journal aside instead of refusing.
+    pub recover: bool,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for JournalService {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let app = &self.app;
+        let Some(path) = &app.settings.journal else {
+            return;
+        };
+        let journal = match Journal::open(path, self.recover, app.settings.redeliver_unconfirmed) {
+            Ok(j) => j,
+            Err(e) => {
+                log::error!(
+                    "{e}; refusing to run without it (start with --recover to move it aside)"
+                );
+                eprintln!("andera-lb: {e}");
+                std::process::exit(2);
+            }
+        };
+        log::info!("task journal {} open", path.display());
+        let _ = app.journal.set(journal.clone());
+        loop {
+            tokio::select! {
+                claims = journal.next_claims() => {
+                    for c in claims {
+                        resume(app, &journal, c).await;
+                    }
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
