@@ -255,3 +255,96 @@ fn a_corrupt_journal_is_refused_with_the_file_named_unless_recover() {
     assert!(stderr.contains("--recover"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 }
+
+#[tokio::test]
+async fn a_full_journal_refuses_new_webhook_tasks_with_503_and_keeps_the_accepted_ones() {
+    let (rx, hook) = Receiver::start().await;
+    let w = sim(|c| c.slots = 1).await;
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("tasks.db");
+    let yaml = format!(
+        "tasks:\n  journal: {}\n  journal_max_size: 128kb\n",
+        journal.display()
+    );
+    let lb = Lb::start_with(&[w.url()], &[], &yaml).await;
+    lb.wait_available(1).await;
+    let blocker = lb
+        .task(task("hello", json!({"name": "blocker", "sleepMs": 1000})))
+        .send();
+    let blocker = tokio::spawn(blocker);
+    let start = Instant::now();
+    while w.stats().running == 0 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let padding = "x".repeat(4000);
+    let mut accepted = Vec::new();
+    let refusal = loop {
+        let name = format!("t{}", accepted.len());
+        let mut body = webhook_task(&name, &hook, 1);
+        body["padding"] = json!(padding);
+        let (s, b) = lb.run(body).await;
+        match s {
+            200 => accepted.push(name),
+            _ => break (s, b),
+        }
+        assert!(
+            accepted.len() < 200,
+            "a 128 KiB journal took 200 tasks of 4 KB"
+        );
+    };
+    assert_eq!(refusal.0, 503, "{}", refusal.1);
+    assert!(
+        refusal.1["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot be kept"),
+        "{}",
+        refusal.1
+    );
+    let _ = blocker.await;
+    let counts = settle(&rx, |c| accepted.iter().all(|n| c.contains_key(n))).await;
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|n| !counts.contains_key(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "accepted but not delivered: {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn recover_moves_a_corrupt_journal_aside_and_starts() {
+    let w = sim(|_| {}).await;
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("tasks.db");
+    let env = [("TASK_JOURNAL", journal.to_str().unwrap())];
+    let mut lb = Lb::start(&[w.url()], &env).await;
+    lb.kill();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", journal.display()));
+    }
+    std::fs::write(&journal, vec![0x5a; 8192]).unwrap();
+    let mut child = lb.command.arg("--recover").spawn().unwrap();
+    let start = Instant::now();
+    let aside = loop {
+        let found = std::fs::read_dir(state.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+        if let Some(f) = found {
+            break f.path();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "not moved aside");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(std::fs::read(&aside).unwrap(), vec![0x5a; 8192]);
+    // And it serves, on a new journal.
+    let start = Instant::now();
+    while lb.health().await.get("status").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", lb.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

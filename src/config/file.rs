@@ -168,6 +168,9 @@ pub struct TasksSection {
     /// acknowledged, so they survive crashes, restarts and upgrades (`TASK_JOURNAL`).
     /// Default `null`: webhook tasks live in memory only.
     pub journal: Option<String>,
+    /// Largest size of the journal's database, b/kb/mb/gb; beyond it new webhook tasks
+    /// get 503 (as on a full disk). Default `1gb`.
+    pub journal_max_size: String,
     /// After a crash, run again webhook tasks that were sent to a Worker but never
     /// confirmed (only for idempotent functions). Default false: they are marked `unknown`.
     pub redeliver_unconfirmed: bool,
@@ -182,6 +185,7 @@ impl Default for TasksSection {
             max_queued: 10_000,
             retry_after_s: 1,
             journal: None,
+            journal_max_size: "1gb".into(),
             redeliver_unconfirmed: false,
         }
     }

@@ -113,6 +113,8 @@ pub struct Settings {
     pub retry_after_s: u64,
     /// Journal of accepted webhook tasks; `None` keeps them in memory only.
     pub journal: Option<PathBuf>,
+    /// Largest journal database, bytes.
+    pub journal_max_bytes: u64,
     /// Re-run webhook tasks a crashed instance sent but never saw confirmed.
     pub redeliver_unconfirmed: bool,
     /// Connect timeout to Workers.
@@ -394,6 +396,8 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         max_queued: cfg.tasks.max_queued,
         retry_after_s: cfg.tasks.retry_after_s.max(1),
         journal: cfg.tasks.journal.map(PathBuf::from),
+        journal_max_bytes: parse_size(&cfg.tasks.journal_max_size)
+            .map_err(|r| err("tasks.journal_max_size", r))? as u64,
         redeliver_unconfirmed: cfg.tasks.redeliver_unconfirmed,
         connect_timeout: positive(
             "upstream.connect_timeout_ms",

@@ -138,10 +138,11 @@ impl Journal {
     /// (`<file>.corrupt-<unix seconds>`) and starts a fresh one.
     pub fn open(
         path: &Path,
+        max_bytes: u64,
         recover: bool,
         redeliver_unconfirmed: bool,
     ) -> Result<Arc<Journal>, JournalError> {
-        let conn = match store::open(path) {
+        let conn = match store::open(path, max_bytes) {
             Ok(c) => c,
             Err(e) if recover && path.exists() => {
                 let stamp = std::time::SystemTime::now()
@@ -158,7 +159,7 @@ impl Journal {
                 for suffix in ["-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
-                store::open(path)?
+                store::open(path, max_bytes)?
             }
             Err(e) => return Err(e),
         };
@@ -297,7 +298,7 @@ impl Journal {
 
     /// Checks that `path` is a usable journal (or can become one) and closes it.
     pub fn check(path: &Path) -> Result<(), JournalError> {
-        store::open(path).map(drop)
+        store::open(path, u64::MAX).map(drop)
     }
 }
 

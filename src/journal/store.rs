@@ -71,8 +71,9 @@ fn open_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
     JournalError::Open(format!("{}: {e}", path.display()))
 }
 
-/// Opens the journal, creating it if missing, and checks that it is one.
-pub fn open(path: &Path) -> Result<Connection, JournalError> {
+/// Opens the journal, creating it if missing, and checks that it is one. Writes
+/// beyond `max_bytes` fail as on a full disk.
+pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| open_err(path, e))?;
     }
@@ -89,6 +90,19 @@ pub fn open(path: &Path) -> Result<Connection, JournalError> {
     }
     conn.execute_batch("PRAGMA synchronous=FULL;")
         .map_err(|e| open_err(path, e))?;
+    let page: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(|e| open_err(path, e))?;
+    let page = page.max(1) as u64;
+    conn.query_row(
+        &format!(
+            "PRAGMA max_page_count = {}",
+            (max_bytes / page).clamp(16, i64::MAX as u64)
+        ),
+        [],
+        |_| Ok(()),
+    )
+    .map_err(|e| open_err(path, e))?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(|e| open_err(path, e))?;

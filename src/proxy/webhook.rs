@@ -295,7 +295,14 @@ impl pingora::services::background::BackgroundService for JournalService {
         let Some(path) = &app.settings.journal else {
             return;
         };
-        let journal = match Journal::open(path, self.recover, app.settings.redeliver_unconfirmed) {
+        let settings = &app.settings;
+        let opened = Journal::open(
+            path,
+            settings.journal_max_bytes,
+            self.recover,
+            settings.redeliver_unconfirmed,
+        );
+        let journal = match opened {
             Ok(j) => j,
             Err(e) => {
                 log::error!(
