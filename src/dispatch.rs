@@ -319,9 +319,15 @@ impl Dispatcher {
                 response_header: self.settings.response_header_timeout,
                 body_idle: Some(self.settings.body_idle_timeout),
             };
+            let sent_at = Instant::now();
             let sent = self.upstream.send(lease.url(), request, body, limits).await;
-            if let Err(e) = &sent {
-                self.attempt_failed(&lease, e);
+            match &sent {
+                // The task's own deadline: the Worker is to blame only if it had the
+                // task for a good part of it, not if queueing used the time up.
+                Err(ExchangeError::TimedOut)
+                    if sent_at.elapsed() < self.settings.task_timeout / 2 => {}
+                Err(e) => self.attempt_failed(&lease, e),
+                Ok(_) => {}
             }
             match sent {
                 Ok(exchange) => {
@@ -400,5 +406,67 @@ impl Dispatcher {
             );
             METRICS.worker_ejections.with_label_values(&[url]).inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_dropped() {
+        let mut client = RequestHeader::build("POST", b"/task", None).unwrap();
+        for (n, v) in [
+            ("connection", "keep-alive, X-Private"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("x-andera-task-id", "forged"),
+            ("x-kept", "1"),
+        ] {
+            client.append_header(n, v).unwrap();
+        }
+        let fwd = ForwardHeaders::new(&client, HeaderValue::from_static("wk"), "lb", "id-1");
+        let names: Vec<&str> = fwd.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-kept",
+                "authorization",
+                "x-lb-auth",
+                "content-type",
+                "x-andera-task-id"
+            ]
+        );
+        let ids: Vec<_> = fwd
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "x-andera-task-id")
+            .map(|(_, v)| v.clone())
+            .collect();
+        assert_eq!(ids, ["id-1"]);
+    }
+
+    #[test]
+    fn a_workers_hop_headers_are_dropped_and_the_body_reframed() {
+        let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("trailer", "x-sum"),
+            ("content-type", "text/plain"),
+        ] {
+            resp.append_header(n, v).unwrap();
+        }
+        strip_response_hop_headers(&mut resp);
+        let mut names: Vec<&str> = resp.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "transfer-encoding"]);
+        let mut sized = pingora::http::ResponseHeader::build(200, None).unwrap();
+        sized.append_header("content-length", "2").unwrap();
+        strip_response_hop_headers(&mut sized);
+        assert!(!sized.headers.contains_key("transfer-encoding"));
     }
 }

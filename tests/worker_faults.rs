@@ -149,6 +149,22 @@ async fn a_worker_that_never_answers_is_ejected_after_max_fails() {
 }
 
 #[tokio::test]
+async fn by_default_task_timeout_bounds_the_wait_and_silence_still_ejects() {
+    let bad = sim(|c| c.task_fault = TaskFault::Hang).await;
+    let good = sim(|_| {}).await;
+    let yaml = "upstream:\n  max_fails: 2\n  fail_timeout_ms: 60000\n";
+    let lb = Lb::start_with(&[bad.url(), good.url()], &[("TASK_TIMEOUT", "700")], yaml).await;
+    lb.wait_available(2).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(lb.run(task("hello", json!({}))).await.0);
+    }
+    assert_eq!(statuses, [504, 504, 200, 200], "{}", lb.log());
+    assert_eq!(bad.stats().received, 2);
+    wait_worker(&lb, &bad.url(), |w| w["ejected"].is_object(), "ejected").await;
+}
+
+#[tokio::test]
 async fn an_ejected_worker_returns_after_its_back_off() {
     let w = sim(|c| c.task_fault = TaskFault::Hang).await;
     let yaml =
