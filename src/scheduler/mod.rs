@@ -273,6 +273,7 @@ impl Scheduler {
     /// Counts a failed attempt on `id` (not delivered, failed mid-task, no answer in
     /// time). After `policy.max_fails` in a row the Worker leaves the rotation until
     /// its back-off ends, whatever it reports meanwhile; returns that ejection.
+    /// Must run inside a Tokio runtime (a timer ends the ejection).
     pub fn worker_failed(
         self: &Arc<Self>,
         id: WorkerId,
