@@ -177,17 +177,17 @@ impl Upstream {
             Ok(Ok(_)) => {}
         }
         // The per-attempt clock starts once the Worker has the whole task.
-        let head_by = match limits.response_header {
-            Some(t) if Instant::now() + t < deadline => Some(Instant::now() + t),
-            _ => None,
-        };
+        let head_limit = limits
+            .response_header
+            .map(|t| (Instant::now() + t, t))
+            .filter(|(by, _)| *by < deadline);
         loop {
             let read = session.read_response();
-            match tokio::time::timeout_at(head_by.unwrap_or(deadline), read).await {
+            match tokio::time::timeout_at(head_limit.map_or(deadline, |(by, _)| by), read).await {
                 Err(_) => {
-                    return Err(match (head_by, limits.response_header) {
-                        (Some(_), Some(t)) => ExchangeError::NoResponseHeader(t),
-                        _ => ExchangeError::TimedOut,
+                    return Err(match head_limit {
+                        Some((_, t)) => ExchangeError::NoResponseHeader(t),
+                        None => ExchangeError::TimedOut,
                     })
                 }
                 Ok(Err(e)) => {
