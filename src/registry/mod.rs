@@ -376,10 +376,15 @@ impl Registry {
             .collect()
     }
 
-    /// `(registered, eligible)` Worker counts.
+    /// `(registered, available)` Worker counts: available ones are eligible and not
+    /// ejected for failing tasks.
     pub fn counts(&self) -> (usize, usize) {
         let st = self.state.read();
-        let up = st.workers.values().filter(|w| w.eligible()).count();
+        let up = st
+            .workers
+            .values()
+            .filter(|w| w.eligible() && self.scheduler.ejection(w.id).is_none())
+            .count();
         (st.workers.len(), up)
     }
 }
