@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::metrics::{priority_class, METRICS};
 use crate::scheduler::{Acquire, AcquireError, Lease, Scheduler, SlotRequest};
 use crate::task::TaskSpec;
-use crate::upstream::{Exchange, ExchangeError, Upstream};
+use crate::upstream::{Exchange, ExchangeError, Limits, Upstream};
 
 /// Why a task ended without a Worker's answer, mapped to the client's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,23 +110,68 @@ pub struct Delivered<'a> {
     pub attempts: u32,
 }
 
-/// Headers never forwarded to a Worker (keys, hop-by-hop, recomputed ones).
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and never
+/// cross the load balancer, in either direction. So do the headers a `Connection`
+/// header names.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers never forwarded to a Worker besides the hop-by-hop ones: keys, the
+/// client's task id (the load balancer's own replaces it), recomputed ones.
 const DROPPED_HEADERS: &[&str] = &[
     "authorization",
     "x-wr-auth",
     "x-lb-auth",
     "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
     "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "content-length",
     "expect",
+    "x-andera-task-id",
 ];
+
+/// The header names listed in `headers`' `Connection` values, lowercased.
+fn connection_named(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// True for a header that stays on its hop, given the names `Connection` lists.
+fn is_hop_by_hop(name: &str, named: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name)
+}
+
+/// Removes the hop-by-hop headers of a Worker's answer before it is relayed, and
+/// frames the body for the client's hop: the Worker's length when it gave one,
+/// else chunked.
+pub fn strip_response_hop_headers(header: &mut pingora::http::ResponseHeader) {
+    let named = connection_named(&header.headers);
+    let drop: Vec<http::HeaderName> = header
+        .headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n.as_str(), &named))
+        .cloned()
+        .collect();
+    for name in drop {
+        header.remove_header(&name);
+    }
+    let bodyless = matches!(header.status.as_u16(), 204 | 304);
+    if !bodyless && !header.headers.contains_key(http::header::CONTENT_LENGTH) {
+        let _ = header.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+}
 
 /// The client headers a Worker receives, prepared once per task.
 pub struct ForwardHeaders {
@@ -142,17 +187,21 @@ impl ForwardHeaders {
         lb_key: &str,
         task_id: &str,
     ) -> Self {
+        let named = connection_named(&client.headers);
         let mut headers: Vec<(http::HeaderName, HeaderValue)> = client
             .headers
             .iter()
-            .filter(|(name, _)| !DROPPED_HEADERS.contains(&name.as_str()))
+            .filter(|(name, _)| {
+                !DROPPED_HEADERS.contains(&name.as_str()) && !is_hop_by_hop(name.as_str(), &named)
+            })
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
+        let has_content_type = headers.iter().any(|(n, _)| n == http::header::CONTENT_TYPE);
         headers.push((http::header::AUTHORIZATION, worker_key));
         if let Ok(v) = HeaderValue::from_str(lb_key) {
             headers.push((http::HeaderName::from_static("x-lb-auth"), v));
         }
-        if !client.headers.contains_key(http::header::CONTENT_TYPE) {
+        if !has_content_type {
             headers.push((
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -335,13 +384,25 @@ impl Dispatcher {
             }
             task.dispatched(&lease.url().raw, attempt);
             let request = headers.request_for(lease.url(), body.len());
-            let sent = self
-                .upstream
-                .send(lease.url(), request, body, deadline)
-                .await;
+            let limits = Limits {
+                deadline,
+                response_header: self.settings.response_header_timeout,
+                body_idle: Some(self.settings.body_idle_timeout),
+            };
+            let sent_at = Instant::now();
+            let sent = self.upstream.send(lease.url(), request, body, limits).await;
+            match &sent {
+                // The task's own deadline: the Worker is to blame only if it had the
+                // task for a good part of it, not if queueing used the time up.
+                Err(ExchangeError::TimedOut)
+                    if sent_at.elapsed() < self.settings.task_timeout / 2 => {}
+                Err(e) => self.attempt_failed(&lease, e),
+                Ok(_) => {}
+            }
             match sent {
                 Ok(exchange) => {
                     let status = exchange.header().status.as_u16();
+                    self.answered(&lease, status);
                     if status == 503 && attempt < max {
                         // Maintenance: the Worker refused the task without starting it.
                         log::warn!("worker {} answered 503, trying another", lease.url());
@@ -375,11 +436,107 @@ impl Dispatcher {
                     log::warn!("worker {} failed mid-task: {e}", lease.url());
                     return Err(TaskError::WorkerFailed(format!("{}: {e}", lease.url())));
                 }
-                Err(ExchangeError::TimedOut) => return Err(TaskError::Timeout),
+                // The Worker has the task and may be running it: never sent elsewhere.
+                Err(e) => {
+                    log::warn!("worker {} did not answer: {e}", lease.url());
+                    return Err(TaskError::Timeout);
+                }
             }
         }
         Err(TaskError::WorkerFailed(
             last_failure.unwrap_or_else(|| "no attempt succeeded".into()),
         ))
+    }
+
+    /// Counts a failed exchange (before or after the response header) against the
+    /// Worker holding `lease`; enough of them in a row eject it from the rotation.
+    pub fn attempt_failed(&self, lease: &Lease, e: &ExchangeError) {
+        self.worker_failed(lease, &e.to_string());
+    }
+
+    /// Counts an answer: any status is the Worker speaking for itself, except
+    /// `502`/`504`, which Andera Workers never send: a proxy in front of the Worker
+    /// saying it is gone or stuck.
+    fn answered(&self, lease: &Lease, status: u16) {
+        if matches!(status, 502 | 504) {
+            self.worker_failed(lease, &format!("answered {status}"));
+        } else {
+            self.scheduler.worker_succeeded(lease.worker());
+        }
+    }
+
+    fn worker_failed(&self, lease: &Lease, why: &str) {
+        let policy = &self.settings.outlier;
+        if let Some(e) = self.scheduler.worker_failed(lease.worker(), why, policy) {
+            let url = &lease.url().raw;
+            log::warn!(
+                "worker {url} ejected for {} ms after {} failures in a row (last: {why})",
+                e.backoff.as_millis(),
+                e.consecutive_failures
+            );
+            METRICS.worker_ejections.with_label_values(&[url]).inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_dropped() {
+        let mut client = RequestHeader::build("POST", b"/task", None).unwrap();
+        for (n, v) in [
+            ("connection", "keep-alive, X-Private"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("x-andera-task-id", "forged"),
+            ("x-kept", "1"),
+        ] {
+            client.append_header(n, v).unwrap();
+        }
+        let fwd = ForwardHeaders::new(&client, HeaderValue::from_static("wk"), "lb", "id-1");
+        let names: Vec<&str> = fwd.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-kept",
+                "authorization",
+                "x-lb-auth",
+                "content-type",
+                "x-andera-task-id"
+            ]
+        );
+        let ids: Vec<_> = fwd
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "x-andera-task-id")
+            .map(|(_, v)| v.clone())
+            .collect();
+        assert_eq!(ids, ["id-1"]);
+    }
+
+    #[test]
+    fn a_workers_hop_headers_are_dropped_and_the_body_reframed() {
+        let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("trailer", "x-sum"),
+            ("content-type", "text/plain"),
+        ] {
+            resp.append_header(n, v).unwrap();
+        }
+        strip_response_hop_headers(&mut resp);
+        let mut names: Vec<&str> = resp.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "transfer-encoding"]);
+        let mut sized = pingora::http::ResponseHeader::build(200, None).unwrap();
+        sized.append_header("content-length", "2").unwrap();
+        strip_response_hop_headers(&mut sized);
+        assert!(!sized.headers.contains_key("transfer-encoding"));
     }
 }

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub worker_slots_used: IntGaugeVec,
     /// Slot limit per Worker.
     pub worker_slots_limit: IntGaugeVec,
+    /// 1 while the Worker is ejected for failing tasks in a row.
+    pub worker_ejected: IntGaugeVec,
+    /// Times the Worker was ejected.
+    pub worker_ejections: IntCounterVec,
     /// Failed `/health` polls per Worker.
     pub discovery_errors: IntCounterVec,
     /// Slot feed failures per Worker.
@@ -175,6 +179,18 @@ impl Metrics {
                 &r,
                 "worker_slots_limit",
                 "Slot limit the Worker reports.",
+                &["worker"],
+            ),
+            worker_ejected: gauge_vec(
+                &r,
+                "worker_ejected",
+                "1 while the Worker is out of rotation for failing tasks in a row.",
+                &["worker"],
+            ),
+            worker_ejections: counter_vec(
+                &r,
+                "worker_ejections_total",
+                "Times the Worker was taken out of rotation for failing tasks in a row.",
                 &["worker"],
             ),
             discovery_errors: counter_vec(

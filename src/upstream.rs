@@ -28,6 +28,22 @@ pub enum ExchangeError {
     AfterDelivery(String),
     /// The deadline passed.
     TimedOut,
+    /// The Worker sent no response header within the response header timeout.
+    NoResponseHeader(Duration),
+    /// The Worker's answer body paused longer than the body idle timeout.
+    BodyStalled(Duration),
+}
+
+impl ExchangeError {
+    /// True when the Worker was given time and said nothing.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::TimedOut
+                | ExchangeError::NoResponseHeader(_)
+                | ExchangeError::BodyStalled(_)
+        )
+    }
 }
 
 impl std::fmt::Display for ExchangeError {
@@ -36,6 +52,14 @@ impl std::fmt::Display for ExchangeError {
             ExchangeError::NotDelivered(e) => write!(f, "request not delivered: {e}"),
             ExchangeError::AfterDelivery(e) => write!(f, "Worker failed after accepting: {e}"),
             ExchangeError::TimedOut => f.write_str("timed out"),
+            ExchangeError::NoResponseHeader(t) => write!(
+                f,
+                "timed out: no response header within {} ms",
+                t.as_millis()
+            ),
+            ExchangeError::BodyStalled(t) => {
+                write!(f, "timed out: the answer paused for {} ms", t.as_millis())
+            }
         }
     }
 }
@@ -117,14 +141,16 @@ impl Upstream {
         Ok(peer)
     }
 
-    /// Sends `header` and `body` to the Worker at `url` and waits for the response header.
+    /// Sends `header` and `body` to the Worker at `url` and waits for the final
+    /// response header, skipping interim (1xx) ones.
     pub async fn send(
         &self,
         url: &WorkerUrl,
         header: RequestHeader,
         body: &Bytes,
-        deadline: Instant,
+        limits: Limits,
     ) -> Result<Exchange<'_>, ExchangeError> {
+        let deadline = limits.deadline;
         let peer = self.peer(url).await?;
         let connect = self.connector.get_http_session(&peer);
         let (mut session, reused) = match tokio::time::timeout_at(deadline, connect).await {
@@ -150,23 +176,50 @@ impl Upstream {
             Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e.to_string())),
             Ok(Ok(_)) => {}
         }
-        match tokio::time::timeout_at(deadline, session.read_response()).await {
-            Err(_) => return Err(ExchangeError::TimedOut),
-            Ok(Err(e)) => {
-                let why = if reused {
-                    format!("{e} (on a reused connection)")
-                } else {
-                    e.to_string()
-                };
-                return Err(ExchangeError::AfterDelivery(why));
+        // The per-attempt clock starts once the Worker has the whole task.
+        let head_limit = limits
+            .response_header
+            .map(|t| (Instant::now() + t, t))
+            .filter(|(by, _)| *by < deadline);
+        loop {
+            let read = session.read_response();
+            match tokio::time::timeout_at(head_limit.map_or(deadline, |(by, _)| by), read).await {
+                Err(_) => {
+                    return Err(match head_limit {
+                        Some((_, t)) => ExchangeError::NoResponseHeader(t),
+                        None => ExchangeError::TimedOut,
+                    })
+                }
+                Ok(Err(e)) => {
+                    let why = if reused {
+                        format!("{e} (on a reused connection)")
+                    } else {
+                        e.to_string()
+                    };
+                    return Err(ExchangeError::AfterDelivery(why));
+                }
+                Ok(Ok(_)) => {}
             }
-            Ok(Ok(_)) => {}
+            match session.resp_header().map(|h| h.status.as_u16()) {
+                // Nothing was asked to switch protocols: the connection is unusable.
+                Some(101) => {
+                    return Err(ExchangeError::AfterDelivery(
+                        "unexpected 101 Switching Protocols".into(),
+                    ))
+                }
+                // 100 Continue, 103 Early Hints...: the real answer follows.
+                Some(100..=199) => continue,
+                _ => break,
+            }
         }
         Ok(Exchange {
             upstream: self,
             session: Some(session),
             peer,
-            deadline,
+            body_limit: match limits.body_idle {
+                Some(idle) => BodyLimit::Idle(idle),
+                None => BodyLimit::By(deadline),
+            },
         })
     }
 
@@ -187,8 +240,12 @@ impl Upstream {
             req.insert_header(*name, *value)
                 .map_err(|e| ExchangeError::NotDelivered(e.to_string()))?;
         }
-        let deadline = Instant::now() + timeout;
-        let mut exchange = self.send(url, req, &Bytes::new(), deadline).await?;
+        let limits = Limits {
+            deadline: Instant::now() + timeout,
+            response_header: None,
+            body_idle: None,
+        };
+        let mut exchange = self.send(url, req, &Bytes::new(), limits).await?;
         let status = exchange.header().status.as_u16();
         let mut body = BytesMut::new();
         while let Some(chunk) = exchange.next_chunk().await? {
@@ -223,12 +280,34 @@ fn set_cork(fd: i32, on: bool) {
     let _ = (fd, on);
 }
 
+/// The time limits of one exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connect, write and the final response header must be done by then.
+    pub deadline: Instant,
+    /// Longest wait for the response header once the request is written; `None`:
+    /// the deadline alone.
+    pub response_header: Option<Duration>,
+    /// Longest pause between two body chunks, with no total cap on the body;
+    /// `None`: the whole body must arrive by the deadline.
+    pub body_idle: Option<Duration>,
+}
+
 /// A request whose response header has arrived; the body is read chunk by chunk.
 pub struct Exchange<'a> {
     upstream: &'a Upstream,
     session: Option<HttpSession>,
     peer: HttpPeer,
-    deadline: Instant,
+    body_limit: BodyLimit,
+}
+
+/// What bounds the reading of a response body.
+#[derive(Debug, Clone, Copy)]
+enum BodyLimit {
+    /// The longest pause between two chunks.
+    Idle(Duration),
+    /// The whole body by then.
+    By(Instant),
 }
 
 impl Exchange<'_> {
@@ -245,8 +324,12 @@ impl Exchange<'_> {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
-        match tokio::time::timeout_at(self.deadline, session.read_body_bytes()).await {
-            Err(_) => Err(ExchangeError::TimedOut),
+        let (by, error) = match self.body_limit {
+            BodyLimit::Idle(idle) => (Instant::now() + idle, ExchangeError::BodyStalled(idle)),
+            BodyLimit::By(deadline) => (deadline, ExchangeError::TimedOut),
+        };
+        match tokio::time::timeout_at(by, session.read_body_bytes()).await {
+            Err(_) => Err(error),
             Ok(Err(e)) => Err(ExchangeError::AfterDelivery(e.to_string())),
             Ok(Ok(chunk)) => Ok(chunk),
         }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use andera_lb::sim::{FunctionSet, SimConfig, SimTls, SimWorker, WsMode};
+use andera_lb::sim::{FunctionSet, SimConfig, SimTls, SimWorker, TaskFault, WsMode};
 use clap::Parser;
 
 /// Default Worker key when neither `AUTH_KEY` nor `--auth-key` is given.
@@ -63,6 +63,9 @@ struct Args {
     /// WebSocket behaviour: normal or silent.
     #[arg(long, default_value = "normal")]
     ws_mode: WsMode,
+    /// How POST /task misbehaves: none, hang, or interim-1xx (e.g. interim-103).
+    #[arg(long, default_value = "none")]
+    task_fault: TaskFault,
     /// Reported CPU load.
     #[arg(long, default_value_t = 0.0)]
     cpu_load: f64,
@@ -129,6 +132,7 @@ fn config(args: Args) -> Result<SimConfig, String> {
     cfg.status = args.status;
     cfg.function_set = args.function_set;
     cfg.ws_mode = args.ws_mode;
+    cfg.task_fault = args.task_fault;
     cfg.cpu_load = args.cpu_load;
     cfg.used_memory_percent = args.mem_percent;
     cfg.tls = tls;

@@ -202,6 +202,23 @@ pub struct UpstreamSection {
     pub pool_idle_timeout_ms: u64,
     /// PEM file of a private CA trusted for `https://` Workers. Default none (system roots).
     pub ca_file: Option<String>,
+    /// Longest wait for a Worker's response header once a task is sent, ms. Andera
+    /// Workers send it only when a sync function finishes, so this bounds the run time
+    /// of a task: any default shorter than `tasks.timeout_ms` would fail long tasks
+    /// that the original completed. Default none: `tasks.timeout_ms` alone applies
+    /// (a Worker that sits on a task past half of it still counts as failing).
+    pub response_header_timeout_ms: Option<u64>,
+    /// Longest pause between two chunks of a Worker's answer body, ms (there is no
+    /// total cap on a body: a stream may outlast `tasks.timeout_ms`). Default 60000,
+    /// like nginx's `proxy_read_timeout`: a function silent for a minute mid-answer
+    /// is stuck, and a sync body arrives at once after its header anyway.
+    pub body_idle_timeout_ms: u64,
+    /// Failures in a row (not delivered, failed mid-task, no answer in time) after
+    /// which a Worker is taken out of rotation; 0 never does. Default 3.
+    pub max_fails: u32,
+    /// How long an ejected Worker stays out, ms; doubles for each ejection without a
+    /// success in between, up to 32 times. Default 10000.
+    pub fail_timeout_ms: u64,
 }
 
 impl Default for UpstreamSection {
@@ -210,6 +227,10 @@ impl Default for UpstreamSection {
             connect_timeout_ms: 2000,
             pool_idle_timeout_ms: 4000,
             ca_file: None,
+            response_header_timeout_ms: None,
+            body_idle_timeout_ms: 60_000,
+            max_fails: 3,
+            fail_timeout_ms: 10_000,
         }
     }
 }

@@ -123,6 +123,13 @@ pub struct Settings {
     pub pool_idle_timeout: Duration,
     /// Private CA for `https://` Workers.
     pub ca_file: Option<PathBuf>,
+    /// Longest wait for a response header once a task is written; `None`: the task
+    /// timeout alone.
+    pub response_header_timeout: Option<Duration>,
+    /// Longest pause between two body chunks of a Worker's answer.
+    pub body_idle_timeout: Duration,
+    /// When Workers that keep failing leave the rotation, and for how long.
+    pub outlier: crate::scheduler::OutlierPolicy,
     /// Log level.
     pub log_level: log::LevelFilter,
     /// Lines kept for `/logs`.
@@ -408,6 +415,18 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
             cfg.upstream.pool_idle_timeout_ms,
         )?,
         ca_file: cfg.upstream.ca_file.map(PathBuf::from),
+        response_header_timeout: match cfg.upstream.response_header_timeout_ms {
+            None => None,
+            Some(ms) => Some(positive("upstream.response_header_timeout_ms", ms)?),
+        },
+        body_idle_timeout: positive(
+            "upstream.body_idle_timeout_ms",
+            cfg.upstream.body_idle_timeout_ms,
+        )?,
+        outlier: crate::scheduler::OutlierPolicy {
+            max_fails: cfg.upstream.max_fails,
+            fail_timeout: positive("upstream.fail_timeout_ms", cfg.upstream.fail_timeout_ms)?,
+        },
         log_level,
         max_logs: cfg.logging.max_logs,
         threads,
@@ -481,6 +500,23 @@ mod tests {
         let e = load(Some(&p), &env_of(&[("LB_AUTH_KEY", "k")])).unwrap_err();
         assert!(e.to_string().contains("lb.yaml"), "{e}");
         assert!(e.to_string().contains("timeout_msx"), "{e}");
+    }
+
+    #[test]
+    fn upstream_fault_settings() {
+        let s = load(None, &env_of(&[("LB_AUTH_KEY", "k")])).unwrap();
+        assert_eq!(s.response_header_timeout, None);
+        assert_eq!(s.body_idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.outlier.max_fails, 3);
+        assert_eq!(s.outlier.fail_timeout, Duration::from_secs(10));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lb.yaml");
+        std::fs::write(&p, "upstream:\n  response_header_timeout_ms: 0\n").unwrap();
+        let e = load(Some(&p), &env_of(&[("LB_AUTH_KEY", "k")])).unwrap_err();
+        assert_eq!(e.key, "upstream.response_header_timeout_ms");
+        std::fs::write(&p, "upstream:\n  response_header_timeout_ms: 250\n").unwrap();
+        let s = load(Some(&p), &env_of(&[("LB_AUTH_KEY", "k")])).unwrap();
+        assert_eq!(s.response_header_timeout, Some(Duration::from_millis(250)));
     }
 
     #[test]

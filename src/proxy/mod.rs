@@ -65,7 +65,11 @@ impl App {
         m.worker_up.reset();
         m.worker_slots_used.reset();
         m.worker_slots_limit.reset();
+        m.worker_ejected.reset();
         for w in self.registry.gauges() {
+            m.worker_ejected
+                .with_label_values(&[&w.url])
+                .set(i64::from(w.ejected));
             m.worker_up
                 .with_label_values(&[&w.url, &w.group])
                 .set(i64::from(w.up));

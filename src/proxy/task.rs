@@ -309,9 +309,7 @@ async fn relay(
         attempts,
     } = delivered;
     let mut header = exchange.header().clone();
-    for name in ["connection", "keep-alive", "proxy-connection"] {
-        header.remove_header(name);
-    }
+    crate::dispatch::strip_response_hop_headers(&mut header);
     header.insert_header("x-andera-task-id", task_id)?;
     ctx.status = header.status.as_u16();
     // One line per task, like an access log: id, route, answer, Worker, attempts.
@@ -357,6 +355,9 @@ async fn relay(
                     "task {task_id}: worker {} failed mid-response: {e}",
                     lease.url()
                 );
+                app.dispatcher.attempt_failed(&lease, &e);
+                let status = if e.is_timeout() { 504 } else { 502 };
+                ctx.status = status;
                 let why = Some(format!("failed mid-response: {e}"));
                 finish(
                     &app.board,
@@ -364,7 +365,7 @@ async fn relay(
                     spec,
                     true,
                     TaskState::Failed,
-                    502,
+                    status,
                     "worker_failed",
                     why,
                 );

@@ -177,6 +177,7 @@ async fn run(app: Arc<App>, task: Accepted, journal: Option<Arc<Journal>>) {
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(e) => {
+                        app.dispatcher.attempt_failed(&lease, &e);
                         failure = Some(e.to_string());
                         break;
                     }

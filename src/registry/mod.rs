@@ -33,6 +33,8 @@ pub struct WorkerGauge {
     pub group: String,
     /// May take tasks.
     pub up: bool,
+    /// Out of rotation for failing tasks in a row.
+    pub ejected: bool,
     /// Slots this load balancer holds.
     pub in_flight: u32,
     /// Slot limit.
@@ -339,7 +341,10 @@ impl Registry {
         let mut invalid = Vec::new();
         for w in &records {
             let in_flight = self.scheduler.usage(w.id).map_or(0, |u| u.in_flight);
-            let json = w.to_json(in_flight);
+            let mut json = w.to_json(in_flight);
+            if let (Some(e), Some(fields)) = (self.scheduler.ejection(w.id), json.as_object_mut()) {
+                fields.insert("ejected".into(), ejection_json(&e));
+            }
             if w.invalid_reason.is_some() {
                 invalid.push(json);
             } else {
@@ -363,6 +368,7 @@ impl Registry {
                         .as_ref()
                         .map_or_else(|| "unknown".to_string(), |h| h.group.to_string()),
                     up: w.eligible(),
+                    ejected: self.scheduler.ejection(w.id).is_some(),
                     in_flight: usage.in_flight,
                     limit: w.slots.map_or(0, |s| s.limit),
                 }
@@ -370,10 +376,25 @@ impl Registry {
             .collect()
     }
 
-    /// `(registered, eligible)` Worker counts.
+    /// `(registered, available)` Worker counts: available ones are eligible and not
+    /// ejected for failing tasks.
     pub fn counts(&self) -> (usize, usize) {
         let st = self.state.read();
-        let up = st.workers.values().filter(|w| w.eligible()).count();
+        let up = st
+            .workers
+            .values()
+            .filter(|w| w.eligible() && self.scheduler.ejection(w.id).is_none())
+            .count();
         (st.workers.len(), up)
     }
+}
+
+/// The `ejected` field of a Worker record on `/health`.
+fn ejection_json(e: &crate::scheduler::Ejection) -> Value {
+    serde_json::json!({
+        "until": humantime::format_rfc3339_millis(e.until_wall).to_string(),
+        "backoffMs": u64::try_from(e.backoff.as_millis()).unwrap_or(u64::MAX),
+        "reason": e.reason,
+        "consecutiveFailures": e.consecutive_failures,
+    })
 }

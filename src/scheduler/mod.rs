@@ -7,6 +7,7 @@
 //! waiter of the Worker's pool while the lock is held: no thundering herd, no lost
 //! wakeup.
 
+mod outlier;
 mod pool;
 mod wait;
 
@@ -17,6 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::registry::url::WorkerUrl;
+pub use outlier::{Ejection, OutlierPolicy};
 use pool::{Pool, SlotState, Waiter};
 pub use wait::{Lease, Waiting};
 
@@ -265,6 +267,52 @@ impl Scheduler {
     /// Takes a Worker out of selection until its next update says it is eligible
     /// (used when a dispatch could not connect or the Worker answered maintenance).
     pub fn suspend_worker(&self, id: WorkerId) {
+        self.change_worker(id, |w| w.suspended = true);
+    }
+
+    /// Counts a failed attempt on `id` (not delivered, failed mid-task, no answer in
+    /// time). After `policy.max_fails` in a row the Worker leaves the rotation until
+    /// its back-off ends, whatever it reports meanwhile; returns that ejection.
+    /// Must run inside a Tokio runtime (a timer ends the ejection).
+    pub fn worker_failed(
+        self: &Arc<Self>,
+        id: WorkerId,
+        reason: &str,
+        policy: &OutlierPolicy,
+    ) -> Option<Ejection> {
+        let mut ejection = None;
+        self.change_worker(id, |w| ejection = w.outlier.failed(reason, policy));
+        let e = ejection?;
+        let scheduler = Arc::downgrade(self);
+        let (until, epoch) = (e.until, e.epoch);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            if let Some(s) = scheduler.upgrade() {
+                s.change_worker(id, |w| {
+                    w.outlier.readmit(epoch);
+                });
+            }
+        });
+        Some(e)
+    }
+
+    /// Records that `id` answered: its failure count and back-off start over.
+    pub fn worker_succeeded(&self, id: WorkerId) {
+        if let Some(w) = self.state.lock().workers.get_mut(&id) {
+            w.outlier.succeeded();
+        }
+    }
+
+    /// The current ejection of a Worker, if it is out of rotation.
+    pub fn ejection(&self, id: WorkerId) -> Option<Ejection> {
+        let st = self.state.lock();
+        st.workers.get(&id)?.outlier.ejected.clone()
+    }
+
+    /// Applies `change` to one Worker and keeps its pool consistent: the free set,
+    /// the usable count, and the waiters (failed when none is left, served when the
+    /// Worker comes back).
+    fn change_worker(&self, id: WorkerId, change: impl FnOnce(&mut pool::SlotState)) {
         let mut st = self.state.lock();
         let State {
             workers,
@@ -275,20 +323,23 @@ impl Scheduler {
         let Some(w) = workers.get_mut(&id) else {
             return;
         };
-        if w.suspended {
-            return;
-        }
         let was_usable = w.usable();
-        w.suspended = true;
+        change(w);
+        let usable = w.usable();
         let (group, contract) = w.pool.clone();
-        if let Some(pool) = pools.get_mut(&group).and_then(|p| p.get_mut(&contract)) {
-            pool.refresh(workers, id);
-            if was_usable {
-                pool.usable -= 1;
-            }
-            if pool.usable == 0 {
-                *queued -= pool.fail_all(AcquireError::NoWorkerUp);
-            }
+        let Some(pool) = pools.get_mut(&group).and_then(|p| p.get_mut(&contract)) else {
+            return;
+        };
+        pool.refresh(workers, id);
+        match (was_usable, usable) {
+            (true, false) => pool.usable -= 1,
+            (false, true) => pool.usable += 1,
+            _ => return,
+        }
+        if pool.usable == 0 {
+            *queued -= pool.fail_all(AcquireError::NoWorkerUp);
+        } else {
+            *queued -= pool.pump(workers);
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::outlier::Outlier;
 use super::{AcquireError, FunctionSet, Grant, WorkerId, WorkerSlots};
 use crate::registry::url::WorkerUrl;
 
@@ -22,6 +23,8 @@ pub(super) struct SlotState {
     pub penalty_milli: i64,
     /// The score under which this Worker sits in its pool's free set, if it does.
     pub free_key: Option<i64>,
+    /// Failures in a row and ejection; unlike `suspended`, no report clears it.
+    pub outlier: Outlier,
 }
 
 impl SlotState {
@@ -36,6 +39,7 @@ impl SlotState {
             external: 0,
             penalty_milli: 0,
             free_key: None,
+            outlier: Outlier::default(),
         }
     }
 
@@ -54,7 +58,7 @@ impl SlotState {
     }
 
     pub fn usable(&self) -> bool {
-        self.eligible && !self.suspended
+        self.eligible && !self.suspended && self.outlier.ejected.is_none()
     }
 
     pub fn free(&self) -> u32 {

@@ -181,3 +181,40 @@ fn never_more_than_the_limit() {
     assert_eq!(leases.len(), 5);
     assert_eq!(s.queued(), 45);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_ejected_worker_survives_its_own_reports_and_returns_after_the_back_off() {
+    let s = Scheduler::new(10);
+    s.upsert_worker(1, slots("g", 2, true));
+    s.upsert_worker(2, slots("g", 2, true));
+    let policy = OutlierPolicy {
+        max_fails: 2,
+        fail_timeout: Duration::from_secs(10),
+    };
+    assert!(s.worker_failed(1, "slow", &policy).is_none());
+    let e = s
+        .worker_failed(1, "slow", &policy)
+        .expect("second failure ejects");
+    assert_eq!(e.consecutive_failures, 2);
+    // Reports keep coming (the Worker answers /health): it stays out.
+    s.upsert_worker(1, slots("g", 2, true));
+    let leases: Vec<Lease> = (0..2).map(|_| ready(&s, 1)).collect();
+    assert!(leases.iter().all(|l| l.worker() == 2));
+    let waiting = queued(&s, 1);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    // Back in rotation: the waiter gets its slot on Worker 1.
+    let lease = waiting.until(far()).await.unwrap();
+    assert_eq!(lease.worker(), 1);
+    assert!(s.ejection(1).is_none());
+    // On probation one failure ejects again, for twice as long.
+    let again = s.worker_failed(1, "slow", &policy).expect("probation");
+    assert_eq!(again.backoff, Duration::from_secs(20));
+    // The last Worker out fails the waiters at once.
+    s.worker_failed(2, "x", &policy);
+    let last = queued(&s, 1);
+    s.worker_failed(2, "x", &policy);
+    assert_eq!(
+        last.until(far()).await.err(),
+        Some(AcquireError::NoWorkerUp)
+    );
+}

@@ -103,7 +103,8 @@ pub(crate) fn catalog_json(defs: &[FunctionDef]) -> Value {
 }
 
 /// Input keys every function accepts on top of its schema: `label` (recorded
-/// in the stats) and `sleepMs` (delay before answering).
+/// in the stats) and `sleepMs` (delay before answering). (`echo` also takes
+/// `responseHeaders`, an object of headers it adds to its answer.)
 fn common_param(key: &str) -> Option<Value> {
     match key {
         "label" => Some(json!({"type": "string", "required": false})),
@@ -193,6 +194,8 @@ pub(crate) struct RequestInfo {
     pub body_len: usize,
     pub body_fnv64: String,
     pub headers: Map<String, Value>,
+    /// Headers to add to the answer (`input.responseHeaders`, string values).
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// A validated call, ready to run.

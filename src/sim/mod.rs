@@ -12,6 +12,7 @@
 //! `wss://`); [`test_ca_and_cert`] makes a private CA and a certificate signed
 //! by it for tests.
 
+mod faults;
 mod functions;
 mod http;
 mod net;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use faults::TaskFault;
 pub use functions::FunctionSet;
 pub use stats::{fnv1a64_hex, SimStatsSnapshot};
 pub use tls::{test_ca_and_cert, SimTls};
@@ -93,6 +95,9 @@ pub struct SimConfig {
     pub function_set: FunctionSet,
     /// WebSocket behaviour.
     pub ws_mode: WsMode,
+    /// How `POST /task` misbehaves, if at all (plain HTTP only); see
+    /// [`SimWorker::set_task_fault`] to change it at runtime.
+    pub task_fault: TaskFault,
     /// Reported `system.cpuLoad`.
     pub cpu_load: f64,
     /// Reported `system.usedMemoryPercent`.
@@ -109,7 +114,7 @@ pub struct SimConfig {
 impl SimConfig {
     /// Defaults: both listeners on `127.0.0.1:0`, group `default`, contract 1,
     /// 4 slots, status `ready`, no tags or services, standard functions,
-    /// normal WebSocket, zero CPU and memory load, no TLS (`tls_host`
+    /// normal WebSocket, no task fault, zero CPU and memory load, no TLS (`tls_host`
     /// `localhost`).
     pub fn new(lb_key: impl Into<String>, auth_key: impl Into<String>) -> Self {
         let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -126,6 +131,7 @@ impl SimConfig {
             services: Vec::new(),
             function_set: FunctionSet::Standard,
             ws_mode: WsMode::Normal,
+            task_fault: TaskFault::None,
             cpu_load: 0.0,
             used_memory_percent: 0.0,
             tls: None,
@@ -180,9 +186,10 @@ fn spawn_server(
     registry: &Arc<ConnRegistry>,
     tls: Option<&Arc<rustls::ServerConfig>>,
     router: axum::Router,
+    faults: Option<Arc<faults::FaultCell>>,
     what: &'static str,
 ) -> JoinHandle<()> {
-    let listener = TrackedListener::new(listener, Arc::clone(registry));
+    let listener = TrackedListener::new(listener, Arc::clone(registry), faults);
     let tls = tls.map(Arc::clone);
     tokio::spawn(async move {
         let served = match tls {
@@ -231,6 +238,7 @@ impl SimWorker {
             &registry,
             tls_config.as_ref(),
             http::router(Arc::clone(&state)),
+            Some(Arc::clone(&state.faults)),
             "HTTP",
         )];
         if let Some(listener) = ws_listener {
@@ -239,6 +247,7 @@ impl SimWorker {
                 &registry,
                 tls_config.as_ref(),
                 ws::router(Arc::clone(&state)),
+                None,
                 "WebSocket",
             ));
         }
@@ -314,6 +323,13 @@ impl SimWorker {
     /// listeners are told at once.
     pub fn set_status(&self, status: &str) {
         self.state.set_status(status);
+    }
+
+    /// Switches how `POST /task` misbehaves from the next task on.
+    pub fn set_task_fault(&self, fault: TaskFault) {
+        self.state.faults.set(fault);
+        self.state
+            .log(log::Level::Info, &format!("task fault set to {fault:?}"));
     }
 
     fn kill(&self) {

@@ -6,12 +6,16 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
+
+use bytes::{Buf, Bytes};
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::faults::FaultCell;
 
 #[derive(Default)]
 struct RegistryInner {
@@ -61,6 +65,8 @@ impl ConnRegistry {
             inner: stream,
             id,
             registry: Arc::clone(self),
+            faults: None,
+            interim: None,
         })
     }
 
@@ -73,12 +79,21 @@ impl ConnRegistry {
 pub(crate) struct TrackedListener {
     listener: TcpListener,
     registry: Arc<ConnRegistry>,
+    faults: Option<Arc<FaultCell>>,
 }
 
 impl TrackedListener {
-    /// Wraps a bound listener.
-    pub(crate) fn new(listener: TcpListener, registry: Arc<ConnRegistry>) -> Self {
-        TrackedListener { listener, registry }
+    /// Wraps a bound listener; `faults` lets its connections inject interim answers.
+    pub(crate) fn new(
+        listener: TcpListener,
+        registry: Arc<ConnRegistry>,
+        faults: Option<Arc<FaultCell>>,
+    ) -> Self {
+        TrackedListener {
+            listener,
+            registry,
+            faults,
+        }
     }
 }
 
@@ -99,7 +114,10 @@ impl axum::serve::Listener for TrackedListener {
         loop {
             match self.listener.accept().await {
                 Ok((stream, addr)) => match self.registry.register(stream) {
-                    Ok(tracked) => return (tracked, addr),
+                    Ok(mut tracked) => {
+                        tracked.faults = self.faults.clone();
+                        return (tracked, addr);
+                    }
                     Err(e) => log::debug!("sim: dropping connection from {addr}: {e}"),
                 },
                 Err(e) if is_connection_error(&e) => {}
@@ -122,6 +140,26 @@ pub(crate) struct TrackedStream {
     inner: TcpStream,
     id: u64,
     registry: Arc<ConnRegistry>,
+    faults: Option<Arc<FaultCell>>,
+    /// An interim answer still to be written before the next response bytes.
+    interim: Option<Bytes>,
+}
+
+impl TrackedStream {
+    /// Writes what is left of a pending interim answer; ready once none is left.
+    fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(pending) = self.interim.as_mut() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            pending.advance(n);
+            if pending.is_empty() {
+                self.interim = None;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl Drop for TrackedStream {
@@ -136,7 +174,16 @@ impl AsyncRead for TrackedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if let Some(faults) = &self.faults {
+            // A request's first read starts with its request line (the load balancer
+            // waits for each answer before it sends the next request).
+            if let Some(interim) = faults.interim_for(&buf.filled()[before..]) {
+                self.interim = Some(interim);
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -146,6 +193,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_interim(cx))?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -154,6 +202,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_interim(cx))?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

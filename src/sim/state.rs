@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
+use super::faults::FaultCell;
 use super::functions::{catalog, catalog_json, FunctionDef};
 use super::slots::Slots;
 use super::stats::{Counters, SimStatsSnapshot};
@@ -28,6 +29,8 @@ pub(crate) struct SimState {
     pub websocket_port: u16,
     pub ws_connections: AtomicUsize,
     pub webhook_client: reqwest::Client,
+    /// How `POST /task` misbehaves.
+    pub faults: Arc<FaultCell>,
     status: RwLock<String>,
     started: Instant,
     counters: Mutex<Counters>,
@@ -54,6 +57,7 @@ impl SimState {
             websocket_port,
             ws_connections: AtomicUsize::new(0),
             webhook_client,
+            faults: FaultCell::new(cfg.task_fault),
             started: Instant::now(),
             counters: Mutex::new(Counters::default()),
             logs: Mutex::new(VecDeque::with_capacity(MAX_LOG_LINES)),

@@ -122,6 +122,15 @@ fn parse_task(state: &SimState, headers: &HeaderMap, body: &Bytes) -> Result<Tas
             .into_iter()
             .map(|(k, v)| (k, Value::String(v)))
             .collect(),
+        response_headers: input
+            .get("responseHeaders")
+            .and_then(Value::as_object)
+            .map(|h| {
+                h.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     let call = build_call(def.name, &input, info).ok_or_else(|| {
         (
@@ -205,6 +214,11 @@ pub(crate) async fn handle_task(
             task.function, task.priority, task.mode
         ),
     );
+    if state.faults.get() == super::TaskFault::Hang {
+        // Accepted and never answered: only a shutdown ends it.
+        state.shutdown_signal().await;
+        return failure_response(StatusCode::SERVICE_UNAVAILABLE, "Worker is shutting down");
+    }
     if task.mode == Mode::Webhook {
         let st = Arc::clone(&state);
         state.spawn_guarded(run_webhook(st, task));
@@ -265,7 +279,18 @@ async fn execute(state: Arc<SimState>, task: Task) -> Response {
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
     };
-    json_response(status, body)
+    let mut response = json_response(status, body);
+    if let Call::Echo(info) = &task.call {
+        for (name, value) in &info.response_headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().append(n, v);
+            }
+        }
+    }
+    response
 }
 
 /// A message from a stream producer to the response body.

@@ -1,5 +1,6 @@
 //! Tests of the simulated Worker over real sockets.
 
+mod faults;
 mod tls;
 mod ws;
 

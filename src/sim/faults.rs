@@ -1,0 +1,86 @@
+//! Ways a simulated Worker can misbehave on `POST /task`, for tests of the load
+//! balancer's defences: interim (1xx) answers before the real one, and tasks that
+//! are accepted but never answered. (A slow stream needs no fault: `ticker` with a
+//! long `intervalMs` is one.)
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+/// How a simulated Worker answers `POST /task`. Default: [`TaskFault::None`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskFault {
+    /// Answer normally.
+    #[default]
+    None,
+    /// Write `HTTP/1.1 <code> ...` with an empty header section (e.g. `100 Continue`,
+    /// `103 Early Hints`, or a bogus `101`) just before the real answer.
+    Interim(u16),
+    /// Read the task, count it as received, and never answer (until shutdown).
+    Hang,
+}
+
+impl std::str::FromStr for TaskFault {
+    type Err = String;
+
+    /// `none`, `hang`, or `interim-<code>` with a 1xx code (e.g. `interim-103`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.to_ascii_lowercase();
+        match s.as_str() {
+            "none" => return Ok(TaskFault::None),
+            "hang" => return Ok(TaskFault::Hang),
+            _ => {}
+        }
+        match s.strip_prefix("interim-").map(str::parse::<u16>) {
+            Some(Ok(code @ 100..=199)) => Ok(TaskFault::Interim(code)),
+            _ => Err(format!(
+                "unknown task fault {s:?} (expected none, hang or interim-1xx)"
+            )),
+        }
+    }
+}
+
+/// The current fault, shared by the `/task` handler and the HTTP connections.
+#[derive(Debug, Default)]
+pub(crate) struct FaultCell(RwLock<TaskFault>);
+
+impl FaultCell {
+    pub(crate) fn new(fault: TaskFault) -> Arc<Self> {
+        Arc::new(FaultCell(RwLock::new(fault)))
+    }
+
+    pub(crate) fn get(&self) -> TaskFault {
+        *self.0.read()
+    }
+
+    pub(crate) fn set(&self, fault: TaskFault) {
+        *self.0.write() = fault;
+    }
+
+    /// The bytes to write before the answer to a request whose first bytes are
+    /// `head`, if the fault asks for an interim answer there. hyper cannot send a
+    /// 1xx of our choosing, so it goes in below it, on the connection itself.
+    pub(crate) fn interim_for(&self, head: &[u8]) -> Option<Bytes> {
+        match self.get() {
+            TaskFault::Interim(code) if head.starts_with(b"POST /task") => {
+                let reason = match code {
+                    100 => "Continue",
+                    101 => "Switching Protocols",
+                    102 => "Processing",
+                    103 => "Early Hints",
+                    _ => "Informational",
+                };
+                let extra = if code == 103 {
+                    "link: </style.css>; rel=preload; as=style\r\n"
+                } else {
+                    ""
+                };
+                Some(Bytes::from(format!(
+                    "HTTP/1.1 {code} {reason}\r\n{extra}\r\n"
+                )))
+            }
+            _ => None,
+        }
+    }
+}
