@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::proxy::{FailToProxy, Session};
 use serde_json::Value;
 
 /// Writes `status` with a JSON body and any extra headers, ending the response.
@@ -55,4 +55,41 @@ pub async fn asset(session: &mut Session, content_type: &str, body: &'static [u8
     session
         .write_response_body(Some(Bytes::from_static(body)), true)
         .await
+}
+
+/// Status and message for an error that ended a request before it was answered;
+/// status 0 when the connection is already dead and nothing can be sent.
+pub fn failure_status(e: &Error) -> (u16, &'static str) {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => (*code, "Request failed"),
+        ErrorType::ReadTimedout => (408, "Request body timed out"),
+        ErrorType::InvalidHTTPHeader => (400, "Malformed request"),
+        ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd") => {
+            (400, "Malformed request body (bad chunked encoding)")
+        }
+        ErrorType::ReadError
+        | ErrorType::WriteError
+        | ErrorType::WriteTimedout
+        | ErrorType::ConnectionClosed
+        | ErrorType::Custom("PrematureBodyEnd") => (0, ""),
+        _ if e.esource() == &ErrorSource::Downstream => (400, "Bad request"),
+        _ => (500, "Internal error"),
+    }
+}
+
+/// The `fail_to_proxy` of both services: a JSON error instead of Pingora's bodiless
+/// one, unless an answer was already started. The connection is not reused: after
+/// a failed request its state is unknown.
+pub async fn failure(session: &mut Session, e: &Error) -> FailToProxy {
+    let (code, message) = failure_status(e);
+    if code > 0 && session.response_written().is_none() {
+        session.set_keepalive(None);
+        if let Err(w) = error(session, code, message, &[]).await {
+            log::debug!("could not send the {code} answer: {w}");
+        }
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
 }

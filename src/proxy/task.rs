@@ -19,9 +19,6 @@ use crate::metrics::{bounded_label, METRICS};
 use crate::respond;
 use crate::task::{self, Mode, TaskSpec};
 
-/// Longest pause allowed between two chunks of a request body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 static TASK_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A process-unique task id: start time and sequence, e.g. `6745f0a1-00002a`.
@@ -49,7 +46,12 @@ enum BodyError {
     Read(Box<Error>),
 }
 
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+/// Reads the whole body; `pause` is the longest wait for its next chunk.
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    pause: Duration,
+) -> Result<Bytes, BodyError> {
     let declared = session
         .req_header()
         .headers
@@ -74,7 +76,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyErr
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
-        let chunk = tokio::time::timeout(BODY_READ_TIMEOUT, session.read_request_body())
+        let chunk = tokio::time::timeout(pause, session.read_request_body())
             .await
             .map_err(|_| BodyError::Read(Error::explain(ReadTimedout, "reading the task body")))?
             .map_err(BodyError::Read)?;
@@ -97,7 +99,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         session.set_keepalive(None);
         return respond::error(session, 401, "Unauthorized", &[]).await;
     }
-    let body = match read_body(session, settings.body_limit).await {
+    let body = match read_body(session, settings.body_limit, settings.client.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             ctx.status = 413;
@@ -314,6 +316,10 @@ async fn relay(
         header.remove_header(name);
     }
     header.insert_header("x-andera-task-id", task_id)?;
+    if session.req_header().version < http::Version::HTTP_11 {
+        // HTTP/1.0 has no chunked encoding: the answer ends when the connection closes.
+        header.remove_header("transfer-encoding");
+    }
     ctx.status = header.status.as_u16();
     // One line per task, like an access log: id, route, answer, Worker, attempts.
     log::info!(
@@ -341,14 +347,13 @@ async fn relay(
         );
         e
     };
-    session
-        .write_response_header(Box::new(header), false)
+    let send = app.settings.client.send_timeout;
+    within(send, session.write_response_header(Box::new(header), false))
         .await
         .map_err(client_gone)?;
     loop {
         match exchange.next_chunk().await {
-            Ok(Some(chunk)) => session
-                .write_response_body(Some(chunk), false)
+            Ok(Some(chunk)) => within(send, session.write_response_body(Some(chunk), false))
                 .await
                 .map_err(client_gone)?,
             Ok(None) => break,
@@ -376,7 +381,23 @@ async fn relay(
     exchange.finish().await;
     drop(lease);
     finish(&app.board, record, spec, true, state, status, outcome, None);
-    session.write_response_body(None, true).await
+    within(send, session.write_response_body(None, true)).await
+}
+
+/// Bounds one write to the client: a client that accepts no answer bytes for
+/// `limit` is treated as gone, so that the Worker connection and slot are freed.
+async fn within(
+    limit: Duration,
+    write: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    tokio::time::timeout(limit, write)
+        .await
+        .unwrap_or_else(|_| {
+            Error::e_explain(
+                WriteTimedout,
+                format!("the client accepted no answer bytes for {limit:?}"),
+            )
+        })
 }
 
 async fn run_webhook(
