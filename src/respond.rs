@@ -73,6 +73,7 @@ pub fn failure_status(e: &Error) -> (u16, &'static str) {
         | ErrorType::ConnectionClosed
         | ErrorType::Custom("PrematureBodyEnd") => (0, ""),
         _ if e.esource() == &ErrorSource::Downstream => (400, "Bad request"),
+        _ if e.esource() == &ErrorSource::Upstream => (502, "Bad gateway"),
         _ => (500, "Internal error"),
     }
 }
@@ -91,5 +92,22 @@ pub async fn failure(session: &mut Session, e: &Error) -> FailToProxy {
     FailToProxy {
         error_code: code,
         can_reuse_downstream: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_protocol_errors_map_to_4xx_and_dead_connections_to_nothing() {
+        let status = |t: ErrorType| failure_status(&Error::explain(t, "x")).0;
+        assert_eq!(status(ErrorType::ReadTimedout), 408);
+        assert_eq!(status(ErrorType::InvalidHTTPHeader), 400);
+        assert_eq!(status(ErrorType::Custom("InvalidChunk")), 400);
+        assert_eq!(status(ErrorType::HTTPStatus(413)), 413);
+        assert_eq!(status(ErrorType::ConnectionClosed), 0);
+        assert_eq!(status(ErrorType::WriteTimedout), 0);
+        assert_eq!(status(ErrorType::InternalError), 500);
     }
 }

@@ -165,7 +165,11 @@ async fn an_oversized_header_gets_431_json_on_both_ports() {
 async fn a_malformed_header_gets_400_json() {
     let lb = Lb::start(&[], &[]).await;
     for port in [lb.port, lb.admin_port] {
-        let a = refused(port, b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n").await;
+        let a = refused(
+            port,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        )
+        .await;
         assert_eq!(a.status, 400, "port {port}");
         assert!(a.json()["error"].is_string());
     }
@@ -181,7 +185,10 @@ fn task_head(extra: &str) -> String {
 #[tokio::test]
 async fn a_bad_chunk_size_gets_400_json() {
     let lb = Lb::start(&[], &[]).await;
-    let req = format!("{}zz\r\n{{}}\r\n0\r\n\r\n", task_head("transfer-encoding: chunked\r\n"));
+    let req = format!(
+        "{}zz\r\n{{}}\r\n0\r\n\r\n",
+        task_head("transfer-encoding: chunked\r\n")
+    );
     let a = refused(lb.port, req.as_bytes()).await;
     assert_eq!(a.status, 400);
     assert!(a.json()["error"].as_str().unwrap().contains("chunk"));
@@ -252,10 +259,7 @@ async fn an_http10_client_gets_a_close_delimited_stream() {
     let a = parse_one(&mut all).expect("an answer");
     assert_eq!(a.status, 200);
     assert!(!a.head.contains("transfer-encoding"), "{}", a.head);
-    assert_eq!(
-        String::from_utf8_lossy(&a.body),
-        "tick 1\ntick 2\ntick 3\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&a.body), "tick 1\ntick 2\ntick 3\n");
 }
 
 #[tokio::test]
@@ -276,7 +280,10 @@ async fn a_client_that_never_reads_its_answer_frees_the_slot_after_the_send_time
         .connect(([127, 0, 0, 1], lb.port).into())
         .await
         .unwrap();
-    let req = format!("{}{body}", task_head(&format!("content-length: {}\r\n", body.len())));
+    let req = format!(
+        "{}{body}",
+        task_head(&format!("content-length: {}\r\n", body.len()))
+    );
     stalled.write_all(req.as_bytes()).await.unwrap();
 
     // The task is recorded as failed, and the only slot serves the next task.
@@ -284,7 +291,11 @@ async fn a_client_that_never_reads_its_answer_frees_the_slot_after_the_send_time
         loop {
             let m = lb.http.get(lb.admin_url("/metrics")).send().await;
             if let Ok(m) = m {
-                if m.text().await.unwrap_or_default().contains("outcome=\"client_gone\"") {
+                if m.text()
+                    .await
+                    .unwrap_or_default()
+                    .contains("outcome=\"client_gone\"")
+                {
                     return;
                 }
             }
