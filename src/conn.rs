@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::client::ClientLimits;
+use crate::metrics::METRICS;
 
 /// How long the LB tries to deliver its own refusal before closing anyway.
 const REFUSAL_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -338,14 +339,18 @@ enum Verdict<T> {
 pub struct GuardedApp<A> {
     inner: Arc<A>,
     limits: ClientLimits,
+    /// `service` label of the responses counted here (`client`, `admin`).
+    service: &'static str,
 }
 
 impl<A> GuardedApp<A> {
-    /// Serves `inner` with `limits` on every connection.
-    pub fn new(inner: A, limits: ClientLimits) -> Self {
+    /// Serves `inner` with `limits` on every connection; refusals are counted in
+    /// `http_responses` under `service` with route `refused`.
+    pub fn new(inner: A, limits: ClientLimits, service: &'static str) -> Self {
         GuardedApp {
             inner: Arc::new(inner),
             limits,
+            service,
         }
     }
 }
@@ -461,6 +466,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             let orphan = guard.orphan.lock().take();
             if let (Some((status, message)), Some(mut stream)) = (refusal, orphan) {
                 log::debug!("client connection refused before routing: {status} {message}");
+                METRICS
+                    .http_responses
+                    .with_label_values(&[self.service, "refused", &status.to_string()])
+                    .inc();
                 let answer = refusal_bytes(status, message);
                 let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
                     stream.write_all(&answer).await?;

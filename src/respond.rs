@@ -1,5 +1,8 @@
 //! Writing JSON answers to a client session.
 
+use std::future::Future;
+use std::time::Duration;
+
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -21,10 +24,13 @@ pub async fn json(
     for (name, value) in extra {
         header.insert_header(*name, value.as_str())?;
     }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(bytes), true).await
+    let limit = send_limit(session);
+    within(
+        limit,
+        session.write_response_header(Box::new(header), false),
+    )
+    .await?;
+    within(limit, session.write_response_body(Some(bytes), true)).await
 }
 
 /// Writes `{"error": message}` with `status`.
@@ -49,12 +55,42 @@ pub async fn asset(session: &mut Session, content_type: &str, body: &'static [u8
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len())?;
     header.insert_header("cache-control", "no-cache")?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body)), true)
+    let limit = send_limit(session);
+    within(
+        limit,
+        session.write_response_header(Box::new(header), false),
+    )
+    .await?;
+    within(
+        limit,
+        session.write_response_body(Some(Bytes::from_static(body)), true),
+    )
+    .await
+}
+
+/// The connection's send timeout (`client.send_timeout_ms`, set on every session).
+pub fn send_limit(session: &Session) -> Option<Duration> {
+    session.as_downstream().get_write_timeout()
+}
+
+/// Bounds one write to the client, flush included (Pingora's own write timeout
+/// leaves out header writes and the final flush): a client that accepts no answer
+/// bytes for `limit` is treated as gone.
+pub async fn within(
+    limit: Option<Duration>,
+    write: impl Future<Output = Result<()>>,
+) -> Result<()> {
+    let Some(limit) = limit else {
+        return write.await;
+    };
+    tokio::time::timeout(limit, write)
         .await
+        .unwrap_or_else(|_| {
+            Error::e_explain(
+                WriteTimedout,
+                format!("the client accepted no answer bytes for {limit:?}"),
+            )
+        })
 }
 
 /// Status and message for an error that ended a request before it was answered;

@@ -72,7 +72,7 @@ pub fn build(
         pingora::proxy::http_proxy(&server.configuration, ClientProxy { app: app.clone() });
     let mut client = Service::new(
         "andera-lb client".into(),
-        GuardedApp::new(client_proxy, settings.client.clone()),
+        GuardedApp::new(client_proxy, settings.client.clone(), "client"),
     );
     client.add_listener(client_listener(&settings.listen.to_string()));
 
@@ -80,7 +80,7 @@ pub fn build(
         pingora::proxy::http_proxy(&server.configuration, AdminProxy { app: app.clone() });
     let mut admin = Service::new(
         "andera-lb admin".into(),
-        GuardedApp::new(admin_proxy, settings.client.clone()),
+        GuardedApp::new(admin_proxy, settings.client.clone(), "admin"),
     );
     admin.add_tcp(&settings.admin_listen.to_string());
     admin.threads = Some(1);

@@ -159,6 +159,14 @@ async fn an_oversized_header_gets_431_json_on_both_ports() {
     );
     let a = refused(lb.port, fits.as_bytes()).await;
     assert_eq!(a.status, 200);
+    let metrics = lb.http.get(lb.admin_url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("route=\"refused\"") && l.contains("status=\"431\"")),
+        "refusals are counted"
+    );
 }
 
 #[tokio::test]

@@ -347,15 +347,17 @@ async fn relay(
         );
         e
     };
-    let send = app.settings.client.send_timeout;
-    within(send, session.write_response_header(Box::new(header), false))
+    let send = Some(app.settings.client.send_timeout);
+    respond::within(send, session.write_response_header(Box::new(header), false))
         .await
         .map_err(client_gone)?;
     loop {
         match exchange.next_chunk().await {
-            Ok(Some(chunk)) => within(send, session.write_response_body(Some(chunk), false))
-                .await
-                .map_err(client_gone)?,
+            Ok(Some(chunk)) => {
+                respond::within(send, session.write_response_body(Some(chunk), false))
+                    .await
+                    .map_err(client_gone)?
+            }
             Ok(None) => break,
             Err(e) => {
                 // The header is already out: all we can do is cut the response short.
@@ -381,23 +383,7 @@ async fn relay(
     exchange.finish().await;
     drop(lease);
     finish(&app.board, record, spec, true, state, status, outcome, None);
-    within(send, session.write_response_body(None, true)).await
-}
-
-/// Bounds one write to the client: a client that accepts no answer bytes for
-/// `limit` is treated as gone, so that the Worker connection and slot are freed.
-async fn within(
-    limit: Duration,
-    write: impl std::future::Future<Output = Result<()>>,
-) -> Result<()> {
-    tokio::time::timeout(limit, write)
-        .await
-        .unwrap_or_else(|_| {
-            Error::e_explain(
-                WriteTimedout,
-                format!("the client accepted no answer bytes for {limit:?}"),
-            )
-        })
+    respond::within(send, session.write_response_body(None, true)).await
 }
 
 async fn run_webhook(
