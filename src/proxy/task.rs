@@ -19,6 +19,9 @@ use crate::metrics::{bounded_label, METRICS};
 use crate::respond;
 use crate::task::{self, Mode, TaskSpec};
 
+/// Largest piece of a Worker's answer written to the client under one send timeout.
+const SEND_SLICE: usize = 16 * 1024;
+
 static TASK_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A process-unique task id: start time and sequence, e.g. `6745f0a1-00002a`.
@@ -353,10 +356,14 @@ async fn relay(
         .map_err(client_gone)?;
     loop {
         match exchange.next_chunk().await {
-            Ok(Some(chunk)) => {
-                respond::within(send, session.write_response_body(Some(chunk), false))
-                    .await
-                    .map_err(client_gone)?
+            Ok(Some(mut chunk)) => {
+                // In slices, so that the send timeout measures progress, not whole chunks.
+                while !chunk.is_empty() {
+                    let piece = chunk.split_to(chunk.len().min(SEND_SLICE));
+                    respond::within(send, session.write_response_body(Some(piece), false))
+                        .await
+                        .map_err(client_gone)?;
+                }
             }
             Ok(None) => break,
             Err(e) => {
