@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod board;
 pub mod config;
+pub mod conn;
 pub mod dispatch;
 pub mod drain;
 pub mod endpoints;

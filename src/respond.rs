@@ -1,9 +1,12 @@
 //! Writing JSON answers to a client session.
 
+use std::future::Future;
+use std::time::Duration;
+
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::proxy::{FailToProxy, Session};
 use serde_json::Value;
 
 /// Writes `status` with a JSON body and any extra headers, ending the response.
@@ -21,10 +24,13 @@ pub async fn json(
     for (name, value) in extra {
         header.insert_header(*name, value.as_str())?;
     }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(bytes), true).await
+    let limit = send_limit(session);
+    within(
+        limit,
+        session.write_response_header(Box::new(header), false),
+    )
+    .await?;
+    within(limit, session.write_response_body(Some(bytes), true)).await
 }
 
 /// Writes `{"error": message}` with `status`.
@@ -49,10 +55,95 @@ pub async fn asset(session: &mut Session, content_type: &str, body: &'static [u8
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len())?;
     header.insert_header("cache-control", "no-cache")?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body)), true)
+    let limit = send_limit(session);
+    within(
+        limit,
+        session.write_response_header(Box::new(header), false),
+    )
+    .await?;
+    within(
+        limit,
+        session.write_response_body(Some(Bytes::from_static(body)), true),
+    )
+    .await
+}
+
+/// The connection's send timeout (`client.send_timeout_ms`, set on every session).
+pub fn send_limit(session: &Session) -> Option<Duration> {
+    session.as_downstream().get_write_timeout()
+}
+
+/// Bounds one write to the client, flush included (Pingora's own write timeout
+/// leaves out header writes and the final flush): a client that accepts no answer
+/// bytes for `limit` is treated as gone.
+pub async fn within(
+    limit: Option<Duration>,
+    write: impl Future<Output = Result<()>>,
+) -> Result<()> {
+    let Some(limit) = limit else {
+        return write.await;
+    };
+    tokio::time::timeout(limit, write)
         .await
+        .unwrap_or_else(|_| {
+            Error::e_explain(
+                WriteTimedout,
+                format!("the client accepted no answer bytes for {limit:?}"),
+            )
+        })
+}
+
+/// Status and message for an error that ended a request before it was answered;
+/// status 0 when the connection is already dead and nothing can be sent.
+pub fn failure_status(e: &Error) -> (u16, &'static str) {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => (*code, "Request failed"),
+        ErrorType::ReadTimedout => (408, "Request body timed out"),
+        ErrorType::InvalidHTTPHeader => (400, "Malformed request"),
+        ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd") => {
+            (400, "Malformed request body (bad chunked encoding)")
+        }
+        ErrorType::ReadError
+        | ErrorType::WriteError
+        | ErrorType::WriteTimedout
+        | ErrorType::ConnectionClosed
+        | ErrorType::Custom("PrematureBodyEnd") => (0, ""),
+        _ if e.esource() == &ErrorSource::Downstream => (400, "Bad request"),
+        _ if e.esource() == &ErrorSource::Upstream => (502, "Bad gateway"),
+        _ => (500, "Internal error"),
+    }
+}
+
+/// The `fail_to_proxy` of both services: a JSON error instead of Pingora's bodiless
+/// one, unless an answer was already started. The connection is not reused: after
+/// a failed request its state is unknown.
+pub async fn failure(session: &mut Session, e: &Error) -> FailToProxy {
+    let (code, message) = failure_status(e);
+    if code > 0 && session.response_written().is_none() {
+        session.set_keepalive(None);
+        if let Err(w) = error(session, code, message, &[]).await {
+            log::debug!("could not send the {code} answer: {w}");
+        }
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_protocol_errors_map_to_4xx_and_dead_connections_to_nothing() {
+        let status = |t: ErrorType| failure_status(&Error::explain(t, "x")).0;
+        assert_eq!(status(ErrorType::ReadTimedout), 408);
+        assert_eq!(status(ErrorType::InvalidHTTPHeader), 400);
+        assert_eq!(status(ErrorType::Custom("InvalidChunk")), 400);
+        assert_eq!(status(ErrorType::HTTPStatus(413)), 413);
+        assert_eq!(status(ErrorType::ConnectionClosed), 0);
+        assert_eq!(status(ErrorType::WriteTimedout), 0);
+        assert_eq!(status(ErrorType::InternalError), 500);
+    }
 }

@@ -8,9 +8,11 @@ use pingora::prelude::*;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::admin::AdminProxy;
 use crate::config::Settings;
+use crate::conn::GuardedApp;
 use crate::proxy::{App, ClientProxy};
 use crate::registry::url::WorkerUrl;
 use crate::registry::watch::ListWatcher;
@@ -67,17 +69,20 @@ pub fn build(
     server.bootstrap();
     let app = App::new(settings.clone());
 
-    let mut client = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        ClientProxy { app: app.clone() },
-        "andera-lb client",
+    // Both services run Pingora's proxy inside our guarded connection loop.
+    let client_proxy =
+        pingora::proxy::http_proxy(&server.configuration, ClientProxy { app: app.clone() });
+    let mut client = Service::new(
+        "andera-lb client".into(),
+        GuardedApp::new(client_proxy, settings.client.clone(), "client"),
     );
     client.add_listener(client_listener(&settings.listen.to_string()));
 
-    let mut admin = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        AdminProxy { app: app.clone() },
-        "andera-lb admin",
+    let admin_proxy =
+        pingora::proxy::http_proxy(&server.configuration, AdminProxy { app: app.clone() });
+    let mut admin = Service::new(
+        "andera-lb admin".into(),
+        GuardedApp::new(admin_proxy, settings.client.clone(), "admin"),
     );
     admin.add_tcp(&settings.admin_listen.to_string());
     admin.threads = Some(1);

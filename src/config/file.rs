@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub logging: LoggingSection,
     /// Process-level settings handed to Pingora.
     pub server: ServerSection,
+    /// Limits on client connections (both ports).
+    pub client: ClientSection,
 }
 
 impl Default for FileConfig {
@@ -44,6 +46,7 @@ impl Default for FileConfig {
             upstream: UpstreamSection::default(),
             logging: LoggingSection::default(),
             server: ServerSection::default(),
+            client: ClientSection::default(),
         }
     }
 }
@@ -275,6 +278,38 @@ impl Default for ServerSection {
             grace_period_s: 30,
             pid_file: "/tmp/andera-lb.pid".into(),
             upgrade_sock: "/tmp/andera-lb-upgrade.sock".into(),
+        }
+    }
+}
+
+/// `client:` — limits on client connections, on the client and the admin port
+/// (nginx's `client_header_timeout`, `keepalive_timeout`, `client_body_timeout`,
+/// `send_timeout` and `large_client_header_buffers`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSection {
+    /// ms a client has to send a whole request header, from its first byte (or from
+    /// accept on a new connection). Default 10000.
+    pub header_timeout_ms: u64,
+    /// ms an idle keep-alive connection is kept between requests. Default 60000.
+    pub idle_timeout_ms: u64,
+    /// Longest pause between two reads of a request body, ms. Default 30000.
+    pub body_timeout_ms: u64,
+    /// Longest time a client may accept no answer bytes, ms; then the task fails and
+    /// its Worker connection and slot are freed. Default 30000.
+    pub send_timeout_ms: u64,
+    /// Largest request header block (request line and headers), bytes. Default 16384.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ClientSection {
+    fn default() -> Self {
+        ClientSection {
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 30_000,
+            send_timeout_ms: 30_000,
+            max_header_bytes: 16_384,
         }
     }
 }

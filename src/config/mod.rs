@@ -1,6 +1,7 @@
 //! Configuration: the YAML file, the original's environment variables on top, and
 //! the validated internal [`Settings`] the rest of the code uses.
 
+pub mod client;
 pub mod file;
 
 use std::fmt;
@@ -142,6 +143,8 @@ pub struct Settings {
     pub pid_file: String,
     /// Upgrade socket.
     pub upgrade_sock: String,
+    /// Limits on client connections.
+    pub client: client::ClientLimits,
 }
 
 impl Settings {
@@ -433,6 +436,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         grace_period: Duration::from_secs(cfg.server.grace_period_s),
         pid_file: cfg.server.pid_file,
         upgrade_sock: cfg.server.upgrade_sock,
+        client: client::ClientLimits::resolve(&cfg.client).map_err(|(key, r)| err(key, r))?,
         origin,
     })
 }

@@ -180,6 +180,28 @@ impl ProxyHttp for ClientProxy {
         Ok(true)
     }
 
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        prev_ctx: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        crate::conn::header_read(prev_ctx.as_ref());
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> pingora::proxy::FailToProxy {
+        let failed = respond::failure(session, e).await;
+        if ctx.status == 0 {
+            ctx.status = failed.error_code;
+        }
+        failed
+    }
+
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         crate::admin::count_response("client", ctx, e);
     }

@@ -18,8 +18,8 @@ use crate::metrics::{bounded_label, METRICS};
 use crate::respond;
 use crate::task::{self, Mode, TaskSpec};
 
-/// Longest pause allowed between two chunks of a request body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest piece of a Worker's answer written to the client under one send timeout.
+const SEND_SLICE: usize = 16 * 1024;
 
 static TASK_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -48,7 +48,12 @@ enum BodyError {
     Read(Box<Error>),
 }
 
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+/// Reads the whole body; `pause` is the longest wait for its next chunk.
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    pause: Duration,
+) -> Result<Bytes, BodyError> {
     let declared = session
         .req_header()
         .headers
@@ -73,7 +78,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyErr
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
-        let chunk = tokio::time::timeout(BODY_READ_TIMEOUT, session.read_request_body())
+        let chunk = tokio::time::timeout(pause, session.read_request_body())
             .await
             .map_err(|_| BodyError::Read(Error::explain(ReadTimedout, "reading the task body")))?
             .map_err(BodyError::Read)?;
@@ -96,7 +101,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         session.set_keepalive(None);
         return respond::error(session, 401, "Unauthorized", &[]).await;
     }
-    let body = match read_body(session, settings.body_limit).await {
+    let body = match read_body(session, settings.body_limit, settings.client.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             ctx.status = 413;
@@ -311,6 +316,10 @@ async fn relay(
     let mut header = exchange.header().clone();
     crate::dispatch::strip_response_hop_headers(&mut header);
     header.insert_header("x-andera-task-id", task_id)?;
+    if session.req_header().version < http::Version::HTTP_11 {
+        // HTTP/1.0 has no chunked encoding: the answer ends when the connection closes.
+        header.remove_header("transfer-encoding");
+    }
     ctx.status = header.status.as_u16();
     // One line per task, like an access log: id, route, answer, Worker, attempts.
     log::info!(
@@ -338,16 +347,21 @@ async fn relay(
         );
         e
     };
-    session
-        .write_response_header(Box::new(header), false)
+    let send = Some(app.settings.client.send_timeout);
+    respond::within(send, session.write_response_header(Box::new(header), false))
         .await
         .map_err(client_gone)?;
     loop {
         match exchange.next_chunk().await {
-            Ok(Some(chunk)) => session
-                .write_response_body(Some(chunk), false)
-                .await
-                .map_err(client_gone)?,
+            Ok(Some(mut chunk)) => {
+                // In slices, so that the send timeout measures progress, not whole chunks.
+                while !chunk.is_empty() {
+                    let piece = chunk.split_to(chunk.len().min(SEND_SLICE));
+                    respond::within(send, session.write_response_body(Some(piece), false))
+                        .await
+                        .map_err(client_gone)?;
+                }
+            }
             Ok(None) => break,
             Err(e) => {
                 // The header is already out: all we can do is cut the response short.
@@ -376,5 +390,5 @@ async fn relay(
     exchange.finish().await;
     drop(lease);
     finish(&app.board, record, spec, true, state, status, outcome, None);
-    session.write_response_body(None, true).await
+    respond::within(send, session.write_response_body(None, true)).await
 }
