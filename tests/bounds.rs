@@ -33,3 +33,41 @@ async fn worker_logs_route_without_a_worker_answers_404() {
         .await;
     assert!(overview.is_object());
 }
+
+#[tokio::test]
+async fn long_client_strings_are_refused_with_400() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let huge = "g".repeat(5 << 20);
+    let cases = [
+        (
+            json!({"group": "g".repeat(257), "function": "hello", "contract": 1}),
+            "group",
+        ),
+        (
+            json!({"group": huge, "function": "hello", "contract": 1}),
+            "group",
+        ),
+        (
+            json!({"group": "default", "function": "f".repeat(300), "contract": 1}),
+            "function",
+        ),
+        (
+            json!({"group": "default", "function": "hello", "contract": 1, "mode": "webhook",
+                "webhook": {"url": format!("http://h/{}", "u".repeat(3000))}}),
+            "webhook.url",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = lb.run(body).await;
+        assert_eq!(status, 400, "{field}: {answer}");
+        let msg = answer["error"].as_str().unwrap();
+        assert!(msg.starts_with(&format!("{field} is too long")), "{msg}");
+    }
+    // 256 bytes is still fine.
+    let ok = json!({"group": "default", "function": "hello", "contract": 1, "input": {}});
+    assert_eq!(lb.run(ok).await.0, 200);
+    let board = lb.get_json(&lb.admin_url("/bull/api/tasks"), true).await;
+    assert!(!board.to_string().contains(&"g".repeat(257)));
+}

@@ -62,6 +62,8 @@ pub struct AdminSection {
     pub expose_on_client_port: bool,
     /// Task records kept for the task board (a ring: memory stays bounded). Default 10000.
     pub task_records: usize,
+    /// Byte budget of the task board's records, with kb/mb/gb units. Default `64mb`.
+    pub task_records_bytes: String,
 }
 
 impl Default for AdminSection {
@@ -72,6 +74,7 @@ impl Default for AdminSection {
             bull_board: true,
             expose_on_client_port: false,
             task_records: 10_000,
+            task_records_bytes: "64mb".into(),
         }
     }
 }
@@ -164,6 +167,13 @@ pub struct TasksSection {
     pub max_queued: usize,
     /// `Retry-After` seconds sent when the queue is full. Default 1.
     pub retry_after_s: u64,
+    /// Total bytes of task bodies waiting for a slot, with kb/mb/gb units; beyond it
+    /// tasks get 503 with `Retry-After`. Default `256mb`.
+    pub max_queued_bytes: String,
+    /// Longest `group`, `function` and `mode`, in bytes; longer is a 400. Default 256.
+    pub max_name_bytes: usize,
+    /// Longest `webhook.url`, in bytes; longer is a 400. Default 2048.
+    pub max_url_bytes: usize,
 }
 
 impl Default for TasksSection {
@@ -174,6 +184,9 @@ impl Default for TasksSection {
             body_limit: "10mb".into(),
             max_queued: 10_000,
             retry_after_s: 1,
+            max_queued_bytes: "256mb".into(),
+            max_name_bytes: 256,
+            max_url_bytes: 2048,
         }
     }
 }
@@ -209,6 +222,8 @@ pub struct LoggingSection {
     pub level: String,
     /// Lines kept for `/logs` (`MAX_LOGS`). Default 1000.
     pub max_logs: usize,
+    /// Byte budget of the lines kept for `/logs`, with kb/mb/gb units. Default `4mb`.
+    pub max_logs_bytes: String,
 }
 
 impl Default for LoggingSection {
@@ -216,6 +231,7 @@ impl Default for LoggingSection {
         LoggingSection {
             level: "info".into(),
             max_logs: 1000,
+            max_logs_bytes: "4mb".into(),
         }
     }
 }

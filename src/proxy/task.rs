@@ -110,7 +110,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
-    let spec = match task::parse(&body) {
+    let spec = match task::parse_with(&body, &settings.task_limits) {
         Ok(s) => s,
         Err(msg) => {
             ctx.status = 400;
