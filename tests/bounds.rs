@@ -71,3 +71,67 @@ async fn long_client_strings_are_refused_with_400() {
     let board = lb.get_json(&lb.admin_url("/bull/api/tasks"), true).await;
     assert!(!board.to_string().contains(&"g".repeat(257)));
 }
+
+/// Accepts one webhook POST on `hook` and returns its request text.
+async fn receive_webhook(hook: tokio::net::TcpListener, expect: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut sock, _) = hook.accept().await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&buf).contains(expect) {
+        let n = sock.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let _ = sock
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        .await;
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+#[tokio::test]
+async fn sigterm_still_delivers_an_accepted_webhook_task() {
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/done", hook.local_addr().unwrap());
+    let w = sim(|c| c.slots = 1).await;
+    let mut lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    // The Worker's only slot is taken by a task that did not come through this load
+    // balancer, so nothing is in progress here while the webhook task waits.
+    let direct = lb
+        .http
+        .post(format!("{}/task", w.url()))
+        .header("x-lb-auth", LB_KEY)
+        .header("authorization", WK_KEY)
+        .json(&task("sleep", json!({"ms": 1500})))
+        .send();
+    let direct = tokio::spawn(direct);
+    lb.wait_until(
+        |h| h["workers"][0]["slots"]["available"] == json!(0),
+        "the Worker reports its slot taken",
+    )
+    .await;
+    let mut body = task("hello", json!({"name": "Drained"}));
+    body["mode"] = json!("webhook");
+    body["webhook"] = json!({"url": hook_url});
+    let (s, b) = lb.run(body).await;
+    assert_eq!(s, 200, "{b}");
+    lb.wait_queued(1).await;
+    lb.signal("TERM");
+    let received = tokio::time::timeout(
+        Duration::from_secs(10),
+        receive_webhook(hook, "Hello Drained!"),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the webhook never came\nlog:\n{}", lb.log()));
+    assert!(received.starts_with("POST /done"), "{received}");
+    assert_eq!(direct.await.unwrap().unwrap().status().as_u16(), 200);
+    assert_eq!(
+        lb.wait_exit(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        lb.log()
+    );
+}

@@ -15,6 +15,7 @@ use super::{App, RequestCtx};
 use crate::auth;
 use crate::board::{TaskBoard, TaskHandle, TaskState};
 use crate::dispatch::{Delivered, ForwardHeaders, TaskError};
+use crate::drain::ActiveTask;
 use crate::metrics::{bounded_label, METRICS};
 use crate::respond;
 use crate::task::{self, Mode, TaskSpec};
@@ -139,8 +140,13 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     };
     if spec.mode == Mode::Webhook {
         let app = app.clone();
+        // The drain waits for the runner, not for this request, which ends now.
+        let active = app.drain.track();
         tokio::spawn(async move {
-            run_webhook(app, record, spec, admission, headers, body, deadline).await
+            run_webhook(
+                app, record, spec, admission, headers, body, deadline, active,
+            )
+            .await
         });
         ctx.status = 200;
         let accepted =
@@ -379,6 +385,8 @@ async fn relay(
     session.write_response_body(None, true).await
 }
 
+/// Runs an accepted webhook task to the end, counted by the drain like any task.
+#[allow(clippy::too_many_arguments)]
 async fn run_webhook(
     app: Arc<App>,
     record: TaskHandle,
@@ -387,17 +395,38 @@ async fn run_webhook(
     headers: ForwardHeaders,
     body: Bytes,
     deadline: Instant,
+    _active: ActiveTask,
+) {
+    let work = deliver_webhook(&app, &record, &spec, admission, &headers, &body, deadline);
+    tokio::select! {
+        () = work => {}
+        () = app.drain.aborted() => {
+            let e = TaskError::ShuttingDown;
+            log::warn!("webhook task {}: cut by the shutdown", record.id());
+            finish_failed(&app.board, &record, &spec, &e, e.message());
+        }
+    }
+}
+
+async fn deliver_webhook(
+    app: &App,
+    record: &TaskHandle,
+    spec: &TaskSpec,
+    admission: crate::scheduler::Acquire,
+    headers: &ForwardHeaders,
+    body: &Bytes,
+    deadline: Instant,
 ) {
     let task_id = record.id();
     let delivery = app
         .dispatcher
-        .deliver(&spec, admission, &headers, &body, deadline, &record)
+        .deliver(spec, admission, headers, body, deadline, record)
         .await;
     match delivery {
         Err(e) => {
             let message = e.message();
             log::warn!("webhook task {task_id} failed ({}): {message}", e.status());
-            finish_failed(&app.board, &record, &spec, &e, message);
+            finish_failed(&app.board, record, spec, &e, message);
         }
         Ok(Delivered {
             lease,
@@ -420,15 +449,13 @@ async fn run_webhook(
             if ok {
                 exchange.finish().await;
                 let (state, outcome) = answered(status);
-                finish(
-                    &app.board, &record, &spec, true, state, status, outcome, None,
-                );
+                finish(&app.board, record, spec, true, state, status, outcome, None);
             } else {
                 let why = Some("worker failed mid-response".to_string());
                 finish(
                     &app.board,
-                    &record,
-                    &spec,
+                    record,
+                    spec,
                     true,
                     TaskState::Failed,
                     502,
