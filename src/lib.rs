@@ -14,6 +14,7 @@ pub mod drain;
 pub mod endpoints;
 pub mod logring;
 pub mod metrics;
+pub mod preflight;
 pub mod proxy;
 pub mod registry;
 pub mod respond;

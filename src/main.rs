@@ -62,6 +62,17 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if !args.upgrade {
+        let addrs = [
+            ("listen", settings.listen),
+            ("admin.listen", settings.admin_listen),
+        ];
+        if let Err(e) = andera_lb::preflight::check_listen(&addrs) {
+            eprintln!("andera-lb: {e}");
+            return ExitCode::from(andera_lb::preflight::EXIT_BIND);
+        }
+    }
+    andera_lb::preflight::exit_on_listener_failure();
     andera_lb::logring::init(settings.log_level, settings.max_logs);
     if settings.uses_default_key() {
         log::warn!("**************************************************************************");

@@ -135,3 +135,61 @@ async fn sigterm_still_delivers_an_accepted_webhook_task() {
         lb.log()
     );
 }
+
+/// Starts the binary with its client or admin port taken; returns (exit code, stderr, taken address).
+fn start_on_a_busy_port(admin: bool) -> (Option<i32>, String, String) {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let taken = if admin {
+        format!("127.0.0.1:{admin_port}")
+    } else {
+        format!("0.0.0.0:{port}")
+    };
+    let _holder = std::net::TcpListener::bind(&taken).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_andera-lb"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("LB_AUTH_KEY", LB_KEY)
+        .env("PORT", port.to_string())
+        .env("ADMIN_PORT", admin_port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Well inside Pingora's 30 s bind retry window.
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err, taken)
+}
+
+#[test]
+fn a_busy_port_exits_non_zero_naming_the_address() {
+    for admin in [false, true] {
+        let (code, err, taken) = start_on_a_busy_port(admin);
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "still running or exit 0: {code:?}\n{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(&taken), "{taken} not named in: {err}");
+    }
+}
