@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod board;
+pub mod budget;
 pub mod config;
 pub mod dispatch;
 pub mod drain;
@@ -22,4 +23,5 @@ pub mod scheduler;
 pub mod server;
 pub mod sim;
 pub mod task;
+pub mod text;
 pub mod upstream;

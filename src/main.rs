@@ -73,7 +73,11 @@ fn main() -> ExitCode {
         }
     }
     andera_lb::preflight::exit_on_listener_failure();
-    andera_lb::logring::init(settings.log_level, settings.max_logs);
+    andera_lb::logring::init(
+        settings.log_level,
+        settings.max_logs,
+        settings.max_logs_bytes,
+    );
     if settings.uses_default_key() {
         log::warn!("**************************************************************************");
         log::warn!("LB_AUTH_KEY is the well-known default key: anyone can use this load balancer.");

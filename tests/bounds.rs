@@ -193,3 +193,62 @@ fn a_busy_port_exits_non_zero_naming_the_address() {
         assert!(err.contains(&taken), "{taken} not named in: {err}");
     }
 }
+
+#[tokio::test]
+async fn queued_bodies_have_a_byte_budget() {
+    let w = sim(|c| c.slots = 1).await;
+    let lb = Lb::start_with(&[w.url()], &[], "tasks:\n  max_queued_bytes: 1mb\n").await;
+    lb.wait_available(1).await;
+    let busy = lb.task(task("sleep", json!({"ms": 1500})));
+    let busy = tokio::spawn(async move { busy.send().await.unwrap().status().as_u16() });
+    lb.wait_until(|h| h["workers"][0]["lbInFlight"] == json!(1), "a task runs")
+        .await;
+    // A webhook task is answered at once but its body stays here while it waits.
+    let mut held = task("hello", json!({"pad": "h".repeat(600 << 10)}));
+    held["mode"] = json!("webhook");
+    held["webhook"] = json!({"url": "http://127.0.0.1:9/hook"});
+    let held_len = serde_json::to_vec(&held).unwrap().len() as u64;
+    assert_eq!(lb.run(held).await.0, 200);
+    let h = lb
+        .wait_until(
+            |h| h["queue"]["depth"] == json!(1),
+            "the webhook task waits",
+        )
+        .await;
+    assert_eq!(h["queue"]["bytes"], json!(held_len), "{h}");
+    assert_eq!(h["queue"]["maxBytes"], json!(1 << 20));
+    let metrics = lb
+        .http
+        .get(lb.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("andera_lb_queued_bytes {held_len}")),
+        "{metrics}"
+    );
+    // A second body that would take the queue past 1 MiB is refused like a full queue.
+    let r = lb
+        .task(task("hello", json!({"pad": "x".repeat(600 << 10)})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("full"), "{body}");
+    // A small one still fits.
+    let small = lb.task(task("hello", json!({"name": "S"})));
+    let small = tokio::spawn(async move { small.send().await.unwrap().status().as_u16() });
+    lb.wait_queued(2).await;
+    assert_eq!(busy.await.unwrap(), 200);
+    assert_eq!(small.await.unwrap(), 200);
+    lb.wait_until(
+        |h| h["queue"]["bytes"] == json!(0) && h["queue"]["depth"] == json!(0),
+        "the budget is given back",
+    )
+    .await;
+}

@@ -185,6 +185,7 @@ async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
     METRICS
         .queue_depth
         .set(app.dispatcher.scheduler.queued() as i64);
+    METRICS.queued_bytes.set(app.queued_bytes.used() as i64);
     METRICS.board_records.set(app.board.len() as i64);
     let body = Bytes::from(METRICS.render());
     let mut header = ResponseHeader::build(200, Some(2))?;

@@ -35,6 +35,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// Tasks in progress, and the signal to cut them at the end of the grace period.
     pub drain: Arc<crate::drain::Drain>,
+    /// Body bytes of tasks waiting for a slot (`tasks.max_queued_bytes`).
+    pub queued_bytes: Arc<crate::budget::ByteBudget>,
 }
 
 impl App {
@@ -43,8 +45,12 @@ impl App {
         let scheduler = crate::scheduler::Scheduler::new(settings.max_queued);
         let registry = Registry::new(settings.clone(), scheduler.clone());
         let dispatcher = Arc::new(Dispatcher::new(settings.clone(), scheduler));
-        let board = Arc::new(TaskBoard::new(settings.task_records));
+        let board = Arc::new(TaskBoard::with_byte_budget(
+            settings.task_records,
+            settings.task_records_bytes,
+        ));
         Arc::new(App {
+            queued_bytes: crate::budget::ByteBudget::new(settings.max_queued_bytes),
             settings,
             registry,
             dispatcher,
