@@ -252,3 +252,39 @@ async fn queued_bodies_have_a_byte_budget() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn log_lines_escape_control_characters_and_stay_bounded() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    // A client-chosen group that would colour the terminal and forge a log line.
+    let body = json!({"group": "g\u{1b}[31m\nFAKE forged line", "function": "f", "contract": 1});
+    assert_eq!(lb.run(body).await.0, 503);
+    // A Worker-supplied status far longer than a log line.
+    let status = format!("maint{}", "x".repeat(20_000));
+    w.set_status(&status);
+    let logs = loop {
+        let logs = lb.get_json(&lb.url("/logs"), true).await;
+        let lines = logs["logs"].as_array().unwrap().clone();
+        if lines.iter().any(|l| l.as_str().unwrap().contains("is now maint")) {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stderr = lb.log();
+    for text in logs.iter().map(|l| l.as_str().unwrap()).chain([stderr.as_str()]) {
+        assert!(!text.contains('\u{1b}'), "raw escape in: {text}");
+        assert!(!text.lines().any(|l| l.starts_with("FAKE")), "forged line in: {text}");
+    }
+    assert!(stderr.contains("g\\u{1b}[31m\\nFAKE forged line"), "{stderr}");
+    let status_line = logs
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .find(|l| l.contains("is now maint"))
+        .unwrap();
+    assert!(status_line.len() < 4096 + 64, "{}", status_line.len());
+    assert!(status_line.contains("…(+"), "{status_line}");
+    let stderr_line = stderr.lines().find(|l| l.contains("is now maint")).unwrap();
+    assert!(stderr_line.len() < 4096 + 128, "{}", stderr_line.len());
+}
