@@ -267,17 +267,30 @@ async fn log_lines_escape_control_characters_and_stay_bounded() {
     let logs = loop {
         let logs = lb.get_json(&lb.url("/logs"), true).await;
         let lines = logs["logs"].as_array().unwrap().clone();
-        if lines.iter().any(|l| l.as_str().unwrap().contains("is now maint")) {
+        if lines
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("is now maint"))
+        {
             break lines;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let stderr = lb.log();
-    for text in logs.iter().map(|l| l.as_str().unwrap()).chain([stderr.as_str()]) {
+    for text in logs
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .chain([stderr.as_str()])
+    {
         assert!(!text.contains('\u{1b}'), "raw escape in: {text}");
-        assert!(!text.lines().any(|l| l.starts_with("FAKE")), "forged line in: {text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("FAKE")),
+            "forged line in: {text}"
+        );
     }
-    assert!(stderr.contains("g\\u{1b}[31m\\nFAKE forged line"), "{stderr}");
+    assert!(
+        stderr.contains("g\\u{1b}[31m\\nFAKE forged line"),
+        "{stderr}"
+    );
     let status_line = logs
         .iter()
         .map(|l| l.as_str().unwrap())

@@ -227,7 +227,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
 
         #[test]
         fn decoding_never_panics_and_round_trips_escapes(s in "(%|[0-9a-fA-F]|\\+|é|[ -~]){0,40}") {

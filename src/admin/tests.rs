@@ -59,7 +59,7 @@ fn disabled_pages_stay_disabled() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(4000))]
+    #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
     fn any_path_routes_without_panicking(
