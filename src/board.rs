@@ -2,6 +2,7 @@
 //! results) and a per-second series of throughput, latency and queue depth.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -9,7 +10,21 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::budget::Reserved;
 use crate::task::TaskSpec;
+use crate::text::truncated;
+
+/// Longest error or timeline detail kept, in bytes (a Worker's error string may be
+/// megabytes); longer ones are cut with a `…(+N bytes)` marker.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// Default byte budget of the board (`admin.task_records_bytes`): 64 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+
+/// What a record costs besides its strings (fields, timestamps, ring and map entries).
+const RECORD_OVERHEAD: usize = 512;
+/// What a timeline event costs besides its detail.
+const EVENT_OVERHEAD: usize = 48;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,7 +70,7 @@ struct Event {
 }
 
 /// What is kept about one task.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TaskRecord {
     id: String,
     group: String,
@@ -74,6 +89,10 @@ pub struct TaskRecord {
     dispatched_at: Option<SystemTime>,
     finished_at: Option<SystemTime>,
     timeline: Vec<Event>,
+    /// Bytes this record counts for in the board's budget (0 once evicted).
+    weight: usize,
+    /// The task's share of the queued-bytes budget, held until it leaves the queue.
+    queued_bytes: Option<Reserved>,
 }
 
 fn iso(t: SystemTime) -> String {
@@ -110,38 +129,83 @@ impl TaskRecord {
             self.timeline.push(Event {
                 at: SystemTime::now(),
                 event,
-                detail,
+                detail: truncated(&detail, MAX_FIELD_BYTES),
             });
         }
+    }
+
+    /// Approximate bytes held by the record.
+    fn size(&self) -> usize {
+        let strings = self.id.len()
+            + self.group.len()
+            + self.function.len()
+            + self.worker.as_ref().map_or(0, String::len)
+            + self.error.as_ref().map_or(0, String::len);
+        let events: usize = self
+            .timeline
+            .iter()
+            .map(|e| EVENT_OVERHEAD + e.detail.len())
+            .sum();
+        RECORD_OVERHEAD + strings + events
     }
 }
 
 /// A live task's handle on its record.
 #[derive(Clone)]
-pub struct TaskHandle(Arc<Mutex<TaskRecord>>);
+pub struct TaskHandle {
+    record: Arc<Mutex<TaskRecord>>,
+    /// The board's byte total, kept current as the record grows.
+    board_bytes: Arc<AtomicUsize>,
+}
 
 impl TaskHandle {
+    /// Changes the record and its weight in the board's byte total.
+    fn update<T>(&self, change: impl FnOnce(&mut TaskRecord) -> T) -> T {
+        let mut r = self.record.lock();
+        let out = change(&mut r);
+        if r.weight > 0 {
+            let size = r.size();
+            if size >= r.weight {
+                self.board_bytes
+                    .fetch_add(size - r.weight, Ordering::AcqRel);
+            } else {
+                self.board_bytes
+                    .fetch_sub(r.weight - size, Ordering::AcqRel);
+            }
+            r.weight = size;
+        }
+        out
+    }
+
+    /// Holds the task's share of the queued-bytes budget until it is dispatched or ends.
+    pub fn hold_while_queued(&self, bytes: Reserved) {
+        self.record.lock().queued_bytes = Some(bytes);
+    }
+
     /// The task waits for a slot.
     pub fn queued(&self, depth_ahead: usize) {
-        let mut r = self.0.lock();
-        r.state = TaskState::Queued;
-        r.queued_at = Some(SystemTime::now());
-        r.push("queued", format!("{depth_ahead} task(s) waiting"));
+        self.update(|r| {
+            r.state = TaskState::Queued;
+            r.queued_at = Some(SystemTime::now());
+            r.push("queued", format!("{depth_ahead} task(s) waiting"));
+        });
     }
 
     /// The task was sent to `worker`.
     pub fn dispatched(&self, worker: &str, attempt: u32) {
-        let mut r = self.0.lock();
-        r.state = TaskState::Running;
-        r.worker = Some(worker.to_string());
-        r.attempts = attempt;
-        r.dispatched_at = Some(SystemTime::now());
-        r.push("dispatched", format!("attempt {attempt} to {worker}"));
+        self.update(|r| {
+            r.state = TaskState::Running;
+            r.worker = Some(truncated(worker, MAX_FIELD_BYTES));
+            r.attempts = attempt;
+            r.dispatched_at = Some(SystemTime::now());
+            r.queued_bytes = None;
+            r.push("dispatched", format!("attempt {attempt} to {worker}"));
+        });
     }
 
     /// An attempt failed before the Worker started the task.
     pub fn retried(&self, why: &str) {
-        self.0.lock().push("retried", why.to_string());
+        self.update(|r| r.push("retried", why.to_string()));
     }
 
     /// The task ended.
@@ -152,27 +216,29 @@ impl TaskHandle {
         outcome: &'static str,
         error: Option<String>,
     ) {
-        let mut r = self.0.lock();
-        r.state = state;
-        r.status = Some(status);
-        r.outcome = Some(outcome);
-        let detail = match &error {
-            Some(e) => format!("{status} {outcome}: {e}"),
-            None => format!("{status} {outcome}"),
-        };
-        r.error = error;
-        r.finished_at = Some(SystemTime::now());
-        r.push("finished", detail);
+        self.update(|r| {
+            r.state = state;
+            r.status = Some(status);
+            r.outcome = Some(outcome);
+            r.queued_bytes = None;
+            let detail = match &error {
+                Some(e) => format!("{status} {outcome}: {e}"),
+                None => format!("{status} {outcome}"),
+            };
+            r.error = error.map(|e| truncated(&e, MAX_FIELD_BYTES));
+            r.finished_at = Some(SystemTime::now());
+            r.push("finished", detail);
+        });
     }
 
     /// Seconds since the task was received.
     pub fn age(&self) -> Duration {
-        self.0.lock().received_at.elapsed().unwrap_or_default()
+        self.record.lock().received_at.elapsed().unwrap_or_default()
     }
 
     /// The task's id.
     pub fn id(&self) -> String {
-        self.0.lock().id.clone()
+        self.record.lock().id.clone()
     }
 }
 
@@ -204,18 +270,28 @@ struct Inner {
     by_id: HashMap<String, TaskHandle>,
 }
 
-/// Bounded store of recent task records. Default capacity 10000.
+/// Bounded store of recent task records. Default capacity 10000 records and
+/// [`DEFAULT_MAX_BYTES`]; the oldest records go first when either is reached.
 pub struct TaskBoard {
     inner: Mutex<Inner>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: Arc<AtomicUsize>,
     window: Mutex<Vec<(f64, bool)>>,
     series: Mutex<VecDeque<Sample>>,
 }
 
 impl TaskBoard {
-    /// A board keeping the last `capacity` tasks.
+    /// A board keeping the last `capacity` tasks, within [`DEFAULT_MAX_BYTES`].
     pub fn new(capacity: usize) -> Self {
+        TaskBoard::with_byte_budget(capacity, DEFAULT_MAX_BYTES)
+    }
+
+    /// A board keeping the last `capacity` tasks, within `max_bytes` of records.
+    pub fn with_byte_budget(capacity: usize, max_bytes: usize) -> Self {
         TaskBoard {
+            max_bytes: max_bytes.max(1),
+            bytes: Arc::new(AtomicUsize::new(0)),
             inner: Mutex::new(Inner {
                 ring: VecDeque::with_capacity(capacity.min(65_536)),
                 by_id: HashMap::new(),
@@ -229,7 +305,7 @@ impl TaskBoard {
     /// Records a new task, evicting the oldest record when full.
     pub fn open(&self, id: &str, spec: &TaskSpec) -> TaskHandle {
         let now = SystemTime::now();
-        let handle = TaskHandle(Arc::new(Mutex::new(TaskRecord {
+        let mut record = TaskRecord {
             id: id.to_string(),
             group: spec.group.clone(),
             function: spec.function.clone(),
@@ -251,14 +327,30 @@ impl TaskBoard {
                 event: "received",
                 detail: format!("priority {} mode {}", spec.priority, spec.mode.as_str()),
             }],
-        })));
+            weight: 0,
+            queued_bytes: None,
+        };
+        record.weight = record.size();
+        let weight = record.weight;
+        let handle = TaskHandle {
+            record: Arc::new(Mutex::new(record)),
+            board_bytes: self.bytes.clone(),
+        };
         let mut inner = self.inner.lock();
-        if inner.ring.len() == self.capacity {
-            if let Some(old) = inner.ring.pop_front() {
-                let old_id = old.0.lock().id.clone();
-                inner.by_id.remove(&old_id);
-            }
+        while inner.ring.len() >= self.capacity
+            || (!inner.ring.is_empty()
+                && self.bytes.load(Ordering::Acquire) + weight > self.max_bytes)
+        {
+            let Some(old) = inner.ring.pop_front() else {
+                break;
+            };
+            let mut r = old.record.lock();
+            // An evicted record of a live task no longer counts as it grows.
+            self.bytes.fetch_sub(r.weight, Ordering::AcqRel);
+            r.weight = 0;
+            inner.by_id.remove(&r.id);
         }
+        self.bytes.fetch_add(weight, Ordering::AcqRel);
         inner.ring.push_back(handle.clone());
         inner.by_id.insert(id.to_string(), handle.clone());
         handle
@@ -311,7 +403,7 @@ impl TaskBoard {
     /// A record by id.
     pub fn get(&self, id: &str) -> Option<Value> {
         let h = self.inner.lock().by_id.get(id).cloned()?;
-        let json = h.0.lock().to_json();
+        let json = h.record.lock().to_json();
         Some(json)
     }
 
@@ -320,7 +412,7 @@ impl TaskBoard {
         let handles: Vec<TaskHandle> = self.inner.lock().ring.iter().rev().cloned().collect();
         let mut out = Vec::new();
         for h in handles {
-            let r = h.0.lock();
+            let r = h.record.lock();
             if filter(&r) {
                 out.push(r.to_json());
                 if out.len() >= limit {
@@ -338,7 +430,7 @@ impl TaskBoard {
         let mut c: HashMap<&'static str, u64> = HashMap::new();
         let mut groups = std::collections::BTreeSet::new();
         for h in handles {
-            let r = h.0.lock();
+            let r = h.record.lock();
             if groups.len() < 200 {
                 groups.insert(r.group.clone());
             }
@@ -363,6 +455,11 @@ impl TaskBoard {
     /// Records kept right now.
     pub fn len(&self) -> usize {
         self.inner.lock().ring.len()
+    }
+
+    /// Bytes the records hold (approximately).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
     }
 
     /// True when no task was recorded.
@@ -417,6 +514,37 @@ mod tests {
             .map(|v| v["id"].clone())
             .collect();
         assert_eq!(ids, [json!("t4"), json!("t3"), json!("t2")]);
+    }
+
+    #[test]
+    fn the_ring_is_bounded_in_bytes_and_long_errors_are_cut() {
+        let b = TaskBoard::with_byte_budget(1000, 20_000);
+        for i in 0..100 {
+            let t = b.open(&format!("t{i}"), &spec("g"));
+            t.dispatched("http://w", 1);
+            t.finished(
+                TaskState::Failed,
+                500,
+                "worker_error",
+                Some("e".repeat(1 << 20)),
+            );
+        }
+        assert!(b.bytes() <= 20_000, "{}", b.bytes());
+        assert!(b.len() < 100 && b.len() > 1, "{}", b.len());
+        let r = b.get("t99").unwrap();
+        let error = r["error"].as_str().unwrap();
+        assert!(error.ends_with(&format!("…(+{} bytes)", (1 << 20) - MAX_FIELD_BYTES)));
+        let last = r["timeline"].as_array().unwrap().last().unwrap()["detail"].clone();
+        assert!(last.as_str().unwrap().len() < MAX_FIELD_BYTES + 32);
+        // The byte total follows the records kept.
+        let sizes: usize = b
+            .inner
+            .lock()
+            .ring
+            .iter()
+            .map(|h| h.record.lock().size())
+            .sum();
+        assert_eq!(b.bytes(), sizes);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
         },
         "queue": {
             "depth": queue.depth,
+            "bytes": app.queued_bytes.used(),
+            "maxBytes": app.queued_bytes.max(),
             "byPriority": queue.by_priority.iter().map(|(p, n)| json!({"priority": p, "count": n})).collect::<Vec<_>>(),
         },
     });

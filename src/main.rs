@@ -72,7 +72,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    andera_lb::logring::init(settings.log_level, settings.max_logs);
+    if !args.upgrade {
+        let addrs = [
+            ("listen", settings.listen),
+            ("admin.listen", settings.admin_listen),
+        ];
+        if let Err(e) = andera_lb::preflight::check_listen(&addrs) {
+            eprintln!("andera-lb: {e}");
+            return ExitCode::from(andera_lb::preflight::EXIT_BIND);
+        }
+    }
+    andera_lb::preflight::exit_on_listener_failure();
+    andera_lb::logring::init(
+        settings.log_level,
+        settings.max_logs,
+        settings.max_logs_bytes,
+    );
     if settings.uses_default_key() {
         log::warn!("**************************************************************************");
         log::warn!("LB_AUTH_KEY is the well-known default key: anyone can use this load balancer.");

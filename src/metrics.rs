@@ -27,6 +27,8 @@ pub struct Metrics {
     pub queue_wait: HistogramVec,
     /// Tasks waiting now.
     pub queue_depth: IntGauge,
+    /// Body bytes of the tasks waiting now (bounded by `tasks.max_queued_bytes`).
+    pub queued_bytes: IntGauge,
     /// Tasks that waited past `TASK_TIMEOUT`.
     pub queue_timeouts: IntCounter,
     /// Tasks refused because the queue was full.
@@ -98,6 +100,16 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(queue_depth.clone()))
             .expect("unique metric");
+        let queued_bytes = IntGauge::with_opts(
+            Opts::new(
+                "queued_bytes",
+                "Body bytes of the tasks waiting for a Worker slot.",
+            )
+            .namespace("andera_lb"),
+        )
+        .expect("valid metric");
+        r.register(Box::new(queued_bytes.clone()))
+            .expect("unique metric");
         let queue_timeouts = IntCounter::with_opts(
             Opts::new(
                 "queue_timeouts_total",
@@ -155,6 +167,7 @@ impl Metrics {
                 latency,
             ),
             queue_depth,
+            queued_bytes,
             queue_timeouts,
             queue_rejections,
             retries: counter_vec(

@@ -144,25 +144,25 @@ fn query_params(session: &Session) -> HashMap<String, String> {
 }
 
 fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(
-                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                    16,
-                ) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
+        let b = bytes[i];
+        // Only two hex digits make an escape (`from_str_radix` would take "+5").
+        let escape = match (b, bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| (h * 16 + l) as u8),
+            _ => None,
+        };
+        match (b, escape) {
+            (_, Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+                continue;
             }
-            b => out.push(b),
+            (b'+', None) => out.push(b' '),
+            (b, None) => out.push(b),
         }
         i += 1;
     }
@@ -222,5 +222,18 @@ mod tests {
         assert_eq!(percent_decode("a%20b+c"), "a b c");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%+5"), "% 5");
+        assert_eq!(percent_decode("%41%"), "A%");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
+
+        #[test]
+        fn decoding_never_panics_and_round_trips_escapes(s in "(%|[0-9a-fA-F]|\\+|é|[ -~]){0,40}") {
+            let _ = percent_decode(&s);
+            let escaped: String = s.bytes().map(|b| format!("%{b:02X}")).collect();
+            proptest::prop_assert_eq!(percent_decode(&escaped), s);
+        }
     }
 }

@@ -27,60 +27,151 @@ pub struct AdminProxy {
     pub app: Arc<App>,
 }
 
-/// Answers an admin route (`/metrics`, `/dashboard…`, `/bull…`, `/static/…`).
-/// Returns `None` when `path` is not one, so the caller can answer 404.
-pub async fn route(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Result<Option<u16>> {
-    let path = session.req_header().uri.path().to_string();
-    if session.req_header().method != "GET" {
-        return Ok(None);
+/// Which admin pages are served (`admin.dashboard`, `admin.bull_board`).
+#[derive(Debug, Clone, Copy)]
+pub struct Pages {
+    /// `/dashboard` and its API.
+    pub dashboard: bool,
+    /// `/bull` and its API.
+    pub bull: bool,
+}
+
+/// A call of the dashboard's or the task board's JSON API (the LB key is required).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiCall<'a> {
+    /// `GET /dashboard/api/workers`.
+    Workers,
+    /// `GET /dashboard/api/overview`.
+    Overview,
+    /// `GET /dashboard/api/workers/<base64 url>/logs`, with the encoded URL.
+    WorkerLogs(&'a str),
+    /// `GET /bull/api/tasks`.
+    Tasks,
+    /// `GET /bull/api/tasks/<id>`.
+    Task(&'a str),
+    /// Under an API prefix, but no such call.
+    NotFound,
+}
+
+/// What an admin request asks for, decided from its method and path alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /metrics`.
+    Metrics,
+    /// A page (or its API) that the settings turned off: 404.
+    Disabled,
+    /// A static asset: content type and bytes; `bull` picks the metrics label.
+    Asset {
+        /// `content-type` to send.
+        content_type: &'static str,
+        /// The asset.
+        body: &'static [u8],
+        /// Under `/bull`.
+        bull: bool,
+    },
+    /// An API call, with its metrics label (`dashboard_api` or `bull_api`).
+    Api(&'static str, ApiCall<'a>),
+    /// Not an admin route: the caller answers 404.
+    None,
+}
+
+/// Decides the admin route of `method` and `path`. Pure, so that it can be tested
+/// (and fuzzed) without a session; it never panics, whatever the path.
+pub fn admin_route<'a>(method: &str, path: &'a str, pages: Pages) -> Route<'a> {
+    if method != "GET" {
+        return Route::None;
     }
-    let dashboard = app.settings.dashboard_enabled;
-    let bull = app.settings.bull_board_enabled;
     if path == "/metrics" {
-        ctx.route = "metrics";
-        return metrics(app, session).await.map(Some);
+        return Route::Metrics;
     }
     let is_dashboard = path == "/dashboard" || path.starts_with("/dashboard/");
     let is_bull = path == "/bull" || path.starts_with("/bull/");
     let is_static = path.starts_with("/static/");
-    if (is_dashboard && !dashboard) || (is_bull && !bull) || (is_static && !dashboard && !bull) {
-        ctx.route = "disabled";
-        respond::error(session, 404, "This page is disabled", &[]).await?;
-        return Ok(Some(404));
+    if (is_dashboard && !pages.dashboard)
+        || (is_bull && !pages.bull)
+        || (is_static && !pages.dashboard && !pages.bull)
+    {
+        return Route::Disabled;
     }
-    if let Some((content_type, body)) = assets::find(&path) {
-        ctx.route = if is_bull { "bull" } else { "dashboard" };
-        respond::asset(session, content_type, body).await?;
-        return Ok(Some(200));
+    if let Some((content_type, body)) = assets::find(path) {
+        return Route::Asset {
+            content_type,
+            body,
+            bull: is_bull,
+        };
     }
-    let api = path
-        .strip_prefix("/dashboard/api/")
-        .map(|rest| ("dashboard_api", rest))
-        .or_else(|| {
-            path.strip_prefix("/bull/api/")
-                .map(|rest| ("bull_api", rest))
-        });
-    let Some((route, rest)) = api else {
-        return Ok(None);
+    if let Some(rest) = path.strip_prefix("/dashboard/api/") {
+        let call = match rest {
+            "workers" => ApiCall::Workers,
+            "overview" => ApiCall::Overview,
+            // `strip_*` rather than index arithmetic: `workers/logs` has the prefix and
+            // the suffix overlapping, and must not be sliced.
+            r => match r
+                .strip_prefix("workers/")
+                .and_then(|r| r.strip_suffix("/logs"))
+            {
+                Some(encoded) => ApiCall::WorkerLogs(encoded),
+                None => ApiCall::NotFound,
+            },
+        };
+        return Route::Api("dashboard_api", call);
+    }
+    if let Some(rest) = path.strip_prefix("/bull/api/") {
+        let call = match rest {
+            "tasks" => ApiCall::Tasks,
+            r => r
+                .strip_prefix("tasks/")
+                .map_or(ApiCall::NotFound, ApiCall::Task),
+        };
+        return Route::Api("bull_api", call);
+    }
+    Route::None
+}
+
+/// Answers an admin route (`/metrics`, `/dashboard…`, `/bull…`, `/static/…`).
+/// Returns `None` when `path` is not one, so the caller can answer 404.
+pub async fn route(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Result<Option<u16>> {
+    let pages = Pages {
+        dashboard: app.settings.dashboard_enabled,
+        bull: app.settings.bull_board_enabled,
     };
-    ctx.route = route;
+    let req = session.req_header();
+    let path = req.uri.path().to_string();
+    let decided = admin_route(req.method.as_str(), &path, pages);
+    let (label, call) = match decided {
+        Route::None => return Ok(None),
+        Route::Metrics => {
+            ctx.route = "metrics";
+            return metrics(app, session).await.map(Some);
+        }
+        Route::Disabled => {
+            ctx.route = "disabled";
+            respond::error(session, 404, "This page is disabled", &[]).await?;
+            return Ok(Some(404));
+        }
+        Route::Asset {
+            content_type,
+            body,
+            bull,
+        } => {
+            ctx.route = if bull { "bull" } else { "dashboard" };
+            respond::asset(session, content_type, body).await?;
+            return Ok(Some(200));
+        }
+        Route::Api(label, call) => (label, call),
+    };
+    ctx.route = label;
     if !lb_authorized(session, app.settings.lb_key.expose()) {
         respond::error(session, 401, "Unauthorized", &[]).await?;
         return Ok(Some(401));
     }
-    let rest = rest.to_string();
-    let status = match (route, rest.as_str()) {
-        ("dashboard_api", "workers") => api::workers(app, session).await?,
-        ("dashboard_api", "overview") => api::overview(app, session).await?,
-        ("dashboard_api", r) if r.starts_with("workers/") && r.ends_with("/logs") => {
-            let encoded = &r["workers/".len()..r.len() - "/logs".len()];
-            api::worker_logs(app, session, encoded).await?
-        }
-        ("bull_api", "tasks") => api::tasks(app, session).await?,
-        ("bull_api", r) if r.starts_with("tasks/") => {
-            api::task(app, session, &r["tasks/".len()..]).await?
-        }
-        _ => {
+    let status = match call {
+        ApiCall::Workers => api::workers(app, session).await?,
+        ApiCall::Overview => api::overview(app, session).await?,
+        ApiCall::WorkerLogs(encoded) => api::worker_logs(app, session, encoded).await?,
+        ApiCall::Tasks => api::tasks(app, session).await?,
+        ApiCall::Task(id) => api::task(app, session, id).await?,
+        ApiCall::NotFound => {
             respond::error(session, 404, "Not found", &[]).await?;
             404
         }
@@ -94,6 +185,7 @@ async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
     METRICS
         .queue_depth
         .set(app.dispatcher.scheduler.queued() as i64);
+    METRICS.queued_bytes.set(app.queued_bytes.used() as i64);
     METRICS.board_records.set(app.board.len() as i64);
     let body = Bytes::from(METRICS.render());
     let mut header = ResponseHeader::build(200, Some(2))?;
@@ -221,3 +313,6 @@ impl ProxyHttp for AdminProxy {
         count_response("admin", ctx, e);
     }
 }
+
+#[cfg(test)]
+mod tests;

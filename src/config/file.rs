@@ -65,6 +65,8 @@ pub struct AdminSection {
     pub expose_on_client_port: bool,
     /// Task records kept for the task board (a ring: memory stays bounded). Default 10000.
     pub task_records: usize,
+    /// Byte budget of the task board's records, with kb/mb/gb units. Default `64mb`.
+    pub task_records_bytes: String,
 }
 
 impl Default for AdminSection {
@@ -75,6 +77,7 @@ impl Default for AdminSection {
             bull_board: true,
             expose_on_client_port: false,
             task_records: 10_000,
+            task_records_bytes: "64mb".into(),
         }
     }
 }
@@ -177,6 +180,13 @@ pub struct TasksSection {
     /// After a crash, run again webhook tasks that were sent to a Worker but never
     /// confirmed (only for idempotent functions). Default false: they are marked `unknown`.
     pub redeliver_unconfirmed: bool,
+    /// Total bytes of task bodies waiting for a slot, with kb/mb/gb units; beyond it
+    /// tasks get 503 with `Retry-After`. Default `256mb`.
+    pub max_queued_bytes: String,
+    /// Longest `group`, `function` and `mode`, in bytes; longer is a 400. Default 256.
+    pub max_name_bytes: usize,
+    /// Longest `webhook.url`, in bytes; longer is a 400. Default 2048.
+    pub max_url_bytes: usize,
 }
 
 impl Default for TasksSection {
@@ -190,6 +200,9 @@ impl Default for TasksSection {
             journal: None,
             journal_max_size: "1gb".into(),
             redeliver_unconfirmed: false,
+            max_queued_bytes: "256mb".into(),
+            max_name_bytes: 256,
+            max_url_bytes: 2048,
         }
     }
 }
@@ -246,6 +259,8 @@ pub struct LoggingSection {
     pub level: String,
     /// Lines kept for `/logs` (`MAX_LOGS`). Default 1000.
     pub max_logs: usize,
+    /// Byte budget of the lines kept for `/logs`, with kb/mb/gb units. Default `4mb`.
+    pub max_logs_bytes: String,
 }
 
 impl Default for LoggingSection {
@@ -253,6 +268,7 @@ impl Default for LoggingSection {
         LoggingSection {
             level: "info".into(),
             max_logs: 1000,
+            max_logs_bytes: "4mb".into(),
         }
     }
 }

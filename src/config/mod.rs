@@ -84,6 +84,8 @@ pub struct Settings {
     pub expose_admin_on_client_port: bool,
     /// Task records kept for the task board.
     pub task_records: usize,
+    /// Byte budget of the task board's records.
+    pub task_records_bytes: usize,
     /// The LB key.
     pub lb_key: Secret,
     /// Where the Worker list comes from.
@@ -118,6 +120,10 @@ pub struct Settings {
     pub journal_max_bytes: u64,
     /// Re-run webhook tasks a crashed instance sent but never saw confirmed.
     pub redeliver_unconfirmed: bool,
+    /// Total bytes of task bodies waiting for a slot.
+    pub max_queued_bytes: usize,
+    /// Byte caps on client strings in a task.
+    pub task_limits: crate::task::Limits,
     /// Connect timeout to Workers.
     pub connect_timeout: Duration,
     /// Keep-alive idle timeout of pooled Worker connections.
@@ -135,6 +141,8 @@ pub struct Settings {
     pub log_level: log::LevelFilter,
     /// Lines kept for `/logs`.
     pub max_logs: usize,
+    /// Byte budget of the lines kept for `/logs`.
+    pub max_logs_bytes: usize,
     /// Client service threads (resolved: never 0).
     pub threads: usize,
     /// Shutdown grace period.
@@ -364,6 +372,20 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
     if cfg.tasks.max_queued == 0 {
         return Err(err("tasks.max_queued", "must be at least 1".into()));
     }
+    let max_queued_bytes =
+        parse_size(&cfg.tasks.max_queued_bytes).map_err(|r| err("tasks.max_queued_bytes", r))?;
+    let task_records_bytes = parse_size(&cfg.admin.task_records_bytes)
+        .map_err(|r| err("admin.task_records_bytes", r))?;
+    let max_logs_bytes =
+        parse_size(&cfg.logging.max_logs_bytes).map_err(|r| err("logging.max_logs_bytes", r))?;
+    for (key, v) in [
+        ("tasks.max_name_bytes", cfg.tasks.max_name_bytes),
+        ("tasks.max_url_bytes", cfg.tasks.max_url_bytes),
+    ] {
+        if v == 0 {
+            return Err(err(key, "must be at least 1".into()));
+        }
+    }
     if cfg.logging.max_logs == 0 {
         return Err(err(
             "logging.max_logs / MAX_LOGS",
@@ -382,6 +404,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         bull_board_enabled: cfg.admin.bull_board,
         expose_admin_on_client_port: cfg.admin.expose_on_client_port,
         task_records: cfg.admin.task_records.max(1),
+        task_records_bytes,
         lb_key,
         workers,
         workers_reload_interval: positive(
@@ -409,6 +432,11 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         journal_max_bytes: parse_size(&cfg.tasks.journal_max_size)
             .map_err(|r| err("tasks.journal_max_size", r))? as u64,
         redeliver_unconfirmed: cfg.tasks.redeliver_unconfirmed,
+        max_queued_bytes,
+        task_limits: crate::task::Limits {
+            max_name_bytes: cfg.tasks.max_name_bytes,
+            max_url_bytes: cfg.tasks.max_url_bytes,
+        },
         connect_timeout: positive(
             "upstream.connect_timeout_ms",
             cfg.upstream.connect_timeout_ms,
@@ -432,6 +460,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         },
         log_level,
         max_logs: cfg.logging.max_logs,
+        max_logs_bytes,
         threads,
         grace_period: Duration::from_secs(cfg.server.grace_period_s),
         pid_file: cfg.server.pid_file,
@@ -463,6 +492,8 @@ mod tests {
         assert_eq!(s.task_timeout, Duration::from_secs(300));
         assert_eq!(s.body_limit, 10 * 1024 * 1024);
         assert_eq!(s.max_logs, 1000);
+        assert_eq!(s.max_queued_bytes, 256 << 20);
+        assert_eq!(s.task_limits, crate::task::Limits::default());
         assert!(!s.uses_default_key());
     }
 
@@ -521,6 +552,31 @@ mod tests {
         std::fs::write(&p, "upstream:\n  response_header_timeout_ms: 250\n").unwrap();
         let s = load(Some(&p), &env_of(&[("LB_AUTH_KEY", "k")])).unwrap();
         assert_eq!(s.response_header_timeout, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn byte_budgets_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lb.yaml");
+        let env = env_of(&[("LB_AUTH_KEY", "k")]);
+        for (yaml, key) in [
+            (
+                "tasks:\n  max_queued_bytes: lots\n",
+                "tasks.max_queued_bytes",
+            ),
+            ("tasks:\n  max_name_bytes: 0\n", "tasks.max_name_bytes"),
+            ("logging:\n  max_logs_bytes: 0\n", "logging.max_logs_bytes"),
+            (
+                "admin:\n  task_records_bytes: 1tb\n",
+                "admin.task_records_bytes",
+            ),
+        ] {
+            std::fs::write(&p, yaml).unwrap();
+            assert_eq!(load(Some(&p), &env).unwrap_err().key, key, "{yaml}");
+        }
+        std::fs::write(&p, "tasks:\n  max_queued_bytes: 1kb\n  max_url_bytes: 9\n").unwrap();
+        let s = load(Some(&p), &env).unwrap();
+        assert_eq!((s.max_queued_bytes, s.task_limits.max_url_bytes), (1024, 9));
     }
 
     #[test]

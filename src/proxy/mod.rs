@@ -38,6 +38,8 @@ pub struct App {
     pub drain: Arc<crate::drain::Drain>,
     /// The webhook task journal, once open (`tasks.journal`; empty when not configured).
     pub journal: std::sync::OnceLock<Arc<crate::journal::Journal>>,
+    /// Body bytes of tasks waiting for a slot (`tasks.max_queued_bytes`).
+    pub queued_bytes: Arc<crate::budget::ByteBudget>,
 }
 
 impl App {
@@ -46,8 +48,12 @@ impl App {
         let scheduler = crate::scheduler::Scheduler::new(settings.max_queued);
         let registry = Registry::new(settings.clone(), scheduler.clone());
         let dispatcher = Arc::new(Dispatcher::new(settings.clone(), scheduler));
-        let board = Arc::new(TaskBoard::new(settings.task_records));
+        let board = Arc::new(TaskBoard::with_byte_budget(
+            settings.task_records,
+            settings.task_records_bytes,
+        ));
         Arc::new(App {
+            queued_bytes: crate::budget::ByteBudget::new(settings.max_queued_bytes),
             settings,
             registry,
             dispatcher,

@@ -114,7 +114,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
-    let spec = match task::parse(&body) {
+    let spec = match task::parse_with(&body, &settings.task_limits) {
         Ok(s) => s,
         Err(msg) => {
             ctx.status = 400;
@@ -140,6 +140,10 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         Ok(a) => a,
         Err(e) => return fail(app, session, ctx, &record, &spec, &e).await,
     };
+    if let Err(e) = hold_queued_bytes(app, &admission, &record, body.len()) {
+        drop(admission);
+        return fail(app, session, ctx, &record, &spec, &e).await;
+    }
     if spec.mode == Mode::Webhook {
         let accepted = super::webhook::Accepted {
             record,
@@ -203,6 +207,25 @@ pub(super) async fn admit(
         }
         other => other,
     }
+}
+
+/// A task that must wait for a slot reserves its body's bytes in the queued-bytes
+/// budget until it leaves the queue; over budget it is refused like a full queue.
+fn hold_queued_bytes(
+    app: &App,
+    admission: &crate::scheduler::Acquire,
+    record: &TaskHandle,
+    bytes: usize,
+) -> Result<(), TaskError> {
+    if matches!(admission, crate::scheduler::Acquire::Ready(_)) {
+        return Ok(());
+    }
+    let reserved = app
+        .queued_bytes
+        .try_reserve(bytes)
+        .ok_or(TaskError::QueueFull)?;
+    record.hold_while_queued(reserved);
+    Ok(())
 }
 
 /// Closes a task's record and counts it. `known` says the group and function exist

@@ -71,7 +71,8 @@ pub(super) async fn accept(
             return fail(app, session, ctx, &task.record, &task.spec, &e).await;
         }
     }
-    let runner = run(app.clone(), task, journal);
+    // The drain waits for the runner, not for this request, which ends now.
+    let runner = run(app.clone(), task, journal, app.drain.track());
     tokio::spawn(runner);
     ctx.status = 200;
     let accepted =
@@ -103,9 +104,13 @@ fn journal_gate<'a>(
     })
 }
 
-/// Runs a webhook task to its end. Counted by the drain like a client's task.
-async fn run(app: Arc<App>, task: Accepted, journal: Option<Arc<Journal>>) {
-    let _active = app.drain.track();
+/// Runs a webhook task to its end, counted by the drain (`_active`) like a client's task.
+async fn run(
+    app: Arc<App>,
+    task: Accepted,
+    journal: Option<Arc<Journal>>,
+    _active: crate::drain::ActiveTask,
+) {
     let Accepted {
         record,
         spec,
@@ -278,7 +283,8 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
         admission,
         deadline,
     };
-    tokio::spawn(run(app.clone(), accepted, Some(journal.clone())));
+    let active = app.drain.track();
+    tokio::spawn(run(app.clone(), accepted, Some(journal.clone()), active));
 }
 
 /// Background service: opens the journal, then resumes what it claims until shutdown.

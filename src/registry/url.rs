@@ -141,4 +141,24 @@ mod tests {
         assert!(WorkerUrl::parse("http://user:pw@x").is_err());
         assert!(WorkerUrl::parse("http://:80").is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
+
+        #[test]
+        fn parsing_never_panics(
+            scheme in "(http://|https://|ftp://|http:/|)",
+            rest in "([a-z0-9.]|\\[|\\]|:|/|@|\\?|#|é|%){0,30}",
+        ) {
+            if let Ok(u) = WorkerUrl::parse(&format!("{scheme}{rest}")) {
+                proptest::prop_assert!(!u.host.is_empty());
+                let _ = (u.authority(), u.host_header(), u.path("/task"), u.websocket(1));
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,40}") {
+            let _ = WorkerUrl::parse(&text);
+        }
+    }
 }

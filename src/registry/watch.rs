@@ -80,9 +80,10 @@ impl BackgroundService for ListWatcher {
         registry.set_list(&self.initial);
         log::info!("watching {} worker(s)", self.initial.len());
         let source = registry.settings.workers.clone();
+        // On shutdown the Worker polls and feeds keep running: tasks being drained wait
+        // for slots the Workers report freed. The drainer stops them when it is done.
         let WorkerSource::File(path) = source else {
             let _ = shutdown.changed().await;
-            registry.stop();
             return;
         };
         let mut last_stamp = stamp(&path);
@@ -121,6 +122,5 @@ impl BackgroundService for ListWatcher {
                 Err(e) => log::error!("{e}; keeping the current Worker list"),
             }
         }
-        registry.stop();
     }
 }

@@ -1,0 +1,87 @@
+//! The admin router decides from method and path alone; no path may panic it.
+
+use proptest::prelude::*;
+
+use super::{admin_route, ApiCall, Pages, Route};
+
+const ALL: Pages = Pages {
+    dashboard: true,
+    bull: true,
+};
+
+#[test]
+fn api_paths_route_to_their_calls() {
+    let api = |p| admin_route("GET", p, ALL);
+    assert_eq!(api("/metrics"), Route::Metrics);
+    assert_eq!(
+        api("/dashboard/api/workers"),
+        Route::Api("dashboard_api", ApiCall::Workers)
+    );
+    assert_eq!(
+        api("/dashboard/api/workers/aHR0cDovL3c=/logs"),
+        Route::Api("dashboard_api", ApiCall::WorkerLogs("aHR0cDovL3c="))
+    );
+    assert_eq!(
+        api("/bull/api/tasks/abc"),
+        Route::Api("bull_api", ApiCall::Task("abc"))
+    );
+    assert_eq!(admin_route("POST", "/metrics", ALL), Route::None);
+    assert_eq!(api("/nope"), Route::None);
+}
+
+#[test]
+fn overlapping_prefix_and_suffix_is_not_found() {
+    // `workers/` and `/logs` overlap here: slicing by their lengths panicked.
+    assert_eq!(
+        admin_route("GET", "/dashboard/api/workers/logs", ALL),
+        Route::Api("dashboard_api", ApiCall::NotFound)
+    );
+    assert_eq!(
+        admin_route("GET", "/dashboard/api/workers//logs", ALL),
+        Route::Api("dashboard_api", ApiCall::WorkerLogs(""))
+    );
+}
+
+#[test]
+fn disabled_pages_stay_disabled() {
+    let none = Pages {
+        dashboard: false,
+        bull: false,
+    };
+    for p in [
+        "/dashboard",
+        "/dashboard/api/workers",
+        "/bull/api/tasks",
+        "/static/x",
+    ] {
+        assert_eq!(admin_route("GET", p, none), Route::Disabled, "{p}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_path_routes_without_panicking(
+        prefix in prop::sample::select(vec![
+            "", "/", "/metrics", "/dashboard", "/dashboard/", "/dashboard/api/",
+            "/dashboard/api/workers", "/dashboard/api/workers/", "/bull/api/", "/bull/api/tasks",
+            "/bull/api/tasks/", "/static/", "/bull",
+        ]),
+        middle in "(/|logs|workers|tasks|é|%2F|[a-zA-Z0-9=+]){0,6}",
+        suffix in prop::sample::select(vec!["", "/", "/logs", "logs", "s/logs", "/tasks"]),
+        dashboard in any::<bool>(),
+        bull in any::<bool>(),
+    ) {
+        let path = format!("{prefix}{middle}{suffix}");
+        let route = admin_route("GET", &path, Pages { dashboard, bull });
+        if let Route::Api(_, ApiCall::WorkerLogs(encoded)) = route {
+            prop_assert_eq!(format!("/dashboard/api/workers/{encoded}/logs"), path);
+        }
+    }
+
+    #[test]
+    fn arbitrary_strings_route_without_panicking(path in "\\PC{0,64}", method in "[A-Z]{0,7}") {
+        let _ = admin_route(&method, &path, ALL);
+    }
+}
