@@ -143,7 +143,7 @@ async fn kill_9_with_200_queued_webhook_tasks_loses_and_duplicates_none() {
     lb.wait_available(1).await;
     // A sync task holds the only slot, so the webhook tasks queue in the LB.
     let blocker = lb
-        .task(task("hello", json!({"name": "blocker", "sleepMs": 1500})))
+        .task(task("hello", json!({"name": "blocker", "sleepMs": 4000})))
         .send();
     let blocker = tokio::spawn(blocker);
     let start = Instant::now();
@@ -151,14 +151,15 @@ async fn kill_9_with_200_queued_webhook_tasks_loses_and_duplicates_none() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     accept_all(&lb, 200, &hook).await;
-    // Let some run, then kill -9 with most still queued.
-    settle_until(&rx, 20).await;
+    // kill -9 with all 200 accepted and still queued in the load balancer.
+    let queued = lb.health().await["queue"]["depth"].as_u64();
     lb.kill();
     let _ = blocker.await;
     let before = rx.snapshot().len();
-    assert!(
-        before < 150,
-        "the kill came too late to test anything: {before} delivered"
+    assert_eq!(
+        (queued, before),
+        (Some(200), 0),
+        "the blocker ended before the kill: nothing would be tested"
     );
 
     let lb = Lb::start(&[w.url()], &env).await;
@@ -184,7 +185,7 @@ async fn kill_9_with_200_queued_webhook_tasks_loses_and_duplicates_none() {
         lost as f64 <= unknown,
         "lost {lost} with only {unknown} reported unknown"
     );
-    assert!(resumed > 0.0, "nothing was left queued to resume");
+    assert_eq!(resumed, 200.0, "every queued task is resumed");
 }
 
 async fn settle_until(rx: &Receiver, n: usize) {

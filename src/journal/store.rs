@@ -348,3 +348,107 @@ pub fn release(tx: &Transaction<'_>, me: &str) -> Result<u64, JournalError> {
     .map(|n| n as u64)
     .map_err(write_err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, priority: u32) -> StoredTask {
+        StoredTask {
+            id: id.into(),
+            priority,
+            accepted_ms: 1,
+            deadline_ms: u64::MAX >> 1,
+            headers: b"x-wr-auth: k\r\n".to_vec(),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    /// An instance that "crashed" with one task dispatched and two queued.
+    fn crashed(path: &Path) {
+        let mut dead = Writer::new(open(path, u64::MAX).unwrap(), "dead".into(), false);
+        dead.heartbeat_and_claim(Duration::from_secs(3), true)
+            .unwrap();
+        dead.transaction(|tx, me| {
+            insert(tx, me, &task("sent", 1))?;
+            insert(tx, me, &task("late", 9))?;
+            insert(tx, me, &task("urgent", 2))?;
+            assert_eq!(mark_dispatched(tx, me, "sent")?, DispatchMark::Go);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_dead_instances_tasks_are_claimed_in_priority_order_and_sent_ones_are_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        crashed(&path);
+        let mut next = Writer::new(open(&path, u64::MAX).unwrap(), "next".into(), false);
+        // The dead instance's heartbeat is still fresh: nothing is taken yet.
+        let beat = next
+            .heartbeat_and_claim(Duration::from_secs(60), false)
+            .unwrap();
+        assert!(beat.claimed.is_empty());
+        assert_eq!((beat.rows, beat.peers), (3, 1));
+        let beat = next.heartbeat_and_claim(Duration::ZERO, false).unwrap();
+        let got: Vec<_> = beat
+            .claimed
+            .iter()
+            .map(|c| (c.task.id.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("sent", ClaimKind::Unknown),
+                ("urgent", ClaimKind::Queued),
+                ("late", ClaimKind::Queued)
+            ]
+        );
+        // Unknown ones leave the journal; claimed ones are now owned by `next`.
+        assert_eq!(beat.rows, 2);
+        assert!(next
+            .heartbeat_and_claim(Duration::ZERO, false)
+            .unwrap()
+            .claimed
+            .is_empty());
+    }
+
+    #[test]
+    fn redeliver_unconfirmed_runs_sent_tasks_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        crashed(&path);
+        let mut next = Writer::new(open(&path, u64::MAX).unwrap(), "next".into(), true);
+        let beat = next.heartbeat_and_claim(Duration::ZERO, false).unwrap();
+        let sent = beat.claimed.iter().find(|c| c.task.id == "sent").unwrap();
+        assert_eq!(sent.kind, ClaimKind::Redeliver);
+        assert_eq!(sent.task.headers, b"x-wr-auth: k\r\n");
+    }
+
+    #[test]
+    fn a_released_task_cannot_be_dispatched_by_its_old_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let mut old = Writer::new(open(&path, u64::MAX).unwrap(), "old".into(), false);
+        old.transaction(|tx, me| insert(tx, me, &task("a", 1)))
+            .unwrap();
+        old.transaction(|tx, me| release(tx, me).map(drop)).unwrap();
+        let mut mark = None;
+        old.transaction(|tx, me| {
+            mark = Some(mark_dispatched(tx, me, "a")?);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(mark, Some(DispatchMark::HandedOver));
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        std::fs::write(&path, b"not a database at all, just some words in a file").unwrap();
+        let e = open(&path, u64::MAX).unwrap_err().to_string();
+        assert!(e.contains(path.to_str().unwrap()), "{e}");
+    }
+}
