@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub server: ServerSection,
     /// Limits on client connections (both ports).
     pub client: ClientSection,
+    /// What the load balancer itself posts to task webhooks.
+    pub webhook: WebhookSection,
 }
 
 impl Default for FileConfig {
@@ -47,6 +49,7 @@ impl Default for FileConfig {
             logging: LoggingSection::default(),
             server: ServerSection::default(),
             client: ClientSection::default(),
+            webhook: WebhookSection::default(),
         }
     }
 }
@@ -328,4 +331,16 @@ impl Default for ClientSection {
             max_header_bytes: 16_384,
         }
     }
+}
+
+/// `webhook:` — what the load balancer itself posts to a task's webhook.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSection {
+    /// Post `{"success":false,"error":…}` to a webhook task's URL when the task finally
+    /// fails before a Worker took it (the Worker posts every other result). Default false.
+    pub notify_failures: bool,
+    /// Hosts (`name` or `name:port`) the load balancer may post failures to; the
+    /// client names the URL, so nothing else is ever fetched. Default empty.
+    pub allowed_hosts: Vec<String>,
 }

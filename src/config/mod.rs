@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod file;
+pub mod webhook;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -153,6 +154,8 @@ pub struct Settings {
     pub upgrade_sock: String,
     /// Limits on client connections.
     pub client: client::ClientLimits,
+    /// Failure notices posted to webhooks.
+    pub webhook_notify: webhook::NotifyPolicy,
 }
 
 impl Settings {
@@ -466,6 +469,8 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         pid_file: cfg.server.pid_file,
         upgrade_sock: cfg.server.upgrade_sock,
         client: client::ClientLimits::resolve(&cfg.client).map_err(|(key, r)| err(key, r))?,
+        webhook_notify: webhook::NotifyPolicy::resolve(&cfg.webhook)
+            .map_err(|(key, r)| err(key, r))?,
         origin,
     })
 }

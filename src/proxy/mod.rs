@@ -2,6 +2,7 @@
 //! `/health` and `/logs`. Every request is answered in `request_filter`; tasks reach
 //! Workers through the dispatcher, never through an upstream chosen by Pingora.
 
+pub mod notify;
 pub mod task;
 pub mod webhook;
 

@@ -80,6 +80,20 @@ pub(super) async fn accept(
     respond::json(session, 200, &accepted, &[("x-andera-task-id", task_id)]).await
 }
 
+/// How much of a Worker's refusal is kept for the failure notice.
+const NOTICE_BYTES: usize = 4096;
+
+/// The failure notice for a Worker's refusal: its own `error` when it gave one.
+fn refusal_message(status: u16, answer: &[u8]) -> String {
+    let error = serde_json::from_slice::<serde_json::Value>(answer)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
+    match error {
+        Some(e) => format!("Worker refused the task ({status}): {e}"),
+        None => format!("Worker refused the task ({status})"),
+    }
+}
+
 /// The journal's dispatch mark, awaited holding the slot right before the first send.
 fn journal_gate<'a>(
     journal: &'a Journal,
@@ -167,6 +181,7 @@ async fn run(
         Err(e) => {
             let message = e.message();
             log::warn!("webhook task {task_id} failed ({}): {message}", e.status());
+            super::notify::failure(&app, &task_id, &body, &message);
             finish_failed(&app.board, &record, &spec, &e, message);
             done(e.outcome());
         }
@@ -177,9 +192,16 @@ async fn run(
         }) => {
             let status = exchange.header().status.as_u16();
             let mut failure = None;
+            // The start of a refusal's body, for the failure notice.
+            let mut answer = Vec::new();
             loop {
                 match exchange.next_chunk().await {
-                    Ok(Some(_)) => {}
+                    Ok(Some(chunk)) => {
+                        if status >= 400 && answer.len() < NOTICE_BYTES {
+                            let room = NOTICE_BYTES - answer.len();
+                            answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         app.dispatcher.attempt_failed(&lease, &e);
@@ -191,6 +213,11 @@ async fn run(
             match failure {
                 None => {
                     exchange.finish().await;
+                    if status >= 400 {
+                        // The Worker refused the task: it will not call the webhook.
+                        let why = refusal_message(status, &answer);
+                        super::notify::failure(&app, &task_id, &body, &why);
+                    }
                     let (state, outcome) = answered(status);
                     finish(
                         &app.board, &record, &spec, true, state, status, outcome, None,
@@ -260,6 +287,7 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
                 task.id,
                 e.status()
             );
+            super::notify::failure(app, &task.id, &task.body, &message);
             finish_failed(&app.board, &record, &spec, &e, message);
             journal.finish(&task.id);
             return;

@@ -1,0 +1,120 @@
+//! Failure notices for webhook tasks: when a task the client was told "accepted"
+//! finally fails before a Worker took it, nobody else will tell the webhook. With
+//! `webhook.notify_failures`, the load balancer posts `{"success":false,"error":…}`
+//! there itself, only to hosts on `webhook.allowed_hosts`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::App;
+use crate::registry::url::WorkerUrl;
+
+/// Longest wait for the webhook's answer.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+struct Body {
+    webhook: Option<Target>,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    url: String,
+    #[serde(default)]
+    headers: Map<String, Value>,
+}
+
+/// Headers of `webhook.headers` never sent: framing and hop-by-hop ones are ours.
+const RESERVED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-type",
+];
+
+/// Posts the failure of the webhook task whose body is `task_body`, in the
+/// background, if the policy allows its webhook's host. Returns at once.
+pub fn failure(app: &App, task_id: &str, task_body: &[u8], error: &str) {
+    let policy = &app.settings.webhook_notify;
+    if !policy.enabled {
+        return;
+    }
+    let Some(target) = serde_json::from_slice::<Body>(task_body)
+        .ok()
+        .and_then(|b| b.webhook)
+    else {
+        return;
+    };
+    let url = match WorkerUrl::parse(&target.url) {
+        Ok(u) => u,
+        Err(e) => {
+            log::info!("task {task_id}: failure not posted: webhook.url {e}");
+            return;
+        }
+    };
+    if !policy.allows(&url.host, url.port) {
+        log::info!(
+            "task {task_id}: failure not posted: {} is not in webhook.allowed_hosts",
+            url.authority()
+        );
+        return;
+    }
+    let Ok(request) = request(&url, &target.headers) else {
+        return;
+    };
+    let body = Bytes::from(
+        serde_json::to_vec(&serde_json::json!({"success": false, "error": error}))
+            .unwrap_or_default(),
+    );
+    let dispatcher = app.dispatcher.clone();
+    let task_id = task_id.to_string();
+    tokio::spawn(async move {
+        let deadline = Instant::now() + NOTIFY_TIMEOUT;
+        let mut request = request;
+        let _ = request.insert_header(http::header::CONTENT_LENGTH, body.len());
+        let limits = crate::upstream::Limits {
+            deadline,
+            response_header: None,
+            body_idle: None,
+        };
+        let posted = dispatcher.upstream.send(&url, request, &body, limits).await;
+        match posted {
+            Ok(mut exchange) => {
+                let status = exchange.header().status.as_u16();
+                while let Ok(Some(_)) = exchange.next_chunk().await {}
+                exchange.finish().await;
+                log::info!("task {task_id}: failure posted to its webhook ({status})");
+            }
+            Err(e) => log::warn!("task {task_id}: failure not posted to its webhook: {e}"),
+        }
+    });
+}
+
+fn request(url: &WorkerUrl, extra: &Map<String, Value>) -> pingora::Result<RequestHeader> {
+    let path = url.path("");
+    let path = if path.is_empty() { "/" } else { path.as_str() };
+    let mut req = RequestHeader::build("POST", path.as_bytes(), Some(extra.len() + 3))?;
+    req.insert_header(http::header::HOST, url.host_header())?;
+    req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    for (name, value) in extra {
+        let Some(value) = value.as_str() else {
+            continue;
+        };
+        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        // A name or value that is not a valid header is skipped, not fatal.
+        let _ = req.append_header(name.clone(), value);
+    }
+    Ok(req)
+}

@@ -1,0 +1,155 @@
+//! Failure notices: a webhook task that finally fails before a Worker took it is
+//! posted to its webhook as `{"success":false,"error":…}`, only to allowed hosts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// A webhook receiver that hands every POST body it gets to the test.
+async fn receiver() -> (mpsc::UnboundedReceiver<Value>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body =
+                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or(Value::Null);
+                    let _ = tx.send(json!({"head": head, "body": body}));
+                    buf.drain(..end + 4 + len);
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    (rx, url)
+}
+
+fn webhook_task(input: Value, hook: &str) -> Value {
+    let mut body = task("hello", input);
+    body["mode"] = json!("webhook");
+    body["webhook"] = json!({"url": hook, "headers": {"x-hook-secret": "s3"}});
+    body
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Value>) -> Option<Value> {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Takes the Worker's only slot with a task sent to it directly (not through the
+/// load balancer, whose TASK_TIMEOUT would cut it), until the LB sees it taken.
+async fn hold_the_slot(lb: &Lb, w: &andera_lb::sim::SimWorker) -> tokio::task::JoinHandle<()> {
+    let direct = lb
+        .http
+        .post(format!("{}/task", w.url()))
+        .header("x-lb-auth", LB_KEY)
+        .header("authorization", WK_KEY)
+        .json(&task("sleep", json!({"ms": 2500})))
+        .send();
+    let handle = tokio::spawn(async move {
+        let _ = direct.await;
+    });
+    lb.wait_until(
+        |h| h["workers"][0]["slots"]["available"] == json!(0),
+        "the Worker reports its slot taken",
+    )
+    .await;
+    handle
+}
+
+const NOTIFY: &str = "webhook:\n  notify_failures: true\n  allowed_hosts: [\"127.0.0.1\"]\n";
+
+#[tokio::test]
+async fn a_webhook_task_that_times_out_in_the_queue_is_posted_as_failed() {
+    let (mut rx, hook) = receiver().await;
+    let w = sim(|c| c.slots = 1).await;
+    let lb = Lb::start_with(&[w.url()], &[("TASK_TIMEOUT", "600")], NOTIFY).await;
+    lb.wait_available(1).await;
+    let blocker = hold_the_slot(&lb, &w).await;
+    let (s, _) = lb.run(webhook_task(json!({"name": "late"}), &hook)).await;
+    assert_eq!(s, 200);
+    let notice = next(&mut rx).await.expect("the failure is posted");
+    assert_eq!(notice["body"]["success"], json!(false), "{notice}");
+    assert!(
+        notice["body"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{notice}"
+    );
+    // The task's own webhook headers go along; the LB's keys never do.
+    let head = notice["head"].as_str().unwrap();
+    assert!(head.contains("x-hook-secret: s3"), "{head}");
+    assert!(!head.contains(LB_KEY) && !head.contains(WK_KEY), "{head}");
+    blocker.abort();
+}
+
+#[tokio::test]
+async fn a_webhook_task_the_worker_refuses_is_posted_with_the_workers_reason() {
+    let (mut rx, hook) = receiver().await;
+    let w = sim(|_| {}).await;
+    let lb = Lb::start_with(&[w.url()], &[], NOTIFY).await;
+    lb.wait_available(1).await;
+    // `hello` takes no `bogus` parameter: the Worker answers 400 and never calls the hook.
+    let (s, _) = lb
+        .run(webhook_task(json!({"name": "x", "bogus": 1}), &hook))
+        .await;
+    assert_eq!(s, 200);
+    let notice = next(&mut rx).await.expect("the refusal is posted");
+    let error = notice["body"]["error"].as_str().unwrap_or("").to_string();
+    assert!(error.contains("Worker refused the task (400)"), "{notice}");
+    assert!(error.contains("bogus"), "{notice}");
+}
+
+#[tokio::test]
+async fn failures_are_never_posted_to_hosts_off_the_allow_list() {
+    let (mut rx, hook) = receiver().await;
+    let w = sim(|c| c.slots = 1).await;
+    let yaml = "webhook:\n  notify_failures: true\n  allowed_hosts: [\"hooks.example.com\"]\n";
+    let lb = Lb::start_with(&[w.url()], &[("TASK_TIMEOUT", "600")], yaml).await;
+    lb.wait_available(1).await;
+    let blocker = hold_the_slot(&lb, &w).await;
+    let (s, _) = lb.run(webhook_task(json!({"name": "late"}), &hook)).await;
+    assert_eq!(s, 200);
+    let start = Instant::now();
+    while !lb.log().contains("is not in webhook.allowed_hosts") {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", lb.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+    assert!(got.is_err(), "posted to a host off the list: {got:?}");
+    blocker.abort();
+}
