@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use andera_lb::config;
-use andera_lb::registry::watch::load_list;
+use andera_lb::registry::watch::{list_warnings, load_list};
 use andera_lb::server::{self, RunFlags};
 use clap::Parser;
 
@@ -62,7 +62,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let warnings = list_warnings(&settings.workers);
     if args.test {
+        for w in &warnings {
+            eprintln!("andera-lb: warning: {w}");
+        }
+        if settings.uses_default_key() {
+            eprintln!("andera-lb: warning: LB_AUTH_KEY is the well-known default key: anyone can use this load balancer");
+        }
         println!(
             "andera-lb: configuration OK ({}; {} worker(s); client {}, admin {})",
             settings.origin,
@@ -88,6 +95,9 @@ fn main() -> ExitCode {
         settings.max_logs,
         settings.max_logs_bytes,
     );
+    for w in &warnings {
+        log::warn!("{w}");
+    }
     if settings.uses_default_key() {
         log::warn!("**************************************************************************");
         log::warn!("LB_AUTH_KEY is the well-known default key: anyone can use this load balancer.");

@@ -94,6 +94,58 @@ fn dash_t_validates_and_exits() {
     );
 }
 
+#[test]
+fn dash_t_refuses_a_key_that_cannot_be_sent_and_never_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("workers.json"),
+        r#"["http://127.0.0.1:3000"]"#,
+    )
+    .unwrap();
+    for key in ["two words", "line\nbreak", "caf\u{e9}-key"] {
+        let out = lb_command(dir.path())
+            .env("LB_AUTH_KEY", key)
+            .arg("-t")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("cannot be sent in an HTTP header"), "{err}");
+        assert!(!err.contains(key), "the key is never printed: {err}");
+    }
+}
+
+#[test]
+fn dash_t_warns_on_an_empty_list_duplicates_and_the_default_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |list: &str, key: &str| {
+        std::fs::write(dir.path().join("workers.json"), list).unwrap();
+        let out = lb_command(dir.path())
+            .env("LB_AUTH_KEY", key)
+            .arg("-t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "warnings do not refuse: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("[]", "k");
+    assert!(err.contains("warning") && err.contains("empty"), "{err}");
+    let err = run(
+        r#"["http://127.0.0.1:3000", "http://127.0.0.1:3001", "http://127.0.0.1:3000"]"#,
+        "k",
+    );
+    assert!(
+        err.contains("\"http://127.0.0.1:3000\" is listed more than once"),
+        "{err}"
+    );
+    assert!(!err.contains("3001"), "{err}");
+    let err = run(r#"["http://127.0.0.1:3000"]"#, "default-lb-auth-key");
+    assert!(err.contains("well-known default key"), "{err}");
+    let err = run(r#"["http://127.0.0.1:3000"]"#, "k");
+    assert!(err.is_empty(), "a good list gives no warning: {err}");
+}
+
 #[tokio::test]
 async fn the_well_known_default_key_starts_with_a_loud_warning() {
     let w = sim(|c| c.lb_key = "default-lb-auth-key".into()).await;

@@ -489,3 +489,41 @@ async fn expect_100_continue_is_answered_so_large_bodies_are_not_delayed() {
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
     assert_eq!(w.stats().last_body_len, body.len() as u64);
 }
+
+#[tokio::test]
+async fn task_ids_are_unique_across_instances_and_restarts() {
+    let w = sim(|_| {}).await;
+    // Two instances started in the same second, and one restarted: a start-time
+    // plus counter id would repeat here; a UUIDv7 does not.
+    let ids_of = |lb: &Lb| {
+        let req = lb.task(task("hello", json!({})));
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-andera-task-id"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let mut ids = Vec::new();
+    let workers = [w.url()];
+    for _round in 0..2 {
+        let (a, b) = tokio::join!(Lb::start(&workers, &[]), Lb::start(&workers, &[]));
+        a.wait_available(1).await;
+        b.wait_available(1).await;
+        for lb in [&a, &b] {
+            for _ in 0..3 {
+                ids.push(ids_of(lb).await);
+            }
+        }
+    }
+    for id in &ids {
+        let parsed = uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(parsed.get_version_num(), 7, "{id}");
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+}

@@ -331,7 +331,21 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         }
     };
     let lb_key = match cfg.auth.lb_key {
-        Some(k) if !k.trim().is_empty() => Secret::new(k.trim()),
+        Some(k) if !k.trim().is_empty() => {
+            let k = k.trim();
+            if let Some(pos) = k.bytes().position(|b| !(0x21..=0x7e).contains(&b)) {
+                // The key itself is never echoed: only where the bad character is.
+                return Err(ConfigError {
+                    origin: origin.clone(),
+                    key: "LB_AUTH_KEY (auth.lb_key)".into(),
+                    reason: format!(
+                        "character {} cannot be sent in an HTTP header (a space, control or non-ASCII character); use printable ASCII without spaces",
+                        pos + 1
+                    ),
+                });
+            }
+            Secret::new(k)
+        }
         _ => {
             return Err(ConfigError {
                 origin: "environment".into(),
@@ -506,6 +520,14 @@ mod tests {
     fn missing_key_refuses() {
         let e = load(None, &env_of(&[])).unwrap_err();
         assert_eq!(e.key, "LB_AUTH_KEY");
+        for bad in ["se cret", "caf\u{e9}", "a\u{7f}b"] {
+            let e = load(None, &env_of(&[("LB_AUTH_KEY", bad)])).unwrap_err();
+            assert!(
+                e.to_string().contains("cannot be sent in an HTTP header"),
+                "{e}"
+            );
+            assert!(!e.to_string().contains(bad), "the key is never echoed: {e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `POST /task`: authenticate, read and validate the body, then hand the task to the
 //! dispatcher and relay the Worker's answer (or a prompt JSON error).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,17 +20,10 @@ use crate::task::{self, Mode, TaskSpec};
 /// Largest piece of a Worker's answer written to the client under one send timeout.
 const SEND_SLICE: usize = 16 * 1024;
 
-static TASK_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// A process-unique task id: start time and sequence, e.g. `6745f0a1-00002a`.
+/// A task id unique across instances and restarts: a UUIDv7 (time-ordered, so ids
+/// sort by arrival on boards and in logs), e.g. `01938c7e-5b2a-7c3d-9e4f-1a2b3c4d5e6f`.
 pub fn next_task_id() -> String {
-    static EPOCH: once_cell::sync::Lazy<u64> = once_cell::sync::Lazy::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    });
-    let n = TASK_SEQ.fetch_add(1, Ordering::Relaxed) + 1;
-    format!("{:08x}-{n:06x}", *EPOCH)
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// True if `Authorization` or `x-lb-auth` carries the LB key.
@@ -414,4 +406,21 @@ async fn relay(
     drop(lease);
     finish(&app.board, record, spec, true, state, status, outcome, None);
     respond::within(send, session.write_response_body(None, true)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_task_id;
+
+    #[test]
+    fn task_ids_are_uuid_v7_unique_and_time_ordered() {
+        let ids: Vec<String> = (0..1000).map(|_| next_task_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "unique");
+        assert_eq!(sorted, ids, "time-ordered within a process");
+        let parsed = uuid::Uuid::parse_str(&ids[0]).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+    }
 }

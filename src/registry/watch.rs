@@ -59,6 +59,49 @@ pub fn load_list(source: &WorkerSource) -> Result<Vec<WorkerUrl>, ConfigError> {
     }
 }
 
+/// Warnings about a Worker list that loads but is likely not what the operator meant:
+/// no Worker at all (every task would get 503), or a Worker listed more than once
+/// (it is used once). Empty when the list is fine or cannot be read (that is an error
+/// reported by [`load_list`]).
+pub fn list_warnings(source: &WorkerSource) -> Vec<String> {
+    let (origin, entries): (String, Vec<String>) = match source {
+        WorkerSource::Inline(list) => ("workers.list".into(), list.clone()),
+        WorkerSource::File(path) => {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                return Vec::new();
+            };
+            let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else {
+                return Vec::new();
+            };
+            let entries = list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            (path.display().to_string(), entries)
+        }
+    };
+    let mut warnings = Vec::new();
+    if entries.is_empty() {
+        warnings.push(format!(
+            "{origin}: the Worker list is empty: every task will be refused with 503 until Workers are listed"
+        ));
+    }
+    let mut seen: Vec<WorkerUrl> = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let Ok(url) = WorkerUrl::parse(entry) else {
+            continue;
+        };
+        if seen.contains(&url) {
+            warnings.push(format!(
+                "{origin}: Worker {entry:?} is listed more than once; it is used once"
+            ));
+        } else {
+            seen.push(url);
+        }
+    }
+    warnings
+}
+
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     std::fs::metadata(path)
         .ok()
