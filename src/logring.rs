@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
+use std::sync::OnceLock;
 
 /// Longest log line kept or printed, in bytes; longer lines are cut with a marker
 /// (`…(+N bytes)`), e.g. a Worker's multi-megabyte error string.
@@ -66,7 +66,7 @@ impl LogRing {
     }
 }
 
-static RING: OnceCell<Arc<LogRing>> = OnceCell::new();
+static RING: OnceLock<Arc<LogRing>> = OnceLock::new();
 
 /// The process-wide ring (a small default one until [`init`] runs).
 pub fn ring() -> Arc<LogRing> {

@@ -3,11 +3,11 @@
 //! exposes them (unknown ones fold into `other`), Workers are the list's URLs, and
 //! priorities are bucketed into classes.
 
-use once_cell::sync::Lazy;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use std::sync::LazyLock;
 
 /// Label value used for anything outside the known set.
 pub const OTHER: &str = "other";
@@ -238,7 +238,7 @@ impl Metrics {
 }
 
 /// The process-wide metrics.
-pub static METRICS: Lazy<Metrics> = Lazy::new(Metrics::new);
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// Bounded priority classes for the 1..2097152 range.
 pub fn priority_class(priority: u32) -> &'static str {

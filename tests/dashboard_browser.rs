@@ -5,7 +5,8 @@
 //!
 //! Needs `node`, `/usr/bin/chromium` and `tests/browser/node_modules`:
 //! `apt-get install -y nodejs chromium && npm ci --prefix tests/browser`.
-//! Without them this test fails (it never passes silently).
+//! Without them a plain `cargo test` skips it with a message naming what is missing;
+//! `scripts/test` sets `ANDERA_BROWSER_TEST=required`, which turns that into a failure.
 
 mod common;
 
@@ -80,11 +81,20 @@ async fn send(lb: &Lb, body: Value) -> (u16, Option<String>) {
 async fn dashboard_and_task_board_in_a_browser() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let missing = missing_prerequisites(&root);
-    assert!(
-        missing.is_empty(),
-        "the browser test cannot run:\n  - {}\ninstall with: apt-get install -y chromium && npm ci --prefix tests/browser",
-        missing.join("\n  - ")
-    );
+    if !missing.is_empty() {
+        let why = format!(
+            "the browser test cannot run:\n  - {}\ninstall with: apt-get install -y chromium && npm ci --prefix tests/browser (scripts/test does this)",
+            missing.join("\n  - ")
+        );
+        // scripts/test (and so CI) sets ANDERA_BROWSER_TEST=required: there a missing
+        // prerequisite is a failure, never a silent pass.
+        assert!(
+            std::env::var("ANDERA_BROWSER_TEST").as_deref() != Ok("required"),
+            "{why}"
+        );
+        eprintln!("SKIPPED dashboard_and_task_board_in_a_browser: {why}");
+        return;
+    }
 
     let a = sim(|c| {
         c.tags.insert("region".into(), "eu-west".into());

@@ -179,8 +179,10 @@ async fn queued_tasks_run_by_priority_then_arrival() {
     let w = sim(|c| c.slots = 1).await;
     let lb = Lb::start(&[w.url()], &[]).await;
     lb.wait_available(1).await;
+    // The blocker holds the only slot until every other task is queued: no timing window.
+    w.set_task_fault(andera_lb::sim::TaskFault::Hold);
     let blocker = {
-        let rb = lb.task(task("sleep", json!({"ms": 800, "label": "blocker"})));
+        let rb = lb.task(task("hello", json!({"label": "blocker"})));
         tokio::spawn(async move { rb.send().await.unwrap().status().as_u16() })
     };
     lb.wait_until(
@@ -206,6 +208,7 @@ async fn queued_tasks_run_by_priority_then_arrival() {
         }));
         lb.wait_queued(i as u64 + 1).await;
     }
+    w.set_task_fault(andera_lb::sim::TaskFault::None);
     assert_eq!(blocker.await.unwrap(), 200);
     for h in handles {
         assert_eq!(h.await.unwrap(), 200);

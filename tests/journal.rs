@@ -208,7 +208,13 @@ async fn an_upgrade_hands_queued_webhook_tasks_to_the_successor() {
     settle_until(&rx, 5).await;
     // The successor takes the sockets over, then the old process is told to go.
     let mut successor = old.command.arg("--upgrade").spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sock = old.upgrade_socket();
+    wait_for(
+        "the successor's upgrade socket",
+        Duration::from_secs(10),
+        || sock.exists(),
+    )
+    .await;
     old.signal("QUIT");
     // The old process must not sit out its 60 s grace period running the queue.
     let code = old.wait_exit(Duration::from_secs(20)).await;

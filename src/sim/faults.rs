@@ -19,23 +19,28 @@ pub enum TaskFault {
     Interim(u16),
     /// Read the task, count it as received, and never answer (until shutdown).
     Hang,
+    /// Read the task, count it as received, and answer it normally once the fault is
+    /// switched to anything else: a test's gate for "this task holds its slot until I
+    /// say so".
+    Hold,
 }
 
 impl std::str::FromStr for TaskFault {
     type Err = String;
 
-    /// `none`, `hang`, or `interim-<code>` with a 1xx code (e.g. `interim-103`).
+    /// `none`, `hang`, `hold`, or `interim-<code>` with a 1xx code (e.g. `interim-103`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.to_ascii_lowercase();
         match s.as_str() {
             "none" => return Ok(TaskFault::None),
             "hang" => return Ok(TaskFault::Hang),
+            "hold" => return Ok(TaskFault::Hold),
             _ => {}
         }
         match s.strip_prefix("interim-").map(str::parse::<u16>) {
             Some(Ok(code @ 100..=199)) => Ok(TaskFault::Interim(code)),
             _ => Err(format!(
-                "unknown task fault {s:?} (expected none, hang or interim-1xx)"
+                "unknown task fault {s:?} (expected none, hang, hold or interim-1xx)"
             )),
         }
     }

@@ -219,6 +219,19 @@ pub(crate) async fn handle_task(
         state.shutdown_signal().await;
         return failure_response(StatusCode::SERVICE_UNAVAILABLE, "Worker is shutting down");
     }
+    if state.faults.get() == super::TaskFault::Hold {
+        let released = async {
+            while state.faults.get() == super::TaskFault::Hold {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            _ = released => {}
+            _ = state.shutdown_signal() => {
+                return failure_response(StatusCode::SERVICE_UNAVAILABLE, "Worker is shutting down");
+            }
+        }
+    }
     if task.mode == Mode::Webhook {
         let st = Arc::clone(&state);
         state.spawn_guarded(run_webhook(st, task));

@@ -13,12 +13,39 @@ use serde_json::{json, Value};
 pub const LB_KEY: &str = "test-lb-key";
 pub const WK_KEY: &str = "test-worker-key";
 
-/// A port free right now on 127.0.0.1 (the OS hands out distinct ones, so parallel tests don't collide).
+/// A loopback port for a server the test starts, never handed out twice in this process.
+///
+/// Ports come from below the kernel's ephemeral range (32768+ on Linux), so an outgoing
+/// connection can never take one between this check and the server's bind; each test
+/// process starts at its own offset (from its pid), so parallel test binaries do not
+/// walk the same ports either.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12000;
+    const SPAN: u32 = 20000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A simulated Worker with the test keys.
@@ -110,6 +137,12 @@ impl Lb {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// The socket a successor started with `--upgrade` listens on for the listeners;
+    /// it exists once the successor is ready to take them.
+    pub fn upgrade_socket(&self) -> PathBuf {
+        self.dir.path().join("upgrade.sock")
     }
 
     pub fn workers_file(&self) -> PathBuf {
