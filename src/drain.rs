@@ -2,7 +2,7 @@
 //! turns false, in-flight and queued tasks get up to the grace period to finish,
 //! whatever remains is answered with a JSON error, then the process exits 0.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 use crate::proxy::App;
 
@@ -19,14 +20,14 @@ const ABORT_FLUSH: Duration = Duration::from_secs(2);
 
 /// Counts tasks in progress and tells them when to give up.
 pub struct Drain {
-    active: AtomicUsize,
+    tasks: TaskTracker,
     abort: watch::Sender<bool>,
 }
 
 impl Default for Drain {
     fn default() -> Self {
         Drain {
-            active: AtomicUsize::new(0),
+            tasks: TaskTracker::new(),
             abort: watch::channel(false).0,
         }
     }
@@ -35,13 +36,14 @@ impl Default for Drain {
 impl Drain {
     /// Marks a task as in progress until the guard is dropped.
     pub fn track(self: &Arc<Self>) -> ActiveTask {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        ActiveTask(self.clone())
+        ActiveTask {
+            _token: self.tasks.token(),
+        }
     }
 
     /// Tasks in progress.
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.tasks.len()
     }
 
     /// Resolves when the grace period is over and remaining tasks must end.
@@ -55,13 +57,9 @@ impl Drain {
     }
 }
 
-/// A task in progress (see [`Drain::track`]).
-pub struct ActiveTask(Arc<Drain>);
-
-impl Drop for ActiveTask {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
+/// A task in progress (see [`Drain::track`]); it stops counting when dropped.
+pub struct ActiveTask {
+    _token: TaskTrackerToken,
 }
 
 /// Background service that runs the drain when Pingora begins its shutdown.
@@ -70,14 +68,14 @@ pub struct Drainer {
     pub app: Arc<App>,
 }
 
+/// True once no task is in progress, false if `until` comes first.
 async fn wait_idle(drain: &Drain, until: Instant) -> bool {
-    while drain.active() > 0 {
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
+    // Closing only lets `wait` resolve at zero: tasks may still be added (a webhook
+    // task's runner) and are waited for too.
+    drain.tasks.close();
+    tokio::time::timeout_at(until, drain.tasks.wait())
+        .await
+        .is_ok()
 }
 
 /// With a task journal, as soon as another instance shares it (an upgrade's

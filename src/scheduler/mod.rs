@@ -103,6 +103,24 @@ pub struct QueueSnapshot {
     pub by_priority: Vec<(u32, usize)>,
 }
 
+/// Takes `n` off a scheduler count. An underflow is a bookkeeping bug (a slot or a
+/// waiter given back twice) that wrapping or saturating would hide: debug builds (the
+/// tests) panic, release builds log it and stay at zero.
+pub(crate) fn count_down<T: num_traits::CheckedSub + num_traits::Zero>(
+    count: &mut T,
+    n: T,
+    what: &str,
+) {
+    match count.checked_sub(&n) {
+        Some(v) => *count = v,
+        None => {
+            debug_assert!(false, "scheduler count {what} would go below zero");
+            log::error!("bug: scheduler count {what} would go below zero; kept at 0");
+            *count = T::zero();
+        }
+    }
+}
+
 /// Slot usage of one Worker as the load balancer counts it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SlotUsage {
@@ -176,7 +194,7 @@ impl Scheduler {
         pool.waiters.insert(key, Waiter { tx });
         *queued += 1;
         let pool_key = (pool.group.clone(), req.contract);
-        *queued -= pool.pump(workers);
+        count_down(queued, pool.pump(workers), "queued");
         Ok(Acquire::Queued(Waiting::new(
             self.clone(),
             pool_key,
@@ -197,11 +215,11 @@ impl Scheduler {
         let Some(w) = workers.get_mut(&worker) else {
             return; // removed from the list since: nothing to give back
         };
-        w.in_flight = w.in_flight.saturating_sub(1);
+        count_down(&mut w.in_flight, 1, "in_flight");
         let (group, contract) = w.pool.clone();
         if let Some(pool) = pools.get_mut(&group).and_then(|p| p.get_mut(&contract)) {
             pool.refresh(workers, worker);
-            *queued -= pool.pump(workers);
+            count_down(queued, pool.pump(workers), "queued");
         }
     }
 
@@ -215,7 +233,7 @@ impl Scheduler {
             .and_then(|pool| pool.waiters.remove(&key))
             .is_some();
         if removed {
-            st.queued -= 1;
+            count_down(&mut st.queued, 1, "queued");
         }
         removed
     }
@@ -254,13 +272,13 @@ impl Scheduler {
         pool.refresh(workers, id);
         match (counted, usable) {
             (false, true) => pool.usable += 1,
-            (true, false) => pool.usable -= 1,
+            (true, false) => count_down(&mut pool.usable, 1, "usable"),
             _ => {}
         }
         if pool.usable == 0 {
-            *queued -= pool.fail_all(AcquireError::NoWorkerUp);
+            count_down(queued, pool.fail_all(AcquireError::NoWorkerUp), "queued");
         } else {
-            *queued -= pool.pump(workers);
+            count_down(queued, pool.pump(workers), "queued");
         }
     }
 
@@ -332,14 +350,14 @@ impl Scheduler {
         };
         pool.refresh(workers, id);
         match (was_usable, usable) {
-            (true, false) => pool.usable -= 1,
+            (true, false) => count_down(&mut pool.usable, 1, "usable"),
             (false, true) => pool.usable += 1,
             _ => return,
         }
         if pool.usable == 0 {
-            *queued -= pool.fail_all(AcquireError::NoWorkerUp);
+            count_down(queued, pool.fail_all(AcquireError::NoWorkerUp), "queued");
         } else {
-            *queued -= pool.pump(workers);
+            count_down(queued, pool.pump(workers), "queued");
         }
     }
 
@@ -368,7 +386,7 @@ impl Scheduler {
                 failed += pool.fail_all(AcquireError::ShuttingDown);
             }
         }
-        st.queued -= failed;
+        count_down(&mut st.queued, failed, "queued");
     }
 
     /// The queue right now.
@@ -418,17 +436,17 @@ fn detach(
         return;
     };
     if pool.members.remove(&id) && workers.get(&id).is_some_and(SlotState::usable) {
-        pool.usable -= 1;
+        count_down(&mut pool.usable, 1, "usable");
     }
     pool.forget(workers, id);
     if pool.members.is_empty() {
-        *queued -= pool.fail_all(AcquireError::UnknownPool);
+        count_down(queued, pool.fail_all(AcquireError::UnknownPool), "queued");
         by_contract.remove(&key.1);
         if by_contract.is_empty() {
             pools.remove(&key.0);
         }
     } else if pool.usable == 0 {
-        *queued -= pool.fail_all(AcquireError::NoWorkerUp);
+        count_down(queued, pool.fail_all(AcquireError::NoWorkerUp), "queued");
     }
 }
 

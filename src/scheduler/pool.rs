@@ -160,7 +160,7 @@ impl Pool {
             if waiter.tx.send(Ok(grant)).is_err() {
                 // The waiter vanished between the check and the send: undo the take.
                 if let Some(w) = workers.get_mut(&id) {
-                    w.in_flight -= 1;
+                    super::count_down(&mut w.in_flight, 1, "in_flight");
                 }
                 self.refresh(workers, id);
             }

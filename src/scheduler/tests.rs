@@ -218,3 +218,12 @@ async fn an_ejected_worker_survives_its_own_reports_and_returns_after_the_back_o
         Some(AcquireError::NoWorkerUp)
     );
 }
+
+#[test]
+#[should_panic(expected = "would go below zero")]
+fn a_count_given_back_twice_is_caught_not_wrapped() {
+    let mut in_flight: u32 = 1;
+    super::count_down(&mut in_flight, 1, "in_flight");
+    assert_eq!(in_flight, 0);
+    super::count_down(&mut in_flight, 1, "in_flight");
+}
