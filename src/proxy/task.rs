@@ -114,8 +114,9 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
-    let spec = match task::parse_with(&body, &settings.task_limits) {
-        Ok(s) => s,
+    // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
+    let (spec, body) = match task::parse_for_worker(&body, &settings.task_limits) {
+        Ok(p) => (p.spec, p.forward),
         Err(msg) => {
             ctx.status = 400;
             return respond::error(session, 400, &msg, &[]).await;

@@ -251,7 +251,11 @@ async fn run(
 async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
     let Claimed { task, kind } = claimed;
     let spec = match task::parse(&task.body) {
-        Ok(s) => s,
+        // The journaled body no longer carries `priority` (Workers never get it).
+        Ok(s) => TaskSpec {
+            priority: task.priority,
+            ..s
+        },
         Err(e) => {
             log::warn!(
                 "journal: task {} has an invalid body ({e}); dropped",

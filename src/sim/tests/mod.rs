@@ -126,6 +126,9 @@ async fn hello_sync_stream_and_errors() {
     let cases = [
         (json!({"function":"hello","contract":2}), 400),
         (json!({"function":"hello","contract":1,"priority":0}), 400),
+        // The real Worker refuses `priority: null` (the LB never forwards priority).
+        (json!({"function":"hello","contract":1,"priority":null}), 400),
+        (json!({"function":"hello","contract":1,"priority":1.5}), 400),
         (
             json!({"function":"hello","contract":1,"priority":2097153}),
             400,
