@@ -89,6 +89,7 @@ fn refusal_message(status: u16, answer: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
     match error {
+        _ if status == 401 => super::task::WORKER_KEY_REJECTED.to_string(),
         Some(e) => format!("Worker refused the task ({status}): {e}"),
         None => format!("Worker refused the task ({status})"),
     }

@@ -264,6 +264,20 @@ impl WorkerRecord {
         })
     }
 
+    /// The status shown by `/health`, as the original named it: `unreachable` once a
+    /// poll has failed through all its retries with no slot feed either, `offline`
+    /// while the feed is lost or a poll failed, else what the Worker last reported.
+    pub fn shown_status(&self) -> &str {
+        let poll_failed = self.polled && !self.http_up;
+        if poll_failed && self.feed != FeedState::Connected {
+            "unreachable"
+        } else if self.offline || poll_failed {
+            "offline"
+        } else {
+            self.status.as_deref().unwrap_or("unknown")
+        }
+    }
+
     /// The record shown by authenticated `/health` and the dashboard.
     pub fn to_json(&self, lb_in_flight: u32) -> Value {
         let mut out = self
@@ -271,16 +285,19 @@ impl WorkerRecord {
             .as_ref()
             .map(|h| h.raw.clone())
             .unwrap_or_default();
-        out.insert("url".into(), json!(self.url.raw));
+        out.insert("url".into(), json!(self.url.listed));
         let ws = self
             .health
             .as_ref()
             .and_then(|h| h.websocket_port)
             .map(|p| self.url.websocket(p));
         out.insert("wsUrl".into(), json!(ws));
+        out.insert("status".into(), json!(self.shown_status()));
+        // The original's names for the contract check (§3 of the protocol).
+        out.insert("contractValid".into(), json!(self.invalid_reason.is_none()));
         out.insert(
-            "status".into(),
-            json!(self.status.as_deref().unwrap_or("unknown")),
+            "contractMismatchReason".into(),
+            json!(self.invalid_reason.as_deref()),
         );
         if let Some(s) = self.slots {
             out.insert("slots".into(), json!(s));
