@@ -101,7 +101,11 @@ impl<'de> Deserialize<'de> for Members<'de> {
 impl<'a> Members<'a> {
     /// The value of the last member named `name` (`JSON.parse` keeps the last one).
     fn last(&self, name: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| *v)
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
     }
 
     /// True when some key appears more than once.
@@ -223,7 +227,14 @@ fn members(body: &[u8]) -> Result<Members<'_>, String> {
 /// The members again, as `JSON.stringify` of the parsed object would list them
 /// (minus `priority`); values keep the client's bytes.
 fn rewrite(members: &Members<'_>, contract: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(members.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
+    let mut out = Vec::with_capacity(
+        members
+            .0
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>()
+            + 2,
+    );
     out.push(b'{');
     let mut written: HashSet<&str> = HashSet::with_capacity(members.0.len());
     for (key, _) in &members.0 {
@@ -234,7 +245,11 @@ fn rewrite(members: &Members<'_>, contract: u64) -> Vec<u8> {
             out.push(b',');
         }
         // Encoding a string cannot fail.
-        out.extend_from_slice(serde_json::to_string(key.as_ref()).unwrap_or_default().as_bytes());
+        out.extend_from_slice(
+            serde_json::to_string(key.as_ref())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         out.push(b':');
         if key == "contract" {
             out.extend_from_slice(contract.to_string().as_bytes());
@@ -396,19 +411,37 @@ mod tests {
 
     #[test]
     fn accepts_what_the_original_accepted() {
-        for (p, want) in [("null", 1), ("0", 1), ("5.0", 5), ("1e0", 1), ("-0", 1), ("7", 7)] {
+        for (p, want) in [
+            ("null", 1),
+            ("0", 1),
+            ("5.0", 5),
+            ("1e0", 1),
+            ("-0", 1),
+            ("7", 7),
+        ] {
             let body = format!(r#"{{"group":"g","function":"f","contract":1,"priority":{p}}}"#);
             assert_eq!(parse(body.as_bytes()).unwrap().priority, want, "{p}");
         }
         let t = parse(br#"{"group":"g","function":"f","contract":1.0}"#).unwrap();
         assert_eq!(t.contract, 1);
-        assert_eq!(parse(br#"{"group":"g","function":"f","contract":2e0}"#).unwrap().contract, 2);
+        assert_eq!(
+            parse(br#"{"group":"g","function":"f","contract":2e0}"#)
+                .unwrap()
+                .contract,
+            2
+        );
         assert!(err(r#"{"group":"g","function":"f","contract":1.5}"#).contains("contract"));
         assert!(err(r#"{"group":"g","function":"f","contract":-1}"#).contains("contract"));
         // Repeated keys: the last one wins, as with JSON.parse.
-        let t = parse(br#"{"group":"a","group":"g","function":"f","contract":1,"priority":9,"priority":3}"#).unwrap();
+        let t = parse(
+            br#"{"group":"a","group":"g","function":"f","contract":1,"priority":9,"priority":3}"#,
+        )
+        .unwrap();
         assert_eq!((t.group.as_str(), t.priority), ("g", 3));
-        assert!(err(r#"{"group":"g","function":"f","contract":1,"priority":3,"priority":1.5}"#).contains("priority"));
+        assert!(
+            err(r#"{"group":"g","function":"f","contract":1,"priority":3,"priority":1.5}"#)
+                .contains("priority")
+        );
         let hook = r#"{"group":"g","function":"f","contract":1,"mode":"webhook","webhook":{"url":5,"url":"http://h/x"}}"#;
         assert_eq!(parse(hook.as_bytes()).unwrap().mode, Mode::Webhook);
     }
@@ -422,12 +455,18 @@ mod tests {
         assert_eq!(p.forward.as_ptr(), bytes.as_ptr());
         // `priority` is never forwarded, whatever its value.
         for p in ["null", "0", "5.0", "3"] {
-            let body = format!(r#"{{"group":"g","priority":{p},"function":"f","contract":1,"input":{{"a":[1, 2]}},"x":null}}"#);
+            let body = format!(
+                r#"{{"group":"g","priority":{p},"function":"f","contract":1,"input":{{"a":[1, 2]}},"x":null}}"#
+            );
             let (_, sent) = forward(&body);
-            assert_eq!(sent, r#"{"group":"g","function":"f","contract":1,"input":{"a":[1, 2]},"x":null}"#);
+            assert_eq!(
+                sent,
+                r#"{"group":"g","function":"f","contract":1,"input":{"a":[1, 2]},"x":null}"#
+            );
         }
         // An integral float contract arrives as the integer; repeated keys once, last value, first place.
-        let (spec, sent) = forward(r#"{"contract":1.0,"group":"a","function":"f","group":"g","\u0065":1}"#);
+        let (spec, sent) =
+            forward(r#"{"contract":1.0,"group":"a","function":"f","group":"g","\u0065":1}"#);
         assert_eq!(spec.group, "g");
         assert_eq!(sent, r#"{"contract":1,"group":"g","function":"f","e":1}"#);
         let v: serde_json::Value = serde_json::from_str(&sent).unwrap();

@@ -25,7 +25,13 @@ pub struct WorkerUrl {
 impl PartialEq for WorkerUrl {
     fn eq(&self, other: &Self) -> bool {
         (self.tls, &self.host, self.port, &self.base_path, &self.raw)
-            == (other.tls, &other.host, other.port, &other.base_path, &other.raw)
+            == (
+                other.tls,
+                &other.host,
+                other.port,
+                &other.base_path,
+                &other.raw,
+            )
     }
 }
 
@@ -150,7 +156,10 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.tls), ("10.0.0.5", 3000, false));
         assert_eq!(u.path("/task"), "/task");
         assert_eq!(u.websocket(3001), "ws://10.0.0.5:3001/");
-        assert_eq!((u.raw.as_str(), u.listed.as_str()), ("http://10.0.0.5:3000", "http://10.0.0.5:3000/"));
+        assert_eq!(
+            (u.raw.as_str(), u.listed.as_str()),
+            ("http://10.0.0.5:3000", "http://10.0.0.5:3000/")
+        );
         assert_eq!(u, WorkerUrl::parse("http://10.0.0.5:3000").unwrap());
         let s = WorkerUrl::parse("https://w.example/base").unwrap();
         assert_eq!((s.port, s.path("/health").as_str()), (443, "/base/health"));

@@ -127,7 +127,10 @@ async fn hello_sync_stream_and_errors() {
         (json!({"function":"hello","contract":2}), 400),
         (json!({"function":"hello","contract":1,"priority":0}), 400),
         // The real Worker refuses `priority: null` (the LB never forwards priority).
-        (json!({"function":"hello","contract":1,"priority":null}), 400),
+        (
+            json!({"function":"hello","contract":1,"priority":null}),
+            400,
+        ),
         (json!({"function":"hello","contract":1,"priority":1.5}), 400),
         (
             json!({"function":"hello","contract":1,"priority":2097153}),
