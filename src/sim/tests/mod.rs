@@ -181,7 +181,7 @@ async fn hello_sync_stream_and_errors() {
     );
     let stats = w.stats();
     assert_eq!(stats.received, 3);
-    assert_eq!(stats.requests, 14);
+    assert_eq!(stats.requests, 16);
     w.shutdown().await;
 }
 
