@@ -370,3 +370,16 @@ impl pingora::services::background::BackgroundService for JournalService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workers_401_names_the_worker_key() {
+        let m = refusal_message(401, br#"{"error":"Unauthorized"}"#);
+        assert_eq!(m, super::super::task::WORKER_KEY_REJECTED);
+        let m = refusal_message(400, br#"{"success":false,"error":"Contract mismatch"}"#);
+        assert_eq!(m, "Worker refused the task (400): Contract mismatch");
+    }
+}
