@@ -28,6 +28,20 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
         "workers": workers,
         "invalidWorkers": invalid,
         "services": {
+            // The original's keys, for monitors that read them: its Redis and BullMQ
+            // roles (task store, queue) are played in process here.
+            "redis": {
+                "status": if app.settings.journal.is_some() && app.journal.get().is_none() { "down" } else { "ok" },
+                "engine": "in-process",
+                "note": "andera-lb needs no Redis; webhook tasks persist in the task journal when configured",
+                "journal": app.settings.journal.as_ref().map(|p| p.display().to_string()),
+            },
+            "bullmq": {
+                "status": if app.is_draining() { "draining" } else { "ok" },
+                "engine": "in-process",
+                "waiting": queue.depth,
+                "maxWaiting": app.settings.max_queued,
+            },
             "scheduler": { "status": if app.is_draining() { "draining" } else { "up" }, "queued": queue.depth, "maxQueued": app.settings.max_queued },
             "discovery": { "status": "up", "workers": registered, "available": up },
         },

@@ -37,6 +37,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Before any thread starts: the process environment is changed here only.
+    let dotenv = load_dotenv();
     let env = |k: &str| std::env::var(k).ok();
     let settings = match config::load(args.config.as_deref(), &env) {
         Ok(s) => s,
@@ -98,6 +100,12 @@ fn main() -> ExitCode {
     for w in &warnings {
         log::warn!("{w}");
     }
+    if let Some(line) = dotenv {
+        log::info!("{line}");
+    }
+    for warning in &settings.warnings {
+        log::warn!("configuration: {warning}");
+    }
     if settings.uses_default_key() {
         log::warn!("**************************************************************************");
         log::warn!("LB_AUTH_KEY is the well-known default key: anyone can use this load balancer.");
@@ -123,4 +131,18 @@ fn main() -> ExitCode {
     };
     let (server, _app) = server::build(Arc::new(settings), workers, flags);
     server.run_forever();
+}
+
+/// Reads `./.env` like the original (the `dotenv` package): variables already in the
+/// environment win. Returns a line to log once logging is up.
+fn load_dotenv() -> Option<String> {
+    match dotenvy::from_path(".env") {
+        Ok(()) => Some("read ./.env (variables set in the environment take precedence)".into()),
+        Err(e) if e.not_found() => None,
+        Err(e) => {
+            // The original's dotenv skips what it cannot read; so do we, loudly.
+            eprintln!("andera-lb: warning: ./.env: {e}");
+            Some(format!("./.env could not be read completely: {e}"))
+        }
+    }
 }

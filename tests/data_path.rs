@@ -92,7 +92,7 @@ async fn client_errors_get_json_with_the_right_status() {
     let (s, b) = send(post(Some(LB_KEY)).json(&json!([1, 2]))).await;
     expect(s, b, 400, "JSON object");
     let mut bad_priority = task("hello", json!({}));
-    bad_priority["priority"] = json!(0);
+    bad_priority["priority"] = json!(1.5);
     let (s, b) = send(post(Some(LB_KEY)).json(&bad_priority)).await;
     expect(s, b, 400, "priority");
     let mut no_hook = task("hello", json!({}));

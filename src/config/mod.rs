@@ -2,6 +2,7 @@
 //! the validated internal [`Settings`] the rest of the code uses.
 
 pub mod client;
+mod env;
 pub mod file;
 pub mod webhook;
 
@@ -73,6 +74,8 @@ pub enum WorkerSource {
 pub struct Settings {
     /// Human description of where the settings came from, for messages.
     pub origin: String,
+    /// Values whose meaning was guessed (e.g. `TASK_TIMEOUT="10000ms"`), logged at start-up.
+    pub warnings: Vec<String>,
     /// Client listener address.
     pub listen: SocketAddr,
     /// Admin listener address.
@@ -194,95 +197,10 @@ pub fn load(
         }
         None => (FileConfig::default(), "defaults".to_string()),
     };
-    apply_env(&mut cfg, env)?;
-    resolve(cfg, origin)
-}
-
-fn env_err(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        origin: "environment".into(),
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
-
-fn env_num<T: std::str::FromStr>(
-    env: &dyn Fn(&str) -> Option<String>,
-    key: &str,
-) -> Result<Option<T>, ConfigError> {
-    match env(key) {
-        None => Ok(None),
-        Some(v) if v.trim().is_empty() => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| env_err(key, format!("expected a non-negative integer, got {v:?}"))),
-    }
-}
-
-fn env_bool(env: &dyn Fn(&str) -> Option<String>, key: &str) -> Result<Option<bool>, ConfigError> {
-    match env(key).as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some("true") | Some("1") | Some("yes") | Some("on") => Ok(Some(true)),
-        Some("false") | Some("0") | Some("no") | Some("off") => Ok(Some(false)),
-        Some(v) => Err(env_err(key, format!("expected true or false, got {v:?}"))),
-    }
-}
-
-fn with_port(addr: &str, port: u16) -> String {
-    match addr.rsplit_once(':') {
-        Some((host, _)) => format!("{host}:{port}"),
-        None => format!("{addr}:{port}"),
-    }
-}
-
-/// Applies the original's environment variables over the file.
-fn apply_env(
-    cfg: &mut FileConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    if let Some(port) = env_num::<u16>(env, "PORT")? {
-        cfg.listen = with_port(&cfg.listen, port);
-    }
-    if let Some(port) = env_num::<u16>(env, "ADMIN_PORT")? {
-        cfg.admin.listen = with_port(&cfg.admin.listen, port);
-    }
-    if let Some(key) = env("LB_AUTH_KEY") {
-        cfg.auth.lb_key = Some(key);
-    }
-    if let Some(file) = env("WORKERS_FILE").filter(|f| !f.trim().is_empty()) {
-        cfg.workers.file = Some(file);
-        cfg.workers.list = None;
-    }
-    let d = &mut cfg.discovery;
-    d.interval_ms = env_num(env, "WORKER_DISCOVERY_INTERVAL")?.unwrap_or(d.interval_ms);
-    d.timeout_ms = env_num(env, "WORKER_DISCOVERY_TIMEOUT")?.unwrap_or(d.timeout_ms);
-    d.retries = env_num(env, "WORKER_DISCOVERY_RETRIES")?.unwrap_or(d.retries);
-    let w = &mut cfg.websocket;
-    w.heartbeat_interval_ms =
-        env_num(env, "WS_HEARTBEAT_INTERVAL")?.unwrap_or(w.heartbeat_interval_ms);
-    w.heartbeat_timeout_ms =
-        env_num(env, "WS_HEARTBEAT_TIMEOUT")?.unwrap_or(w.heartbeat_timeout_ms);
-    let a = &mut cfg.admin;
-    a.dashboard = env_bool(env, "DASHBOARD_ENABLED")?.unwrap_or(a.dashboard);
-    a.bull_board = env_bool(env, "BULL_BOARD_ENABLED")?.unwrap_or(a.bull_board);
-    if let Some(level) = env("LOG_LEVEL").filter(|l| !l.trim().is_empty()) {
-        cfg.logging.level = level;
-    }
-    cfg.logging.max_logs = env_num(env, "MAX_LOGS")?.unwrap_or(cfg.logging.max_logs);
-    let t = &mut cfg.tasks;
-    t.timeout_ms = env_num(env, "TASK_TIMEOUT")?.unwrap_or(t.timeout_ms);
-    t.attempts = env_num(env, "TASK_ATTEMPTS")?.unwrap_or(t.attempts);
-    t.max_queued = env_num(env, "MAX_QUEUED_TASKS")?.unwrap_or(t.max_queued);
-    if let Some(path) = env("TASK_JOURNAL") {
-        t.journal = Some(path).filter(|p| !p.trim().is_empty());
-    }
-    if let Some(limit) = env("REQUEST_BODY_LIMIT").filter(|l| !l.trim().is_empty()) {
-        parse_size(&limit).map_err(|r| env_err("REQUEST_BODY_LIMIT", r))?;
-        t.body_limit = limit;
-    }
-    Ok(())
+    let warnings = env::apply_env(&mut cfg, env)?;
+    let mut settings = resolve(cfg, origin)?;
+    settings.warnings = warnings;
+    Ok(settings)
 }
 
 /// Parses `10mb`, `512kb`, `1gb`, `100b` or a bare byte count (1 kb = 1024 bytes, as in Express).
@@ -420,6 +338,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         dashboard_enabled: cfg.admin.dashboard,
         bull_board_enabled: cfg.admin.bull_board,
         expose_admin_on_client_port: cfg.admin.expose_on_client_port,
+        warnings: Vec::new(),
         task_records: cfg.admin.task_records.max(1),
         task_records_bytes,
         lb_key,

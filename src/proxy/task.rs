@@ -106,8 +106,9 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
-    let spec = match task::parse_with(&body, &settings.task_limits) {
-        Ok(s) => s,
+    // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
+    let (spec, body) = match task::parse_for_worker(&body, &settings.task_limits) {
+        Ok(p) => (p.spec, p.forward),
         Err(msg) => {
             ctx.status = 400;
             return respond::error(session, 400, &msg, &[]).await;
@@ -347,6 +348,9 @@ async fn relay(
         ctx.status,
         lease.url()
     );
+    if ctx.status == 401 {
+        return worker_refused_key(app, session, record, spec, lease, exchange).await;
+    }
     let (state, outcome) = answered(ctx.status);
     let status = ctx.status;
     let client_gone = |e: Box<Error>| {
@@ -406,6 +410,64 @@ async fn relay(
     drop(lease);
     finish(&app.board, record, spec, true, state, status, outcome, None);
     respond::within(send, session.write_response_body(None, true)).await
+}
+
+/// What a client is told when the Worker answers `401`: the load balancer accepted
+/// its own key (else the client would have had the LB's `401 Unauthorized`), so the
+/// Worker refused the `x-wr-auth` key it received as `authorization`.
+pub const WORKER_KEY_REJECTED: &str =
+    "The Worker rejected the x-wr-auth key: x-wr-auth must be the AUTH_KEY of the Worker group";
+
+/// Most bytes of a Worker's `401` body read for its own `error`.
+const REFUSAL_BYTES: usize = 4096;
+
+/// Answers a Worker's `401` as `401 {"error": WORKER_KEY_REJECTED, "workerError": ..}`,
+/// so that a wrong Worker key is told apart from a wrong LB key.
+async fn worker_refused_key(
+    app: &App,
+    session: &mut Session,
+    record: &TaskHandle,
+    spec: &TaskSpec,
+    lease: crate::scheduler::Lease,
+    mut exchange: crate::upstream::Exchange<'_>,
+) -> Result<()> {
+    let mut answer = Vec::new();
+    let mut whole = false;
+    while answer.len() < REFUSAL_BYTES {
+        match exchange.next_chunk().await {
+            Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
+            Ok(None) => {
+                whole = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if whole {
+        exchange.finish().await;
+    }
+    drop(lease);
+    let worker_error = serde_json::from_slice::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v.get("error").cloned());
+    log::warn!(
+        "task {} {}/{}: 401 from the Worker: {WORKER_KEY_REJECTED}",
+        record.id(),
+        spec.group,
+        spec.function
+    );
+    finish(
+        &app.board,
+        record,
+        spec,
+        true,
+        TaskState::Failed,
+        401,
+        "worker_error",
+        Some(WORKER_KEY_REJECTED.into()),
+    );
+    let body = serde_json::json!({ "error": WORKER_KEY_REJECTED, "workerError": worker_error });
+    respond::json(session, 401, &body, &[("x-andera-task-id", record.id())]).await
 }
 
 #[cfg(test)]

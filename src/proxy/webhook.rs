@@ -89,6 +89,7 @@ fn refusal_message(status: u16, answer: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
     match error {
+        _ if status == 401 => super::task::WORKER_KEY_REJECTED.to_string(),
         Some(e) => format!("Worker refused the task ({status}): {e}"),
         None => format!("Worker refused the task ({status})"),
     }
@@ -251,7 +252,11 @@ async fn run(
 async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
     let Claimed { task, kind } = claimed;
     let spec = match task::parse(&task.body) {
-        Ok(s) => s,
+        // The journaled body no longer carries `priority` (Workers never get it).
+        Ok(s) => TaskSpec {
+            priority: task.priority,
+            ..s
+        },
         Err(e) => {
             log::warn!(
                 "journal: task {} has an invalid body ({e}); dropped",
@@ -363,5 +368,18 @@ impl pingora::services::background::BackgroundService for JournalService {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workers_401_names_the_worker_key() {
+        let m = refusal_message(401, br#"{"error":"Unauthorized"}"#);
+        assert_eq!(m, super::super::task::WORKER_KEY_REJECTED);
+        let m = refusal_message(400, br#"{"success":false,"error":"Contract mismatch"}"#);
+        assert_eq!(m, "Worker refused the task (400): Contract mismatch");
     }
 }

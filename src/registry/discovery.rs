@@ -16,7 +16,7 @@ const MAX_HEALTH_BODY: usize = 1 << 20;
 pub async fn poll_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<WorkerUrl>) {
     let s = registry.settings.clone();
     loop {
-        match poll_with_retries(&registry, &url).await {
+        match poll_with_retries(&registry, id, &url).await {
             Ok(report) => registry.on_health(id, report),
             Err(why) => registry.on_poll_failed(id, why),
         }
@@ -25,7 +25,13 @@ pub async fn poll_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<WorkerUrl
 }
 
 /// One poll: up to `1 + retries` attempts, each bounded by the discovery timeout.
-async fn poll_with_retries(registry: &Registry, url: &WorkerUrl) -> Result<HealthReport, String> {
+/// The first failed attempt is reported at once (the Worker shows `offline` while
+/// the retries run), as the original did.
+async fn poll_with_retries(
+    registry: &Registry,
+    id: WorkerId,
+    url: &WorkerUrl,
+) -> Result<HealthReport, String> {
     let s = &registry.settings;
     let mut last = String::new();
     for attempt in 0..=s.discovery_retries {
@@ -36,7 +42,12 @@ async fn poll_with_retries(registry: &Registry, url: &WorkerUrl) -> Result<Healt
         }
         match poll_once(registry, url).await {
             Ok(r) => return Ok(r),
-            Err(e) => last = e,
+            Err(e) => {
+                if attempt == 0 {
+                    registry.on_poll_attempt_failed(id);
+                }
+                last = e;
+            }
         }
     }
     Err(last)

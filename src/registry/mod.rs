@@ -201,6 +201,13 @@ impl Registry {
         self.check_warm();
     }
 
+    /// Records that a poll's first attempt failed: shown `offline` until an answer.
+    pub(crate) fn on_poll_attempt_failed(&self, id: WorkerId) {
+        if let Some(w) = self.state.write().workers.get_mut(&id) {
+            w.poll_failing = true;
+        }
+    }
+
     /// Records a failed poll (after its retries).
     pub(crate) fn on_poll_failed(&self, id: WorkerId, why: String) {
         self.update(id, false, |w| {

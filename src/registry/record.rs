@@ -156,6 +156,9 @@ pub struct WorkerRecord {
     pub feed_error: Option<String>,
     /// Set when the feed went silent or closed; cleared by the next answer.
     pub offline: bool,
+    /// A poll attempt failed and no poll has succeeded since (shown `offline`; the
+    /// Worker stays eligible while its retries run).
+    pub poll_failing: bool,
     /// Latest status from either source.
     pub status: Option<String>,
     /// Latest slot figures from either source.
@@ -183,6 +186,7 @@ impl WorkerRecord {
             feed: FeedState::Disconnected,
             feed_error: None,
             offline: false,
+            poll_failing: false,
             status: None,
             slots: None,
             system: Value::Null,
@@ -197,6 +201,7 @@ impl WorkerRecord {
         self.polled = true;
         self.poll_error = None;
         self.offline = false;
+        self.poll_failing = false;
         self.last_seen = Some(SystemTime::now());
         self.status = Some(report.status.clone());
         self.slots = report.slots;
@@ -264,6 +269,21 @@ impl WorkerRecord {
         })
     }
 
+    /// The status shown by `/health`, as the original named it: `unreachable` once a
+    /// poll has failed through all its retries with no slot feed either, `offline`
+    /// while the feed is lost or a poll (or its first attempt) failed, else what the
+    /// Worker last reported.
+    pub fn shown_status(&self) -> &str {
+        let poll_failed = self.polled && !self.http_up;
+        if poll_failed && self.feed != FeedState::Connected {
+            "unreachable"
+        } else if self.offline || poll_failed || self.poll_failing {
+            "offline"
+        } else {
+            self.status.as_deref().unwrap_or("unknown")
+        }
+    }
+
     /// The record shown by authenticated `/health` and the dashboard.
     pub fn to_json(&self, lb_in_flight: u32) -> Value {
         let mut out = self
@@ -271,16 +291,19 @@ impl WorkerRecord {
             .as_ref()
             .map(|h| h.raw.clone())
             .unwrap_or_default();
-        out.insert("url".into(), json!(self.url.raw));
+        out.insert("url".into(), json!(self.url.listed));
         let ws = self
             .health
             .as_ref()
             .and_then(|h| h.websocket_port)
             .map(|p| self.url.websocket(p));
         out.insert("wsUrl".into(), json!(ws));
+        out.insert("status".into(), json!(self.shown_status()));
+        // The original's names for the contract check (§3 of the protocol).
+        out.insert("contractValid".into(), json!(self.invalid_reason.is_none()));
         out.insert(
-            "status".into(),
-            json!(self.status.as_deref().unwrap_or("unknown")),
+            "contractMismatchReason".into(),
+            json!(self.invalid_reason.as_deref()),
         );
         if let Some(s) = self.slots {
             out.insert("slots".into(), json!(s));
@@ -304,5 +327,44 @@ impl WorkerRecord {
             out.insert("invalidReason".into(), json!(r));
         }
         Value::Object(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dying_worker_goes_offline_then_unreachable() {
+        let url = Arc::new(WorkerUrl::parse("http://10.0.0.5:3000/").unwrap());
+        let mut w = WorkerRecord::new(1, url, 0);
+        let health = br#"{"status":"ready","group":"g","contract":1,"functions":[]}"#;
+        w.apply_health(HealthReport::parse(health).unwrap());
+        w.feed = FeedState::Connected;
+        assert_eq!(w.shown_status(), "ready");
+        assert_eq!(w.to_json(0)["url"], "http://10.0.0.5:3000/");
+        assert_eq!(w.to_json(0)["contractValid"], true);
+        // The slot feed closes: offline.
+        w.feed = FeedState::Disconnected;
+        w.offline = true;
+        assert_eq!(w.shown_status(), "offline");
+        // A poll's first attempt fails: still offline while the retries run.
+        w.poll_failing = true;
+        assert_eq!(w.shown_status(), "offline");
+        // Every retry failed, no feed: unreachable.
+        w.http_up = false;
+        assert_eq!(w.shown_status(), "unreachable");
+        // It answers again.
+        w.apply_health(HealthReport::parse(health).unwrap());
+        assert_eq!(w.shown_status(), "ready");
+        w.invalid_reason = Some("functions differ".into());
+        let j = w.to_json(0);
+        assert_eq!(
+            (
+                j["contractValid"].clone(),
+                j["contractMismatchReason"].clone()
+            ),
+            (json!(false), json!("functions differ"))
+        );
     }
 }

@@ -3,10 +3,15 @@
 use std::fmt;
 
 /// A Worker base URL such as `http://10.0.0.5:3000` or `https://w1.internal/base`.
-#[derive(Clone, PartialEq, Eq, Hash)]
+///
+/// Two URLs that differ only by a trailing `/` are the same Worker: equality and
+/// hashing leave [`WorkerUrl::listed`] out.
+#[derive(Clone)]
 pub struct WorkerUrl {
-    /// The URL as written in the Worker list (trailing `/` removed).
+    /// The URL as written in the Worker list (trailing `/` removed): the Worker's identity.
     pub raw: String,
+    /// The URL exactly as listed (trailing `/` kept), shown by `/health` like the original.
+    pub listed: String,
     /// `https` when true.
     pub tls: bool,
     /// Host name or IP literal (without brackets).
@@ -17,10 +22,32 @@ pub struct WorkerUrl {
     pub base_path: String,
 }
 
+impl PartialEq for WorkerUrl {
+    fn eq(&self, other: &Self) -> bool {
+        (self.tls, &self.host, self.port, &self.base_path, &self.raw)
+            == (
+                other.tls,
+                &other.host,
+                other.port,
+                &other.base_path,
+                &other.raw,
+            )
+    }
+}
+
+impl Eq for WorkerUrl {}
+
+impl std::hash::Hash for WorkerUrl {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.tls, &self.host, self.port, &self.base_path, &self.raw).hash(state);
+    }
+}
+
 impl WorkerUrl {
     /// Parses an `http://` or `https://` base URL; rejects anything else with a reason.
     pub fn parse(text: &str) -> Result<WorkerUrl, String> {
-        let raw = text.trim().trim_end_matches('/').to_string();
+        let listed = text.trim().to_string();
+        let raw = listed.trim_end_matches('/').to_string();
         let (tls, rest) = if let Some(r) = raw.strip_prefix("http://") {
             (false, r)
         } else if let Some(r) = raw.strip_prefix("https://") {
@@ -67,6 +94,7 @@ impl WorkerUrl {
             port,
             base_path,
             raw,
+            listed,
         })
     }
 
@@ -128,6 +156,11 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.tls), ("10.0.0.5", 3000, false));
         assert_eq!(u.path("/task"), "/task");
         assert_eq!(u.websocket(3001), "ws://10.0.0.5:3001/");
+        assert_eq!(
+            (u.raw.as_str(), u.listed.as_str()),
+            ("http://10.0.0.5:3000", "http://10.0.0.5:3000/")
+        );
+        assert_eq!(u, WorkerUrl::parse("http://10.0.0.5:3000").unwrap());
         let s = WorkerUrl::parse("https://w.example/base").unwrap();
         assert_eq!((s.port, s.path("/health").as_str()), (443, "/base/health"));
         assert_eq!(s.websocket(3001), "wss://w.example:3001/");

@@ -191,6 +191,7 @@ impl SimState {
             last_headers: c.last_headers.clone(),
             last_body_len: c.last_body_len,
             last_body_fnv64: c.last_body_fnv64.clone(),
+            last_body: c.last_body.clone(),
         }
     }
 

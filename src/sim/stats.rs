@@ -41,7 +41,13 @@ pub struct SimStatsSnapshot {
     pub last_body_len: u64,
     /// FNV-1a 64 of the last `POST /task` body, as 16 lowercase hex digits.
     pub last_body_fnv64: String,
+    /// The last `POST /task` body as text (lossy UTF-8), when it was at most
+    /// [`LAST_BODY_MAX`] bytes; empty otherwise.
+    pub last_body: String,
 }
+
+/// Largest body kept whole in [`SimStatsSnapshot::last_body`].
+pub const LAST_BODY_MAX: usize = 64 * 1024;
 
 /// FNV-1a 64-bit hash of `data`, as 16 lowercase hex digits.
 pub fn fnv1a64_hex(data: &[u8]) -> String {
@@ -78,6 +84,7 @@ pub(crate) struct Counters {
     pub last_headers: BTreeMap<String, String>,
     pub last_body_len: u64,
     pub last_body_fnv64: String,
+    pub last_body: String,
 }
 
 impl Counters {
@@ -87,6 +94,11 @@ impl Counters {
         self.last_headers = headers;
         self.last_body_len = body.len() as u64;
         self.last_body_fnv64 = fnv1a64_hex(body);
+        self.last_body = if body.len() <= LAST_BODY_MAX {
+            String::from_utf8_lossy(body).into_owned()
+        } else {
+            String::new()
+        };
     }
 
     /// Records an accepted task and its label.

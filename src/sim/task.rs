@@ -61,7 +61,8 @@ fn parse_task(state: &SimState, headers: &HeaderMap, body: &Bytes) -> Result<Tas
     };
     let want = state.cfg.contract;
     match obj.get("contract") {
-        Some(c) if c.as_u64() == Some(want) => {}
+        // JavaScript numbers: `1.0` is `1`.
+        Some(c) if c.as_f64() == Some(want as f64) => {}
         Some(c) => {
             return Err(bad(format!(
                 "Contract mismatch: worker has contract {want}, task has {c}"
@@ -73,10 +74,11 @@ fn parse_task(state: &SimState, headers: &HeaderMap, body: &Bytes) -> Result<Tas
             )))
         }
     }
+    // Like the real Worker: an absent priority is the default, `null` is refused.
     let priority = match obj.get("priority") {
-        None | Some(Value::Null) => 1,
-        Some(p) => match p.as_u64() {
-            Some(n @ 1..=MAX_PRIORITY) => n as u32,
+        None => 1,
+        Some(p) => match p.as_f64().filter(|f| f.fract() == 0.0 && *f >= 1.0) {
+            Some(n) if n as u64 <= MAX_PRIORITY => n as u32,
             _ => {
                 return Err(bad(format!(
                     "Invalid priority {p}: must be an integer between 1 and {MAX_PRIORITY}"

@@ -75,7 +75,20 @@ impl Lb {
     /// Like [`Lb::start`], with extra lines appended to the YAML's `server:` section
     /// (indented by two spaces) or further top-level sections.
     pub async fn start_with(workers: &[String], env: &[(&str, &str)], yaml: &str) -> Lb {
+        Lb::start_full(workers, env, yaml, None).await
+    }
+
+    /// Like [`Lb::start_with`], with `dotenv` written to `.env` in the working directory.
+    pub async fn start_full(
+        workers: &[String],
+        env: &[(&str, &str)],
+        yaml: &str,
+        dotenv: Option<&str>,
+    ) -> Lb {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(text) = dotenv {
+            std::fs::write(dir.path().join(".env"), text).unwrap();
+        }
         std::fs::write(dir.path().join("workers.json"), json!(workers).to_string()).unwrap();
         let port = free_port();
         let admin_port = free_port();

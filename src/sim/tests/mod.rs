@@ -126,6 +126,12 @@ async fn hello_sync_stream_and_errors() {
     let cases = [
         (json!({"function":"hello","contract":2}), 400),
         (json!({"function":"hello","contract":1,"priority":0}), 400),
+        // The real Worker refuses `priority: null` (the LB never forwards priority).
+        (
+            json!({"function":"hello","contract":1,"priority":null}),
+            400,
+        ),
+        (json!({"function":"hello","contract":1,"priority":1.5}), 400),
         (
             json!({"function":"hello","contract":1,"priority":2097153}),
             400,
@@ -175,7 +181,7 @@ async fn hello_sync_stream_and_errors() {
     );
     let stats = w.stats();
     assert_eq!(stats.received, 3);
-    assert_eq!(stats.requests, 14);
+    assert_eq!(stats.requests, 16);
     w.shutdown().await;
 }
 

@@ -1,0 +1,296 @@
+//! Drop-in fidelity with the original load balancer (issue #9, items 2–7): what
+//! its clients send, what its monitors read, how it was configured, what its
+//! Workers receive.
+
+mod common;
+
+use std::time::Duration;
+
+use andera_lb::sim::FunctionSet;
+use common::*;
+use serde_json::{json, Value};
+
+/// `body` sent as raw bytes with both keys.
+async fn post_raw(lb: &Lb, body: &str) -> (u16, Value) {
+    let r = lb
+        .http
+        .post(lb.url("/task"))
+        .header("authorization", LB_KEY)
+        .header("x-wr-auth", WK_KEY)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, value)
+}
+
+/// Item 2: what the original accepted runs; what it refused is still a JSON 400.
+#[tokio::test]
+async fn bodies_the_original_accepted_run() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let hello = json!({"success": true, "result": {"message": "Hello A!"}});
+    for body in [
+        r#"{"group":"default","function":"hello","contract":1,"input":{"name":"A"},"priority":null}"#,
+        r#"{"group":"default","function":"hello","contract":1,"input":{"name":"A"},"priority":0}"#,
+        r#"{"group":"default","function":"hello","contract":1,"input":{"name":"A"},"priority":5.0}"#,
+        r#"{"group":"default","function":"hello","contract":1.0,"input":{"name":"A"}}"#,
+        r#"{"group":"nope","function":"hello","group":"default","contract":1,"input":{"name":"B"},"input":{"name":"A"}}"#,
+    ] {
+        let (s, b) = post_raw(&lb, body).await;
+        assert_eq!((s, &b), (200, &hello), "{body}\n{}", lb.log());
+        // The Worker never gets `priority`, and gets each key once.
+        let got: Value = serde_json::from_str(&w.stats().last_body).unwrap();
+        assert!(got.get("priority").is_none(), "{got}");
+        assert_eq!(got["group"], "default");
+        assert_eq!(got["contract"], json!(1));
+    }
+    for p in ["1.5", "-1", "\"x\"", "2097153"] {
+        let body =
+            format!(r#"{{"group":"default","function":"hello","contract":1,"priority":{p}}}"#);
+        let (s, b) = post_raw(&lb, &body).await;
+        assert_eq!(s, 400, "{p}: {b}");
+        assert!(b["error"].as_str().unwrap().contains("priority"), "{b}");
+    }
+}
+
+/// Item 7: the Worker receives what the original sent it.
+#[tokio::test]
+async fn the_worker_receives_what_the_original_sent() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let sent = json!({"group": "default", "function": "echo", "contract": 1,
+        "input": {"a": 1}, "priority": 3, "mode": "sync", "extra": {"k": [1, 2]}});
+    // The client sends the Worker key with a `Bearer ` prefix: it reaches the
+    // Worker as the client wrote it, like the original forwarded it.
+    let r = lb
+        .http
+        .post(lb.url("/task"))
+        .header("authorization", LB_KEY)
+        .header("x-wr-auth", format!("Bearer {WK_KEY}"))
+        .json(&sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", lb.log());
+    let task_id = r.headers()["x-andera-task-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let stats = w.stats();
+    let h = &stats.last_headers;
+    assert_eq!(h["authorization"], format!("Bearer {WK_KEY}"));
+    assert_eq!(h["x-lb-auth"], LB_KEY);
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["x-andera-task-id"], task_id);
+    assert!(!h.contains_key("x-wr-auth"), "{h:?}");
+    // The original's body: the client's object without `priority`, no `_taskId`.
+    let mut expected = sent.clone();
+    expected.as_object_mut().unwrap().remove("priority");
+    let got: Value = serde_json::from_str(&stats.last_body).unwrap();
+    assert_eq!(got, expected);
+    assert!(!stats.last_body.contains("_taskId"));
+
+    // Nothing to change: the client's bytes, byte for byte.
+    let raw = r#"{ "group": "default", "function": "echo", "contract": 1, "input": {"n": 1.50} }"#;
+    let (s, _) = post_raw(&lb, raw).await;
+    assert_eq!(s, 200);
+    assert_eq!(w.stats().last_body, raw);
+}
+
+/// Item 3: the original's `/health` fields, and a killed Worker leaves `ready`.
+#[tokio::test]
+async fn health_keeps_the_original_fields_and_shows_killed_workers() {
+    let a = sim(|_| {}).await;
+    let b = sim(|_| {}).await;
+    let odd = sim(|c| c.function_set = FunctionSet::Alternate).await;
+    // Listed with a trailing `/`, shown so.
+    let listed = [format!("{}/", a.url()), b.url(), odd.url()];
+    let env = [
+        ("WORKER_DISCOVERY_INTERVAL", "1000"),
+        ("WORKER_DISCOVERY_RETRIES", "3"),
+    ];
+    let lb = Lb::start(&listed, &env).await;
+    let h = lb
+        .wait_until(
+            |h| {
+                h["workers"].as_array().is_some_and(|w| w.len() == 2)
+                    && h["invalidWorkers"].as_array().is_some_and(|w| w.len() == 1)
+            },
+            "both Workers and the invalid one are listed",
+        )
+        .await;
+    assert_eq!(h["services"]["redis"]["status"], "ok", "{h}");
+    assert_eq!(h["services"]["redis"]["engine"], "in-process");
+    assert_eq!(h["services"]["bullmq"]["status"], "ok");
+    assert!(h["services"]["scheduler"].is_object());
+    assert_eq!(h["workers"][0]["url"], json!(listed[0]));
+    assert_eq!(h["workers"][1]["url"], json!(listed[1]));
+    for w in h["workers"].as_array().unwrap() {
+        assert_eq!(w["contractValid"], json!(true), "{w}");
+        assert_eq!(w["contractMismatchReason"], Value::Null, "{w}");
+    }
+    let bad = &h["invalidWorkers"][0];
+    assert_eq!(bad["contractValid"], json!(false), "{bad}");
+    assert!(bad["contractMismatchReason"].is_string(), "{bad}");
+
+    lb.wait_until(
+        |h| h["workers"][1]["status"] == "ready" && h["workers"][1]["websocket"] == "connected",
+        "the second Worker is ready, its slot feed connected",
+    )
+    .await;
+    b.shutdown().await;
+    lb.wait_until(
+        |h| h["workers"][1]["status"] == "offline",
+        "the killed Worker is offline",
+    )
+    .await;
+    let h = lb
+        .wait_until(
+            |h| h["workers"][1]["status"] == "unreachable",
+            "the killed Worker is unreachable",
+        )
+        .await;
+    assert_eq!(h["workers"][0]["status"], "ready", "{h}");
+}
+
+/// Item 4: the operator pages on the client port, only when asked for.
+#[tokio::test]
+async fn admin_pages_on_the_client_port_from_the_environment() {
+    let w = sim(|_| {}).await;
+    let closed = Lb::start(&[w.url()], &[]).await;
+    let r = closed
+        .http
+        .get(closed.url("/dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].is_string());
+    let r = closed
+        .http
+        .get(closed.admin_url("/dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let open = Lb::start(&[w.url()], &[("ADMIN_ON_CLIENT_PORT", "true")]).await;
+    let r = open.http.get(open.url("/dashboard")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("html"));
+}
+
+/// Item 5: a `.env` the original accepted starts it; the real environment wins.
+#[tokio::test]
+async fn a_dotenv_the_original_accepted_starts() {
+    let w = sim(|_| {}).await;
+    let dotenv = "# the original's .env\n\
+        PORT=1\n\
+        TASK_TIMEOUT=10000ms\n\
+        ADMIN_ON_CLIENT_PORT=TRUE\n\
+        BULL_BOARD_ENABLED=False\n\
+        MAX_LOGS=\n\
+        TASK_ATTEMPTS=2\n";
+    // PORT comes from the environment too (the harness sets it): the environment wins.
+    let lb = Lb::start_full(&[w.url()], &[], "", Some(dotenv)).await;
+    lb.wait_available(1).await;
+    assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
+    let log = lb.log();
+    assert!(log.contains("read ./.env"), "{log}");
+    assert!(
+        log.contains(r#"TASK_TIMEOUT="10000ms" read as 10000"#),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#"ADMIN_ON_CLIENT_PORT="TRUE" read as true"#),
+        "{log}"
+    );
+    // ADMIN_ON_CLIENT_PORT=TRUE took effect, and BULL_BOARD_ENABLED=False too.
+    let page = |path: &str| lb.http.get(lb.url(path)).send();
+    assert_eq!(page("/dashboard").await.unwrap().status(), 200);
+    assert_eq!(page("/bull").await.unwrap().status(), 404);
+}
+
+/// Item 6: every failure is `{"error": ...}`, and a wrong Worker key is told apart
+/// from a wrong LB key.
+#[tokio::test]
+async fn failures_keep_the_error_shape_and_name_the_key_at_fault() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(
+        &[w.url()],
+        &[("TASK_TIMEOUT", "1500"), ("REQUEST_BODY_LIMIT", "1kb")],
+    )
+    .await;
+    lb.wait_available(1).await;
+    let error_of = |b: &Value| b["error"].as_str().map(str::to_string);
+    let send = |rb: reqwest::RequestBuilder| async move {
+        let r = rb.send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json::<Value>().await.unwrap())
+    };
+    let post = || lb.http.post(lb.url("/task"));
+
+    // The LB's own key.
+    let (s, b) = send(
+        post()
+            .header("x-wr-auth", WK_KEY)
+            .json(&task("hello", json!({}))),
+    )
+    .await;
+    assert_eq!((s, error_of(&b).as_deref()), (401, Some("Unauthorized")));
+    // The Worker's key: relayed as 401, saying so.
+    let (s, b) = send(
+        post()
+            .header("authorization", LB_KEY)
+            .header("x-wr-auth", "not-the-worker-key")
+            .json(&task("hello", json!({}))),
+    )
+    .await;
+    assert_eq!(s, 401, "{b}");
+    let e = error_of(&b).unwrap();
+    assert!(e.contains("Worker rejected the x-wr-auth key"), "{e}");
+    assert_eq!(b["workerError"], "Unauthorized");
+
+    let (s, b) = post_raw(&lb, "{nope").await;
+    assert_eq!(s, 400);
+    assert!(error_of(&b).is_some(), "{b}");
+    let big = task("hello", json!({"name": "x".repeat(2000)}));
+    let (s, b) = lb.run(big).await;
+    assert_eq!(s, 413);
+    assert!(error_of(&b).is_some(), "{b}");
+    let mut unknown = task("hello", json!({}));
+    unknown["group"] = json!("no-such-group");
+    let (s, b) = lb.run(unknown).await;
+    assert_eq!(s, 503);
+    assert!(error_of(&b).is_some(), "{b}");
+    let (s, b) = lb.run(task("sleep", json!({"ms": 60000}))).await;
+    assert_eq!(s, 504, "{b}");
+    assert!(error_of(&b).is_some(), "{b}");
+
+    // A Worker that vanishes mid-task: 502.
+    let rb = lb.task(task("sleep", json!({"ms": 60000})));
+    let pending = tokio::spawn(send(rb));
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(1),
+        "the task runs",
+    )
+    .await;
+    w.shutdown().await;
+    let (s, b) = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s, 502, "{b}");
+    assert!(error_of(&b).is_some(), "{b}");
+}
