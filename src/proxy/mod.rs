@@ -39,6 +39,8 @@ pub struct App {
     pub drain: Arc<crate::drain::Drain>,
     /// The webhook task journal, once open (`tasks.journal`; empty when not configured).
     pub journal: std::sync::OnceLock<Arc<crate::journal::Journal>>,
+    /// Woken when [`App::journal`] is set, for tasks that arrive while it opens.
+    pub journal_opened: tokio::sync::Notify,
     /// Body bytes of tasks waiting for a slot (`tasks.max_queued_bytes`).
     pub queued_bytes: Arc<crate::budget::ByteBudget>,
 }
@@ -63,7 +65,35 @@ impl App {
             draining: AtomicBool::new(false),
             drain: Arc::default(),
             journal: std::sync::OnceLock::new(),
+            journal_opened: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Sets the journal once it is open and wakes the tasks waiting for it.
+    pub fn journal_is_open(&self, journal: Arc<crate::journal::Journal>) {
+        let _ = self.journal.set(journal);
+        self.journal_opened.notify_waiters();
+    }
+
+    /// The journal, waiting up to `limit` while it is still opening at start-up
+    /// (the client port may accept a task a moment before); `None` if it is not
+    /// open by then.
+    pub async fn journal_within(
+        &self,
+        limit: std::time::Duration,
+    ) -> Option<Arc<crate::journal::Journal>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let opened = self.journal_opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if let Some(j) = self.journal.get() {
+                return Some(j.clone());
+            }
+            if tokio::time::timeout_at(deadline, opened).await.is_err() {
+                return self.journal.get().cloned();
+            }
+        }
     }
 
     /// Refreshes the per-Worker gauges from the registry (stale Workers disappear).

@@ -37,6 +37,10 @@ pub(super) struct Accepted {
     pub deadline: Instant,
 }
 
+/// Longest a webhook task waits for the journal to open at start-up before it is
+/// refused with 503 (opening takes milliseconds; a slow disk may take longer).
+const JOURNAL_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Keeps the task (in the journal when there is one), starts it in the background,
 /// and answers the client. A task the journal cannot keep is refused with 503.
 pub(super) async fn accept(
@@ -46,13 +50,15 @@ pub(super) async fn accept(
     task: Accepted,
 ) -> Result<()> {
     let task_id = task.record.id();
-    let journal = match (&app.settings.journal, app.journal.get()) {
-        (None, _) => None,
-        (Some(_), Some(j)) => Some(j.clone()),
-        (Some(path), None) => {
-            let e = TaskError::NotKept(format!("task journal {} is not open yet", path.display()));
-            return fail(app, session, ctx, &task.record, &task.spec, &e).await;
-        }
+    let journal = match &app.settings.journal {
+        None => None,
+        Some(path) => match app.journal_within(JOURNAL_OPEN_WAIT).await {
+            Some(j) => Some(j),
+            None => {
+                let e = TaskError::NotKept(format!("task journal {} is not open", path.display()));
+                return fail(app, session, ctx, &task.record, &task.spec, &e).await;
+            }
+        },
     };
     if let Some(journal) = &journal {
         let now = SystemTime::now();
@@ -353,7 +359,7 @@ impl pingora::services::background::BackgroundService for JournalService {
             }
         };
         log::info!("task journal {} open", path.display());
-        let _ = app.journal.set(journal.clone());
+        app.journal_is_open(journal.clone());
         loop {
             tokio::select! {
                 claims = journal.next_claims() => {
