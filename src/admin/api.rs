@@ -131,42 +131,16 @@ pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
     Ok(200)
 }
 
+/// The request's query string as name → value (`application/x-www-form-urlencoded`
+/// rules: `+` is a space, `%XX` an escape; the last repeated name wins).
 fn query_params(session: &Session) -> HashMap<String, String> {
-    session
-        .req_header()
-        .uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), percent_decode(v)))
-        .collect()
+    query_pairs(session.req_header().uri.query().unwrap_or(""))
 }
 
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        // Only two hex digits make an escape (`from_str_radix` would take "+5").
-        let escape = match (b, bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| (h * 16 + l) as u8),
-            _ => None,
-        };
-        match (b, escape) {
-            (_, Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-                continue;
-            }
-            (b'+', None) => out.push(b' '),
-            (b, None) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+fn query_pairs(query: &str) -> HashMap<String, String> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// `GET /bull/api/tasks?state=&group=&limit=`: counts by state and matching records.
@@ -215,25 +189,30 @@ pub async fn task(app: &App, session: &mut Session, id: &str) -> Result<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::query_pairs;
+
+    fn value(query: &str) -> String {
+        query_pairs(query).remove("v").unwrap_or_default()
+    }
 
     #[test]
     fn decodes_query_values() {
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%+5"), "% 5");
-        assert_eq!(percent_decode("%41%"), "A%");
+        assert_eq!(value("v=a%20b+c"), "a b c");
+        assert_eq!(value("v=100%"), "100%");
+        assert_eq!(value("v=%zz"), "%zz");
+        assert_eq!(value("v=%+5"), "% 5");
+        assert_eq!(value("v=%41%"), "A%");
+        assert_eq!(value("x=1&v=first&v=last"), "last");
     }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
 
         #[test]
-        fn decoding_never_panics_and_round_trips_escapes(s in "(%|[0-9a-fA-F]|\\+|é|[ -~]){0,40}") {
-            let _ = percent_decode(&s);
+        fn decoding_never_panics_and_round_trips_escapes(s in "(%|[0-9a-fA-F]|\\+|=|&|é|[ -~]){0,40}") {
+            let _ = query_pairs(&s);
             let escaped: String = s.bytes().map(|b| format!("%{b:02X}")).collect();
-            proptest::prop_assert_eq!(percent_decode(&escaped), s);
+            proptest::prop_assert_eq!(value(&format!("v={escaped}")), s);
         }
     }
 }

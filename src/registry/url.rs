@@ -44,50 +44,36 @@ impl std::hash::Hash for WorkerUrl {
 }
 
 impl WorkerUrl {
-    /// Parses an `http://` or `https://` base URL; rejects anything else with a reason.
+    /// Parses an `http://` or `https://` base URL (WHATWG rules, by the `url` crate);
+    /// rejects anything else, credentials, queries and fragments with a reason.
     pub fn parse(text: &str) -> Result<WorkerUrl, String> {
         let listed = text.trim().to_string();
         let raw = listed.trim_end_matches('/').to_string();
-        let (tls, rest) = if let Some(r) = raw.strip_prefix("http://") {
-            (false, r)
-        } else if let Some(r) = raw.strip_prefix("https://") {
-            (true, r)
-        } else {
-            return Err(format!("{text:?} is not an http:// or https:// URL"));
+        let url = url::Url::parse(&listed).map_err(|e| format!("{text:?}: {e}"))?;
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => return Err(format!("{text:?} is not an http:// or https:// URL")),
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.contains('@') || path.contains('?') || path.contains('#') {
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
             return Err(format!(
                 "{text:?}: credentials, queries and fragments are not allowed"
             ));
         }
-        let default_port = if tls { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{text:?}: unterminated IPv6 address"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("{text:?}: bad port"))?,
-                None if after.is_empty() => default_port,
-                None => return Err(format!("{text:?}: bad authority")),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_string(),
-                    p.parse().map_err(|_| format!("{text:?}: bad port {p:?}"))?,
-                ),
-                None => (authority.to_string(), default_port),
-            }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(format!("{text:?}: no host")),
         };
-        if host.is_empty() {
-            return Err(format!("{text:?}: no host"));
-        }
-        let base_path = path.trim_end_matches('/').to_string();
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let base_path = url.path().trim_end_matches('/').to_string();
         Ok(WorkerUrl {
             tls,
             host,
