@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::url::WorkerUrl;
@@ -25,22 +25,53 @@ pub struct Slots {
     pub queue: u32,
 }
 
+/// `slots` as a Worker sends it (in `/health` and on its feed).
+#[derive(Deserialize)]
+struct WireSlots {
+    #[serde(default)]
+    used: u64,
+    available: Option<u64>,
+    limit: u64,
+    #[serde(default)]
+    queue: u64,
+}
+
 impl Slots {
+    /// Reads a Worker's `slots` object; `None` without a numeric `limit`. Figures
+    /// beyond `u32` are capped; `available` defaults to `limit − used`.
     fn parse(v: &Value) -> Option<Slots> {
-        let n = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_u64)
-                .map(|x| x.min(u32::MAX as u64) as u32)
-        };
-        let limit = n("limit")?;
-        let used = n("used").unwrap_or(0);
+        let wire = WireSlots::deserialize(v).ok()?;
+        let cap = |x: u64| x.min(u64::from(u32::MAX)) as u32;
+        let (used, limit) = (cap(wire.used), cap(wire.limit));
         Some(Slots {
             used,
-            available: n("available").unwrap_or(limit.saturating_sub(used)),
+            available: wire.available.map_or(limit.saturating_sub(used), cap),
             limit,
-            queue: n("queue").unwrap_or(0),
+            queue: cap(wire.queue),
         })
     }
+}
+
+/// The fields of a Worker's authenticated `/health` answer that the load balancer
+/// reads (protocol §2); the whole answer is kept in [`HealthReport::raw`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireHealth {
+    status: String,
+    group: Option<String>,
+    contract: Option<u64>,
+    websocket_port: Option<u16>,
+    #[serde(default)]
+    functions: Vec<WireFunction>,
+    slots: Option<Value>,
+}
+
+/// One entry of `functions`: its name, and the rest (params) for the fingerprint.
+#[derive(Deserialize, Serialize)]
+struct WireFunction {
+    name: String,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// The typed part of a Worker's authenticated `/health` answer.
@@ -72,50 +103,28 @@ impl HealthReport {
         let Value::Object(raw) = value else {
             return Err("/health is not a JSON object".into());
         };
-        let status = raw
-            .get("status")
-            .and_then(Value::as_str)
-            .ok_or("/health has no status")?
-            .to_string();
-        let group = raw.get("group").and_then(Value::as_str).ok_or(
+        let wire = WireHealth::deserialize(&Value::Object(raw.clone()))
+            .map_err(|e| format!("/health: {e}"))?;
+        let group = wire.group.ok_or(
             "/health has no group: the Worker did not accept the LB key (check LB_AUTH_KEY on both sides)",
         )?;
-        let contract = raw
-            .get("contract")
-            .and_then(Value::as_u64)
-            .ok_or("/health has no integer contract")?;
-        let functions = raw
-            .get("functions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let names: FunctionSet = functions
-            .iter()
-            .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_string))
-            .collect();
-        let mut sorted = functions.clone();
-        sorted.sort_by_key(|f| {
-            f.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        });
+        let contract = wire.contract.ok_or("/health has no integer contract")?;
+        let mut functions = wire.functions;
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: FunctionSet = functions.iter().map(|f| f.name.clone()).collect();
         let mut h = DefaultHasher::new();
         // serde_json maps are ordered by key, so equal lists serialise equally.
-        serde_json::to_string(&sorted)
+        serde_json::to_string(&functions)
             .unwrap_or_default()
             .hash(&mut h);
         Ok(HealthReport {
-            status,
+            status: wire.status,
             group: Arc::from(group),
             contract,
-            websocket_port: raw
-                .get("websocketPort")
-                .and_then(Value::as_u64)
-                .and_then(|p| u16::try_from(p).ok()),
+            websocket_port: wire.websocket_port,
             function_names: Arc::new(names),
             fingerprint: h.finish(),
-            slots: raw.get("slots").and_then(Slots::parse),
+            slots: wire.slots.as_ref().and_then(Slots::parse),
             raw,
         })
     }
