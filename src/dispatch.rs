@@ -17,7 +17,7 @@ use crate::task::TaskSpec;
 use crate::upstream::{Exchange, ExchangeError, Limits, Upstream};
 
 /// Why a task ended without a Worker's answer, mapped to the client's status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum TaskError {
     /// No Worker can ever take it (unknown group/contract/function) or none is up: 503.
     NoWorker(String),
@@ -27,14 +27,46 @@ pub enum TaskError {
     QueueTimeout,
     /// The Worker did not answer within the task timeout: 504.
     Timeout,
-    /// The Worker failed or vanished: 502.
-    WorkerFailed(String),
+    /// The Worker failed or vanished: 502. `error` is Pingora's, with its type
+    /// (e.g. `ConnectRefused`, `ConnectionClosed`) and context.
+    WorkerFailed {
+        /// The Worker's URL.
+        worker: String,
+        /// What went wrong.
+        error: Box<pingora::Error>,
+        /// False when the Worker never got the task (it was unreachable).
+        delivered: bool,
+    },
     /// The load balancer is shutting down: 503.
     ShuttingDown,
     /// A journaled webhook task now belongs to another instance: not sent here.
     HandedOver,
     /// The webhook task could not be written to the journal: 503.
     NotKept(String),
+}
+
+/// A Pingora error for a client or a log line: type, context and causes, e.g.
+/// `ConnectRefused: Fail to connect to 10.0.0.5:3000 (Connection refused)`, without
+/// the source markers and repeated types of Pingora's own `Display`.
+pub fn describe(e: &pingora::Error) -> String {
+    let mut out = e.etype().as_str().to_string();
+    let mut error = e;
+    loop {
+        if let Some(context) = &error.context {
+            out.push_str(": ");
+            out.push_str(context.as_str());
+        }
+        match &error.cause {
+            Some(cause) => match cause.downcast_ref::<pingora::Error>() {
+                Some(inner) => error = inner,
+                None => {
+                    out.push_str(&format!(" ({cause})"));
+                    return out;
+                }
+            },
+            None => return out,
+        }
+    }
 }
 
 impl TaskError {
@@ -47,7 +79,7 @@ impl TaskError {
             | TaskError::HandedOver
             | TaskError::NotKept(_) => 503,
             TaskError::QueueTimeout | TaskError::Timeout => 504,
-            TaskError::WorkerFailed(_) => 502,
+            TaskError::WorkerFailed { .. } => 502,
         }
     }
 
@@ -58,7 +90,14 @@ impl TaskError {
             TaskError::QueueFull => "Task queue is full, retry later".into(),
             TaskError::QueueTimeout => "Task timed out waiting for a free Worker slot".into(),
             TaskError::Timeout => "Task timed out waiting for the Worker".into(),
-            TaskError::WorkerFailed(m) => format!("Worker failed: {m}"),
+            TaskError::WorkerFailed {
+                worker,
+                error,
+                delivered,
+            } => {
+                let unreachable = if *delivered { "" } else { " unreachable" };
+                format!("Worker failed: {worker}{unreachable}: {}", describe(error))
+            }
             TaskError::ShuttingDown => "Load balancer is shutting down".into(),
             TaskError::HandedOver => "Task handed over to another instance".into(),
             TaskError::NotKept(m) => format!("Task cannot be kept for later delivery: {m}"),
@@ -72,7 +111,7 @@ impl TaskError {
             TaskError::QueueFull => "queue_full",
             TaskError::QueueTimeout => "queue_timeout",
             TaskError::Timeout => "timeout",
-            TaskError::WorkerFailed(_) => "worker_failed",
+            TaskError::WorkerFailed { .. } => "worker_failed",
             TaskError::ShuttingDown => "shutting_down",
             TaskError::HandedOver => "handed_over",
             TaskError::NotKept(_) => "not_kept",
@@ -361,7 +400,7 @@ impl Dispatcher {
     ) -> Result<Delivered<'_>, TaskError> {
         let max = self.settings.task_attempts;
         let mut admission = Some(first);
-        let mut last_failure: Option<String> = None;
+        let mut last_failure: Option<TaskError> = None;
         for attempt in 1..=max {
             let next = match admission.take() {
                 Some(a) => Ok(a),
@@ -374,8 +413,8 @@ impl Dispatcher {
             let lease = match (lease, &last_failure) {
                 (Ok(l), _) => l,
                 // No other Worker to try: report the failure that sent us looking.
-                (Err(TaskError::NoWorker(_)), Some(why)) => {
-                    return Err(TaskError::WorkerFailed(why.clone()))
+                (Err(TaskError::NoWorker(_)), Some(_)) => {
+                    return Err(last_failure.take().expect("matched Some"))
                 }
                 (Err(e), _) => return Err(e),
             };
@@ -410,7 +449,14 @@ impl Dispatcher {
                         let why = format!("{} is in maintenance", lease.url());
                         METRICS.retries.with_label_values(&["maintenance"]).inc();
                         task.retried(&why);
-                        last_failure = Some(why);
+                        last_failure = Some(TaskError::WorkerFailed {
+                            worker: lease.url().raw.clone(),
+                            error: pingora::Error::explain(
+                                pingora::ErrorType::HTTPStatus(503),
+                                "in maintenance",
+                            ),
+                            delivered: true,
+                        });
                         continue;
                     }
                     return Ok(Delivered {
@@ -425,16 +471,23 @@ impl Dispatcher {
                         lease.url()
                     );
                     self.scheduler.suspend_worker(lease.worker());
-                    let why = format!("{} unreachable: {e}", lease.url());
                     if attempt < max {
                         METRICS.retries.with_label_values(&["not_delivered"]).inc();
-                        task.retried(&why);
+                        task.retried(&format!("{} unreachable: {}", lease.url(), describe(&e)));
                     }
-                    last_failure = Some(why);
+                    last_failure = Some(TaskError::WorkerFailed {
+                        worker: lease.url().raw.clone(),
+                        error: e,
+                        delivered: false,
+                    });
                 }
                 Err(ExchangeError::AfterDelivery(e)) => {
                     log::warn!("worker {} failed mid-task: {e}", lease.url());
-                    return Err(TaskError::WorkerFailed(format!("{}: {e}", lease.url())));
+                    return Err(TaskError::WorkerFailed {
+                        worker: lease.url().raw.clone(),
+                        error: e,
+                        delivered: true,
+                    });
                 }
                 // The Worker has the task and may be running it: never sent elsewhere.
                 Err(e) => {
@@ -443,9 +496,14 @@ impl Dispatcher {
                 }
             }
         }
-        Err(TaskError::WorkerFailed(
-            last_failure.unwrap_or_else(|| "no attempt succeeded".into()),
-        ))
+        Err(last_failure.unwrap_or_else(|| TaskError::WorkerFailed {
+            worker: String::new(),
+            error: pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                "no attempt succeeded",
+            ),
+            delivered: false,
+        }))
     }
 
     /// Counts a failed exchange (before or after the response header) against the
@@ -482,6 +540,30 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_failures_keep_pingora_types_and_read_plainly() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let inner = pingora::Error::because(
+            pingora::ErrorType::ConnectRefused,
+            "Fail to connect to 10.0.0.5:3000",
+            io,
+        );
+        let e = TaskError::WorkerFailed {
+            worker: "http://10.0.0.5:3000".into(),
+            error: inner,
+            delivered: false,
+        };
+        assert_eq!(e.status(), 502);
+        assert_eq!(
+            e.message(),
+            "Worker failed: http://10.0.0.5:3000 unreachable: ConnectRefused: Fail to connect to 10.0.0.5:3000 (Connection refused)"
+        );
+        let TaskError::WorkerFailed { error, .. } = &e else {
+            unreachable!()
+        };
+        assert_eq!(error.etype(), &pingora::ErrorType::ConnectRefused);
+    }
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_dropped() {

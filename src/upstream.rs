@@ -23,9 +23,10 @@ use crate::registry::url::WorkerUrl;
 #[derive(Debug)]
 pub enum ExchangeError {
     /// The Worker never got the request: DNS, connect, TLS or a write failed.
-    NotDelivered(String),
+    /// Pingora's error, with its type and context.
+    NotDelivered(Box<pingora::Error>),
     /// The request was delivered; the Worker may have started the task.
-    AfterDelivery(String),
+    AfterDelivery(Box<pingora::Error>),
     /// The deadline passed.
     TimedOut,
     /// The Worker sent no response header within the response header timeout.
@@ -128,7 +129,12 @@ impl Upstream {
             .await
             .ok()
             .and_then(|mut it| it.next())
-            .ok_or_else(|| ExchangeError::NotDelivered(format!("cannot resolve {key}")))?;
+            .ok_or_else(|| {
+                ExchangeError::NotDelivered(pingora::Error::explain(
+                    pingora::ErrorType::ConnectNoRoute,
+                    format!("cannot resolve {key}"),
+                ))
+            })?;
         self.dns.lock().insert(key, (addr, Instant::now()));
         Ok(addr)
     }
@@ -155,7 +161,7 @@ impl Upstream {
         let connect = self.connector.get_http_session(&peer);
         let (mut session, reused) = match tokio::time::timeout_at(deadline, connect).await {
             Err(_) => return Err(ExchangeError::TimedOut),
-            Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e.to_string())),
+            Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e)),
             Ok(Ok(s)) => s,
         };
         // Pingora's client flushes the header before the body: corked, the Worker
@@ -173,7 +179,7 @@ impl Upstream {
         set_cork(fd, false);
         match written {
             Err(_) => return Err(ExchangeError::TimedOut),
-            Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e.to_string())),
+            Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e)),
             Ok(Ok(_)) => {}
         }
         // The per-attempt clock starts once the Worker has the whole task.
@@ -191,21 +197,22 @@ impl Upstream {
                     })
                 }
                 Ok(Err(e)) => {
-                    let why = if reused {
-                        format!("{e} (on a reused connection)")
+                    let e = if reused {
+                        e.more_context("on a reused connection")
                     } else {
-                        e.to_string()
+                        e
                     };
-                    return Err(ExchangeError::AfterDelivery(why));
+                    return Err(ExchangeError::AfterDelivery(e));
                 }
                 Ok(Ok(_)) => {}
             }
             match session.resp_header().map(|h| h.status.as_u16()) {
                 // Nothing was asked to switch protocols: the connection is unusable.
                 Some(101) => {
-                    return Err(ExchangeError::AfterDelivery(
-                        "unexpected 101 Switching Protocols".into(),
-                    ))
+                    return Err(ExchangeError::AfterDelivery(pingora::Error::explain(
+                        pingora::ErrorType::InvalidHTTPHeader,
+                        "unexpected 101 Switching Protocols",
+                    )))
                 }
                 // 100 Continue, 103 Early Hints...: the real answer follows.
                 Some(100..=199) => continue,
@@ -233,12 +240,12 @@ impl Upstream {
         max_body: usize,
     ) -> Result<(u16, Bytes), ExchangeError> {
         let mut req = RequestHeader::build("GET", url.path(endpoint).as_bytes(), None)
-            .map_err(|e| ExchangeError::NotDelivered(e.to_string()))?;
+            .map_err(ExchangeError::NotDelivered)?;
         let host = url.host_header();
         let _ = req.insert_header("host", host.as_str());
         for (name, value) in headers {
             req.insert_header(*name, *value)
-                .map_err(|e| ExchangeError::NotDelivered(e.to_string()))?;
+                .map_err(ExchangeError::NotDelivered)?;
         }
         let limits = Limits {
             deadline: Instant::now() + timeout,
@@ -250,7 +257,10 @@ impl Upstream {
         let mut body = BytesMut::new();
         while let Some(chunk) = exchange.next_chunk().await? {
             if body.len() + chunk.len() > max_body {
-                return Err(ExchangeError::AfterDelivery("response too large".into()));
+                return Err(ExchangeError::AfterDelivery(pingora::Error::explain(
+                    pingora::ErrorType::InvalidHTTPHeader,
+                    format!("response larger than {max_body} bytes"),
+                )));
             }
             body.extend_from_slice(&chunk);
         }
@@ -330,7 +340,7 @@ impl Exchange<'_> {
         };
         match tokio::time::timeout_at(by, session.read_body_bytes()).await {
             Err(_) => Err(error),
-            Ok(Err(e)) => Err(ExchangeError::AfterDelivery(e.to_string())),
+            Ok(Err(e)) => Err(ExchangeError::AfterDelivery(e)),
             Ok(Ok(chunk)) => Ok(chunk),
         }
     }

@@ -297,7 +297,7 @@ pub(super) async fn fail(
     );
     finish_failed(&app.board, record, spec, e, message.clone());
     let mut extra = vec![("x-andera-task-id", task_id)];
-    if *e == TaskError::QueueFull {
+    if matches!(e, TaskError::QueueFull) {
         METRICS.queue_rejections.inc();
         extra.push(("retry-after", app.settings.retry_after_s.to_string()));
     }
