@@ -165,14 +165,9 @@ impl RedisJournal {
             )
             .await
             .map_err(|e| open_err(url, e))?;
-        let created = redis::cmd("XGROUP")
-            .arg(&["CREATE", STREAM, GROUP, "0", "MKSTREAM"])
-            .query_async::<()>(&mut conn)
-            .await;
-        match created {
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            other => other.map_err(|e| open_err(url, e))?,
-        }
+        create_group(&mut conn)
+            .await
+            .map_err(|e| open_err(url, e))?;
         let journal = Arc::new(RedisJournal {
             url: redact(url),
             me: consumer_name(),
@@ -482,6 +477,19 @@ impl RedisJournal {
     }
 }
 
+/// Creates the stream and the group if missing. The group starts at the first
+/// entry, so tasks added before it existed are read too.
+async fn create_group(conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+    let created = redis::cmd("XGROUP")
+        .arg(&["CREATE", STREAM, GROUP, "0", "MKSTREAM"])
+        .query_async::<()>(conn)
+        .await;
+    match created {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
 /// Acknowledges and deletes entries, and forgets their dispatch marks, at once.
 async fn end_entries(
     conn: &mut ConnectionManager,
@@ -587,6 +595,14 @@ async fn read_loop(journal: Weak<RedisJournal>, mut conn: ConnectionManager, cap
                     log::info!("task journal: Redis at {} reachable again", j.url);
                 }
                 failing = false;
+            }
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // Redis restarted without its data (or the key was deleted): start over.
+                log::warn!("task journal: the stream is gone from Redis at {}; creating it again", j.url);
+                if let Err(e) = create_group(&mut conn).await {
+                    log::warn!("task journal: cannot create the stream again: {e}");
+                    tokio::time::sleep(READ_BLOCK).await;
+                }
             }
             Err(e) => {
                 if !failing {

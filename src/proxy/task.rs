@@ -23,15 +23,22 @@ const SEND_SLICE: usize = 16 * 1024;
 
 static TASK_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A process-unique task id: start time and sequence, e.g. `6745f0a1-00002a`.
+/// A task id unique across instances: start time, 24 random bits drawn at start
+/// (instances sharing a journal may start in the same second) and a sequence,
+/// e.g. `6745f0a1-3c9e01-00002a`.
 pub fn next_task_id() -> String {
-    static EPOCH: once_cell::sync::Lazy<u64> = once_cell::sync::Lazy::new(|| {
-        std::time::SystemTime::now()
+    static PREFIX: once_cell::sync::Lazy<String> = once_cell::sync::Lazy::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+            .map_or(0, |d| d.as_secs());
+        // RandomState is seeded from the OS's randomness once per process.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        format!("{epoch:08x}-{:06x}", h.finish() & 0xff_ffff)
     });
     let n = TASK_SEQ.fetch_add(1, Ordering::Relaxed) + 1;
-    format!("{:08x}-{n:06x}", *EPOCH)
+    format!("{}-{n:06x}", *PREFIX)
 }
 
 /// True if `Authorization` or `x-lb-auth` carries the LB key.
