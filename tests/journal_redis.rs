@@ -272,7 +272,10 @@ async fn a_task_sent_by_an_instance_that_died_is_unknown_not_run_twice() {
     // `a` holds all three, waiting for the slot; pretend it sent t1 to a Worker.
     let start = Instant::now();
     while pending_of(&redis, a.pid()) < 3 {
-        assert!(start.elapsed() < Duration::from_secs(10), "a did not take the tasks");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a did not take the tasks"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut c = redis.conn().unwrap();
@@ -287,15 +290,16 @@ async fn a_task_sent_by_an_instance_that_died_is_unknown_not_run_twice() {
     };
     let mut sent = None;
     for e in entries {
-        let redis::Value::Array(pair) = e else { continue };
+        let redis::Value::Array(pair) = e else {
+            continue;
+        };
         let (redis::Value::BulkString(id), redis::Value::Array(fields)) = (&pair[0], &pair[1])
         else {
             continue;
         };
-        if fields
-            .iter()
-            .any(|f| matches!(f, redis::Value::BulkString(b) if b.windows(4).any(|w| w == b"\"t1\"")))
-        {
+        if fields.iter().any(
+            |f| matches!(f, redis::Value::BulkString(b) if b.windows(4).any(|w| w == b"\"t1\"")),
+        ) {
             sent = Some(String::from_utf8_lossy(id).into_owned());
         }
     }
@@ -318,7 +322,11 @@ async fn a_task_sent_by_an_instance_that_died_is_unknown_not_run_twice() {
     println!("take-over: counts {counts:?}, resumed {resumed}, unknown {unknown}");
     assert_eq!(counts.get("t0"), Some(&1));
     assert_eq!(counts.get("t2"), Some(&1));
-    assert_eq!(counts.get("t1"), None, "a task that may have run is not run again");
+    assert_eq!(
+        counts.get("t1"),
+        None,
+        "a task that may have run is not run again"
+    );
     assert_eq!((resumed, unknown), (2.0, 1.0));
     assert_eq!(redis.queued(), 0);
 }

@@ -11,6 +11,7 @@
 pub mod sqlite;
 mod store;
 pub mod streams;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -168,7 +169,10 @@ impl Location {
         let t = text.trim();
         let lower = t.to_ascii_lowercase();
         if lower.starts_with("rediss://") {
-            return Err("rediss:// (TLS to Redis) is not supported; use redis:// on a private network".into());
+            return Err(
+                "rediss:// (TLS to Redis) is not supported; use redis:// on a private network"
+                    .into(),
+            );
         }
         if lower.starts_with("redis://") {
             redis::parse_redis_url(t)

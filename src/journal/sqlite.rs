@@ -227,7 +227,11 @@ impl SqliteJournal {
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 512;
 
-fn writer_loop(mut w: store::Writer, rx: mpsc::Receiver<Op>, journal: std::sync::Weak<SqliteJournal>) {
+fn writer_loop(
+    mut w: store::Writer,
+    rx: mpsc::Receiver<Op>,
+    journal: std::sync::Weak<SqliteJournal>,
+) {
     let mut next_beat = std::time::Instant::now();
     loop {
         let now = std::time::Instant::now();

@@ -21,17 +21,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use tokio::sync::Notify;
 
+use super::wire::{
+    create_group, end_entries, entries, text, DISPATCHED, GROUP, MARK, REFRESH, RELEASE, RELEASED,
+    STREAM,
+};
 use super::{redact, ClaimKind, Claimed, DispatchMark, JournalError, StoredTask, JOURNAL_METRICS};
 
-/// The stream holding every accepted, unfinished webhook task.
-pub const STREAM: &str = "andera-lb:webhook-tasks";
-/// Hash of entries sent to a Worker: entry id → consumer that sent it.
-pub const DISPATCHED: &str = "andera-lb:webhook-dispatched";
-/// The consumer group every instance reads through.
-pub const GROUP: &str = "andera-lb";
-/// Pseudo-consumer that holds entries released by an instance shutting down,
-/// marked long idle so that the next reader takes them at once.
-const RELEASED: &str = "andera-lb-released";
 /// Tasks an instance may hold beyond its free slots (waiting locally for one).
 pub const LOCAL_QUEUE: usize = 8;
 /// Longest wait of one `XREADGROUP`.
@@ -40,39 +35,6 @@ const READ_BLOCK: Duration = Duration::from_millis(500);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Consumers with nothing pending and silent this long are removed from the group.
 const CONSUMER_GONE: Duration = Duration::from_secs(3600);
-
-/// Marks an entry dispatched if `ARGV[3]` still owns it: 1, else 0.
-const MARK: &str = r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return 1";
-
-/// Resets the idle time of the entries `ARGV[2]` still owns (ARGV[3..]), so nobody
-/// takes over the tasks of a live instance. Returns how many it still owns.
-const REFRESH: &str = r"
-local n = 0
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 1 and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    n = n + 1
-  end
-end
-return n";
-
-/// Hands the undispatched entries `ARGV[2]` owns (ARGV[5..]) to the released
-/// pseudo-consumer `ARGV[3]`, idle `ARGV[4]` ms. Returns how many.
-const RELEASE: &str = r"
-local n = 0
-for i = 5, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 1 and p[1][2] == ARGV[2] and redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[i], 'IDLE', ARGV[4], 'JUSTID')
-    n = n + 1
-  end
-end
-return n";
 
 /// How many tasks this instance can take now (free slots plus a local queue; 0
 /// when it has no usable Worker).
@@ -184,7 +146,6 @@ impl RedisJournal {
             stopped: AtomicBool::new(false),
             peers: AtomicU64::new(0),
         });
-        JOURNAL_METRICS.engine.with_label_values(&["redis"]).set(1);
         tokio::spawn(read_loop(Arc::downgrade(&journal), reader, capacity));
         tokio::spawn(upkeep_loop(Arc::downgrade(&journal)));
         Ok(journal)
@@ -477,94 +438,6 @@ impl RedisJournal {
     }
 }
 
-/// Creates the stream and the group if missing. The group starts at the first
-/// entry, so tasks added before it existed are read too.
-async fn create_group(conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
-    let created = redis::cmd("XGROUP")
-        .arg(&["CREATE", STREAM, GROUP, "0", "MKSTREAM"])
-        .query_async::<()>(conn)
-        .await;
-    match created {
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        other => other,
-    }
-}
-
-/// Acknowledges and deletes entries, and forgets their dispatch marks, at once.
-async fn end_entries(
-    conn: &mut ConnectionManager,
-    entries: &[String],
-) -> Result<(), redis::RedisError> {
-    redis::pipe()
-        .atomic()
-        .cmd("XACK")
-        .arg(STREAM)
-        .arg(GROUP)
-        .arg(entries)
-        .ignore()
-        .cmd("XDEL")
-        .arg(STREAM)
-        .arg(entries)
-        .ignore()
-        .cmd("HDEL")
-        .arg(DISPATCHED)
-        .arg(entries)
-        .ignore()
-        .query_async::<()>(conn)
-        .await
-}
-
-/// `[[id, [field, value, …]], …]` → `(id, task)`; the task is `None` when the
-/// entry was deleted or is not one of ours.
-fn entries(v: Value) -> Vec<(String, Option<StoredTask>)> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    items
-        .into_iter()
-        .filter_map(|item| {
-            let Value::Array(mut pair) = item else {
-                return None;
-            };
-            if pair.len() != 2 {
-                return None;
-            }
-            let fields = pair.pop()?;
-            let id = text(&pair.pop()?)?;
-            Some((id, task(fields)))
-        })
-        .collect()
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn task(fields: Value) -> Option<StoredTask> {
-    let Value::Array(kv) = fields else {
-        return None;
-    };
-    let mut map: HashMap<String, Vec<u8>> = HashMap::new();
-    for pair in kv.chunks(2) {
-        if let [Value::BulkString(k), Value::BulkString(v)] = pair {
-            map.insert(String::from_utf8_lossy(k).into_owned(), v.clone());
-        }
-    }
-    let num = |k: &str| -> Option<u64> { std::str::from_utf8(map.get(k)?).ok()?.parse().ok() };
-    Some(StoredTask {
-        id: String::from_utf8(map.get("id")?.clone()).ok()?,
-        priority: num("priority")? as u32,
-        accepted_ms: num("accepted_ms")?,
-        deadline_ms: num("deadline_ms")?,
-        headers: map.remove("headers")?,
-        body: map.remove("body")?,
-    })
-}
-
 /// Reads tasks while this instance has room, taking over dead instances' first.
 async fn read_loop(journal: Weak<RedisJournal>, mut conn: ConnectionManager, capacity: Capacity) {
     let mut next_claim = tokio::time::Instant::now();
@@ -598,7 +471,10 @@ async fn read_loop(journal: Weak<RedisJournal>, mut conn: ConnectionManager, cap
             }
             Err(e) if e.code() == Some("NOGROUP") => {
                 // Redis restarted without its data (or the key was deleted): start over.
-                log::warn!("task journal: the stream is gone from Redis at {}; creating it again", j.url);
+                log::warn!(
+                    "task journal: the stream is gone from Redis at {}; creating it again",
+                    j.url
+                );
                 if let Err(e) = create_group(&mut conn).await {
                     log::warn!("task journal: cannot create the stream again: {e}");
                     tokio::time::sleep(READ_BLOCK).await;
@@ -606,7 +482,10 @@ async fn read_loop(journal: Weak<RedisJournal>, mut conn: ConnectionManager, cap
             }
             Err(e) => {
                 if !failing {
-                    log::warn!("task journal: cannot read from Redis at {}: {e}; retrying", j.url);
+                    log::warn!(
+                        "task journal: cannot read from Redis at {}: {e}; retrying",
+                        j.url
+                    );
                 }
                 failing = true;
                 drop(j);
@@ -649,7 +528,10 @@ async fn upkeep(j: &RedisJournal) -> Result<(), redis::RedisError> {
             return Err(e);
         }
     }
-    let len: i64 = redis::cmd("XLEN").arg(STREAM).query_async(&mut conn).await?;
+    let len: i64 = redis::cmd("XLEN")
+        .arg(STREAM)
+        .query_async(&mut conn)
+        .await?;
     JOURNAL_METRICS.tasks.set(len);
     let bytes: Option<i64> = redis::cmd("MEMORY")
         .arg("USAGE")

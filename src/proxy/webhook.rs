@@ -311,7 +311,10 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
         }
     };
     if kind == ClaimKind::Fresh {
-        log::debug!("journal: webhook task {} taken from the shared queue", task.id);
+        log::debug!(
+            "journal: webhook task {} taken from the shared queue",
+            task.id
+        );
     } else {
         log::info!(
             "journal: resuming webhook task {} (priority {}{})",
@@ -345,18 +348,21 @@ pub struct JournalService {
 }
 
 /// How many webhook tasks this instance can take from a shared queue now: its free
-/// slots plus a small local queue, none without a usable Worker.
-fn shared_capacity(app: &App) -> crate::journal::streams::Capacity {
-    let scheduler = app.dispatcher.scheduler.clone();
+/// slots plus a small local queue; none without a usable Worker, nor once draining.
+fn shared_capacity(app: &Arc<App>) -> crate::journal::streams::Capacity {
+    let app = Arc::downgrade(app);
     Box::new(move || {
-        scheduler
-            .free_slots()
-            .map_or(0, |free| free as usize + crate::journal::streams::LOCAL_QUEUE)
+        let Some(app) = app.upgrade().filter(|a| !a.is_draining()) else {
+            return 0;
+        };
+        app.dispatcher.scheduler.free_slots().map_or(0, |free| {
+            free as usize + crate::journal::streams::LOCAL_QUEUE
+        })
     })
 }
 
 /// Opens the configured journal.
-async fn open(app: &App, location: &Location, recover: bool) -> Result<Journal, JournalError> {
+async fn open(app: &Arc<App>, location: &Location, recover: bool) -> Result<Journal, JournalError> {
     let settings = &app.settings;
     Ok(match location {
         Location::File(path) => Journal::Sqlite(SqliteJournal::open(

@@ -90,4 +90,3 @@ pub async fn settle(
     tokio::time::sleep(Duration::from_millis(700)).await;
     rx.snapshot()
 }
-
