@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -35,6 +35,12 @@ const READ_BLOCK: Duration = Duration::from_millis(500);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Consumers with nothing pending and silent this long are removed from the group.
 const CONSUMER_GONE: Duration = Duration::from_secs(3600);
+
+// Scripts hash their source once; calls send the hash (EVALSHA), the source only
+// when Redis does not know it yet.
+static MARK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(MARK));
+static REFRESH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REFRESH));
+static RELEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELEASE));
 
 /// How many tasks this instance can take now (free slots plus a local queue; 0
 /// when it has no usable Worker).
@@ -192,7 +198,7 @@ impl RedisJournal {
             return Ok(DispatchMark::HandedOver);
         };
         let mut conn = self.conn.clone();
-        let owned: i64 = redis::Script::new(MARK)
+        let owned: i64 = MARK_SCRIPT
             .key(STREAM)
             .key(DISPATCHED)
             .arg(GROUP)
@@ -244,8 +250,7 @@ impl RedisJournal {
         if !entries.is_empty() {
             let mut conn = self.conn.clone();
             let idle = self.claim_idle.as_millis() as u64 + 86_400_000;
-            let script = redis::Script::new(RELEASE);
-            let mut call = script.key(STREAM);
+            let mut call = RELEASE_SCRIPT.key(STREAM);
             call.key(DISPATCHED)
                 .arg(GROUP)
                 .arg(&self.me)
@@ -516,8 +521,7 @@ async fn upkeep(j: &RedisJournal) -> Result<(), redis::RedisError> {
     let mut conn = j.conn.clone();
     let entries: Vec<String> = j.held.lock().values().map(|h| h.entry.clone()).collect();
     if !entries.is_empty() && !j.is_released() {
-        let script = redis::Script::new(REFRESH);
-        let mut call = script.key(STREAM);
+        let mut call = REFRESH_SCRIPT.key(STREAM);
         call.arg(GROUP).arg(&j.me).arg(&entries);
         call.invoke_async::<i64>(&mut conn).await?;
     }

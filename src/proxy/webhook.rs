@@ -49,13 +49,15 @@ pub(super) async fn accept(
     task: Accepted,
 ) -> Result<()> {
     let task_id = task.record.id();
-    let journal = match (&app.settings.journal, app.journal.get()) {
-        (None, _) => None,
-        (Some(_), Some(j)) => Some(j.clone()),
-        (Some(location), None) => {
-            let e = TaskError::NotKept(format!("task journal {location} is not open yet"));
-            return fail(app, session, ctx, &task.record, &task.spec, &e).await;
-        }
+    let journal = match &app.settings.journal {
+        None => None,
+        Some(location) => match opened_journal(app).await {
+            Some(j) => Some(j),
+            None => {
+                let e = TaskError::NotKept(format!("task journal {location} is not open yet"));
+                return fail(app, session, ctx, &task.record, &task.spec, &e).await;
+            }
+        },
     };
     if let Some(journal) = &journal {
         let now = SystemTime::now();
@@ -93,6 +95,24 @@ pub(super) async fn accept(
     let accepted =
         json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
     respond::json(session, 200, &accepted, &[("x-andera-task-id", task_id)]).await
+}
+
+/// Longest wait for the journal to open when a webhook task comes right at start-up.
+const JOURNAL_OPEN_WAIT: Duration = Duration::from_secs(5);
+
+/// The journal, waiting a little for it right after start-up: the listeners open
+/// in parallel with it, and a task that comes first must not be refused for that.
+async fn opened_journal(app: &App) -> Option<Arc<Journal>> {
+    let until = Instant::now() + JOURNAL_OPEN_WAIT;
+    loop {
+        if let Some(j) = app.journal.get() {
+            return Some(j.clone());
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// How much of a Worker's refusal is kept for the failure notice.
