@@ -32,9 +32,9 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
             // roles (task store, queue) are played in process here.
             "redis": {
                 "status": if app.settings.journal.is_some() && app.journal.get().is_none() { "down" } else { "ok" },
-                "engine": "in-process",
-                "note": "andera-lb needs no Redis; webhook tasks persist in the task journal when configured",
-                "journal": app.settings.journal.as_ref().map(|p| p.display().to_string()),
+                "engine": app.journal.get().map_or("in-process", |j| j.engine()),
+                "note": "the queue is in process; webhook tasks persist in the task journal when one is configured (tasks.journal: a file, or redis:// for a queue shared by several instances)",
+                "journal": app.settings.journal.as_ref().map(|l| l.to_string()),
             },
             "bullmq": {
                 "status": if app.is_draining() { "draining" } else { "ok" },

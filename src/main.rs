@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use andera_lb::config;
+use andera_lb::journal::{Journal, Location};
 use andera_lb::registry::watch::{list_warnings, load_list};
 use andera_lb::server::{self, RunFlags};
 use clap::Parser;
@@ -58,11 +59,23 @@ fn main() -> ExitCode {
         eprintln!("andera-lb: configuration error: upstream.ca_file: {e}");
         return ExitCode::from(2);
     }
-    if let (Some(path), false) = (&settings.journal, args.recover || args.test) {
-        if let Err(e) = andera_lb::journal::Journal::check(path) {
-            eprintln!("andera-lb: {e}; start with --recover to move it aside and begin a new one");
-            return ExitCode::from(2);
+    match (&settings.journal, args.recover || args.test) {
+        (Some(location @ Location::File(_)), false) => {
+            if let Err(e) = Journal::check(location) {
+                eprintln!(
+                    "andera-lb: {e}; start with --recover to move it aside and begin a new one"
+                );
+                return ExitCode::from(2);
+            }
         }
+        (Some(location @ Location::Redis(_)), _) if !args.test => {
+            // Nothing accepted could be kept: refuse to start rather than answer 503s.
+            if let Err(e) = Journal::check(location) {
+                eprintln!("andera-lb: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        _ => {}
     }
     let warnings = list_warnings(&settings.workers);
     if args.test {
@@ -114,7 +127,9 @@ fn main() -> ExitCode {
     }
     for var in ["REDIS_HOST", "REDIS_PORT"] {
         if std::env::var_os(var).is_some() {
-            log::info!("{var} is ignored: andera-lb keeps its queue in process and needs no Redis");
+            log::info!(
+                "{var} is ignored: to share the webhook queue in Redis set TASK_JOURNAL=redis://host:port"
+            );
         }
     }
     log::info!(

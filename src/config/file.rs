@@ -173,10 +173,14 @@ pub struct TasksSection {
     pub max_queued: usize,
     /// `Retry-After` seconds sent when the queue is full. Default 1.
     pub retry_after_s: u64,
-    /// SQLite file where accepted webhook tasks are journaled before they are
-    /// acknowledged, so they survive crashes, restarts and upgrades (`TASK_JOURNAL`).
-    /// Default `null`: webhook tasks live in memory only.
+    /// Where accepted webhook tasks are journaled before they are acknowledged, so
+    /// they survive crashes, restarts and upgrades (`TASK_JOURNAL`): a SQLite file
+    /// (one host), or `redis://host:port[/db]` to share one webhook queue between
+    /// instances on several hosts (a Redis Stream). Default `null`: in memory only.
     pub journal: Option<String>,
+    /// With a Redis journal, how long a task taken by an instance may go without a
+    /// sign of life from it (ms) before another instance takes it over. Default 30000.
+    pub claim_idle_ms: u64,
     /// Largest size of the journal's database, b/kb/mb/gb; beyond it new webhook tasks
     /// get 503 (as on a full disk). Default `1gb`.
     pub journal_max_size: String,
@@ -201,6 +205,7 @@ impl Default for TasksSection {
             max_queued: 10_000,
             retry_after_s: 1,
             journal: None,
+            claim_idle_ms: 30_000,
             journal_max_size: "1gb".into(),
             redeliver_unconfirmed: false,
             max_queued_bytes: "256mb".into(),

@@ -119,7 +119,9 @@ pub struct Settings {
     /// `Retry-After` on a full queue, seconds.
     pub retry_after_s: u64,
     /// Journal of accepted webhook tasks; `None` keeps them in memory only.
-    pub journal: Option<PathBuf>,
+    pub journal: Option<crate::journal::Location>,
+    /// Redis journal: silence after which another instance takes a task over.
+    pub claim_idle: Duration,
     /// Largest journal database, bytes.
     pub journal_max_bytes: u64,
     /// Re-run webhook tasks a crashed instance sent but never saw confirmed.
@@ -364,7 +366,14 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         body_limit,
         max_queued: cfg.tasks.max_queued,
         retry_after_s: cfg.tasks.retry_after_s.max(1),
-        journal: cfg.tasks.journal.map(PathBuf::from),
+        journal: cfg
+            .tasks
+            .journal
+            .as_deref()
+            .map(crate::journal::Location::parse)
+            .transpose()
+            .map_err(|r| err("tasks.journal / TASK_JOURNAL", r))?,
+        claim_idle: positive("tasks.claim_idle_ms", cfg.tasks.claim_idle_ms)?,
         journal_max_bytes: parse_size(&cfg.tasks.journal_max_size)
             .map_err(|r| err("tasks.journal_max_size", r))? as u64,
         redeliver_unconfirmed: cfg.tasks.redeliver_unconfirmed,

@@ -1,33 +1,27 @@
-//! The webhook task journal: accepted webhook tasks are written to a local SQLite
-//! database (WAL mode, `synchronous=FULL`) before the client is told "accepted", so
-//! they survive a crash, a restart or an upgrade.
+//! The webhook task journal: an accepted webhook task is kept before the client is
+//! told "accepted", so that it survives a crash, a restart or an upgrade.
 //!
-//! A task moves `accepted` → `dispatched` → deleted (done or failed). Each row is
-//! owned by one running instance, which heartbeats in the `instances` table; rows of
-//! an instance that stopped heartbeating (crashed) or released them (shutting down
-//! with a live successor) are claimed by another instance. A row still `dispatched`
-//! when its owner died may have run on a Worker: it is not run again unless
-//! `tasks.redeliver_unconfirmed` is set.
-//!
-//! All database work happens on one writer thread that commits whatever requests
-//! are waiting in one transaction (group commit), so an fsync is shared by every
-//! task accepted in the same instant.
+//! Two engines sit behind [`Journal`], so that the data path does not care which
+//! one is in use:
+//! - [`sqlite`] (a file path): one host, one SQLite file in WAL mode; each task is
+//!   run by the instance that accepted it, or claimed by another after a crash.
+//! - [`streams`] (`redis://…`): several hosts share one queue in a Redis Stream with
+//!   a consumer group; a task is run by whichever instance reads it first.
 
+pub mod sqlite;
 mod store;
+pub mod streams;
+mod wire;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
-
-pub use store::{ClaimKind, Claimed, StoredTask};
+pub use sqlite::{SqliteJournal, HEARTBEAT, OWNER_STALE};
+pub use streams::RedisJournal;
 
 /// The journal's Prometheus series (registered in the process registry).
 pub struct JournalMetrics {
-    /// Journal file size (database + WAL), bytes.
+    /// Journal size: file (database + WAL) for SQLite, stream memory for Redis, bytes.
     pub bytes: prometheus::IntGauge,
     /// Webhook tasks in the journal (every instance's).
     pub tasks: prometheus::IntGauge,
@@ -37,6 +31,8 @@ pub struct JournalMetrics {
     pub unknown: prometheus::IntCounter,
     /// Journal writes that failed (the task was refused, or sent unmarked).
     pub write_errors: prometheus::IntCounter,
+    /// 1 for the engine in use (`engine` = `sqlite` or `redis`).
+    pub engine: prometheus::IntGaugeVec,
 }
 
 /// The journal's metrics.
@@ -58,8 +54,21 @@ pub static JOURNAL_METRICS: std::sync::LazyLock<JournalMetrics> = std::sync::Laz
         r.register(Box::new(c.clone())).expect("unique metric");
         c
     };
+    let engine = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "journal_engine",
+            "The task journal engine in use (1 for the one in use).",
+        )
+        .namespace("andera_lb"),
+        &["engine"],
+    )
+    .expect("valid metric");
+    r.register(Box::new(engine.clone())).expect("unique metric");
     JournalMetrics {
-        bytes: gauge("journal_bytes", "Task journal size on disk (database and WAL), bytes."),
+        bytes: gauge(
+            "journal_bytes",
+            "Task journal size: SQLite database and WAL on disk, or the Redis stream's memory, bytes.",
+        ),
         tasks: gauge("journal_tasks", "Webhook tasks in the task journal."),
         resumed: counter("journal_resumed_total", "Webhook tasks resumed from the journal."),
         unknown: counter(
@@ -67,21 +76,16 @@ pub static JOURNAL_METRICS: std::sync::LazyLock<JournalMetrics> = std::sync::Laz
             "Webhook tasks sent by an instance that stopped before the answer (may or may not have run).",
         ),
         write_errors: counter("journal_write_errors_total", "Task journal writes that failed."),
+        engine,
     }
 });
-
-/// How often an instance proves it is alive, and claims free rows.
-pub const HEARTBEAT: Duration = Duration::from_millis(500);
-
-/// Silence after which an instance counts as dead and its rows may be claimed.
-pub const OWNER_STALE: Duration = Duration::from_secs(3);
 
 /// Why the journal could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalError {
-    /// The file cannot be opened or is not a journal (names the file).
+    /// The journal cannot be opened or reached, or is not a journal (names the file or URL).
     Open(String),
-    /// A write failed (disk full, I/O error): the task is not kept.
+    /// A write failed (disk full, I/O error, Redis unreachable): the task is not kept.
     Write(String),
     /// The writer thread is gone.
     Closed,
@@ -102,299 +106,225 @@ impl std::error::Error for JournalError {}
 /// What a dispatch mark found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DispatchMark {
-    /// The row is now `dispatched` by this instance: send the task.
+    /// The task is now `dispatched` by this instance: send it.
     Go,
-    /// The row was handed to another instance (or is gone): do not send it.
+    /// The task was handed to another instance (or is gone): do not send it.
     HandedOver,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
-
-enum Op {
-    Accept(Box<StoredTask>, Reply<()>),
-    Dispatch(String, Reply<DispatchMark>),
-    Finish(String),
-    Release(Reply<u64>),
-    Stop(Reply<()>),
+/// An accepted webhook task as the journal keeps it. The LB key is not stored: it
+/// is added again when the task is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTask {
+    /// Task id (also the client's `x-andera-task-id`).
+    pub id: String,
+    /// Priority, 1 most urgent.
+    pub priority: u32,
+    /// When it was accepted, ms since the Unix epoch.
+    pub accepted_ms: u64,
+    /// When it times out, ms since the Unix epoch.
+    pub deadline_ms: u64,
+    /// Headers to forward, as an HTTP/1 header block (`name: value\r\n`…).
+    pub headers: Vec<u8>,
+    /// The body to forward.
+    pub body: Vec<u8>,
 }
 
-/// Handle to the journal, shared by the data path and the background claimer.
-pub struct Journal {
-    ops: mpsc::Sender<Op>,
-    path: PathBuf,
-    instance: String,
-    claimed: parking_lot::Mutex<Vec<Claimed>>,
-    claims: Notify,
-    released: AtomicBool,
-    release_signal: Notify,
-    file_bytes: AtomicU64,
-    live_rows: AtomicU64,
-    peers: AtomicU64,
+/// How a claimed task came to this instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// Read from the shared queue (Redis) as a new task: run it.
+    Fresh,
+    /// Never sent to a Worker, taken over from an instance that stopped: run it.
+    Queued,
+    /// Sent by an instance that died before it was confirmed, and
+    /// `redeliver_unconfirmed` is on: run it again.
+    Redeliver,
+    /// Sent by an instance that died before it was confirmed: it may or may not
+    /// have run. Recorded as `unknown`, not run; already gone from the journal.
+    Unknown,
+}
+
+/// A task this instance took from the journal.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The task.
+    pub task: StoredTask,
+    /// Why it was taken.
+    pub kind: ClaimKind,
+}
+
+/// Where the journal lives (`tasks.journal` / `TASK_JOURNAL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local SQLite file.
+    File(PathBuf),
+    /// A Redis server, `redis://[user:password@]host:port[/db]`.
+    Redis(String),
+}
+
+impl Location {
+    /// Reads a `tasks.journal` value: a `redis://` URL or a file path.
+    pub fn parse(text: &str) -> Result<Location, String> {
+        let t = text.trim();
+        let lower = t.to_ascii_lowercase();
+        if lower.starts_with("rediss://") {
+            return Err(
+                "rediss:// (TLS to Redis) is not supported; use redis:// on a private network"
+                    .into(),
+            );
+        }
+        if lower.starts_with("redis://") {
+            redis::parse_redis_url(t)
+                .ok_or_else(|| format!("{} is not a valid redis:// URL", redact(t)))?;
+            return Ok(Location::Redis(t.to_string()));
+        }
+        Ok(Location::File(PathBuf::from(t)))
+    }
+}
+
+impl std::fmt::Display for Location {
+    /// The file, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Redis(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+/// A Redis URL with its credentials replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The journal in use, whichever the engine.
+pub enum Journal {
+    /// One host, a local SQLite file.
+    Sqlite(Arc<SqliteJournal>),
+    /// Several hosts, a Redis Stream with a consumer group.
+    Redis(Arc<RedisJournal>),
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path` and starts its writer thread.
-    /// A file that is not a journal is refused, unless `recover` moves it aside
-    /// (`<file>.corrupt-<unix seconds>`) and starts a fresh one.
-    pub fn open(
-        path: &Path,
-        max_bytes: u64,
-        recover: bool,
-        redeliver_unconfirmed: bool,
-    ) -> Result<Arc<Journal>, JournalError> {
-        let conn = match store::open(path, max_bytes) {
-            Ok(c) => c,
-            Err(e) if recover && path.exists() => {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
-                log::warn!(
-                    "task journal {} unreadable ({e}); moved to {} (--recover)",
-                    path.display(),
-                    aside.display()
-                );
-                std::fs::rename(path, &aside)
-                    .map_err(|e| JournalError::Open(format!("{}: {e}", path.display())))?;
-                for suffix in ["-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                }
-                store::open(path, max_bytes)?
-            }
-            Err(e) => return Err(e),
-        };
-        let instance = format!(
-            "{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        );
-        let (tx, rx) = mpsc::channel();
-        let journal = Arc::new(Journal {
-            ops: tx,
-            path: path.to_path_buf(),
-            instance: instance.clone(),
-            claimed: parking_lot::Mutex::new(Vec::new()),
-            claims: Notify::new(),
-            released: AtomicBool::new(false),
-            release_signal: Notify::new(),
-            file_bytes: AtomicU64::new(0),
-            live_rows: AtomicU64::new(0),
-            peers: AtomicU64::new(0),
-        });
-        let weak = Arc::downgrade(&journal);
-        let writer = store::Writer::new(conn, instance, redeliver_unconfirmed);
-        std::thread::Builder::new()
-            .name("task-journal".into())
-            .spawn(move || writer_loop(writer, rx, weak))
-            .map_err(|e| JournalError::Open(e.to_string()))?;
-        Ok(journal)
-    }
-
-    /// The journal file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// This instance's owner id in the journal.
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
-    fn call<T>(
-        &self,
-        op: impl FnOnce(Reply<T>) -> Op,
-    ) -> oneshot::Receiver<Result<T, JournalError>> {
-        let (tx, rx) = oneshot::channel();
-        if self.ops.send(op(tx)).is_err() {
-            let (tx, rx2) = oneshot::channel();
-            let _ = tx.send(Err(JournalError::Closed));
-            return rx2;
+    /// The engine's name, for logs and the `andera_lb_journal_engine` metric.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Journal::Sqlite(_) => "sqlite",
+            Journal::Redis(_) => "redis",
         }
-        rx
     }
 
-    /// Writes an accepted task durably; the client may be told "accepted" once this returns `Ok`.
+    /// Keeps an accepted task; the client may be told "accepted" once this returns `Ok`.
     pub async fn accept(&self, task: StoredTask) -> Result<(), JournalError> {
-        self.call(|r| Op::Accept(Box::new(task), r))
-            .await
-            .unwrap_or(Err(JournalError::Closed))
+        match self {
+            Journal::Sqlite(j) => j.accept(task).await,
+            Journal::Redis(j) => j.accept(task).await,
+        }
+    }
+
+    /// True when an accepted task is run by whichever instance takes it from the
+    /// shared queue, not at once by the instance that accepted it.
+    pub fn is_shared_queue(&self) -> bool {
+        matches!(self, Journal::Redis(_))
     }
 
     /// Marks a task as sent to a Worker, durably, before it is sent. `HandedOver`
     /// means another instance owns it now and this one must not send it.
     pub async fn dispatch(&self, id: &str) -> Result<DispatchMark, JournalError> {
-        self.call(|r| Op::Dispatch(id.to_string(), r))
-            .await
-            .unwrap_or(Err(JournalError::Closed))
+        match self {
+            Journal::Sqlite(j) => j.dispatch(id).await,
+            Journal::Redis(j) => j.dispatch(id).await,
+        }
     }
 
-    /// Forgets a finished (done or failed) task; written with the next commit.
+    /// Forgets a finished (done or failed) task.
     pub fn finish(&self, id: &str) {
-        let _ = self.ops.send(Op::Finish(id.to_string()));
+        match self {
+            Journal::Sqlite(j) => j.finish(id),
+            Journal::Redis(j) => j.finish(id),
+        }
     }
 
     /// Hands every task of this instance not yet dispatched to whichever instance
-    /// claims it next, and wakes the runners waiting for them so they stand down.
+    /// takes it next, and wakes the runners waiting for them so they stand down.
     pub async fn release(&self) -> Result<u64, JournalError> {
-        self.released.store(true, Ordering::Release);
-        let n = self
-            .call(Op::Release)
-            .await
-            .unwrap_or(Err(JournalError::Closed));
-        self.release_signal.notify_waiters();
-        n
-    }
-
-    /// True once [`Journal::release`] was called.
-    pub fn is_released(&self) -> bool {
-        self.released.load(Ordering::Acquire)
+        match self {
+            Journal::Sqlite(j) => j.release().await,
+            Journal::Redis(j) => j.release().await,
+        }
     }
 
     /// Resolves when this instance releases its queued tasks.
     pub async fn released(&self) {
-        let notified = self.release_signal.notified();
-        if self.is_released() {
-            return;
+        match self {
+            Journal::Sqlite(j) => j.released().await,
+            Journal::Redis(j) => j.released().await,
         }
-        notified.await;
     }
 
-    /// Waits for tasks claimed from the journal (recovered after a crash, or handed
-    /// over by an instance that is shutting down), in priority order.
+    /// Waits for tasks taken from the journal, in priority order.
     pub async fn next_claims(&self) -> Vec<Claimed> {
-        loop {
-            let notified = self.claims.notified();
-            let batch = std::mem::take(&mut *self.claimed.lock());
-            if !batch.is_empty() {
-                return batch;
-            }
-            notified.await;
+        match self {
+            Journal::Sqlite(j) => j.next_claims().await,
+            Journal::Redis(j) => j.next_claims().await,
         }
-    }
-
-    /// Size of the journal file (database + WAL), bytes, as of the last heartbeat.
-    pub fn file_bytes(&self) -> u64 {
-        self.file_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Tasks in the journal (all owners), as of the last heartbeat.
-    pub fn live_rows(&self) -> u64 {
-        self.live_rows.load(Ordering::Relaxed)
     }
 
     /// Other live instances sharing this journal (e.g. an upgrade's successor).
     pub fn live_peers(&self) -> u64 {
-        self.peers.load(Ordering::Relaxed)
+        match self {
+            Journal::Sqlite(j) => j.live_peers(),
+            Journal::Redis(j) => j.live_peers(),
+        }
     }
 
-    /// Stops the writer thread after the pending writes, and leaves the instance
-    /// table so that others may claim this instance's remaining tasks at once.
+    /// Stops after the pending writes, so that others may take this instance's
+    /// remaining tasks at once.
     pub async fn close(&self) {
-        let done = self.call(Op::Stop);
-        let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+        match self {
+            Journal::Sqlite(j) => j.close().await,
+            Journal::Redis(j) => j.close().await,
+        }
     }
 
-    /// Checks that `path` is a usable journal (or can become one) and closes it.
-    pub fn check(path: &Path) -> Result<(), JournalError> {
-        store::open(path, u64::MAX).map(drop)
+    /// Checks that the journal is usable before the server starts: a file that is
+    /// (or can become) a journal, or a Redis server that answers.
+    pub fn check(location: &Location) -> Result<(), JournalError> {
+        match location {
+            Location::File(path) => SqliteJournal::check(path),
+            Location::Redis(url) => streams::check(url),
+        }
     }
-}
 
-/// Most requests folded into one transaction.
-const MAX_BATCH: usize = 512;
-
-fn writer_loop(mut w: store::Writer, rx: mpsc::Receiver<Op>, journal: std::sync::Weak<Journal>) {
-    let mut next_beat = std::time::Instant::now();
-    loop {
-        let now = std::time::Instant::now();
-        if now >= next_beat {
-            let Some(j) = journal.upgrade() else { return };
-            match w.heartbeat_and_claim(OWNER_STALE, j.is_released()) {
-                Ok(beat) => {
-                    j.file_bytes.store(beat.file_bytes, Ordering::Relaxed);
-                    j.live_rows.store(beat.rows, Ordering::Relaxed);
-                    JOURNAL_METRICS.bytes.set(beat.file_bytes as i64);
-                    JOURNAL_METRICS.tasks.set(beat.rows as i64);
-                    j.peers.store(beat.peers, Ordering::Relaxed);
-                    if !beat.claimed.is_empty() {
-                        j.claimed.lock().extend(beat.claimed);
-                        j.claims.notify_one();
-                    }
-                }
-                Err(e) => log::warn!("task journal heartbeat: {e}"),
-            }
-            next_beat = now + HEARTBEAT;
-        }
-        let first = match rx.recv_timeout(next_beat.saturating_duration_since(now)) {
-            Ok(op) => op,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let stop = batch.iter().position(|op| matches!(op, Op::Stop(_)));
-        let stop = stop.map(|i| batch.remove(i));
-        w.apply(batch);
-        if let Some(Op::Stop(reply)) = stop {
-            w.close();
-            let _ = reply.send(Ok(()));
-            return;
+    /// The SQLite file, when that is the engine.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Journal::Sqlite(j) => Some(j.path()),
+            Journal::Redis(_) => None,
         }
     }
 }
 
-impl store::Writer {
-    /// Applies a batch of requests in one transaction and answers each.
-    fn apply(&mut self, batch: Vec<Op>) {
-        let mut accepts = Vec::new();
-        let mut dispatches = Vec::new();
-        let mut releases = Vec::new();
-        let result = self.transaction(|tx, me| {
-            for op in &batch {
-                match op {
-                    Op::Accept(task, _) => accepts.push(store::insert(tx, me, task)),
-                    Op::Dispatch(id, _) => dispatches.push(store::mark_dispatched(tx, me, id)),
-                    Op::Finish(id) => store::delete(tx, id)?,
-                    Op::Release(_) => releases.push(store::release(tx, me)),
-                    Op::Stop(_) => {}
-                }
-            }
-            Ok(())
-        });
-        let (mut accepts, mut dispatches, mut releases) = (
-            accepts.into_iter(),
-            dispatches.into_iter(),
-            releases.into_iter(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_told_apart_and_passwords_never_shown() {
+        assert_eq!(
+            Location::parse("/var/lib/andera-lb/tasks.db").unwrap(),
+            Location::File("/var/lib/andera-lb/tasks.db".into())
         );
-        fn settle<T>(
-            r: Option<Result<T, JournalError>>,
-            txn: &Result<(), JournalError>,
-        ) -> Result<T, JournalError> {
-            match txn {
-                Ok(()) => r.unwrap_or(Err(JournalError::Closed)),
-                Err(e) => Err(e.clone()),
-            }
-        }
-        for op in batch {
-            match op {
-                Op::Accept(_, reply) => {
-                    let _ = reply.send(settle(accepts.next(), &result));
-                }
-                Op::Dispatch(_, reply) => {
-                    let _ = reply.send(settle(dispatches.next(), &result));
-                }
-                Op::Release(reply) => {
-                    let _ = reply.send(settle(releases.next(), &result));
-                }
-                Op::Finish(_) | Op::Stop(_) => {}
-            }
-        }
+        let r = Location::parse("redis://:s3cret@10.0.0.5:6379/2").unwrap();
+        assert!(matches!(r, Location::Redis(_)));
+        assert_eq!(r.to_string(), "redis://***@10.0.0.5:6379/2");
+        assert!(Location::parse("rediss://h:6379").is_err());
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
     }
 }

@@ -5,53 +5,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-use super::{DispatchMark, JournalError};
+use super::{ClaimKind, Claimed, DispatchMark, JournalError, StoredTask};
 
 /// Journal format version, kept in SQLite's `user_version`.
 const FORMAT: i64 = 1;
 
 const ACCEPTED: i64 = 0;
 const DISPATCHED: i64 = 1;
-
-/// An accepted webhook task as the journal keeps it. The LB key is not stored: it
-/// is added again when the task is sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredTask {
-    /// Task id (also the client's `x-andera-task-id`).
-    pub id: String,
-    /// Priority, 1 most urgent.
-    pub priority: u32,
-    /// When it was accepted, ms since the Unix epoch.
-    pub accepted_ms: u64,
-    /// When it times out, ms since the Unix epoch.
-    pub deadline_ms: u64,
-    /// Headers to forward, as an HTTP/1 header block (`name: value\r\n`…).
-    pub headers: Vec<u8>,
-    /// The body to forward.
-    pub body: Vec<u8>,
-}
-
-/// How a claimed task came to this instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimKind {
-    /// Never sent to a Worker: run it.
-    Queued,
-    /// Sent by an instance that died before it was confirmed, and
-    /// `redeliver_unconfirmed` is on: run it again.
-    Redeliver,
-    /// Sent by an instance that died before it was confirmed: it may or may not
-    /// have run. Recorded as `unknown`, not run; already gone from the journal.
-    Unknown,
-}
-
-/// A task this instance took from the journal.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    /// The task.
-    pub task: StoredTask,
-    /// Why it was taken.
-    pub kind: ClaimKind,
-}
 
 /// What one heartbeat found.
 pub struct Beat {

@@ -17,7 +17,10 @@ use super::task::{admit, answered, fail, finish, finish_failed};
 use super::{App, RequestCtx};
 use crate::board::{TaskHandle, TaskState};
 use crate::dispatch::{Delivered, DispatchGate, ForwardHeaders, TaskError};
-use crate::journal::{ClaimKind, Claimed, DispatchMark, Journal, StoredTask, JOURNAL_METRICS};
+use crate::journal::{
+    ClaimKind, Claimed, DispatchMark, Journal, JournalError, Location, RedisJournal, SqliteJournal,
+    StoredTask, JOURNAL_METRICS,
+};
 use crate::respond;
 use crate::scheduler::Acquire;
 use crate::task::{self, TaskSpec};
@@ -52,10 +55,10 @@ pub(super) async fn accept(
     let task_id = task.record.id();
     let journal = match &app.settings.journal {
         None => None,
-        Some(path) => match app.journal_within(JOURNAL_OPEN_WAIT).await {
+        Some(location) => match app.journal_within(JOURNAL_OPEN_WAIT).await {
             Some(j) => Some(j),
             None => {
-                let e = TaskError::NotKept(format!("task journal {} is not open", path.display()));
+                let e = TaskError::NotKept(format!("task journal {location} is not open"));
                 return fail(app, session, ctx, &task.record, &task.spec, &e).await;
             }
         },
@@ -77,9 +80,21 @@ pub(super) async fn accept(
             return fail(app, session, ctx, &task.record, &task.spec, &e).await;
         }
     }
-    // The drain waits for the runner, not for this request, which ends now.
-    let runner = run(app.clone(), task, journal, app.drain.track());
-    tokio::spawn(runner);
+    match journal {
+        Some(j) if j.is_shared_queue() => {
+            // Whichever instance has room takes it from the shared queue (this one
+            // too): holding the slot here would make it run where it was accepted.
+            drop(task.admission);
+            let why = "queued in Redis for the first instance with room";
+            task.record
+                .finished(TaskState::HandedOver, 0, "shared_queue", Some(why.into()));
+        }
+        journal => {
+            // The drain waits for the runner, not for this request, which ends now.
+            let runner = run(app.clone(), task, journal, app.drain.track());
+            tokio::spawn(runner);
+        }
+    }
     ctx.status = 200;
     let accepted =
         json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
@@ -280,7 +295,9 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
         record.finished(TaskState::Unknown, 0, "unknown", Some(why.into()));
         return;
     }
-    JOURNAL_METRICS.resumed.inc();
+    if kind != ClaimKind::Fresh {
+        JOURNAL_METRICS.resumed.inc();
+    }
     let now = unix_ms(SystemTime::now());
     let left = Duration::from_millis(task.deadline_ms.saturating_sub(now));
     let deadline = Instant::now() + left;
@@ -304,16 +321,23 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
             return;
         }
     };
-    log::info!(
-        "journal: resuming webhook task {} (priority {}{})",
-        task.id,
-        spec.priority,
-        if kind == ClaimKind::Redeliver {
-            ", sent before but unconfirmed: redelivered"
-        } else {
-            ""
-        }
-    );
+    if kind == ClaimKind::Fresh {
+        log::debug!(
+            "journal: webhook task {} taken from the shared queue",
+            task.id
+        );
+    } else {
+        log::info!(
+            "journal: resuming webhook task {} (priority {}{})",
+            task.id,
+            spec.priority,
+            if kind == ClaimKind::Redeliver {
+                ", sent before but unconfirmed: redelivered"
+            } else {
+                ""
+            }
+        );
+    }
     let accepted = Accepted {
         headers: ForwardHeaders::from_block(&task.headers, app.settings.lb_key.expose()),
         body: Bytes::from(task.body),
@@ -334,31 +358,66 @@ pub struct JournalService {
     pub recover: bool,
 }
 
+/// How many webhook tasks this instance can take from a shared queue now: its free
+/// slots plus a small local queue; none without a usable Worker, nor once draining.
+fn shared_capacity(app: &Arc<App>) -> crate::journal::streams::Capacity {
+    let app = Arc::downgrade(app);
+    Box::new(move || {
+        let Some(app) = app.upgrade().filter(|a| !a.is_draining()) else {
+            return 0;
+        };
+        app.dispatcher.scheduler.free_slots().map_or(0, |free| {
+            free as usize + crate::journal::streams::LOCAL_QUEUE
+        })
+    })
+}
+
+/// Opens the configured journal.
+async fn open(app: &Arc<App>, location: &Location, recover: bool) -> Result<Journal, JournalError> {
+    let settings = &app.settings;
+    Ok(match location {
+        Location::File(path) => Journal::Sqlite(SqliteJournal::open(
+            path,
+            settings.journal_max_bytes,
+            recover,
+            settings.redeliver_unconfirmed,
+        )?),
+        Location::Redis(url) => Journal::Redis(
+            RedisJournal::open(
+                url,
+                settings.claim_idle,
+                settings.redeliver_unconfirmed,
+                shared_capacity(app),
+            )
+            .await?,
+        ),
+    })
+}
+
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for JournalService {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         let app = &self.app;
-        let Some(path) = &app.settings.journal else {
+        let Some(location) = &app.settings.journal else {
             return;
         };
-        let settings = &app.settings;
-        let opened = Journal::open(
-            path,
-            settings.journal_max_bytes,
-            self.recover,
-            settings.redeliver_unconfirmed,
-        );
-        let journal = match opened {
-            Ok(j) => j,
+        let journal = match open(app, location, self.recover).await {
+            Ok(j) => Arc::new(j),
             Err(e) => {
-                log::error!(
-                    "{e}; refusing to run without it (start with --recover to move it aside)"
-                );
+                let hint = match location {
+                    Location::File(_) => " (start with --recover to move it aside)",
+                    Location::Redis(_) => "",
+                };
+                log::error!("{e}; refusing to run without it{hint}");
                 eprintln!("andera-lb: {e}");
                 std::process::exit(2);
             }
         };
-        log::info!("task journal {} open", path.display());
+        log::info!("task journal {location} open ({})", journal.engine());
+        JOURNAL_METRICS
+            .engine
+            .with_label_values(&[journal.engine()])
+            .set(1);
         app.journal_is_open(journal.clone());
         loop {
             tokio::select! {

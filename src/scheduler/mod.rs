@@ -406,6 +406,16 @@ impl Scheduler {
         }
     }
 
+    /// Free slots over the usable Workers, or `None` when no Worker is usable.
+    pub fn free_slots(&self) -> Option<u32> {
+        let st = self.state.lock();
+        let mut usable = st.workers.values().filter(|w| w.usable()).peekable();
+        usable.peek()?;
+        let free = usable.fold(0u32, |n, w| n.saturating_add(w.free()));
+        // Tasks already waiting here take the free slots first.
+        Some(free.saturating_sub(st.queued as u32))
+    }
+
     /// Tasks waiting right now.
     pub fn queued(&self) -> usize {
         self.state.lock().queued

@@ -2,6 +2,8 @@
 //! simulated Andera Workers listening on real sockets.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,326 @@
+//! The SQLite engine of the task journal: accepted webhook tasks are written to a local SQLite
+//! database (WAL mode, `synchronous=FULL`) before the client is told "accepted", so
+//! they survive a crash, a restart or an upgrade.
+//!
+//! A task moves `accepted` → `dispatched` → deleted (done or failed). Each row is
+//! owned by one running instance, which heartbeats in the `instances` table; rows of
+//! an instance that stopped heartbeating (crashed) or released them (shutting down
+//! with a live successor) are claimed by another instance. A row still `dispatched`
+//! when its owner died may have run on a Worker: it is not run again unless
+//! `tasks.redeliver_unconfirmed` is set.
+//!
+//! All database work happens on one writer thread that commits whatever requests
+//! are waiting in one transaction (group commit), so an fsync is shared by every
+//! task accepted in the same instant.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify};
+
+use super::store;
+use super::{Claimed, DispatchMark, JournalError, StoredTask, JOURNAL_METRICS};
+
+/// How often an instance proves it is alive, and claims free rows.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Silence after which an instance counts as dead and its rows may be claimed.
+pub const OWNER_STALE: Duration = Duration::from_secs(3);
+
+type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
+
+enum Op {
+    Accept(Box<StoredTask>, Reply<()>),
+    Dispatch(String, Reply<DispatchMark>),
+    Finish(String),
+    Release(Reply<u64>),
+    Stop(Reply<()>),
+}
+
+/// Handle to the SQLite journal, shared by the data path and the background claimer.
+pub struct SqliteJournal {
+    ops: mpsc::Sender<Op>,
+    path: PathBuf,
+    instance: String,
+    claimed: parking_lot::Mutex<Vec<Claimed>>,
+    claims: Notify,
+    released: AtomicBool,
+    release_signal: Notify,
+    file_bytes: AtomicU64,
+    live_rows: AtomicU64,
+    peers: AtomicU64,
+}
+
+impl SqliteJournal {
+    /// Opens (or creates) the journal at `path` and starts its writer thread.
+    /// A file that is not a journal is refused, unless `recover` moves it aside
+    /// (`<file>.corrupt-<unix seconds>`) and starts a fresh one.
+    pub fn open(
+        path: &Path,
+        max_bytes: u64,
+        recover: bool,
+        redeliver_unconfirmed: bool,
+    ) -> Result<Arc<SqliteJournal>, JournalError> {
+        let conn = match store::open(path, max_bytes) {
+            Ok(c) => c,
+            Err(e) if recover && path.exists() => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+                log::warn!(
+                    "task journal {} unreadable ({e}); moved to {} (--recover)",
+                    path.display(),
+                    aside.display()
+                );
+                std::fs::rename(path, &aside)
+                    .map_err(|e| JournalError::Open(format!("{}: {e}", path.display())))?;
+                for suffix in ["-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                store::open(path, max_bytes)?
+            }
+            Err(e) => return Err(e),
+        };
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let (tx, rx) = mpsc::channel();
+        let journal = Arc::new(SqliteJournal {
+            ops: tx,
+            path: path.to_path_buf(),
+            instance: instance.clone(),
+            claimed: parking_lot::Mutex::new(Vec::new()),
+            claims: Notify::new(),
+            released: AtomicBool::new(false),
+            release_signal: Notify::new(),
+            file_bytes: AtomicU64::new(0),
+            live_rows: AtomicU64::new(0),
+            peers: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&journal);
+        let writer = store::Writer::new(conn, instance, redeliver_unconfirmed);
+        std::thread::Builder::new()
+            .name("task-journal".into())
+            .spawn(move || writer_loop(writer, rx, weak))
+            .map_err(|e| JournalError::Open(e.to_string()))?;
+        Ok(journal)
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This instance's owner id in the journal.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn call<T>(
+        &self,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> oneshot::Receiver<Result<T, JournalError>> {
+        let (tx, rx) = oneshot::channel();
+        if self.ops.send(op(tx)).is_err() {
+            let (tx, rx2) = oneshot::channel();
+            let _ = tx.send(Err(JournalError::Closed));
+            return rx2;
+        }
+        rx
+    }
+
+    /// Writes an accepted task durably; the client may be told "accepted" once this returns `Ok`.
+    pub async fn accept(&self, task: StoredTask) -> Result<(), JournalError> {
+        self.call(|r| Op::Accept(Box::new(task), r))
+            .await
+            .unwrap_or(Err(JournalError::Closed))
+    }
+
+    /// Marks a task as sent to a Worker, durably, before it is sent. `HandedOver`
+    /// means another instance owns it now and this one must not send it.
+    pub async fn dispatch(&self, id: &str) -> Result<DispatchMark, JournalError> {
+        self.call(|r| Op::Dispatch(id.to_string(), r))
+            .await
+            .unwrap_or(Err(JournalError::Closed))
+    }
+
+    /// Forgets a finished (done or failed) task; written with the next commit.
+    pub fn finish(&self, id: &str) {
+        let _ = self.ops.send(Op::Finish(id.to_string()));
+    }
+
+    /// Hands every task of this instance not yet dispatched to whichever instance
+    /// claims it next, and wakes the runners waiting for them so they stand down.
+    pub async fn release(&self) -> Result<u64, JournalError> {
+        self.released.store(true, Ordering::Release);
+        let n = self
+            .call(Op::Release)
+            .await
+            .unwrap_or(Err(JournalError::Closed));
+        self.release_signal.notify_waiters();
+        n
+    }
+
+    /// True once [`SqliteJournal::release`] was called.
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Resolves when this instance releases its queued tasks.
+    pub async fn released(&self) {
+        let notified = self.release_signal.notified();
+        if self.is_released() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Waits for tasks claimed from the journal (recovered after a crash, or handed
+    /// over by an instance that is shutting down), in priority order.
+    pub async fn next_claims(&self) -> Vec<Claimed> {
+        loop {
+            let notified = self.claims.notified();
+            let batch = std::mem::take(&mut *self.claimed.lock());
+            if !batch.is_empty() {
+                return batch;
+            }
+            notified.await;
+        }
+    }
+
+    /// Size of the journal file (database + WAL), bytes, as of the last heartbeat.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Tasks in the journal (all owners), as of the last heartbeat.
+    pub fn live_rows(&self) -> u64 {
+        self.live_rows.load(Ordering::Relaxed)
+    }
+
+    /// Other live instances sharing this journal (e.g. an upgrade's successor).
+    pub fn live_peers(&self) -> u64 {
+        self.peers.load(Ordering::Relaxed)
+    }
+
+    /// Stops the writer thread after the pending writes, and leaves the instance
+    /// table so that others may claim this instance's remaining tasks at once.
+    pub async fn close(&self) {
+        let done = self.call(Op::Stop);
+        let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+    }
+
+    /// Checks that `path` is a usable journal (or can become one) and closes it.
+    pub fn check(path: &Path) -> Result<(), JournalError> {
+        store::open(path, u64::MAX).map(drop)
+    }
+}
+
+/// Most requests folded into one transaction.
+const MAX_BATCH: usize = 512;
+
+fn writer_loop(
+    mut w: store::Writer,
+    rx: mpsc::Receiver<Op>,
+    journal: std::sync::Weak<SqliteJournal>,
+) {
+    let mut next_beat = std::time::Instant::now();
+    loop {
+        let now = std::time::Instant::now();
+        if now >= next_beat {
+            let Some(j) = journal.upgrade() else { return };
+            match w.heartbeat_and_claim(OWNER_STALE, j.is_released()) {
+                Ok(beat) => {
+                    j.file_bytes.store(beat.file_bytes, Ordering::Relaxed);
+                    j.live_rows.store(beat.rows, Ordering::Relaxed);
+                    JOURNAL_METRICS.bytes.set(beat.file_bytes as i64);
+                    JOURNAL_METRICS.tasks.set(beat.rows as i64);
+                    j.peers.store(beat.peers, Ordering::Relaxed);
+                    if !beat.claimed.is_empty() {
+                        j.claimed.lock().extend(beat.claimed);
+                        j.claims.notify_one();
+                    }
+                }
+                Err(e) => log::warn!("task journal heartbeat: {e}"),
+            }
+            next_beat = now + HEARTBEAT;
+        }
+        let first = match rx.recv_timeout(next_beat.saturating_duration_since(now)) {
+            Ok(op) => op,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let stop = batch.iter().position(|op| matches!(op, Op::Stop(_)));
+        let stop = stop.map(|i| batch.remove(i));
+        w.apply(batch);
+        if let Some(Op::Stop(reply)) = stop {
+            w.close();
+            let _ = reply.send(Ok(()));
+            return;
+        }
+    }
+}
+
+impl store::Writer {
+    /// Applies a batch of requests in one transaction and answers each.
+    fn apply(&mut self, batch: Vec<Op>) {
+        let mut accepts = Vec::new();
+        let mut dispatches = Vec::new();
+        let mut releases = Vec::new();
+        let result = self.transaction(|tx, me| {
+            for op in &batch {
+                match op {
+                    Op::Accept(task, _) => accepts.push(store::insert(tx, me, task)),
+                    Op::Dispatch(id, _) => dispatches.push(store::mark_dispatched(tx, me, id)),
+                    Op::Finish(id) => store::delete(tx, id)?,
+                    Op::Release(_) => releases.push(store::release(tx, me)),
+                    Op::Stop(_) => {}
+                }
+            }
+            Ok(())
+        });
+        let (mut accepts, mut dispatches, mut releases) = (
+            accepts.into_iter(),
+            dispatches.into_iter(),
+            releases.into_iter(),
+        );
+        fn settle<T>(
+            r: Option<Result<T, JournalError>>,
+            txn: &Result<(), JournalError>,
+        ) -> Result<T, JournalError> {
+            match txn {
+                Ok(()) => r.unwrap_or(Err(JournalError::Closed)),
+                Err(e) => Err(e.clone()),
+            }
+        }
+        for op in batch {
+            match op {
+                Op::Accept(_, reply) => {
+                    let _ = reply.send(settle(accepts.next(), &result));
+                }
+                Op::Dispatch(_, reply) => {
+                    let _ = reply.send(settle(dispatches.next(), &result));
+                }
+                Op::Release(reply) => {
+                    let _ = reply.send(settle(releases.next(), &result));
+                }
+                Op::Finish(_) | Op::Stop(_) => {}
+            }
+        }
+    }
+}
