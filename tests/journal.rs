@@ -117,8 +117,20 @@ async fn an_upgrade_hands_queued_webhook_tasks_to_the_successor() {
     let env = [("TASK_JOURNAL", journal.to_str().unwrap())];
     let mut old = Lb::start_with(&[w.url()], &env, "  grace_period_s: 60\n").await;
     old.wait_available(1).await;
-    accept_all(&old, 300, &hook).await;
+    accept_all(&old, 400, &hook).await;
     settle_until(&rx, 5).await;
+    // Under load: 100 more webhook tasks keep arriving through the hand-over.
+    let more: Vec<_> = (400..500)
+        .map(|i| old.task(webhook_task(&format!("t{i}"), &hook, 1 + (i % 3) as u32)))
+        .collect();
+    let load = tokio::spawn(async move {
+        let mut statuses = Vec::new();
+        for rb in more {
+            statuses.push(rb.send().await.map(|r| r.status().as_u16()).unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        statuses
+    });
     // The successor takes the sockets over, then the old process is told to go.
     let mut successor = old.command.arg("--upgrade").spawn().unwrap();
     let sock = old.upgrade_socket();
@@ -131,13 +143,19 @@ async fn an_upgrade_hands_queued_webhook_tasks_to_the_successor() {
     old.signal("QUIT");
     // The old process must not sit out its 60 s grace period running the queue.
     let code = old.wait_exit(Duration::from_secs(20)).await;
-    let counts = settle(&rx, |c| c.len() >= 300).await;
+    let statuses = load.await.unwrap();
+    let refused: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
+    assert!(
+        refused.is_empty(),
+        "refused during the upgrade: {refused:?}"
+    );
+    let counts = settle(&rx, |c| c.len() >= 500).await;
     let _ = successor.kill();
     let _ = successor.wait();
     let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    let lost = 300 - counts.len();
+    let lost = 500 - counts.len();
     println!(
-        "upgrade: accepted 300, delivered {}, duplicated {}, lost {lost}",
+        "upgrade under load: accepted 500, delivered {}, duplicated {}, lost {lost}",
         counts.len(),
         duplicated.len()
     );
