@@ -37,7 +37,7 @@ ARG STRIP_DEBUG=true
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bins \
+    cargo build --release --locked --workspace --bins \
  && mkdir -p /out \
  && cp target/release/andera-lb target/release/andera-worker-sim /out/ \
  && if [ "$STRIP_DEBUG" = "true" ]; then strip --strip-debug /out/andera-lb /out/andera-worker-sim; fi \

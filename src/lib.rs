@@ -3,8 +3,9 @@
 //! Modules by concern: [`config`] (YAML + environment), [`registry`] (Workers,
 //! discovery, slot feeds), [`scheduler`] (slots and the priority queue),
 //! [`dispatch`] (the one path from a task to a Worker), [`proxy`] (the client
-//! service), [`admin`] (the sidecar), [`journal`] (durable webhook tasks), [`sim`]
-//! (an Andera Worker simulator).
+//! service), [`admin`] (the sidecar), [`journal`] (durable webhook tasks). The
+//! Andera Worker simulator is its own crate, `andera-worker-sim`
+//! (crates/andera-worker-sim), a dev-dependency only.
 
 pub mod admin;
 pub mod auth;
@@ -24,7 +25,6 @@ pub mod registry;
 pub mod respond;
 pub mod scheduler;
 pub mod server;
-pub mod sim;
 pub mod task;
 pub mod text;
 pub mod upstream;

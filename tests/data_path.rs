@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use andera_lb::sim::fnv1a64_hex;
+use andera_worker_sim::fnv1a64_hex;
 use common::*;
 use serde_json::{json, Value};
 
@@ -180,7 +180,7 @@ async fn queued_tasks_run_by_priority_then_arrival() {
     let lb = Lb::start(&[w.url()], &[]).await;
     lb.wait_available(1).await;
     // The blocker holds the only slot until every other task is queued: no timing window.
-    w.set_task_fault(andera_lb::sim::TaskFault::Hold);
+    w.set_task_fault(andera_worker_sim::TaskFault::Hold);
     let blocker = {
         let rb = lb.task(task("hello", json!({"label": "blocker"})));
         tokio::spawn(async move { rb.send().await.unwrap().status().as_u16() })
@@ -208,7 +208,7 @@ async fn queued_tasks_run_by_priority_then_arrival() {
         }));
         lb.wait_queued(i as u64 + 1).await;
     }
-    w.set_task_fault(andera_lb::sim::TaskFault::None);
+    w.set_task_fault(andera_worker_sim::TaskFault::None);
     assert_eq!(blocker.await.unwrap(), 200);
     for h in handles {
         assert_eq!(h.await.unwrap(), 200);

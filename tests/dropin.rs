@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use andera_lb::sim::FunctionSet;
+use andera_worker_sim::FunctionSet;
 use common::*;
 use serde_json::{json, Value};
 

@@ -121,7 +121,7 @@ async fn metrics(lb: &Lb) -> String {
 }
 
 /// A sync task that holds the Worker's only slot for `ms`.
-async fn block_worker(lb: &Lb, w: &andera_lb::sim::SimWorker, ms: u64) {
+async fn block_worker(lb: &Lb, w: &andera_worker_sim::SimWorker, ms: u64) {
     let blocker = lb
         .task(task("hello", json!({"name": "blocker", "sleepMs": ms})))
         .send();
@@ -218,7 +218,7 @@ async fn two_instances_share_the_queue_and_one_killed_mid_run_loses_and_duplicat
     );
 
     // Done when all came, or when nothing is left anywhere (then the rest is lost).
-    let idle = |w: &andera_lb::sim::SimWorker| {
+    let idle = |w: &andera_worker_sim::SimWorker| {
         let s = w.stats();
         s.completed == s.received
     };

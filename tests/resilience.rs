@@ -126,7 +126,7 @@ async fn the_worker_list_reloads_without_disturbing_tasks_in_flight() {
 #[tokio::test]
 async fn a_worker_whose_functions_conflict_with_its_group_is_excluded() {
     let a = sim(|_| {}).await;
-    let b = sim(|c| c.function_set = andera_lb::sim::FunctionSet::Alternate).await;
+    let b = sim(|c| c.function_set = andera_worker_sim::FunctionSet::Alternate).await;
     let lb = Lb::start(&[a.url(), b.url()], &[]).await;
     let h = lb
         .wait_until(
@@ -229,7 +229,7 @@ async fn a_worker_that_never_answers_delays_no_other_worker() {
 
 #[tokio::test]
 async fn a_silent_slot_feed_takes_the_worker_offline_after_the_heartbeat_timeout() {
-    let w = sim(|c| c.ws_mode = andera_lb::sim::WsMode::Silent).await;
+    let w = sim(|c| c.ws_mode = andera_worker_sim::WsMode::Silent).await;
     let lb = Lb::start(
         &[w.url()],
         &[

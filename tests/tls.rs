@@ -3,7 +3,7 @@
 
 mod common;
 
-use andera_lb::sim::test_ca_and_cert;
+use andera_worker_sim::test_ca_and_cert;
 use common::*;
 use serde_json::json;
 

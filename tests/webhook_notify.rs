@@ -71,7 +71,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Value>) -> Option<Value> {
 
 /// Takes the Worker's only slot with a task sent to it directly (not through the
 /// load balancer, whose TASK_TIMEOUT would cut it), until the LB sees it taken.
-async fn hold_the_slot(lb: &Lb, w: &andera_lb::sim::SimWorker) -> tokio::task::JoinHandle<()> {
+async fn hold_the_slot(lb: &Lb, w: &andera_worker_sim::SimWorker) -> tokio::task::JoinHandle<()> {
     let direct = lb
         .http
         .post(format!("{}/task", w.url()))

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use andera_lb::sim::TaskFault;
+use andera_worker_sim::TaskFault;
 use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use andera_lb::sim::{SimConfig, SimWorker};
+use andera_worker_sim::{SimConfig, SimWorker};
 use serde_json::{json, Value};
 
 pub const LB_KEY: &str = "test-lb-key";

@@ -1,5 +1,5 @@
 //! `andera-worker-sim`: a simulated Andera Worker for demos, tests and
-//! benchmarks. See `andera_lb::sim` for the behaviour.
+//! benchmarks. See the `andera_worker_sim` library for the behaviour.
 //!
 //! Keys come from `LB_AUTH_KEY` (required) and `AUTH_KEY` (default
 //! `default-worker-key`), or from `--lb-key` / `--auth-key`.
@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use andera_lb::sim::{FunctionSet, SimConfig, SimTls, SimWorker, TaskFault, WsMode};
+use andera_worker_sim::{FunctionSet, SimConfig, SimTls, SimWorker, TaskFault, WsMode};
 use clap::Parser;
 
 /// Default Worker key when neither `AUTH_KEY` nor `--auth-key` is given.

@@ -5,10 +5,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{start, LB, WK};
-use crate::sim::TaskFault;
+use crate::TaskFault;
 
 /// Sends one `POST /task` for `hello` and returns what arrives within `wait`.
-async fn raw_task(w: &crate::sim::SimWorker, wait: Duration) -> String {
+async fn raw_task(w: &crate::SimWorker, wait: Duration) -> String {
     let mut s = tokio::net::TcpStream::connect(w.http_addr()).await.unwrap();
     let body = r#"{"group":"default","function":"hello","contract":1}"#;
     let req = format!(
