@@ -14,9 +14,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use andera_lb::registry::url::WorkerUrl;
 use andera_lb::scheduler::{Acquire, Scheduler, SlotRequest, Waiting, WorkerSlots};
 use andera_lb::task;
+use andera_lb::worker_url::WorkerUrl;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const SMALL: &str =

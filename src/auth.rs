@@ -19,6 +19,15 @@ pub fn key_matches(presented: &[u8], expected: &str) -> bool {
     k.len() == expected.len() && bool::from(k.ct_eq(expected.as_bytes()))
 }
 
+/// True if `Authorization` or `x-lb-auth` carries the LB key.
+pub fn lb_authorized(session: &pingora::proxy::Session, key: &str) -> bool {
+    let h = &session.req_header().headers;
+    ["authorization", "x-lb-auth"]
+        .iter()
+        .filter_map(|name| h.get(*name))
+        .any(|v| key_matches(v.as_bytes(), key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::client::ClientLimits;
+use crate::drain::{ActiveTask, Drain};
 use crate::metrics::METRICS;
 
 /// How long the LB tries to deliver its own refusal before closing anyway.
@@ -341,16 +342,22 @@ pub struct GuardedApp<A> {
     limits: ClientLimits,
     /// `service` label of the responses counted here (`client`, `admin`).
     service: &'static str,
+    /// Counts connections with a request in progress, so that the drain does not
+    /// end the process under a request it has accepted but not yet routed.
+    drain: Arc<Drain>,
 }
 
 impl<A> GuardedApp<A> {
     /// Serves `inner` with `limits` on every connection; refusals are counted in
-    /// `http_responses` under `service` with route `refused`.
-    pub fn new(inner: A, limits: ClientLimits, service: &'static str) -> Self {
+    /// `http_responses` under `service` with route `refused`. A connection counts
+    /// in `drain` from accept (or a later request's first byte) until its answer
+    /// is sent.
+    pub fn new(inner: A, limits: ClientLimits, service: &'static str, drain: Arc<Drain>) -> Self {
         GuardedApp {
             inner: Arc::new(inner),
             limits,
             service,
+            drain,
         }
     }
 }
@@ -399,10 +406,15 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
         session: ServerSession,
         guard: &ConnGuard,
         shutdown: &ShutdownWatch,
+        busy: &mut Option<ActiveTask>,
     ) -> Verdict<pingora::apps::ReusedHttpStream> {
         let work = self.inner.process_new_http(session, shutdown);
         tokio::pin!(work);
         loop {
+            if busy.is_none() && guard.phase() != Phase::Idle {
+                // The next request's first byte: it counts until it is answered.
+                *busy = Some(self.drain.track());
+            }
             let deadline = {
                 let s = guard.state.lock();
                 match guard.phase() {
@@ -440,10 +452,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         });
         let mut persisted = None;
         let mut phase = Phase::Header;
+        // A new connection counts at once: its request is on the way.
+        let mut busy = Some(self.drain.track());
         loop {
             let session = self.session(io, persisted, &guard, shutdown);
             guard.begin(phase);
-            let verdict = self.one_request(session, &guard, shutdown).await;
+            let verdict = self.one_request(session, &guard, shutdown, &mut busy).await;
             // The request future is gone: a socket Pingora dropped is back in `orphan`.
             let refusal = match verdict {
                 Verdict::Done(Some(reused)) => {
@@ -451,6 +465,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                     io = stream;
                     persisted = settings;
                     phase = Phase::Idle;
+                    busy = None;
                     continue;
                 }
                 Verdict::Done(None) => {

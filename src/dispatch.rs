@@ -286,7 +286,7 @@ impl ForwardHeaders {
         ForwardHeaders { headers }
     }
 
-    fn request_for(&self, url: &crate::registry::url::WorkerUrl, body_len: usize) -> RequestHeader {
+    fn request_for(&self, url: &crate::worker_url::WorkerUrl, body_len: usize) -> RequestHeader {
         let path = url.path("/task");
         let mut req = RequestHeader::build("POST", path.as_bytes(), Some(self.headers.len() + 2))
             .expect("POST with a parsed path is a valid request line");

@@ -8,6 +8,7 @@
 //! (crates/andera-worker-sim), a dev-dependency only.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod board;
 pub mod budget;
@@ -15,7 +16,6 @@ pub mod config;
 pub mod conn;
 pub mod dispatch;
 pub mod drain;
-pub mod endpoints;
 pub mod journal;
 pub mod logring;
 pub mod metrics;
@@ -23,8 +23,12 @@ pub mod preflight;
 pub mod proxy;
 pub mod registry;
 pub mod respond;
+pub mod routes;
+pub mod sampler;
 pub mod scheduler;
 pub mod server;
+pub mod shutdown;
 pub mod task;
 pub mod text;
 pub mod upstream;
+pub mod worker_url;

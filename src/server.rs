@@ -11,11 +11,12 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminProxy;
+use crate::app::App;
 use crate::config::Settings;
 use crate::conn::GuardedApp;
-use crate::proxy::{App, ClientProxy};
-use crate::registry::url::WorkerUrl;
+use crate::proxy::ClientProxy;
 use crate::registry::watch::ListWatcher;
+use crate::worker_url::WorkerUrl;
 
 /// Process-level switches from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,7 +75,12 @@ pub fn build(
         pingora::proxy::http_proxy(&server.configuration, ClientProxy { app: app.clone() });
     let mut client = Service::new(
         "andera-lb client".into(),
-        GuardedApp::new(client_proxy, settings.client.clone(), "client"),
+        GuardedApp::new(
+            client_proxy,
+            settings.client.clone(),
+            "client",
+            app.drain.clone(),
+        ),
     );
     client.add_listener(client_listener(&settings.listen.to_string()));
 
@@ -82,7 +88,12 @@ pub fn build(
         pingora::proxy::http_proxy(&server.configuration, AdminProxy { app: app.clone() });
     let mut admin = Service::new(
         "andera-lb admin".into(),
-        GuardedApp::new(admin_proxy, settings.client.clone(), "admin"),
+        GuardedApp::new(
+            admin_proxy,
+            settings.client.clone(),
+            "admin",
+            app.drain.clone(),
+        ),
     );
     admin.add_tcp(&settings.admin_listen.to_string());
     admin.threads = Some(1);
@@ -94,12 +105,9 @@ pub fn build(
             initial: workers,
         },
     );
-    let sampler = background_service(
-        "sampler",
-        crate::admin::sampler::Sampler { app: app.clone() },
-    );
+    let sampler = background_service("sampler", crate::sampler::Sampler { app: app.clone() });
     server.add_service(sampler);
-    let drainer = background_service("drain", crate::drain::Drainer { app: app.clone() });
+    let drainer = background_service("drain", crate::shutdown::Drainer { app: app.clone() });
     server.add_service(drainer);
     let journal = background_service(
         "task journal",

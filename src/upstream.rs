@@ -17,7 +17,7 @@ use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::time::Instant;
 
-use crate::registry::url::WorkerUrl;
+use crate::worker_url::WorkerUrl;
 
 /// Where an exchange failed, which decides whether a task may be retried.
 #[derive(Debug)]

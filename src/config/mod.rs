@@ -283,7 +283,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
     };
     if let WorkerSource::Inline(list) = &workers {
         for url in list {
-            crate::registry::url::WorkerUrl::parse(url).map_err(|r| err("workers.list", r))?;
+            crate::worker_url::WorkerUrl::parse(url).map_err(|r| err("workers.list", r))?;
         }
     }
     let log_level = match cfg.logging.level.trim().to_ascii_lowercase().as_str() {

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::App;
-use crate::registry::url::WorkerUrl;
+use crate::app::App;
+use crate::worker_url::WorkerUrl;
 
 /// Longest wait for the webhook's answer.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);

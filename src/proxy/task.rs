@@ -9,8 +9,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use tokio::time::Instant;
 
-use super::{App, RequestCtx};
-use crate::auth;
+use crate::app::{App, RequestCtx};
+use crate::auth::lb_authorized;
 use crate::board::{TaskBoard, TaskHandle, TaskState};
 use crate::dispatch::{Delivered, ForwardHeaders, TaskError};
 use crate::metrics::{bounded_label, METRICS};
@@ -24,15 +24,6 @@ const SEND_SLICE: usize = 16 * 1024;
 /// sort by arrival on boards and in logs), e.g. `01938c7e-5b2a-7c3d-9e4f-1a2b3c4d5e6f`.
 pub fn next_task_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-/// True if `Authorization` or `x-lb-auth` carries the LB key.
-pub fn lb_authorized(session: &Session, key: &str) -> bool {
-    let h = &session.req_header().headers;
-    ["authorization", "x-lb-auth"]
-        .iter()
-        .filter_map(|name| h.get(*name))
-        .any(|v| auth::key_matches(v.as_bytes(), key))
 }
 
 enum BodyError {

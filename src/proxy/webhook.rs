@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::task::{admit, answered, fail, finish, finish_failed};
-use super::{App, RequestCtx};
+use crate::app::{App, RequestCtx};
 use crate::board::{TaskHandle, TaskState};
 use crate::dispatch::{Delivered, DispatchGate, ForwardHeaders, TaskError};
 use crate::journal::{

@@ -118,7 +118,7 @@ pub fn validate(
 mod tests {
     use super::*;
     use crate::registry::record::HealthReport;
-    use crate::registry::url::WorkerUrl;
+    use crate::worker_url::WorkerUrl;
 
     fn record(id: WorkerId, index: usize, function: &str) -> WorkerRecord {
         let mut w = WorkerRecord::new(

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::record::HealthReport;
-use super::url::WorkerUrl;
 use super::Registry;
 use crate::scheduler::WorkerId;
+use crate::worker_url::WorkerUrl;
 
 /// Largest `/health` body accepted.
 const MAX_HEALTH_BODY: usize = 1 << 20;

@@ -12,9 +12,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::record::FeedState;
-use super::url::WorkerUrl;
 use super::Registry;
 use crate::scheduler::WorkerId;
+use crate::worker_url::WorkerUrl;
 
 /// Read buffer of one slot feed.
 const FEED_BUFFER: usize = 4096;

@@ -6,7 +6,6 @@ pub mod conflicts;
 pub mod discovery;
 pub mod feed;
 pub mod record;
-pub mod url;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -21,8 +20,8 @@ use tokio::task::JoinHandle;
 use crate::config::Settings;
 use crate::scheduler::{Scheduler, WorkerId};
 use crate::upstream::Upstream;
+use crate::worker_url::WorkerUrl;
 use record::{FeedState, HealthReport, WorkerRecord};
-use url::WorkerUrl;
 
 /// One Worker's figures for the metrics gauges.
 #[derive(Debug, Clone)]

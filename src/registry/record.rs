@@ -9,8 +9,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::url::WorkerUrl;
 use crate::scheduler::{FunctionSet, WorkerId, WorkerSlots};
+use crate::worker_url::WorkerUrl;
 
 /// Slot figures as a Worker reports them.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::url::WorkerUrl;
 use super::Registry;
 use crate::config::{ConfigError, WorkerSource};
+use crate::worker_url::WorkerUrl;
 
 /// Parses the Worker list file: a JSON array of base URLs.
 pub fn parse_list(text: &str, origin: &str) -> Result<Vec<WorkerUrl>, ConfigError> {

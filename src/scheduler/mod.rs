@@ -17,7 +17,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::registry::url::WorkerUrl;
+use crate::worker_url::WorkerUrl;
 pub use outlier::{Ejection, OutlierPolicy};
 use pool::{Pool, SlotState, Waiter};
 pub use wait::{Lease, Waiting};

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::outlier::Outlier;
 use super::{AcquireError, FunctionSet, Grant, WorkerId, WorkerSlots};
-use crate::registry::url::WorkerUrl;
+use crate::worker_url::WorkerUrl;
 
 /// Slot state of one Worker.
 pub(super) struct SlotState {

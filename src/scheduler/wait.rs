@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{AcquireError, Grant, Scheduler, WorkerId};
-use crate::registry::url::WorkerUrl;
+use crate::worker_url::WorkerUrl;
 
 /// A slot on a Worker, held by one task. Dropping it gives the slot back exactly once.
 pub struct Lease {

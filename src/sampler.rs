@@ -8,8 +8,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::time::Instant;
 
+use crate::app::App;
 use crate::metrics::METRICS;
-use crate::proxy::App;
 
 /// Background service feeding the series and the queue depth gauge.
 pub struct Sampler {

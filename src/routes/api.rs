@@ -7,8 +7,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
 
+use crate::app::App;
 use crate::metrics::METRICS;
-use crate::proxy::App;
 use crate::{logring, respond};
 
 /// Largest Worker `/logs` answer relayed.

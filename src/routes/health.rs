@@ -1,11 +1,11 @@
-//! The original's `/health` and `/logs`, answered on the client port and the admin port.
+//! The original's `/health` and `/logs` (both ports), and the admin port's readiness.
 
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use serde_json::json;
 
-use crate::proxy::task::lb_authorized;
-use crate::proxy::App;
+use crate::app::App;
+use crate::auth::lb_authorized;
 use crate::{logring, respond};
 
 /// `GET /health`: `{"status"}` without a key; Workers, invalid Workers and internal
@@ -70,4 +70,15 @@ pub async fn logs(app: &App, session: &mut Session) -> Result<u16> {
     )
     .await?;
     Ok(200)
+}
+
+/// `GET /ready` (admin port): 200 while serving, 503 once draining, for load
+/// balancers and orchestrators in front.
+pub async fn ready(app: &App, session: &mut Session) -> Result<u16> {
+    let ready = !app.is_draining();
+    let (_, up) = app.registry.counts();
+    let status = if ready { 200 } else { 503 };
+    let body = json!({"ready": ready, "draining": app.is_draining(), "workersAvailable": up});
+    respond::json(session, status, &body, &[]).await?;
+    Ok(status)
 }

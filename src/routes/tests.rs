@@ -1,12 +1,17 @@
-//! The admin router decides from method and path alone; no path may panic it.
+//! The route table decides from port, method and path alone; no path may panic it.
 
 use proptest::prelude::*;
 
-use super::{admin_route, ApiCall, Pages, Route};
+use super::{route, ApiCall, Pages, Port, Route};
+
+fn admin_route<'a>(method: &str, path: &'a str, pages: Pages) -> Route<'a> {
+    route(Port::Admin, method, path, pages)
+}
 
 const ALL: Pages = Pages {
     dashboard: true,
     bull: true,
+    on_client_port: false,
 };
 
 #[test]
@@ -25,8 +30,8 @@ fn api_paths_route_to_their_calls() {
         api("/bull/api/tasks/abc"),
         Route::Api("bull_api", ApiCall::Task("abc"))
     );
-    assert_eq!(admin_route("POST", "/metrics", ALL), Route::None);
-    assert_eq!(api("/nope"), Route::None);
+    assert_eq!(admin_route("POST", "/metrics", ALL), Route::NotFound);
+    assert_eq!(api("/nope"), Route::NotFound);
 }
 
 #[test]
@@ -47,6 +52,7 @@ fn disabled_pages_stay_disabled() {
     let none = Pages {
         dashboard: false,
         bull: false,
+        on_client_port: false,
     };
     for p in [
         "/dashboard",
@@ -74,7 +80,7 @@ proptest! {
         bull in any::<bool>(),
     ) {
         let path = format!("{prefix}{middle}{suffix}");
-        let route = admin_route("GET", &path, Pages { dashboard, bull });
+        let route = admin_route("GET", &path, Pages { dashboard, bull, on_client_port: true });
         if let Route::Api(_, ApiCall::WorkerLogs(encoded)) = route {
             prop_assert_eq!(format!("/dashboard/api/workers/{encoded}/logs"), path);
         }
@@ -83,5 +89,33 @@ proptest! {
     #[test]
     fn arbitrary_strings_route_without_panicking(path in "\\PC{0,64}", method in "[A-Z]{0,7}") {
         let _ = admin_route(&method, &path, ALL);
+        let _ = route(Port::Client, &method, &path, ALL);
     }
+}
+
+#[test]
+fn the_client_port_serves_pages_only_when_exposed() {
+    let exposed = Pages {
+        on_client_port: true,
+        ..ALL
+    };
+    let client = |p, pages| route(Port::Client, "GET", p, pages);
+    assert_eq!(route(Port::Client, "POST", "/task", ALL), Route::Task);
+    assert_eq!(
+        route(Port::Client, "GET", "/task", ALL),
+        Route::TaskWrongMethod
+    );
+    assert_eq!(client("/health", ALL), Route::Health);
+    assert_eq!(client("/logs", ALL), Route::Logs);
+    assert_eq!(client("/metrics", ALL), Route::NotFound);
+    assert_eq!(client("/dashboard/api/workers", ALL), Route::NotFound);
+    assert_eq!(client("/metrics", exposed), Route::Metrics);
+    assert_eq!(
+        client("/dashboard/api/workers", exposed),
+        Route::Api("dashboard_api", ApiCall::Workers)
+    );
+    // Readiness, liveness and the index stay on the admin port.
+    assert_eq!(client("/ready", exposed), Route::NotFound);
+    assert_eq!(admin_route("GET", "/ready", ALL), Route::Ready);
+    assert_eq!(admin_route("POST", "/task", ALL), Route::NotFound);
 }

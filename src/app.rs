@@ -1,0 +1,126 @@
+//! The shared state of a running load balancer, below both services (client and
+//! admin) and above the core (registry, scheduler, dispatch, board, journal).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::board::TaskBoard;
+use crate::config::Settings;
+use crate::dispatch::Dispatcher;
+use crate::metrics::METRICS;
+use crate::registry::Registry;
+
+/// Shared state of the running load balancer.
+pub struct App {
+    /// Validated settings.
+    pub settings: Arc<Settings>,
+    /// Workers and what they report.
+    pub registry: Arc<Registry>,
+    /// The dispatch path.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Recent task records and the dashboard's series.
+    pub board: Arc<TaskBoard>,
+    /// When the process started.
+    pub started: std::time::Instant,
+    /// Set when shutdown has begun: readiness turns false.
+    pub draining: AtomicBool,
+    /// Tasks in progress, and the signal to cut them at the end of the grace period.
+    pub drain: Arc<crate::drain::Drain>,
+    /// The webhook task journal, once open (`tasks.journal`; empty when not configured).
+    pub journal: std::sync::OnceLock<Arc<crate::journal::Journal>>,
+    /// Woken when [`App::journal`] is set, for tasks that arrive while it opens.
+    pub journal_opened: tokio::sync::Notify,
+    /// Body bytes of tasks waiting for a slot (`tasks.max_queued_bytes`).
+    pub queued_bytes: Arc<crate::budget::ByteBudget>,
+}
+
+impl App {
+    /// Wires the registry and dispatcher over one scheduler.
+    pub fn new(settings: Arc<Settings>) -> Arc<App> {
+        let scheduler = crate::scheduler::Scheduler::new(settings.max_queued);
+        let registry = Registry::new(settings.clone(), scheduler.clone());
+        let dispatcher = Arc::new(Dispatcher::new(settings.clone(), scheduler));
+        let board = Arc::new(TaskBoard::with_byte_budget(
+            settings.task_records,
+            settings.task_records_bytes,
+        ));
+        Arc::new(App {
+            queued_bytes: crate::budget::ByteBudget::new(settings.max_queued_bytes),
+            settings,
+            registry,
+            dispatcher,
+            board,
+            started: std::time::Instant::now(),
+            draining: AtomicBool::new(false),
+            drain: Arc::default(),
+            journal: std::sync::OnceLock::new(),
+            journal_opened: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Sets the journal once it is open and wakes the tasks waiting for it.
+    pub fn journal_is_open(&self, journal: Arc<crate::journal::Journal>) {
+        let _ = self.journal.set(journal);
+        self.journal_opened.notify_waiters();
+    }
+
+    /// The journal, waiting up to `limit` while it is still opening at start-up
+    /// (the client port may accept a task a moment before); `None` if it is not
+    /// open by then.
+    pub async fn journal_within(
+        &self,
+        limit: std::time::Duration,
+    ) -> Option<Arc<crate::journal::Journal>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let opened = self.journal_opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if let Some(j) = self.journal.get() {
+                return Some(j.clone());
+            }
+            if tokio::time::timeout_at(deadline, opened).await.is_err() {
+                return self.journal.get().cloned();
+            }
+        }
+    }
+
+    /// Refreshes the per-Worker gauges from the registry (stale Workers disappear).
+    pub fn refresh_worker_gauges(&self) {
+        let m = &METRICS;
+        m.worker_up.reset();
+        m.worker_slots_used.reset();
+        m.worker_slots_limit.reset();
+        m.worker_ejected.reset();
+        for w in self.registry.gauges() {
+            m.worker_ejected
+                .with_label_values(&[&w.url])
+                .set(i64::from(w.ejected));
+            m.worker_up
+                .with_label_values(&[&w.url, &w.group])
+                .set(i64::from(w.up));
+            m.worker_slots_used
+                .with_label_values(&[&w.url])
+                .set(i64::from(w.in_flight));
+            m.worker_slots_limit
+                .with_label_values(&[&w.url])
+                .set(i64::from(w.limit));
+        }
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-request state: what was decided, for logging and metrics.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// Route label (`task`, `health`, `logs`, `not_found`).
+    pub route: &'static str,
+    /// Status sent to the client (499 when the client left first).
+    pub status: u16,
+    /// Task id, for task requests that got one.
+    pub task_id: Option<String>,
+}

@@ -1,0 +1,294 @@
+//! The one route table of both ports. [`route`] decides, from the port, method and
+//! path alone, what a request asks for; [`serve`] answers every route except
+//! `POST /task`, which the client service runs itself. The client port reaches the
+//! operator pages (when exposed) through this table, never through the admin service.
+
+pub mod api;
+pub mod assets;
+pub mod health;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::json;
+
+use crate::app::{App, RequestCtx};
+use crate::auth::lb_authorized;
+use crate::metrics::METRICS;
+use crate::respond;
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// The client port (`PORT`, 4000).
+    Client,
+    /// The admin port (`ADMIN_PORT`, 127.0.0.1:4001).
+    Admin,
+}
+
+/// Which operator pages are served (`admin.dashboard`, `admin.bull_board`) and
+/// whether the client port serves them too (`admin.expose_on_client_port`).
+#[derive(Debug, Clone, Copy)]
+pub struct Pages {
+    /// `/dashboard` and its API.
+    pub dashboard: bool,
+    /// `/bull` and its API.
+    pub bull: bool,
+    /// Also on the client port (default false).
+    pub on_client_port: bool,
+}
+
+impl Pages {
+    /// The pages the settings turn on.
+    pub fn of(settings: &crate::config::Settings) -> Pages {
+        Pages {
+            dashboard: settings.dashboard_enabled,
+            bull: settings.bull_board_enabled,
+            on_client_port: settings.expose_admin_on_client_port,
+        }
+    }
+}
+
+/// A call of the dashboard's or the task board's JSON API (the LB key is required).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiCall<'a> {
+    /// `GET /dashboard/api/workers`.
+    Workers,
+    /// `GET /dashboard/api/overview`.
+    Overview,
+    /// `GET /dashboard/api/workers/<base64 url>/logs`, with the encoded URL.
+    WorkerLogs(&'a str),
+    /// `GET /bull/api/tasks`.
+    Tasks,
+    /// `GET /bull/api/tasks/<id>`.
+    Task(&'a str),
+    /// Under an API prefix, but no such call.
+    NotFound,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `POST /task` (client port): run by the client service.
+    Task,
+    /// `/task` with another method: 405.
+    TaskWrongMethod,
+    /// `GET /health` (both ports).
+    Health,
+    /// `GET /logs` (both ports).
+    Logs,
+    /// `GET /ready` (admin port): 503 while draining.
+    Ready,
+    /// `GET /live` (admin port).
+    Live,
+    /// `GET /` (admin port): a redirect to the dashboard (or `/metrics`).
+    Index,
+    /// `GET /metrics`.
+    Metrics,
+    /// A page (or its API) that the settings turned off: 404.
+    Disabled,
+    /// A static asset: content type and bytes; `bull` picks the metrics label.
+    Asset {
+        /// `content-type` to send.
+        content_type: &'static str,
+        /// The asset.
+        body: &'static [u8],
+        /// Under `/bull`.
+        bull: bool,
+    },
+    /// An API call, with its metrics label (`dashboard_api` or `bull_api`).
+    Api(&'static str, ApiCall<'a>),
+    /// Nothing here: 404.
+    NotFound,
+}
+
+/// Decides the route of a request. Pure, so that it can be tested (and fuzzed)
+/// without a session; it never panics, whatever the path.
+pub fn route<'a>(port: Port, method: &str, path: &'a str, pages: Pages) -> Route<'a> {
+    let get = method == "GET";
+    match (port, path) {
+        (Port::Client, "/task") if method == "POST" => return Route::Task,
+        (Port::Client, "/task") => return Route::TaskWrongMethod,
+        (_, "/health") if get => return Route::Health,
+        (_, "/logs") if get => return Route::Logs,
+        (Port::Admin, "/ready" | "/health/ready") if get => return Route::Ready,
+        (Port::Admin, "/live" | "/health/live") if get => return Route::Live,
+        (Port::Admin, "/") if get => return Route::Index,
+        (Port::Client, _) if !pages.on_client_port => return Route::NotFound,
+        _ => {}
+    }
+    page_route(method, path, pages)
+}
+
+/// The operator pages' part of the table: `/metrics`, `/dashboard…`, `/bull…`,
+/// `/static/…`.
+fn page_route<'a>(method: &str, path: &'a str, pages: Pages) -> Route<'a> {
+    if method != "GET" {
+        return Route::NotFound;
+    }
+    if path == "/metrics" {
+        return Route::Metrics;
+    }
+    let is_dashboard = path == "/dashboard" || path.starts_with("/dashboard/");
+    let is_bull = path == "/bull" || path.starts_with("/bull/");
+    let is_static = path.starts_with("/static/");
+    if (is_dashboard && !pages.dashboard)
+        || (is_bull && !pages.bull)
+        || (is_static && !pages.dashboard && !pages.bull)
+    {
+        return Route::Disabled;
+    }
+    if let Some((content_type, body)) = assets::find(path) {
+        return Route::Asset {
+            content_type,
+            body,
+            bull: is_bull,
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/dashboard/api/") {
+        let call = match rest {
+            "workers" => ApiCall::Workers,
+            "overview" => ApiCall::Overview,
+            // `strip_*` rather than index arithmetic: `workers/logs` has the prefix and
+            // the suffix overlapping, and must not be sliced.
+            r => match r
+                .strip_prefix("workers/")
+                .and_then(|r| r.strip_suffix("/logs"))
+            {
+                Some(encoded) => ApiCall::WorkerLogs(encoded),
+                None => ApiCall::NotFound,
+            },
+        };
+        return Route::Api("dashboard_api", call);
+    }
+    if let Some(rest) = path.strip_prefix("/bull/api/") {
+        let call = match rest {
+            "tasks" => ApiCall::Tasks,
+            r => r
+                .strip_prefix("tasks/")
+                .map_or(ApiCall::NotFound, ApiCall::Task),
+        };
+        return Route::Api("bull_api", call);
+    }
+    Route::NotFound
+}
+
+/// Answers `route` (anything but [`Route::Task`], which the client service runs) and
+/// returns the status written; `ctx.route` gets the metrics label.
+pub async fn serve(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: Route<'_>,
+) -> Result<u16> {
+    let (label, status) = match route {
+        Route::Task | Route::NotFound => {
+            respond::error(session, 404, "Not found", &[]).await?;
+            ("not_found", 404)
+        }
+        Route::TaskWrongMethod => {
+            respond::error(session, 405, "Use POST /task", &[("allow", "POST".into())]).await?;
+            ("task", 405)
+        }
+        Route::Health => ("health", health::health(app, session).await?),
+        Route::Logs => ("logs", health::logs(app, session).await?),
+        Route::Ready => ("ready", health::ready(app, session).await?),
+        Route::Live => {
+            respond::json(session, 200, &json!({"live": true}), &[]).await?;
+            ("live", 200)
+        }
+        Route::Index => ("index", index(app, session).await?),
+        Route::Metrics => ("metrics", metrics(app, session).await?),
+        Route::Disabled => {
+            respond::error(session, 404, "This page is disabled", &[]).await?;
+            ("disabled", 404)
+        }
+        Route::Asset {
+            content_type,
+            body,
+            bull,
+        } => {
+            respond::asset(session, content_type, body).await?;
+            (if bull { "bull" } else { "dashboard" }, 200)
+        }
+        Route::Api(label, call) => (label, api_call(app, session, call).await?),
+    };
+    ctx.route = label;
+    Ok(status)
+}
+
+/// An API call: the LB key first, then the call.
+async fn api_call(app: &App, session: &mut Session, call: ApiCall<'_>) -> Result<u16> {
+    if !lb_authorized(session, app.settings.lb_key.expose()) {
+        respond::error(session, 401, "Unauthorized", &[]).await?;
+        return Ok(401);
+    }
+    match call {
+        ApiCall::Workers => api::workers(app, session).await,
+        ApiCall::Overview => api::overview(app, session).await,
+        ApiCall::WorkerLogs(encoded) => api::worker_logs(app, session, encoded).await,
+        ApiCall::Tasks => api::tasks(app, session).await,
+        ApiCall::Task(id) => api::task(app, session, id).await,
+        ApiCall::NotFound => {
+            respond::error(session, 404, "Not found", &[]).await?;
+            Ok(404)
+        }
+    }
+}
+
+/// `GET /` on the admin port: to the dashboard, or to `/metrics` when it is off.
+async fn index(app: &App, session: &mut Session) -> Result<u16> {
+    let target = if app.settings.dashboard_enabled {
+        "/dashboard"
+    } else {
+        "/metrics"
+    };
+    let mut header = ResponseHeader::build(302, Some(2))?;
+    header.insert_header("location", target)?;
+    header.insert_header("content-length", "0")?;
+    session
+        .write_response_header(Box::new(header), true)
+        .await?;
+    Ok(302)
+}
+
+/// `GET /metrics` in the Prometheus text format, with per-Worker gauges refreshed.
+async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
+    app.refresh_worker_gauges();
+    METRICS
+        .queue_depth
+        .set(app.dispatcher.scheduler.queued() as i64);
+    METRICS.queued_bytes.set(app.queued_bytes.used() as i64);
+    METRICS.board_records.set(app.board.len() as i64);
+    let body = Bytes::from(METRICS.render());
+    let mut header = ResponseHeader::build(200, Some(2))?;
+    header.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8")?;
+    header.insert_header("content-length", body.len())?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(200)
+}
+
+/// Counts a response for `http_responses_total`.
+pub fn count_response(service: &str, ctx: &RequestCtx, error: Option<&Error>) {
+    let status = match (ctx.status, error) {
+        (0, Some(_)) => 500,
+        (0, None) => 200,
+        (s, _) => s,
+    };
+    let route = if ctx.route.is_empty() {
+        "other"
+    } else {
+        ctx.route
+    };
+    METRICS
+        .http_responses
+        .with_label_values(&[service, route, &status.to_string()])
+        .inc();
+}
+
+#[cfg(test)]
+mod tests;
