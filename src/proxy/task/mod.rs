@@ -1,0 +1,149 @@
+//! `POST /task`, top to bottom: authenticate, [`admission`], read and validate the
+//! [`body`], dispatch to a Worker, [`relay`] its answer, [`finish`] the record (or
+//! answer a prompt JSON error).
+
+mod admission;
+mod body;
+mod finish;
+mod relay;
+
+pub(crate) use admission::admit;
+pub use admission::next_task_id;
+pub(crate) use finish::{answered, fail, finish, finish_failed};
+pub use relay::WORKER_KEY_REJECTED;
+
+use admission::hold_queued_bytes;
+use body::{read_body, BodyError};
+use relay::relay;
+
+use std::sync::Arc;
+
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use tokio::time::Instant;
+
+use crate::app::{App, RequestCtx};
+use crate::auth::lb_authorized;
+use crate::board::TaskState;
+use crate::dispatch::{ForwardHeaders, TaskError};
+use crate::respond;
+use crate::task::{self, Mode};
+
+/// Handles `POST /task` to the end; the response is always written here.
+pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    let received = Instant::now();
+    let settings = &app.settings;
+    let _active = app.drain.track();
+    if !lb_authorized(session, settings.lb_key.expose()) {
+        ctx.status = 401;
+        session.set_keepalive(None);
+        return respond::error(session, 401, "Unauthorized", &[]).await;
+    }
+    let body = match read_body(session, settings.body_limit, settings.client.body_timeout).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            ctx.status = 413;
+            session.set_keepalive(None);
+            let msg = format!(
+                "Request body too large (limit {} bytes)",
+                settings.body_limit
+            );
+            return respond::error(session, 413, &msg, &[]).await;
+        }
+        Err(BodyError::Read(e)) => return Err(e),
+    };
+    // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
+    let (spec, body) = match task::parse_for_worker(&body, &settings.task_limits) {
+        Ok(p) => (p.spec, p.forward),
+        Err(msg) => {
+            ctx.status = 400;
+            return respond::error(session, 400, &msg, &[]).await;
+        }
+    };
+    let Some(worker_key) = session.req_header().headers.get("x-wr-auth").cloned() else {
+        ctx.status = 400;
+        let msg = "Missing x-wr-auth header (worker AUTH_KEY) in request";
+        return respond::error(session, 400, msg, &[]).await;
+    };
+    let task_id = next_task_id();
+    ctx.task_id = Some(task_id.clone());
+    let record = app.board.open(&task_id, &spec);
+    let headers = ForwardHeaders::new(
+        session.req_header(),
+        worker_key,
+        settings.lb_key.expose(),
+        &task_id,
+    );
+    let deadline = received + settings.task_timeout;
+    let admission = match admit(app, &spec, deadline).await {
+        Ok(a) => a,
+        Err(e) => return fail(app, session, ctx, &record, &spec, &e).await,
+    };
+    if let Err(e) = hold_queued_bytes(app, &admission, &record, body.len()) {
+        drop(admission);
+        return fail(app, session, ctx, &record, &spec, &e).await;
+    }
+    if spec.mode == Mode::Webhook {
+        let accepted = super::webhook::Accepted {
+            record,
+            spec,
+            admission,
+            headers,
+            body,
+            deadline,
+        };
+        return super::webhook::accept(app, session, ctx, accepted).await;
+    }
+    let delivery = app
+        .dispatcher
+        .deliver(&spec, admission, &headers, &body, deadline, &record);
+    let client_gone = async {
+        // Resolves only if the client closes its connection (or misbehaves).
+        let _ = session.as_downstream_mut().read_body_or_idle(true).await;
+    };
+    let outcome = tokio::select! {
+        d = delivery => Some(d),
+        _ = client_gone => None,
+        _ = app.drain.aborted() => Some(Err(TaskError::ShuttingDown)),
+    };
+    match outcome {
+        None => {
+            log::info!("task {task_id}: client disconnected before the Worker answered");
+            ctx.status = 499;
+            let why = "client disconnected before the Worker answered";
+            finish(
+                &app.board,
+                &record,
+                &spec,
+                true,
+                TaskState::Failed,
+                499,
+                "client_gone",
+                Some(why.into()),
+            );
+            Error::e_explain(
+                ConnectionClosed,
+                "client disconnected while its task was pending",
+            )
+        }
+        Some(Err(e)) => fail(app, session, ctx, &record, &spec, &e).await,
+        Some(Ok(delivered)) => Box::pin(relay(app, session, ctx, &record, &spec, delivered)).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_task_id;
+
+    #[test]
+    fn task_ids_are_uuid_v7_unique_and_time_ordered() {
+        let ids: Vec<String> = (0..1000).map(|_| next_task_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "unique");
+        assert_eq!(sorted, ids, "time-ordered within a process");
+        let parsed = uuid::Uuid::parse_str(&ids[0]).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+    }
+}

@@ -1,0 +1,172 @@
+//! Relaying the Worker's answer to the client, within the send timeout, and telling
+//! a Worker's refusal of the client's key apart from the load balancer's.
+
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::finish::{answered, finish};
+use crate::app::{App, RequestCtx};
+use crate::board::{TaskHandle, TaskState};
+use crate::dispatch::Delivered;
+use crate::respond;
+use crate::task::TaskSpec;
+
+/// Largest piece of a Worker's answer written to the client under one send timeout.
+const SEND_SLICE: usize = 16 * 1024;
+
+/// Relays the Worker's status, headers and body chunks as they arrive.
+pub(super) async fn relay(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    record: &TaskHandle,
+    spec: &TaskSpec,
+    delivered: Delivered<'_>,
+) -> Result<()> {
+    let task_id = record.id();
+    let task_id = task_id.as_str();
+    let Delivered {
+        lease,
+        mut exchange,
+        attempts,
+    } = delivered;
+    let mut header = exchange.header().clone();
+    crate::dispatch::strip_response_hop_headers(&mut header);
+    header.insert_header("x-andera-task-id", task_id)?;
+    if session.req_header().version < http::Version::HTTP_11 {
+        // HTTP/1.0 has no chunked encoding: the answer ends when the connection closes.
+        header.remove_header("transfer-encoding");
+    }
+    ctx.status = header.status.as_u16();
+    // One line per task, like an access log: id, route, answer, Worker, attempts.
+    log::info!(
+        "task {task_id} {}/{} c{} p{} {}: {} by {} (attempt {attempts})",
+        spec.group,
+        spec.function,
+        spec.contract,
+        spec.priority,
+        spec.mode.as_str(),
+        ctx.status,
+        lease.url()
+    );
+    if ctx.status == 401 {
+        return worker_refused_key(app, session, record, spec, lease, exchange).await;
+    }
+    let (state, outcome) = answered(ctx.status);
+    let status = ctx.status;
+    let client_gone = |e: Box<Error>| {
+        finish(
+            &app.board,
+            record,
+            spec,
+            true,
+            TaskState::Failed,
+            499,
+            "client_gone",
+            Some(e.to_string()),
+        );
+        e
+    };
+    let send = Some(app.settings.client.send_timeout);
+    respond::within(send, session.write_response_header(Box::new(header), false))
+        .await
+        .map_err(client_gone)?;
+    loop {
+        match exchange.next_chunk().await {
+            Ok(Some(mut chunk)) => {
+                // In slices, so that the send timeout measures progress, not whole chunks.
+                while !chunk.is_empty() {
+                    let piece = chunk.split_to(chunk.len().min(SEND_SLICE));
+                    respond::within(send, session.write_response_body(Some(piece), false))
+                        .await
+                        .map_err(client_gone)?;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // The header is already out: all we can do is cut the response short.
+                log::warn!(
+                    "task {task_id}: worker {} failed mid-response: {e}",
+                    lease.url()
+                );
+                app.dispatcher.attempt_failed(&lease, &e);
+                let status = if e.is_timeout() { 504 } else { 502 };
+                ctx.status = status;
+                let why = Some(format!("failed mid-response: {e}"));
+                finish(
+                    &app.board,
+                    record,
+                    spec,
+                    true,
+                    TaskState::Failed,
+                    status,
+                    "worker_failed",
+                    why,
+                );
+                return Error::e_explain(ConnectionClosed, "worker failed mid-response");
+            }
+        }
+    }
+    exchange.finish().await;
+    drop(lease);
+    finish(&app.board, record, spec, true, state, status, outcome, None);
+    respond::within(send, session.write_response_body(None, true)).await
+}
+
+/// What a client is told when the Worker answers `401`: the load balancer accepted
+/// its own key (else the client would have had the LB's `401 Unauthorized`), so the
+/// Worker refused the `x-wr-auth` key it received as `authorization`.
+pub const WORKER_KEY_REJECTED: &str =
+    "The Worker rejected the x-wr-auth key: x-wr-auth must be the AUTH_KEY of the Worker group";
+
+/// Most bytes of a Worker's `401` body read for its own `error`.
+const REFUSAL_BYTES: usize = 4096;
+
+/// Answers a Worker's `401` as `401 {"error": WORKER_KEY_REJECTED, "workerError": ..}`,
+/// so that a wrong Worker key is told apart from a wrong LB key.
+async fn worker_refused_key(
+    app: &App,
+    session: &mut Session,
+    record: &TaskHandle,
+    spec: &TaskSpec,
+    lease: crate::scheduler::Lease,
+    mut exchange: crate::upstream::Exchange<'_>,
+) -> Result<()> {
+    let mut answer = Vec::new();
+    let mut whole = false;
+    while answer.len() < REFUSAL_BYTES {
+        match exchange.next_chunk().await {
+            Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
+            Ok(None) => {
+                whole = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if whole {
+        exchange.finish().await;
+    }
+    drop(lease);
+    let worker_error = serde_json::from_slice::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v.get("error").cloned());
+    log::warn!(
+        "task {} {}/{}: 401 from the Worker: {WORKER_KEY_REJECTED}",
+        record.id(),
+        spec.group,
+        spec.function
+    );
+    finish(
+        &app.board,
+        record,
+        spec,
+        true,
+        TaskState::Failed,
+        401,
+        "worker_error",
+        Some(WORKER_KEY_REJECTED.into()),
+    );
+    let body = serde_json::json!({ "error": WORKER_KEY_REJECTED, "workerError": worker_error });
+    respond::json(session, 401, &body, &[("x-andera-task-id", record.id())]).await
+}
