@@ -459,9 +459,9 @@ mod tests {
     }
 
     #[test]
-    fn a_request_line_with_a_forbidden_byte_is_not_sent() {
+    fn a_request_pingora_cannot_write_as_http1_is_not_sent() {
         let mut header = RequestHeader::build("GET", b"/health", None).unwrap();
-        header.set_raw_path(b"/a b").unwrap();
+        header.set_version(http::Version::HTTP_3);
         assert!(matches!(
             request_wire(&header, &Bytes::new()),
             Err(ExchangeError::NotDelivered(_))
