@@ -117,6 +117,9 @@ fn main() {
 
     let conf = ServerConf {
         threads,
+        // bench/run stops it with SIGTERM between rows: no draining to wait for.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(0),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
