@@ -46,7 +46,7 @@ DRAIN_SLOTS = int(env_num("BENCH_DRAIN_SLOTS", 1000))
 HANDOFF_TASKS = int(env_num("BENCH_HANDOFF_TASKS", 300))
 HANDOFF_MS = env_num("BENCH_HANDOFF_MS", 20)
 STUB_LIMIT = int(env_num("BENCH_STUB_SLOTS", 100000))
-ONLY = os.environ.get("BENCH_ONLY", "abcdefg").lower()
+ONLY = os.environ.get("BENCH_ONLY", "abcpdefg").lower()
 NCPU = os.cpu_count() or 1
 PIN = NCPU >= 2 and os.environ.get("BENCH_NO_PIN", "") == ""
 PROXY_CPU = int(env_num("BENCH_PROXY_CPU", 0))
@@ -191,9 +191,11 @@ class Bench:
         p = free_ports(16)
         self.port = dict(zip(
             ["stub", "wsfeed", "nginx", "haproxy", "lb", "lb_admin", "simA", "simA_ws",
-             "simB", "simB_ws", "g", "g_ws", "spare1", "spare2", "spare3", "spare4"], p))
+             "simB", "simB_ws", "g", "g_ws", "floor", "spare2", "spare3", "spare4"], p))
         self.lb_bin = os.environ.get("LB_BIN", os.path.join(ROOT, "target/release/andera-lb"))
         self.sim_bin = os.environ.get("SIM_BIN", os.path.join(ROOT, "target/release/andera-worker-sim"))
+        self.floor_bin = os.environ.get("FLOOR_BIN",
+                                        os.path.join(ROOT, "target/release/andera-pingora-floor"))
 
     # -- processes
     def pinned(self, argv, cpu):
@@ -463,6 +465,19 @@ class Bench:
                        for c in CONCS]
             self.set_rss(by["c"], pids)
             self.stop(p)
+        if "p" in ONLY:
+            # The framework's floor: a bare Pingora ProxyHttp (bench/floor), 2 threads
+            # on the same single proxy CPU.
+            p = self.spawn("pingora-floor", [self.floor_bin, "--listen",
+                                             f"127.0.0.1:{self.port['floor']}", "--upstream",
+                                             f"127.0.0.1:{self.port['stub']}", "--lb-key", LB_KEY,
+                                             "--threads", "2"], cpu=PROXY_CPU)
+            self.wait_port(self.port["floor"], p)
+            pids = tree(p.pid)
+            by["p"] = [self.point("p", "Pingora floor (bare ProxyHttp)", self.port["floor"], c,
+                                  pids, LOAD_CPU) for c in CONCS]
+            self.set_rss(by["p"], pids)
+            self.stop(p)
         if "d" in ONLY:
             p = self.start_lb([f"http://127.0.0.1:{self.port['stub']}"], "andera-lb-d")
             reg, _ = self.wait_available(p, 1, 60)
@@ -476,14 +491,17 @@ class Bench:
             self.set_rss(by["d"], pids)
             self.stop(p)
             self.wait_feeds_closed(self.port["wsfeed"])
-        if "b" in by and "d" in by:
-            for rb, rd in zip(by["b"], by["d"]):
+        for base, label in (("b", "nginx"), ("p", "Pingora floor")):
+            if base not in by or "d" not in by:
+                continue
+            for rb, rd in zip(by[base], by["d"]):
                 self.rows.append({
-                    "id": "d/b", "target": "andera-lb ÷ nginx", "conc": rb["conc"],
+                    "id": f"d/{base}", "target": f"andera-lb ÷ {label}", "conc": rb["conc"],
                     "rps": rd["rps"] / rb["rps"], "p50": rd["p50"] / rb["p50"],
                     "p99": rd["p99"] / rb["p99"], "cpu_us": rd["cpu_us"] / rb["cpu_us"],
                     "cpu_pct": None, "rss": rd["rss"] / rb["rss"], "ratio": True, "notes": "ratios",
                 })
+        if "b" in by and "d" in by:
             cpu = [(rd["conc"], rd["cpu_us"] / rb["cpu_us"]) for rb, rd in zip(by["b"], by["d"])]
             thr = [(rd["conc"], rd["rps"] / rb["rps"]) for rb, rd in zip(by["b"], by["d"])]
             p99 = [(rd["conc"], rd["p99"] / rb["p99"]) for rb, rd in zip(by["b"], by["d"])]
@@ -753,12 +771,12 @@ def main():
     signal.signal(signal.SIGINT, on_signal)  # bash starts background jobs with SIGINT ignored
     try:
         needed = ([b.lb_bin] if any(s in ONLY for s in "defg") else []) + \
-            ([b.sim_bin] if "f" in ONLY else [])
+            ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if "p" in ONLY else [])
         for binary in needed:
             if not os.access(binary, os.X_OK):
                 raise RuntimeError(f"{binary} is missing: run cargo build --release --bins")
         b.start_stub()
-        if any(s in ONLY for s in "abcd"):
+        if any(s in ONLY for s in "abcpd"):
             b.throughput()
         if "e" in ONLY:
             b.selection()

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use pingora::connectors::http::v1::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::v1::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora::protocols::Stream;
+use pingora::upstreams::peer::{HttpPeer, Peer};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::worker_url::WorkerUrl;
@@ -67,7 +68,10 @@ impl std::fmt::Display for ExchangeError {
 
 /// Connection settings shared by all Worker exchanges.
 pub struct Upstream {
-    connector: Connector,
+    /// Pingora's transport connector and its keep-alive pool. The HTTP/1 session is
+    /// built over its streams here (as Pingora's own `http::v1::Connector` does) so
+    /// that the request can go out in one write.
+    connector: TransportConnector,
     connect_timeout: Duration,
     idle_timeout: Duration,
     dns: Mutex<HashMap<String, (SocketAddr, Instant)>>,
@@ -108,7 +112,7 @@ impl Upstream {
         let mut options = ConnectorOptions::new(1024);
         options.ca_file = ca_file.map(str::to_string);
         Upstream {
-            connector: Connector::new(Some(options)),
+            connector: TransportConnector::new(Some(options)),
             connect_timeout,
             idle_timeout,
             dns: Mutex::new(HashMap::new()),
@@ -139,12 +143,22 @@ impl Upstream {
         Ok(addr)
     }
 
-    async fn peer(&self, url: &WorkerUrl) -> Result<HttpPeer, ExchangeError> {
+    async fn peer(&self, url: &WorkerUrl) -> Result<WorkerPeer, ExchangeError> {
         let addr = self.resolve(url).await?;
         let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.idle_timeout = Some(self.idle_timeout);
-        Ok(peer)
+        Ok(WorkerPeer(peer))
+    }
+
+    /// A pooled connection to `peer`, else a new one; `true` when pooled.
+    async fn stream(&self, peer: &WorkerPeer) -> pingora::Result<(Stream, bool)> {
+        let (stream, reused) = self.connector.get_stream(peer).await?;
+        if !reused || same_peer(&stream, peer) {
+            return Ok((stream, reused));
+        }
+        // Another peer's connection under the same reuse hash: never used for this one.
+        Ok((self.connector.new_stream(peer).await?, false))
     }
 
     /// Sends `header` and `body` to the Worker at `url` and waits for the final
@@ -158,30 +172,34 @@ impl Upstream {
     ) -> Result<Exchange<'_>, ExchangeError> {
         let deadline = limits.deadline;
         let peer = self.peer(url).await?;
-        let connect = self.connector.get_http_session(&peer);
-        let (mut session, reused) = match tokio::time::timeout_at(deadline, connect).await {
+        let connect = self.stream(&peer);
+        let (mut stream, reused) = match tokio::time::timeout_at(deadline, connect).await {
             Err(_) => return Err(ExchangeError::TimedOut),
             Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e)),
             Ok(Ok(s)) => s,
         };
-        // Pingora's client flushes the header before the body: corked, the Worker
-        // gets header and body in one segment instead of two.
-        let fd = session.stream().id();
-        set_cork(fd, true);
+        // Pingora's client session writes (and flushes) the header, then the body: two
+        // sends, or two more setsockopt calls to cork them. Head and body serialised
+        // into one buffer go out in one write, and the Worker gets them in one segment.
+        let wire = request_wire(&header, body)?;
         let write = async {
-            session.write_request_header(Box::new(header)).await?;
-            if !body.is_empty() {
-                session.write_body(body).await?;
-            }
-            session.finish_body().await
+            stream.write_all(&wire).await?;
+            stream.flush().await
         };
-        let written = tokio::time::timeout_at(deadline, write).await;
-        set_cork(fd, false);
-        match written {
+        match tokio::time::timeout_at(deadline, write).await {
             Err(_) => return Err(ExchangeError::TimedOut),
-            Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e)),
-            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(ExchangeError::NotDelivered(pingora::Error::because(
+                    pingora::ErrorType::WriteError,
+                    "while writing the request",
+                    e,
+                )))
+            }
+            Ok(Ok(())) => {}
         }
+        // The session only reads the response: our requests are never HEAD, upgrades
+        // or `Connection: close`, the only things it would need the written header for.
+        let mut session = HttpSession::new_with_options(stream, &peer);
         // The per-attempt clock starts once the Worker has the whole task.
         let head_limit = limits
             .response_header
@@ -269,25 +287,76 @@ impl Upstream {
     }
 }
 
-/// Sets `TCP_CORK` on a Worker connection (Linux); a no-op where unsupported.
-fn set_cork(fd: i32, on: bool) {
-    #[cfg(target_os = "linux")]
-    {
-        let value: libc::c_int = on.into();
-        // SAFETY: `fd` is the open socket of a session this function's caller owns,
-        // and `value` outlives the call.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_CORK,
-                std::ptr::addr_of!(value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+/// True when `stream` is connected to `peer`'s address. The address is the one
+/// Pingora's socket digest read once per connection, so this costs no syscall.
+fn same_peer(stream: &Stream, peer: &WorkerPeer) -> bool {
+    let want = peer.address().as_inet();
+    match stream.get_socket_digest() {
+        Some(digest) => digest.peer_addr().and_then(|a| a.as_inet()) == want,
+        None => false,
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (fd, on);
+}
+
+/// A Worker as Pingora's connector sees it: an [`HttpPeer`] whose pooled connections
+/// are matched by [`same_peer`] instead of a `getpeername` call per reuse.
+#[derive(Clone)]
+struct WorkerPeer(HttpPeer);
+
+impl std::fmt::Display for WorkerPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Peer for WorkerPeer {
+    fn address(&self) -> &pingora::protocols::l4::socket::SocketAddr {
+        self.0.address()
+    }
+    fn tls(&self) -> bool {
+        self.0.tls()
+    }
+    fn sni(&self) -> &str {
+        self.0.sni()
+    }
+    fn reuse_hash(&self) -> u64 {
+        self.0.reuse_hash()
+    }
+    fn get_proxy(&self) -> Option<&pingora::upstreams::peer::Proxy> {
+        self.0.get_proxy()
+    }
+    fn get_peer_options(&self) -> Option<&pingora::upstreams::peer::PeerOptions> {
+        self.0.get_peer_options()
+    }
+    fn get_mut_peer_options(&mut self) -> Option<&mut pingora::upstreams::peer::PeerOptions> {
+        self.0.get_mut_peer_options()
+    }
+    fn get_client_cert_key(&self) -> Option<&std::sync::Arc<pingora::utils::tls::CertKey>> {
+        self.0.get_client_cert_key()
+    }
+    fn get_tracer(&self) -> Option<pingora::upstreams::peer::Tracer> {
+        self.0.get_tracer()
+    }
+    /// Pingora checks a pooled connection's fd with `getpeername` before handing it
+    /// out, one syscall per task on a connection that was just used; the pooled
+    /// stream owns its fd, so [`Upstream::stream`] checks the address the socket
+    /// digest already holds instead.
+    #[cfg(unix)]
+    fn matches_fd<V: std::os::unix::io::AsRawFd>(&self, _fd: V) -> bool {
+        true
+    }
+}
+
+/// The request as it goes on the wire: Pingora's HTTP/1 serialisation of `header`,
+/// then `body` (framed by the `Content-Length` the caller set), in one buffer.
+fn request_wire(header: &RequestHeader, body: &Bytes) -> Result<BytesMut, ExchangeError> {
+    let mut wire = http_req_header_to_wire(header).ok_or_else(|| {
+        ExchangeError::NotDelivered(pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "request-line contains forbidden delimiter bytes or unsupported HTTP version",
+        ))
+    })?;
+    wire.extend_from_slice(body);
+    Ok(wire)
 }
 
 /// The time limits of one exchange.
@@ -307,7 +376,7 @@ pub struct Limits {
 pub struct Exchange<'a> {
     upstream: &'a Upstream,
     session: Option<HttpSession>,
-    peer: HttpPeer,
+    peer: WorkerPeer,
     body_limit: BodyLimit,
 }
 
@@ -347,11 +416,55 @@ impl Exchange<'_> {
 
     /// Returns the connection to the keep-alive pool if the response was read to its end.
     pub async fn finish(mut self) {
-        if let Some(session) = self.session.take() {
-            self.upstream
-                .connector
-                .release_http_session(session, &self.peer, Some(self.upstream.idle_timeout))
-                .await;
+        if let Some(mut session) = self.session.take() {
+            // What Pingora's `http::v1::Connector::release_http_session` does.
+            session.respect_keepalive();
+            if let Some(stream) = session.reuse().await {
+                self.upstream.connector.release_stream(
+                    stream,
+                    self.peer.reuse_hash(),
+                    Some(self.upstream.idle_timeout),
+                );
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_goes_out_as_one_buffer_head_then_body() {
+        let mut header = RequestHeader::build("POST", b"/w3/task", None).unwrap();
+        header.insert_header("host", "worker:8080").unwrap();
+        header.insert_header("content-length", 7).unwrap();
+        let wire = request_wire(&header, &Bytes::from_static(b"{\"a\":1}")).unwrap();
+        assert_eq!(
+            &wire[..],
+            b"POST /w3/task HTTP/1.1\r\nhost: worker:8080\r\ncontent-length: 7\r\n\r\n{\"a\":1}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_is_matched_to_its_peer_by_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer_of = |addr: SocketAddr| WorkerPeer(HttpPeer::new(addr, false, String::new()));
+        let peer = peer_of(listener.local_addr().unwrap());
+        let connector = TransportConnector::new(None);
+        let stream = connector.new_stream(&peer).await.unwrap();
+        assert!(same_peer(&stream, &peer));
+        assert!(!same_peer(&stream, &peer_of(other.local_addr().unwrap())));
+    }
+
+    #[test]
+    fn a_request_pingora_cannot_write_as_http1_is_not_sent() {
+        let mut header = RequestHeader::build("GET", b"/health", None).unwrap();
+        header.set_version(http::Version::HTTP_3);
+        assert!(matches!(
+            request_wire(&header, &Bytes::new()),
+            Err(ExchangeError::NotDelivered(_))
+        ));
     }
 }
