@@ -8,6 +8,7 @@
 //! - [`streams`] (`redis://…`): several hosts share one queue in a Redis Stream with
 //!   a consumer group; a task is run by whichever instance reads it first.
 
+mod handoff;
 pub mod sqlite;
 mod store;
 pub mod streams;

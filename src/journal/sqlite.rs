@@ -14,13 +14,14 @@
 //! task accepted in the same instant.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
+use super::handoff::{ClaimBox, ReleaseFlag};
 use super::store;
 use super::{Claimed, DispatchMark, JournalError, StoredTask, JOURNAL_METRICS};
 
@@ -45,10 +46,8 @@ pub struct SqliteJournal {
     ops: mpsc::Sender<Op>,
     path: PathBuf,
     instance: String,
-    claimed: parking_lot::Mutex<Vec<Claimed>>,
-    claims: Notify,
-    released: AtomicBool,
-    release_signal: Notify,
+    claims: ClaimBox,
+    released: ReleaseFlag,
     file_bytes: AtomicU64,
     live_rows: AtomicU64,
     peers: AtomicU64,
@@ -97,10 +96,8 @@ impl SqliteJournal {
             ops: tx,
             path: path.to_path_buf(),
             instance: instance.clone(),
-            claimed: parking_lot::Mutex::new(Vec::new()),
-            claims: Notify::new(),
-            released: AtomicBool::new(false),
-            release_signal: Notify::new(),
+            claims: ClaimBox::default(),
+            released: ReleaseFlag::default(),
             file_bytes: AtomicU64::new(0),
             live_rows: AtomicU64::new(0),
             peers: AtomicU64::new(0),
@@ -160,40 +157,29 @@ impl SqliteJournal {
     /// Hands every task of this instance not yet dispatched to whichever instance
     /// claims it next, and wakes the runners waiting for them so they stand down.
     pub async fn release(&self) -> Result<u64, JournalError> {
-        self.released.store(true, Ordering::Release);
+        self.released.set();
         let n = self
             .call(Op::Release)
             .await
             .unwrap_or(Err(JournalError::Closed));
-        self.release_signal.notify_waiters();
+        self.released.wake();
         n
     }
 
     /// True once [`SqliteJournal::release`] was called.
     pub fn is_released(&self) -> bool {
-        self.released.load(Ordering::Acquire)
+        self.released.is_set()
     }
 
     /// Resolves when this instance releases its queued tasks.
     pub async fn released(&self) {
-        let notified = self.release_signal.notified();
-        if self.is_released() {
-            return;
-        }
-        notified.await;
+        self.released.wait().await
     }
 
     /// Waits for tasks claimed from the journal (recovered after a crash, or handed
     /// over by an instance that is shutting down), in priority order.
     pub async fn next_claims(&self) -> Vec<Claimed> {
-        loop {
-            let notified = self.claims.notified();
-            let batch = std::mem::take(&mut *self.claimed.lock());
-            if !batch.is_empty() {
-                return batch;
-            }
-            notified.await;
-        }
+        self.claims.next().await
     }
 
     /// Size of the journal file (database + WAL), bytes, as of the last heartbeat.
@@ -244,10 +230,7 @@ fn writer_loop(
                     JOURNAL_METRICS.bytes.set(beat.file_bytes as i64);
                     JOURNAL_METRICS.tasks.set(beat.rows as i64);
                     j.peers.store(beat.peers, Ordering::Relaxed);
-                    if !beat.claimed.is_empty() {
-                        j.claimed.lock().extend(beat.claimed);
-                        j.claims.notify_one();
-                    }
+                    j.claims.push(beat.claimed);
                 }
                 Err(e) => log::warn!("task journal heartbeat: {e}"),
             }

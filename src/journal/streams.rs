@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use tokio::sync::Notify;
 
+use super::handoff::{ClaimBox, ReleaseFlag};
 use super::wire::{
     create_group, end_entries, entries, text, DISPATCHED, GROUP, MARK, REFRESH, RELEASE, RELEASED,
     STREAM,
@@ -62,11 +63,9 @@ pub struct RedisJournal {
     held: parking_lot::Mutex<HashMap<String, Held>>,
     /// Entries whose end could not be written yet (Redis unreachable): retried.
     unfinished: Arc<parking_lot::Mutex<Vec<String>>>,
-    claimed: parking_lot::Mutex<Vec<Claimed>>,
-    claims: Notify,
+    claims: ClaimBox,
     room: Notify,
-    released: AtomicBool,
-    release_signal: Notify,
+    released: ReleaseFlag,
     stopped: AtomicBool,
     peers: AtomicU64,
 }
@@ -144,11 +143,9 @@ impl RedisJournal {
             redeliver_unconfirmed,
             held: Default::default(),
             unfinished: Default::default(),
-            claimed: Default::default(),
-            claims: Notify::new(),
+            claims: ClaimBox::default(),
             room: Notify::new(),
-            released: AtomicBool::new(false),
-            release_signal: Notify::new(),
+            released: ReleaseFlag::default(),
             stopped: AtomicBool::new(false),
             peers: AtomicU64::new(0),
         });
@@ -238,7 +235,7 @@ impl RedisJournal {
     /// Hands this instance's undispatched tasks to whichever instance reads next,
     /// stops reading, and wakes the runners waiting for them so they stand down.
     pub async fn release(&self) -> Result<u64, JournalError> {
-        self.released.store(true, Ordering::Release);
+        self.released.set();
         let entries: Vec<String> = self
             .held
             .lock()
@@ -259,34 +256,23 @@ impl RedisJournal {
                 .arg(&entries);
             n = call.invoke_async(&mut conn).await.map_err(write_err)?;
         }
-        self.release_signal.notify_waiters();
+        self.released.wake();
         Ok(n)
     }
 
     /// True once [`RedisJournal::release`] was called.
     pub fn is_released(&self) -> bool {
-        self.released.load(Ordering::Acquire)
+        self.released.is_set()
     }
 
     /// Resolves when this instance releases its queued tasks.
     pub async fn released(&self) {
-        let notified = self.release_signal.notified();
-        if self.is_released() {
-            return;
-        }
-        notified.await;
+        self.released.wait().await
     }
 
     /// Waits for tasks read from the stream or taken over, in priority order.
     pub async fn next_claims(&self) -> Vec<Claimed> {
-        loop {
-            let notified = self.claims.notified();
-            let batch = std::mem::take(&mut *self.claimed.lock());
-            if !batch.is_empty() {
-                return batch;
-            }
-            notified.await;
-        }
+        self.claims.next().await
     }
 
     /// Other instances reading the group recently (within `tasks.claim_idle_ms`).
@@ -321,7 +307,7 @@ impl RedisJournal {
         }
         claims.sort_by_key(|(_, c)| (c.task.priority, c.task.accepted_ms));
         let mut held = self.held.lock();
-        let mut out = self.claimed.lock();
+        let mut out = Vec::with_capacity(claims.len());
         for (entry, claim) in claims {
             if held.contains_key(&claim.task.id) {
                 // Its own entry, taken back after a refresh failed: already running here.
@@ -336,8 +322,8 @@ impl RedisJournal {
             }
             out.push(claim);
         }
-        drop((held, out));
-        self.claims.notify_one();
+        drop(held);
+        self.claims.push(out);
     }
 
     /// Takes over entries idle longer than `claim_idle` (their consumer died, or
