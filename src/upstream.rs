@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -179,11 +179,12 @@ impl Upstream {
             Ok(Ok(s)) => s,
         };
         // Pingora's client session writes (and flushes) the header, then the body: two
-        // sends, or two more setsockopt calls to cork them. Head and body serialised
-        // into one buffer go out in one write, and the Worker gets them in one segment.
-        let wire = request_wire(&header, body)?;
+        // sends, or two more setsockopt calls to cork them. Head and body go out in one
+        // vectored write instead, without copying the body, and the Worker gets them
+        // in one segment.
+        let mut wire = request_wire(&header, body)?;
         let write = async {
-            stream.write_all(&wire).await?;
+            stream.write_all_buf(&mut wire).await?;
             stream.flush().await
         };
         match tokio::time::timeout_at(deadline, write).await {
@@ -347,16 +348,18 @@ impl Peer for WorkerPeer {
 }
 
 /// The request as it goes on the wire: Pingora's HTTP/1 serialisation of `header`,
-/// then `body` (framed by the `Content-Length` the caller set), in one buffer.
-fn request_wire(header: &RequestHeader, body: &Bytes) -> Result<BytesMut, ExchangeError> {
-    let mut wire = http_req_header_to_wire(header).ok_or_else(|| {
+/// then `body` (framed by the `Content-Length` the caller set), chained without a copy.
+fn request_wire(
+    header: &RequestHeader,
+    body: &Bytes,
+) -> Result<bytes::buf::Chain<BytesMut, Bytes>, ExchangeError> {
+    let head = http_req_header_to_wire(header).ok_or_else(|| {
         ExchangeError::NotDelivered(pingora::Error::explain(
             pingora::ErrorType::InvalidHTTPHeader,
             "request-line contains forbidden delimiter bytes or unsupported HTTP version",
         ))
     })?;
-    wire.extend_from_slice(body);
-    Ok(wire)
+    Ok(head.chain(body.clone()))
 }
 
 /// The time limits of one exchange.
@@ -439,7 +442,8 @@ mod tests {
         let mut header = RequestHeader::build("POST", b"/w3/task", None).unwrap();
         header.insert_header("host", "worker:8080").unwrap();
         header.insert_header("content-length", 7).unwrap();
-        let wire = request_wire(&header, &Bytes::from_static(b"{\"a\":1}")).unwrap();
+        let mut chained = request_wire(&header, &Bytes::from_static(b"{\"a\":1}")).unwrap();
+        let wire = chained.copy_to_bytes(chained.remaining());
         assert_eq!(
             &wire[..],
             b"POST /w3/task HTTP/1.1\r\nhost: worker:8080\r\ncontent-length: 7\r\n\r\n{\"a\":1}"
