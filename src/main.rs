@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use andera_lb::config;
 use andera_lb::journal::{Journal, Location};
-use andera_lb::registry::watch::{list_warnings, load_list};
+use andera_lb::registry::watch::load_listed;
 use andera_lb::server::{self, RunFlags};
 use clap::Parser;
 
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let workers = match load_list(&settings.workers) {
+    let listed = match load_listed(&settings.workers) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("andera-lb: configuration error: {e}");
@@ -77,7 +77,12 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let warnings = list_warnings(&settings.workers);
+    let origin = match &settings.workers {
+        config::WorkerSource::File(path) => path.display().to_string(),
+        config::WorkerSource::Inline(_) => "workers.list".into(),
+    };
+    let warnings = listed.warnings(&origin);
+    let workers = listed.urls;
     if args.test {
         for w in &warnings {
             eprintln!("andera-lb: warning: {w}");

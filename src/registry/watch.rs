@@ -14,6 +14,58 @@ use crate::worker_url::WorkerUrl;
 
 /// Parses the Worker list file: a JSON array of base URLs.
 pub fn parse_list(text: &str, origin: &str) -> Result<Vec<WorkerUrl>, ConfigError> {
+    parse_file_list(text, origin).map(|list| list.urls)
+}
+
+/// A Worker list as read: each Worker once, in order, and the entries that repeated
+/// one (used once; worth a warning).
+pub struct ListedWorkers {
+    /// The Workers, each once.
+    pub urls: Vec<WorkerUrl>,
+    /// Entries, as written, that named a Worker already listed.
+    pub repeated: Vec<String>,
+}
+
+impl ListedWorkers {
+    /// Warnings about a list that loads but is likely not what the operator meant:
+    /// no Worker at all (every task would get 503), or a Worker listed twice.
+    pub fn warnings(&self, origin: &str) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.urls.is_empty() {
+            warnings.push(format!(
+                "{origin}: the Worker list is empty: every task will be refused with 503 until Workers are listed"
+            ));
+        }
+        for entry in &self.repeated {
+            warnings.push(format!(
+                "{origin}: Worker {entry:?} is listed more than once; it is used once"
+            ));
+        }
+        warnings
+    }
+}
+
+/// Parses `entries`, keeping each Worker once; `err` explains a bad entry.
+fn parse_entries<'a>(
+    entries: impl IntoIterator<Item = &'a str>,
+    err: impl Fn(String) -> ConfigError,
+) -> Result<ListedWorkers, ConfigError> {
+    let mut list = ListedWorkers {
+        urls: Vec::new(),
+        repeated: Vec::new(),
+    };
+    for (i, entry) in entries.into_iter().enumerate() {
+        let url = WorkerUrl::parse(entry).map_err(|r| err(format!("entry {i}: {r}")))?;
+        if list.urls.contains(&url) {
+            list.repeated.push(entry.to_string());
+        } else {
+            list.urls.push(url);
+        }
+    }
+    Ok(list)
+}
+
+fn parse_file_list(text: &str, origin: &str) -> Result<ListedWorkers, ConfigError> {
     let err = |reason: String| ConfigError {
         origin: origin.to_string(),
         key: String::new(),
@@ -21,32 +73,32 @@ pub fn parse_list(text: &str, origin: &str) -> Result<Vec<WorkerUrl>, ConfigErro
     };
     let list: Vec<serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| err(format!("expected a JSON array of Worker URLs: {e}")))?;
-    let mut out: Vec<WorkerUrl> = Vec::with_capacity(list.len());
-    for (i, v) in list.iter().enumerate() {
-        let s = v
-            .as_str()
-            .ok_or_else(|| err(format!("entry {i} is not a string: {v}")))?;
-        let url = WorkerUrl::parse(s).map_err(|r| err(format!("entry {i}: {r}")))?;
-        if !out.contains(&url) {
-            out.push(url);
-        }
-    }
-    Ok(out)
+    let entries = list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str()
+                .ok_or_else(|| err(format!("entry {i} is not a string: {v}")))
+        })
+        .collect::<Result<Vec<&str>, ConfigError>>()?;
+    parse_entries(entries, err)
 }
 
 /// Reads the Worker list from its source.
 pub fn load_list(source: &WorkerSource) -> Result<Vec<WorkerUrl>, ConfigError> {
+    load_listed(source).map(|list| list.urls)
+}
+
+/// Reads the Worker list from its source, with the entries that repeated a Worker.
+pub fn load_listed(source: &WorkerSource) -> Result<ListedWorkers, ConfigError> {
     match source {
-        WorkerSource::Inline(list) => list
-            .iter()
-            .map(|u| {
-                WorkerUrl::parse(u).map_err(|reason| ConfigError {
-                    origin: "configuration".into(),
-                    key: "workers.list".into(),
-                    reason,
-                })
+        WorkerSource::Inline(list) => {
+            parse_entries(list.iter().map(String::as_str), |reason| ConfigError {
+                origin: "configuration".into(),
+                key: "workers.list".into(),
+                reason,
             })
-            .collect(),
+        }
         WorkerSource::File(path) => {
             let origin = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -54,52 +106,9 @@ pub fn load_list(source: &WorkerSource) -> Result<Vec<WorkerUrl>, ConfigError> {
                 key: String::new(),
                 reason: format!("cannot read the Worker list: {e}"),
             })?;
-            parse_list(&text, &origin)
+            parse_file_list(&text, &origin)
         }
     }
-}
-
-/// Warnings about a Worker list that loads but is likely not what the operator meant:
-/// no Worker at all (every task would get 503), or a Worker listed more than once
-/// (it is used once). Empty when the list is fine or cannot be read (that is an error
-/// reported by [`load_list`]).
-pub fn list_warnings(source: &WorkerSource) -> Vec<String> {
-    let (origin, entries): (String, Vec<String>) = match source {
-        WorkerSource::Inline(list) => ("workers.list".into(), list.clone()),
-        WorkerSource::File(path) => {
-            let Ok(text) = std::fs::read_to_string(path) else {
-                return Vec::new();
-            };
-            let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else {
-                return Vec::new();
-            };
-            let entries = list
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            (path.display().to_string(), entries)
-        }
-    };
-    let mut warnings = Vec::new();
-    if entries.is_empty() {
-        warnings.push(format!(
-            "{origin}: the Worker list is empty: every task will be refused with 503 until Workers are listed"
-        ));
-    }
-    let mut seen: Vec<WorkerUrl> = Vec::with_capacity(entries.len());
-    for entry in &entries {
-        let Ok(url) = WorkerUrl::parse(entry) else {
-            continue;
-        };
-        if seen.contains(&url) {
-            warnings.push(format!(
-                "{origin}: Worker {entry:?} is listed more than once; it is used once"
-            ));
-        } else {
-            seen.push(url);
-        }
-    }
-    warnings
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
