@@ -84,35 +84,49 @@ fn file_bytes(db: &Path) -> f64 {
         .sum()
 }
 
-async fn sqlite_rows(n: usize) -> Vec<Row> {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("tasks.db");
-    let journal = Arc::new(Journal::Sqlite(
-        SqliteJournal::open(&db, 1 << 30, false, false).expect("journal opens"),
-    ));
-    let mut rows = Vec::new();
+/// The two rows of one engine: `n / 20` tasks one at a time, then `n` with 64 in
+/// flight, with `stored()` (the engine's bytes) read around the second run.
+async fn engine_rows<F, Fut>(
+    engine: &'static str,
+    journal: Journal,
+    n: usize,
+    stored: F,
+) -> Vec<Row>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let journal = Arc::new(journal);
     let sequential = n / 20;
     let (wall, cpu) = accept_all(&journal, 0, sequential, 1).await;
-    rows.push(Row {
-        engine: "sqlite",
+    let one_at_a_time = Row {
+        engine,
         mode: "one at a time".into(),
         tasks: sequential,
         wall_us: wall,
         cpu_us: cpu,
         bytes: None,
-    });
-    let before = file_bytes(&db);
+    };
+    let before = stored().await;
     let (wall, cpu) = accept_all(&journal, sequential, n, 64).await;
-    rows.push(Row {
-        engine: "sqlite",
+    let concurrent = Row {
+        engine,
         mode: "64 at once".into(),
         tasks: n,
         wall_us: wall,
         cpu_us: cpu,
-        bytes: Some((file_bytes(&db) - before).max(0.0) / n as f64),
-    });
+        bytes: Some((stored().await - before).max(0.0) / n as f64),
+    };
     journal.close().await;
-    rows
+    vec![one_at_a_time, concurrent]
+}
+
+async fn sqlite_rows(n: usize) -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tasks.db");
+    let journal =
+        Journal::Sqlite(SqliteJournal::open(&db, 1 << 30, false, false).expect("journal opens"));
+    engine_rows("sqlite", journal, n, || std::future::ready(file_bytes(&db))).await
 }
 
 /// A throw-away `redis-server` on a free port, in its own directory; killed on drop.
@@ -174,34 +188,12 @@ async fn redis_rows(n: usize) -> Vec<Row> {
         return Vec::new();
     };
     // Capacity 0: this instance only accepts; nothing is read back while measuring.
-    let journal = Arc::new(Journal::Redis(
+    let journal = Journal::Redis(
         RedisJournal::open(&url, Duration::from_secs(30), false, Box::new(|| 0))
             .await
             .expect("redis journal opens"),
-    ));
-    let mut rows = Vec::new();
-    let sequential = n / 20;
-    let (wall, cpu) = accept_all(&journal, 0, sequential, 1).await;
-    rows.push(Row {
-        engine: "redis",
-        mode: "one at a time".into(),
-        tasks: sequential,
-        wall_us: wall,
-        cpu_us: cpu,
-        bytes: None,
-    });
-    let before = redis_memory(&url).await;
-    let (wall, cpu) = accept_all(&journal, sequential, n, 64).await;
-    rows.push(Row {
-        engine: "redis",
-        mode: "64 at once".into(),
-        tasks: n,
-        wall_us: wall,
-        cpu_us: cpu,
-        bytes: Some((redis_memory(&url).await - before).max(0.0) / n as f64),
-    });
-    journal.close().await;
-    rows
+    );
+    engine_rows("redis", journal, n, || redis_memory(&url)).await
 }
 
 fn main() {
