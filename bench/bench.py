@@ -46,7 +46,15 @@ DRAIN_SLOTS = int(env_num("BENCH_DRAIN_SLOTS", 1000))
 HANDOFF_TASKS = int(env_num("BENCH_HANDOFF_TASKS", 300))
 HANDOFF_MS = env_num("BENCH_HANDOFF_MS", 20)
 STUB_LIMIT = int(env_num("BENCH_STUB_SLOTS", 100000))
-ONLY = os.environ.get("BENCH_ONLY", "abcpdefg").lower()
+IDLE_CONNS = int(env_num("BENCH_IDLE_CONNS", 2000))
+# Sections whose proxy is profiled with perf after its measured points, e.g. "pd".
+PERF = os.environ.get("BENCH_PERF", "").lower()
+PERF_TOP = int(env_num("BENCH_PERF_TOP", 10))
+# Rounds of the interleaved b/c/p/d points; rows are medians.
+REPEAT = max(1, int(env_num("BENCH_REPEAT", 3)))
+FLOOR_TARGET = 1.1
+IDLE_TARGET_KIB = 16
+ONLY = os.environ.get("BENCH_ONLY", "abcpdefgi").lower()
 NCPU = os.cpu_count() or 1
 PIN = NCPU >= 2 and os.environ.get("BENCH_NO_PIN", "") == ""
 PROXY_CPU = int(env_num("BENCH_PROXY_CPU", 0))
@@ -171,6 +179,28 @@ def http_get(port, path, headers=None, timeout=30, method="GET", body=None):
         c.close()
 
 
+def read_answer(sock):
+    """Reads one HTTP/1.1 answer framed by Content-Length; returns its status."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError(f"connection closed before the answer: {data[:200]!r}")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    length = next((int(l.split(":", 1)[1]) for l in lines[1:]
+                   if l.lower().startswith("content-length:")), None)
+    if length is None:
+        raise RuntimeError(f"answer without Content-Length: {head[:200]!r}")
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("connection closed inside the answer body")
+        rest += chunk
+    return int(lines[0].split()[1])
+
+
 def pct(values, p):
     """Nearest-rank percentile of a sorted list."""
     if not values:
@@ -188,6 +218,7 @@ class Bench:
         self.rows = []      # result table rows
         self.targets = []   # (ok: bool|None, requirement, measured)
         self.notes = []
+        self.perf = []      # (point, top perf lines) when BENCH_PERF is set
         p = free_ports(16)
         self.port = dict(zip(
             ["stub", "wsfeed", "nginx", "haproxy", "lb", "lb_admin", "simA", "simA_ws",
@@ -293,7 +324,8 @@ class Bench:
         r["errors"] = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
         return r
 
-    def point(self, section, label, port, conc, proxy_pids, wrk_cpu, note=""):
+    def point(self, section, label, port, conc, proxy_pids, wrk_cpu, note="", keep=True,
+              profile=True):
         if WARMUP:
             self.wrk(port, conc, WARMUP, wrk_cpu)
         stub = tree(self.stub.pid)
@@ -325,11 +357,33 @@ class Bench:
         if note:
             notes.insert(0, note)
         row["notes"] = ", ".join(notes)
-        self.rows.append(row)
+        if keep:
+            self.rows.append(row)
+        if section in PERF and proxy_pids and profile:
+            self.profile(section, label, port, conc, proxy_pids, wrk_cpu)
         say(f"{section} {label} c={conc}: {row['rps']:.0f} req/s p50 {row['p50']:.2f} ms "
             f"p99 {row['p99']:.2f} ms" + (f" {row['cpu_us']:.1f} µs/req CPU {row['cpu_pct']:.0f}%"
                                           if proxy_pids else "") + f" ({row['notes']})")
         return row
+
+    def profile(self, section, label, port, conc, pids, wrk_cpu):
+        """A second run of the point under `perf record` (not the measured one: sampling
+        costs CPU); its top symbols by self time go below the table."""
+        data = os.path.join(self.tmp, f"perf-{section}-{conc}.data")
+        rec = subprocess.Popen(["perf", "record", "-q", "-F", "1999", "-g", "-o", data, "-p",
+                                ",".join(str(p) for p in pids)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, preexec_fn=default_signals)
+        self.record(rec.pid)
+        time.sleep(0.5)
+        self.wrk(port, conc, DURATION, wrk_cpu)
+        rec.send_signal(signal.SIGINT)
+        rec.wait(60)
+        out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                              "--sort", "symbol", "-F", "overhead,sym", "-g", "none",
+                              "--percent-limit", "0.3"],
+                             capture_output=True, text=True).stdout
+        top = [" ".join(l.split()) for l in out.splitlines() if l.strip() and not l.startswith("#")]
+        self.perf.append((f"{section} {label}, c={conc}", top[:PERF_TOP]))
 
     # -- andera-lb
     def write_workers(self, urls):
@@ -435,6 +489,35 @@ class Bench:
         st, body = http_get(self.port["stub"], "/w17/task", method="POST", body=TASK_BODY)
         assert st == 200 and b"Hello Andera!" in body, body
 
+    def start_nginx_proxy(self):
+        cfg = self.render("nginx-proxy.conf", "nginx-proxy.conf", PORT=self.port["nginx"],
+                          STUB_PORT=self.port["stub"])
+        p = self.spawn("nginx-proxy", ["nginx", "-p", self.tmp, "-c", cfg, "-e",
+                                       os.path.join(self.tmp, "nginx-proxy.error.log")],
+                       cpu=PROXY_CPU)
+        self.wait_port(self.port["nginx"], p)
+        time.sleep(0.3)
+        return p
+
+    def start_floor(self):
+        """The framework's floor: a bare Pingora ProxyHttp (bench/floor), 2 threads on
+        the same single proxy CPU."""
+        p = self.spawn("pingora-floor", [self.floor_bin, "--listen",
+                                         f"127.0.0.1:{self.port['floor']}", "--upstream",
+                                         f"127.0.0.1:{self.port['stub']}", "--lb-key", LB_KEY,
+                                         "--threads", "2"], cpu=PROXY_CPU)
+        self.wait_port(self.port["floor"], p)
+        return p
+
+    def start_lb_on_stub(self, name):
+        """andera-lb with the stub as its one Worker, once the Worker and its feed are up."""
+        p = self.start_lb([f"http://127.0.0.1:{self.port['stub']}"], name)
+        reg, _ = self.wait_available(p, 1, 60)
+        if reg is None:
+            raise RuntimeError("andera-lb never saw the stub Worker available")
+        self.wait_feeds(self.port["wsfeed"], 1, 30)
+        return p
+
     def throughput(self):
         """(a)-(d): the same stub, direct and behind each proxy."""
         by = {}
@@ -442,73 +525,142 @@ class Bench:
             # Direct: wrk gets the otherwise idle proxy CPU so that it is not the bottleneck.
             by["a"] = [self.point("a", "stub direct (nginx)", self.port["stub"], c, None,
                                   PROXY_CPU if PIN else None) for c in CONCS]
+        # b, c, p and d run side by side, interleaved round by round, so that a slow
+        # spell of this shared machine hits every proxy alike; each row is the median
+        # of REPEAT rounds and each ratio the median of the per-round ratios.
+        proxies = []
         if "b" in ONLY:
-            cfg = self.render("nginx-proxy.conf", "nginx-proxy.conf", PORT=self.port["nginx"],
-                              STUB_PORT=self.port["stub"])
-            p = self.spawn("nginx-proxy", ["nginx", "-p", self.tmp, "-c", cfg, "-e",
-                                           os.path.join(self.tmp, "nginx-proxy.error.log")],
-                           cpu=PROXY_CPU)
-            self.wait_port(self.port["nginx"], p)
-            time.sleep(0.3)
-            pids = tree(p.pid)
-            by["b"] = [self.point("b", "nginx proxy_pass", self.port["nginx"], c, pids, LOAD_CPU)
-                       for c in CONCS]
-            self.set_rss(by["b"], pids)
-            self.stop(p)
+            proxies.append(("b", "nginx proxy_pass", self.start_nginx_proxy(), self.port["nginx"]))
         if "c" in ONLY:
             cfg = self.render("haproxy.cfg", "haproxy.cfg", PORT=self.port["haproxy"],
                               STUB_PORT=self.port["stub"])
             p = self.spawn("haproxy", ["haproxy", "-db", "-f", cfg], cpu=PROXY_CPU)
             self.wait_port(self.port["haproxy"], p)
-            pids = tree(p.pid)
-            by["c"] = [self.point("c", "haproxy http", self.port["haproxy"], c, pids, LOAD_CPU)
-                       for c in CONCS]
-            self.set_rss(by["c"], pids)
-            self.stop(p)
+            proxies.append(("c", "haproxy http", p, self.port["haproxy"]))
         if "p" in ONLY:
-            # The framework's floor: a bare Pingora ProxyHttp (bench/floor), 2 threads
-            # on the same single proxy CPU.
-            p = self.spawn("pingora-floor", [self.floor_bin, "--listen",
-                                             f"127.0.0.1:{self.port['floor']}", "--upstream",
-                                             f"127.0.0.1:{self.port['stub']}", "--lb-key", LB_KEY,
-                                             "--threads", "2"], cpu=PROXY_CPU)
-            self.wait_port(self.port["floor"], p)
-            pids = tree(p.pid)
-            by["p"] = [self.point("p", "Pingora floor (bare ProxyHttp)", self.port["floor"], c,
-                                  pids, LOAD_CPU) for c in CONCS]
-            self.set_rss(by["p"], pids)
+            proxies.append(("p", "Pingora floor (bare ProxyHttp)", self.start_floor(),
+                            self.port["floor"]))
+        if "d" in ONLY:
+            proxies.append(("d", "andera-lb", self.start_lb_on_stub("andera-lb-d"),
+                            self.port["lb"]))
+        pids = {key: tree(p.pid) for key, _, p, _ in proxies}
+        for key in pids:
+            self.settle(pids[key], 10)
+        runs = {(key, c): [] for key, _, _, _ in proxies for c in CONCS}
+        for rnd in range(REPEAT):
+            for c in CONCS:
+                for key, label, _, port in proxies:
+                    runs[(key, c)].append(self.point(key, label, port, c, pids[key], LOAD_CPU,
+                                                     keep=False, profile=rnd == 0))
+        for key, label, p, _ in proxies:
+            by[key] = [self.median_row(runs[(key, c)]) for c in CONCS]
+            self.rows.extend(by[key])
+            self.set_rss(by[key], pids[key])
+        for _, _, p, _ in proxies:
             self.stop(p)
         if "d" in ONLY:
-            p = self.start_lb([f"http://127.0.0.1:{self.port['stub']}"], "andera-lb-d")
-            reg, _ = self.wait_available(p, 1, 60)
-            if reg is None:
-                raise RuntimeError("andera-lb never saw the stub Worker available")
-            self.wait_feeds(self.port["wsfeed"], 1, 30)
-            pids = tree(p.pid)
-            self.settle(pids, 10)
-            by["d"] = [self.point("d", "andera-lb", self.port["lb"], c, pids, LOAD_CPU)
-                       for c in CONCS]
-            self.set_rss(by["d"], pids)
-            self.stop(p)
             self.wait_feeds_closed(self.port["wsfeed"])
         for base, label in (("b", "nginx"), ("p", "Pingora floor")):
             if base not in by or "d" not in by:
                 continue
-            for rb, rd in zip(by[base], by["d"]):
+            for c in CONCS:
+                pairs = list(zip(runs[(base, c)], runs[("d", c)]))
+                ratio = lambda k: statistics.median(rd[k] / rb[k] for rb, rd in pairs)  # noqa: E731
+                cpu = sorted(rd["cpu_us"] / rb["cpu_us"] for rb, rd in pairs)
                 self.rows.append({
-                    "id": f"d/{base}", "target": f"andera-lb ÷ {label}", "conc": rb["conc"],
-                    "rps": rd["rps"] / rb["rps"], "p50": rd["p50"] / rb["p50"],
-                    "p99": rd["p99"] / rb["p99"], "cpu_us": rd["cpu_us"] / rb["cpu_us"],
-                    "cpu_pct": None, "rss": rd["rss"] / rb["rss"], "ratio": True, "notes": "ratios",
+                    "id": f"d/{base}", "target": f"andera-lb ÷ {label}", "conc": c,
+                    "rps": ratio("rps"), "p50": ratio("p50"), "p99": ratio("p99"),
+                    "cpu_us": ratio("cpu_us"), "cpu_pct": None,
+                    "rss": by["d"][0]["rss"] / by[base][0]["rss"], "ratio": True,
+                    "notes": "medians of per-round ratios" + (
+                        f"; CPU ratio per round {', '.join(f'{x:.2f}' for x in cpu)}"
+                        if len(cpu) > 1 else ""),
                 })
+        ratio_rows = {(r["id"], r["conc"]): r for r in self.rows if r.get("ratio")}
+        fmt = lambda xs: ", ".join(f"c={c}: {x:.2f}×" for c, x in xs)  # noqa: E731
         if "b" in by and "d" in by:
-            cpu = [(rd["conc"], rd["cpu_us"] / rb["cpu_us"]) for rb, rd in zip(by["b"], by["d"])]
-            thr = [(rd["conc"], rd["rps"] / rb["rps"]) for rb, rd in zip(by["b"], by["d"])]
-            p99 = [(rd["conc"], rd["p99"] / rb["p99"]) for rb, rd in zip(by["b"], by["d"])]
-            fmt = lambda xs: ", ".join(f"c={c}: {x:.2f}×" for c, x in xs)  # noqa: E731
+            rows = [ratio_rows[("d/b", c)] for c in CONCS]
+            cpu = [(r["conc"], r["cpu_us"]) for r in rows]
+            thr = [(r["conc"], r["rps"]) for r in rows]
+            p99 = [(r["conc"], r["p99"]) for r in rows]
             self.targets.append((all(x <= 1.2 for _, x in cpu), "andera-lb CPU/task ≤ 1.2 × nginx", fmt(cpu)))
             self.targets.append((all(x >= 0.9 for _, x in thr), "andera-lb throughput ≥ 0.9 × nginx", fmt(thr)))
             self.targets.append((all(x <= 1.5 for _, x in p99), "andera-lb p99 ≤ 1.5 × nginx", fmt(p99)))
+        if "p" in by and "d" in by:
+            cpu = [(c, ratio_rows[("d/p", c)]["cpu_us"]) for c in CONCS]
+            self.targets.append((all(x <= FLOOR_TARGET for _, x in cpu),
+                                 f"andera-lb CPU/task ≤ {FLOOR_TARGET} × Pingora floor", fmt(cpu)))
+
+    def median_row(self, runs):
+        """One row for REPEAT runs of a point: medians, and the notes of the median run."""
+        if len(runs) == 1:
+            return runs[0]
+        mid = sorted(runs, key=lambda r: r["cpu_us"])[len(runs) // 2]
+        row = dict(mid)
+        for k in ("rps", "p50", "p99", "cpu_us", "cpu_pct"):
+            row[k] = statistics.median(r[k] for r in runs)
+        cpus = sorted(r["cpu_us"] for r in runs)
+        row["notes"] = (f"median of {len(runs)}, CPU µs/req {cpus[0]:.1f}–{cpus[-1]:.1f}; "
+                        + mid["notes"])
+        return row
+
+    def idle(self):
+        """(i): RSS per idle client connection, for nginx, the Pingora floor and andera-lb:
+        IDLE_CONNS connections opened and silent, then the same connections kept alive
+        after one task each (sent one connection at a time, so that no peak of requests
+        in flight is charged to the idle state)."""
+        task = (f"POST /task HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {LB_KEY}\r\n"
+                f"x-wr-auth: {WK_KEY}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(TASK_BODY)}\r\n\r\n{TASK_BODY}").encode()
+        kib = {}
+        for key, label, start, port in (
+                ("b", "nginx", self.start_nginx_proxy, self.port["nginx"]),
+                ("p", "Pingora floor", self.start_floor, self.port["floor"]),
+                ("d", "andera-lb", lambda: self.start_lb_on_stub("andera-lb-i"), self.port["lb"])):
+            p = start()
+            pids = tree(p.pid)
+            # Warm-up: one-time allocations (upstream pool, first task) are not per connection.
+            warm = socket.create_connection(("127.0.0.1", port), timeout=30)
+            for _ in range(50):
+                warm.sendall(task)
+                read_answer(warm)
+            warm.close()
+            self.settle(pids, 10)
+            rss0 = vm_kib(pids, "VmRSS")
+            socks = []
+            try:
+                for _ in range(IDLE_CONNS):
+                    socks.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+                time.sleep(1)
+                self.settle(pids, 10)
+                opened = (vm_kib(pids, "VmRSS") - rss0) / IDLE_CONNS
+                statuses = {}
+                for sock in socks:
+                    st = read_answer(sock) if sock.sendall(task) is None else None
+                    statuses[st] = statuses.get(st, 0) + 1
+                time.sleep(1)
+                self.settle(pids, 10)
+                kept = (vm_kib(pids, "VmRSS") - rss0) / IDLE_CONNS
+            finally:
+                for sock in socks:
+                    sock.close()
+            self.stop(p, timeout=30)
+            if key == "d":
+                self.wait_feeds_closed(self.port["wsfeed"])
+            kib[key] = max(opened, kept)
+            notes = (f"{opened:.1f} KiB/conn opened and silent, {kept:.1f} KiB/conn kept alive "
+                     f"after one task; VmRSS before {rss0 / 1024:.1f} MiB; answers "
+                     + ", ".join(f"{k}: {v:,}" for k, v in sorted(statuses.items())))
+            self.rows.append({"id": "i", "target": f"{label}, {IDLE_CONNS:,} idle connections",
+                              "conc": IDLE_CONNS, "idle_kib": kib[key], "notes": notes})
+            say(f"i {label}: {notes}")
+        for base, label in (("b", "nginx"), ("p", "Pingora floor")):
+            self.rows.append({"id": f"i/{base}", "target": f"andera-lb ÷ {label}",
+                              "idle_kib": kib["d"] / max(kib[base], 0.1), "ratio": True,
+                              "notes": "ratio"})
+        self.targets.append((kib["d"] <= IDLE_TARGET_KIB,
+                             f"andera-lb idle client connection ≤ {IDLE_TARGET_KIB} KiB",
+                             f"{kib['d']:.1f} KiB (the larger of opened and kept alive)"))
 
     def set_rss(self, rows, pids):
         mib = vm_kib(pids, "VmHWM") / 1024
@@ -695,7 +847,8 @@ class Bench:
         cols = [("id", "id", "<"), ("target", "target", "<"), ("conc", "conc", ">"),
                 ("rps", "req/s", ">"), ("p50", "p50 ms", ">"), ("p99", "p99 ms", ">"),
                 ("cpu_us", "CPU µs/req", ">"), ("cpu_pct", "proxy CPU%", ">"),
-                ("rss", "peak RSS MiB", ">"), ("notes", "notes", "<")]
+                ("rss", "peak RSS MiB", ">"), ("idle_kib", "KiB/idle conn", ">"),
+                ("notes", "notes", "<")]
 
         def cell(r, k):
             if k not in r:
@@ -703,7 +856,7 @@ class Bench:
             v = r.get(k)
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 return "" if k in ("conc", "notes") else "—"
-            if r.get("ratio") and k in ("rps", "p50", "p99", "cpu_us", "rss"):
+            if r.get("ratio") and k in ("rps", "p50", "p99", "cpu_us", "rss", "idle_kib"):
                 return f"{v:.2f}×"
             if k == "rps":
                 return f"{v:,.0f}"
@@ -711,12 +864,14 @@ class Bench:
                 return f"{v:.2f}"
             if k in ("cpu_us", "cpu_pct"):
                 return f"{v:.1f}" if k == "cpu_us" else f"{v:.0f}"
+            if k == "idle_kib":
+                return f"{v:.1f}"
             if k == "rss":
                 return (f"+{v:.1f}" if r.get("id") == "f" else f"{v:.1f}")
             return str(v)
 
         body = [[cell(r, k) for k, _, _ in cols] for r in self.rows]
-        tgt = [["PASS" if ok else "MISS", req, "", "", "", "", "", "", "", measured]
+        tgt = [["PASS" if ok else "MISS", req] + [""] * (len(cols) - 3) + [measured]
                for ok, req, measured in self.targets]
         widths = [max([len(h)] + [len(x[i]) for x in body + tgt if i < len(cols) - 1])
                   for i, (_, h, _) in enumerate(cols)]
@@ -739,7 +894,7 @@ class Bench:
         if tgt:
             print(sep)
             for t in tgt:
-                print("| " + t[0].ljust(widths[0]) + " | " + t[1] + "  →  " + t[9])
+                print("| " + t[0].ljust(widths[0]) + " | " + t[1] + "  →  " + t[-1])
         print()
 
 
@@ -770,8 +925,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)  # bash starts background jobs with SIGINT ignored
     try:
-        needed = ([b.lb_bin] if any(s in ONLY for s in "defg") else []) + \
-            ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if "p" in ONLY else [])
+        needed = ([b.lb_bin] if any(s in ONLY for s in "defgi") else []) + \
+            ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if any(s in ONLY for s in "pi") else [])
         for binary in needed:
             if not os.access(binary, os.X_OK):
                 raise RuntimeError(f"{binary} is missing: run cargo build --release --bins")
@@ -784,6 +939,8 @@ def main():
             b.queue()
         if "g" in ONLY:
             b.handoff()
+        if "i" in ONLY:
+            b.idle()
         ok = True
     except KeyboardInterrupt:
         say("interrupted")
@@ -810,6 +967,12 @@ def main():
         "of one CPU during the run; peak RSS = VmHWM summed over the proxy's processes.",
     ] + b.notes
     b.table(header)
+    for point, top in b.perf:
+        print(f"perf top {PERF_TOP} by self time (perf record -F 1999 -g, --no-children --sort "
+              f"symbol): {point}")
+        for line in top:
+            print("    " + line)
+        print()
     return 0 if ok else 1
 
 
