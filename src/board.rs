@@ -2,6 +2,9 @@
 //! results) and a per-second series of throughput, latency and queue depth.
 
 use std::collections::{HashMap, VecDeque};
+
+/// Records by task id (our UUIDs): inserted and removed once per task.
+type ById = foldhash::HashMap<String, TaskHandle>;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -66,7 +69,46 @@ impl TaskState {
 struct Event {
     at: SystemTime,
     event: &'static str,
-    detail: String,
+    detail: Detail,
+}
+
+/// What a timeline event says: kept as data on the data path and written out only
+/// when the board is read.
+#[derive(Debug, Clone)]
+enum Detail {
+    /// `priority P mode M`.
+    Received { priority: u32, mode: &'static str },
+    /// `N task(s) waiting`.
+    Queued { ahead: usize },
+    /// `attempt N to WORKER`.
+    Attempt { attempt: u32, worker: String },
+    /// `STATUS OUTCOME`.
+    Finished { status: u16, outcome: &'static str },
+    /// Anything else, capped at `MAX_FIELD_BYTES`.
+    Text(String),
+}
+
+impl Detail {
+    /// Bytes the detail holds on the heap (what the board's byte budget counts).
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Detail::Attempt { worker, .. } => worker.len(),
+            Detail::Text(text) => text.len(),
+            Detail::Received { .. } | Detail::Queued { .. } | Detail::Finished { .. } => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Detail::Received { priority, mode } => write!(f, "priority {priority} mode {mode}"),
+            Detail::Queued { ahead } => write!(f, "{ahead} task(s) waiting"),
+            Detail::Attempt { attempt, worker } => write!(f, "attempt {attempt} to {worker}"),
+            Detail::Finished { status, outcome } => write!(f, "{status} {outcome}"),
+            Detail::Text(text) => f.write_str(text),
+        }
+    }
 }
 
 /// What is kept about one task.
@@ -119,19 +161,24 @@ impl TaskRecord {
             "finishedAt": self.finished_at.map(iso),
             "waitMs": self.queued_at.and_then(|q| ms_between(q, wait_end)).or(Some(0.0).filter(|_| self.dispatched_at.is_some())),
             "durationMs": ms_between(self.received_at, self.finished_at),
-            "timeline": self.timeline.iter().map(|e| json!({"at": iso(e.at), "event": e.event, "detail": e.detail})).collect::<Vec<_>>(),
+            "timeline": self.timeline.iter().map(|e| json!({"at": iso(e.at), "event": e.event, "detail": e.detail.to_string()})).collect::<Vec<_>>(),
         })
     }
 
-    fn push(&mut self, event: &'static str, detail: String) {
+    fn push(&mut self, event: &'static str, detail: Detail) {
         // Attempts are bounded, so is the timeline; the cap guards against misuse.
         if self.timeline.len() < 32 {
             self.timeline.push(Event {
                 at: SystemTime::now(),
                 event,
-                detail: truncated(&detail, MAX_FIELD_BYTES),
+                detail,
             });
         }
+    }
+
+    /// Pushes a free-text event, capped.
+    fn push_text(&mut self, event: &'static str, text: &str) {
+        self.push(event, Detail::Text(truncated(text, MAX_FIELD_BYTES)));
     }
 
     /// Approximate bytes held by the record.
@@ -144,7 +191,7 @@ impl TaskRecord {
         let events: usize = self
             .timeline
             .iter()
-            .map(|e| EVENT_OVERHEAD + e.detail.len())
+            .map(|e| EVENT_OVERHEAD + e.detail.heap_bytes())
             .sum();
         RECORD_OVERHEAD + strings + events
     }
@@ -187,7 +234,7 @@ impl TaskHandle {
         self.update(|r| {
             r.state = TaskState::Queued;
             r.queued_at = Some(SystemTime::now());
-            r.push("queued", format!("{depth_ahead} task(s) waiting"));
+            r.push("queued", Detail::Queued { ahead: depth_ahead });
         });
     }
 
@@ -195,17 +242,18 @@ impl TaskHandle {
     pub fn dispatched(&self, worker: &str, attempt: u32) {
         self.update(|r| {
             r.state = TaskState::Running;
-            r.worker = Some(truncated(worker, MAX_FIELD_BYTES));
+            let worker = truncated(worker, MAX_FIELD_BYTES);
+            r.worker = Some(worker.clone());
             r.attempts = attempt;
             r.dispatched_at = Some(SystemTime::now());
             r.queued_bytes = None;
-            r.push("dispatched", format!("attempt {attempt} to {worker}"));
+            r.push("dispatched", Detail::Attempt { attempt, worker });
         });
     }
 
     /// An attempt failed before the Worker started the task.
     pub fn retried(&self, why: &str) {
-        self.update(|r| r.push("retried", why.to_string()));
+        self.update(|r| r.push_text("retried", why));
     }
 
     /// The task ended.
@@ -222,8 +270,11 @@ impl TaskHandle {
             r.outcome = Some(outcome);
             r.queued_bytes = None;
             let detail = match &error {
-                Some(e) => format!("{status} {outcome}: {e}"),
-                None => format!("{status} {outcome}"),
+                Some(e) => Detail::Text(truncated(
+                    &format!("{status} {outcome}: {e}"),
+                    MAX_FIELD_BYTES,
+                )),
+                None => Detail::Finished { status, outcome },
             };
             r.error = error.map(|e| truncated(&e, MAX_FIELD_BYTES));
             r.finished_at = Some(SystemTime::now());
@@ -267,7 +318,7 @@ pub const MAX_SAMPLES: usize = 300;
 
 struct Inner {
     ring: VecDeque<TaskHandle>,
-    by_id: HashMap<String, TaskHandle>,
+    by_id: ById,
 }
 
 /// Bounded store of recent task records. Default capacity 10000 records and
@@ -294,7 +345,7 @@ impl TaskBoard {
             bytes: Arc::new(AtomicUsize::new(0)),
             inner: Mutex::new(Inner {
                 ring: VecDeque::with_capacity(capacity.min(65_536)),
-                by_id: HashMap::new(),
+                by_id: ById::default(),
             }),
             capacity: capacity.max(1),
             window: Mutex::new(Vec::new()),
@@ -325,7 +376,10 @@ impl TaskBoard {
             timeline: vec![Event {
                 at: now,
                 event: "received",
-                detail: format!("priority {} mode {}", spec.priority, spec.mode.as_str()),
+                detail: Detail::Received {
+                    priority: spec.priority,
+                    mode: spec.mode.as_str(),
+                },
             }],
             weight: 0,
             queued_bytes: None,

@@ -153,20 +153,24 @@ impl Upstream {
 
     /// A pooled connection to `peer`, else a new one; `true` when pooled.
     async fn stream(&self, peer: &WorkerPeer) -> pingora::Result<(Stream, bool)> {
-        let (stream, reused) = self.connector.get_stream(peer).await?;
-        if !reused || same_peer(&stream, peer) {
-            return Ok((stream, reused));
+        if let Some(stream) = self.connector.reused_stream(peer).await {
+            // Another peer's connection under the same reuse hash is never used for this one.
+            if same_peer(&stream, peer) {
+                return Ok((stream, true));
+            }
         }
-        // Another peer's connection under the same reuse hash: never used for this one.
-        Ok((self.connector.new_stream(peer).await?, false))
+        // Boxed: connecting (TCP, TLS) is the rare path, and its future is large; inline
+        // it would size every task's future, moved and held per task, by it.
+        Ok((Box::pin(self.connector.new_stream(peer)).await?, false))
     }
 
-    /// Sends `header` and `body` to the Worker at `url` and waits for the final
+    /// Sends `head` (an HTTP/1.1 request head as it goes on the wire, see
+    /// [`wire_head`]) and `body` to the Worker at `url` and waits for the final
     /// response header, skipping interim (1xx) ones.
     pub async fn send(
         &self,
         url: &WorkerUrl,
-        header: RequestHeader,
+        head: BytesMut,
         body: &Bytes,
         limits: Limits,
     ) -> Result<Exchange<'_>, ExchangeError> {
@@ -182,7 +186,7 @@ impl Upstream {
         // sends, or two more setsockopt calls to cork them. Head and body go out in one
         // vectored write instead, without copying the body, and the Worker gets them
         // in one segment.
-        let mut wire = request_wire(&header, body)?;
+        let mut wire = head.chain(body.clone());
         let write = async {
             stream.write_all_buf(&mut wire).await?;
             stream.flush().await
@@ -271,7 +275,7 @@ impl Upstream {
             response_header: None,
             body_idle: None,
         };
-        let mut exchange = self.send(url, req, &Bytes::new(), limits).await?;
+        let mut exchange = self.send(url, wire_head(&req)?, &Bytes::new(), limits).await?;
         let status = exchange.header().status.as_u16();
         let mut body = BytesMut::new();
         while let Some(chunk) = exchange.next_chunk().await? {
@@ -347,19 +351,14 @@ impl Peer for WorkerPeer {
     }
 }
 
-/// The request as it goes on the wire: Pingora's HTTP/1 serialisation of `header`,
-/// then `body` (framed by the `Content-Length` the caller set), chained without a copy.
-fn request_wire(
-    header: &RequestHeader,
-    body: &Bytes,
-) -> Result<bytes::buf::Chain<BytesMut, Bytes>, ExchangeError> {
-    let head = http_req_header_to_wire(header).ok_or_else(|| {
+/// `header` as it goes on the wire: Pingora's HTTP/1 serialisation, for [`Upstream::send`].
+pub fn wire_head(header: &RequestHeader) -> Result<BytesMut, ExchangeError> {
+    http_req_header_to_wire(header).ok_or_else(|| {
         ExchangeError::NotDelivered(pingora::Error::explain(
             pingora::ErrorType::InvalidHTTPHeader,
             "request-line contains forbidden delimiter bytes or unsupported HTTP version",
         ))
-    })?;
-    Ok(head.chain(body.clone()))
+    })
 }
 
 /// The time limits of one exchange.
@@ -442,7 +441,9 @@ mod tests {
         let mut header = RequestHeader::build("POST", b"/w3/task", None).unwrap();
         header.insert_header("host", "worker:8080").unwrap();
         header.insert_header("content-length", 7).unwrap();
-        let mut chained = request_wire(&header, &Bytes::from_static(b"{\"a\":1}")).unwrap();
+        let mut chained = wire_head(&header)
+            .unwrap()
+            .chain(Bytes::from_static(b"{\"a\":1}"));
         let wire = chained.copy_to_bytes(chained.remaining());
         assert_eq!(
             &wire[..],
@@ -467,7 +468,7 @@ mod tests {
         let mut header = RequestHeader::build("GET", b"/health", None).unwrap();
         header.set_version(http::Version::HTTP_3);
         assert!(matches!(
-            request_wire(&header, &Bytes::new()),
+            wire_head(&header),
             Err(ExchangeError::NotDelivered(_))
         ));
     }

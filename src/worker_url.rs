@@ -95,11 +95,18 @@ impl WorkerUrl {
 
     /// The `Host` header value.
     pub fn host_header(&self) -> String {
+        let mut host = String::with_capacity(self.host.len() + 8);
+        let _ = self.write_host_header(&mut host);
+        host
+    }
+
+    /// Writes the `Host` header value to `out` (the data path's way: no allocation).
+    pub fn write_host_header(&self, out: &mut impl fmt::Write) -> fmt::Result {
         let default = if self.tls { 443 } else { 80 };
-        if self.port == default {
-            self.host.clone()
-        } else {
-            self.authority()
+        match (self.port == default, self.host.contains(':')) {
+            (true, _) => out.write_str(&self.host),
+            (false, true) => write!(out, "[{}]:{}", self.host, self.port),
+            (false, false) => write!(out, "{}:{}", self.host, self.port),
         }
     }
 

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use std::fmt::Write;
+
+use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use tokio::time::Instant;
@@ -286,17 +288,29 @@ impl ForwardHeaders {
         ForwardHeaders { headers }
     }
 
-    fn request_for(&self, url: &crate::worker_url::WorkerUrl, body_len: usize) -> RequestHeader {
-        let path = url.path("/task");
-        let mut req = RequestHeader::build("POST", path.as_bytes(), Some(self.headers.len() + 2))
-            .expect("POST with a parsed path is a valid request line");
-        let host = url.host_header();
-        let _ = req.insert_header(http::header::HOST, host.as_str());
-        for (n, v) in &self.headers {
-            let _ = req.append_header(n.clone(), v.clone());
+    /// The request head for the Worker at `url`, written straight to the wire
+    /// (`POST <base>/task`, `host`, these headers, `content-length`): the names and
+    /// values were validated when parsed, so no header map is built per attempt.
+    fn request_head(&self, url: &crate::worker_url::WorkerUrl, body_len: usize) -> BytesMut {
+        let lines: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        let mut head = BytesMut::with_capacity(url.base_path.len() + url.host.len() + lines + 80);
+        head.extend_from_slice(b"POST ");
+        head.extend_from_slice(url.base_path.as_bytes());
+        head.extend_from_slice(b"/task HTTP/1.1\r\nhost: ");
+        let _ = url.write_host_header(&mut head);
+        head.extend_from_slice(b"\r\n");
+        for (name, value) in &self.headers {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
         }
-        let _ = req.insert_header(http::header::CONTENT_LENGTH, body_len);
-        req
+        let _ = write!(head, "content-length: {body_len}\r\n\r\n");
+        head
     }
 }
 
@@ -422,7 +436,7 @@ impl Dispatcher {
                 gate.await?;
             }
             task.dispatched(&lease.url().raw, attempt);
-            let request = headers.request_for(lease.url(), body.len());
+            let request = headers.request_head(lease.url(), body.len());
             let limits = Limits {
                 deadline,
                 response_header: self.settings.response_header_timeout,

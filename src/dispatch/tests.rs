@@ -82,3 +82,19 @@ fn a_workers_hop_headers_are_dropped_and_the_body_reframed() {
     strip_response_hop_headers(&mut sized);
     assert!(!sized.headers.contains_key("transfer-encoding"));
 }
+
+#[test]
+fn the_request_head_is_written_without_a_header_map() {
+    let mut client = RequestHeader::build("POST", b"/task", None).unwrap();
+    client.append_header("x-kept", "1").unwrap();
+    client.append_header("content-type", "application/json").unwrap();
+    let fwd = ForwardHeaders::new(&client, HeaderValue::from_static("wk"), "lb", "id-1");
+    let url = crate::worker_url::WorkerUrl::parse("http://10.0.0.5:3000/w3/").unwrap();
+    let head = fwd.request_head(&url, 62);
+    assert_eq!(
+        std::str::from_utf8(&head).unwrap(),
+        "POST /w3/task HTTP/1.1\r\nhost: 10.0.0.5:3000\r\nx-kept: 1\r\n\
+         content-type: application/json\r\nauthorization: wk\r\nx-lb-auth: lb\r\n\
+         x-andera-task-id: id-1\r\ncontent-length: 62\r\n\r\n"
+    );
+}

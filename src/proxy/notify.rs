@@ -87,7 +87,10 @@ pub fn failure(app: &App, task_id: &str, task_body: &[u8], error: &str) {
             response_header: None,
             body_idle: None,
         };
-        let posted = dispatcher.upstream.send(&url, request, &body, limits).await;
+        let posted = match crate::upstream::wire_head(&request) {
+            Ok(head) => dispatcher.upstream.send(&url, head, &body, limits).await,
+            Err(e) => Err(e),
+        };
         match posted {
             Ok(mut exchange) => {
                 let status = exchange.header().status.as_u16();

@@ -11,7 +11,7 @@ mod outlier;
 mod pool;
 mod wait;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;

@@ -2,7 +2,9 @@
 //! a free slot ordered by score, and the tasks waiting for one.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -93,7 +95,7 @@ impl Pool {
     pub fn new(group: Arc<str>) -> Self {
         Pool {
             group,
-            members: HashSet::new(),
+            members: HashSet::default(),
             usable: 0,
             functions: Arc::default(),
             free: BTreeSet::new(),

@@ -50,7 +50,8 @@ pub(super) async fn relay(
         lease.url()
     );
     if ctx.status == 401 {
-        return worker_refused_key(app, session, record, spec, lease, exchange).await;
+        // Boxed: the rare path, whose future would otherwise size every relay's.
+        return Box::pin(worker_refused_key(app, session, record, spec, lease, exchange)).await;
     }
     let (state, outcome) = answered(ctx.status);
     let status = ctx.status;

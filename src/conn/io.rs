@@ -1,0 +1,349 @@
+//! The guarded client socket: [`GuardedIo`] counts and caps the bytes of each
+//! request header and holds the first bytes of the next request, read by the
+//! connection loop before Pingora builds a session for it.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Where a connection is in its current request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Phase {
+    /// Between requests: waiting for the first byte of the next header.
+    Idle = 0,
+    /// Reading a request header.
+    Header = 1,
+    /// The header was parsed: the request belongs to the proxy, no guard applies.
+    Body = 2,
+    /// The header outgrew the cap.
+    TooLarge = 3,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Idle,
+            1 => Phase::Header,
+            2 => Phase::Body,
+            _ => Phase::TooLarge,
+        }
+    }
+}
+
+/// Header-phase bookkeeping, touched only while a header is being read.
+#[derive(Debug)]
+pub(super) struct HeaderState {
+    /// When the current phase began (the idle wait starts here).
+    pub(super) since: Instant,
+    /// When the first header byte arrived (a new connection counts from accept).
+    pub(super) first_byte: Option<Instant>,
+    /// Header bytes read from the socket for the current request.
+    pub(super) bytes: usize,
+    /// Status of an answer Pingora tried to write before routing (its bodiless 400).
+    pub(super) refused: Option<u16>,
+}
+
+/// State shared by a connection's [`GuardedIo`] and its loop in [`GuardedApp`].
+pub(super) struct ConnGuard {
+    phase: AtomicU8,
+    pub(super) state: Mutex<HeaderState>,
+    /// The socket, handed back when Pingora drops the session.
+    pub(super) orphan: Mutex<Option<Stream>>,
+    /// Wakes the loop when the phase changes (first byte, header parsed, cap hit).
+    pub(super) changed: Notify,
+}
+
+impl ConnGuard {
+    pub(super) fn new() -> Self {
+        ConnGuard {
+            phase: AtomicU8::new(Phase::Header as u8),
+            state: Mutex::new(HeaderState {
+                since: Instant::now(),
+                first_byte: Some(Instant::now()),
+                bytes: 0,
+                refused: None,
+            }),
+            orphan: Mutex::new(None),
+            changed: Notify::new(),
+        }
+    }
+
+    pub(super) fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// Starts waiting for a request: `Header` on a new connection (the header clock
+    /// runs from accept, as nginx's does), `Idle` between keep-alive requests.
+    pub(super) fn begin(&self, phase: Phase) {
+        let now = Instant::now();
+        *self.state.lock() = HeaderState {
+            since: now,
+            first_byte: (phase == Phase::Header).then_some(now),
+            bytes: 0,
+            refused: None,
+        };
+        self.set_phase(phase);
+    }
+
+    /// Counts `n` header bytes just read; the first one starts the header clock.
+    fn header_bytes(&self, n: usize) {
+        let mut s = self.state.lock();
+        s.bytes += n;
+        if s.first_byte.is_none() {
+            s.first_byte = Some(Instant::now());
+            drop(s);
+            self.set_phase(Phase::Header);
+        }
+    }
+
+    /// Header bytes still allowed for the current request.
+    fn room(&self, cap: usize) -> usize {
+        cap.saturating_sub(self.state.lock().bytes)
+    }
+}
+
+impl fmt::Debug for ConnGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnGuard")
+            .field("phase", &self.phase())
+            .finish()
+    }
+}
+
+/// Handed to the proxy as the connection's user context; [`header_read`] turns
+/// the guard off for the rest of the request.
+pub(super) struct HeaderDone(pub(super) Arc<ConnGuard>);
+
+/// Called by the proxies' `on_connection_reuse` hook, which Pingora runs right after
+/// it parsed a request header: from here on the request is the proxy's.
+pub fn header_read(prev_ctx: &(dyn std::any::Any + Send + Sync)) {
+    if let Some(HeaderDone(guard)) = prev_ctx.downcast_ref::<HeaderDone>() {
+        guard.set_phase(Phase::Body);
+    }
+}
+
+/// A client socket whose header reads are counted and capped. Outside a header it
+/// passes everything through; while a header is read, writes (Pingora's own error
+/// answers) are swallowed so that the loop can answer in JSON instead.
+#[derive(Debug)]
+pub struct GuardedIo {
+    inner: Option<Stream>,
+    guard: Arc<ConnGuard>,
+    cap: usize,
+    /// The start of the next request, read by [`GuardedIo::poll_prefetch`] and
+    /// handed to Pingora by the next reads (already counted as header bytes).
+    prefetched: Option<Bytes>,
+}
+
+/// The most a prefetch reads: a typical request header in one read, as Pingora's
+/// own first read (4 KiB); the rest is read by Pingora.
+const PREFETCH_BYTES: usize = 4096;
+
+impl GuardedIo {
+    /// Guards `inner` with `guard`; a request header may have at most `cap` bytes.
+    pub(super) fn new(inner: Stream, guard: Arc<ConnGuard>, cap: usize) -> Self {
+        GuardedIo {
+            inner: Some(inner),
+            guard,
+            cap,
+            prefetched: None,
+        }
+    }
+
+    /// Waits until the client sends the first bytes of its next request and keeps
+    /// them for Pingora; `false` when the client closed the connection instead.
+    ///
+    /// The bytes are read into a buffer on this poll's stack and copied out only
+    /// once they arrive, so that a waiting connection holds no read buffer.
+    pub(super) fn poll_prefetch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        // Uninitialised: zeroing 4 KiB on every poll would cost more than the read.
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); PREFETCH_BYTES];
+        let mut read = ReadBuf::uninit(&mut scratch);
+        std::task::ready!(Pin::new(&mut *self).poll_read(cx, &mut read))?;
+        if read.filled().is_empty() {
+            return Poll::Ready(Ok(false));
+        }
+        self.prefetched = Some(Bytes::copy_from_slice(read.filled()));
+        Poll::Ready(Ok(true))
+    }
+
+    fn inner(&mut self) -> &mut Stream {
+        self.inner
+            .as_mut()
+            .expect("the stream is only taken on drop")
+    }
+
+    fn passthrough(&self) -> bool {
+        self.guard.phase() == Phase::Body
+    }
+}
+
+impl Drop for GuardedIo {
+    fn drop(&mut self) {
+        // The loop may still owe the client an answer on this socket.
+        *self.guard.orphan.lock() = self.inner.take();
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(ahead) = this.prefetched.as_mut() {
+            let n = ahead.len().min(buf.remaining());
+            buf.put_slice(&ahead.split_to(n));
+            if ahead.is_empty() {
+                this.prefetched = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        match this.guard.phase() {
+            Phase::Body => return Pin::new(this.inner()).poll_read(cx, buf),
+            // The loop is about to drop this connection.
+            Phase::TooLarge => return Poll::Pending,
+            Phase::Idle | Phase::Header => {}
+        }
+        let room = this.guard.room(this.cap);
+        if room == 0 {
+            this.guard.set_phase(Phase::TooLarge);
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        if buf.remaining() <= room {
+            std::task::ready!(Pin::new(this.inner()).poll_read(cx, buf))?;
+        } else {
+            // Only near the cap: read no more than the header may still use.
+            let mut scratch = vec![0u8; room];
+            let mut small = ReadBuf::new(&mut scratch);
+            std::task::ready!(Pin::new(this.inner()).poll_read(cx, &mut small))?;
+            buf.put_slice(small.filled());
+        }
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.guard.header_bytes(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.passthrough() {
+            return Pin::new(this.inner()).poll_write(cx, buf);
+        }
+        // Before routing Pingora only writes its own error answers: note the status.
+        let mut s = this.guard.state.lock();
+        if s.refused.is_none() {
+            s.refused = buf
+                .strip_prefix(b"HTTP/1.")
+                .and_then(|rest| rest.get(2..5))
+                .and_then(|code| std::str::from_utf8(code).ok())
+                .and_then(|code| code.parse().ok());
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.passthrough() {
+            return Pin::new(this.inner()).poll_write_vectored(cx, bufs);
+        }
+        match bufs.iter().find(|b| !b.is_empty()) {
+            Some(first) => Pin::new(this).poll_write(cx, first),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.passthrough() {
+            return Pin::new(this.inner()).poll_flush(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.passthrough() {
+            return Pin::new(this.inner()).poll_shutdown(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedIo {
+    async fn shutdown(&mut self) {
+        // Before routing, the loop closes the socket itself after its JSON answer.
+        if self.passthrough() {
+            Shutdown::shutdown(self.inner().as_mut()).await;
+        }
+    }
+}
+
+impl UniqueID for GuardedIo {
+    fn id(&self) -> UniqueIDType {
+        self.inner.as_ref().map_or(-1, |s| s.id())
+    }
+}
+
+impl Ssl for GuardedIo {}
+
+impl GetTimingDigest for GuardedIo {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.get_timing_digest())
+    }
+}
+
+impl GetProxyDigest for GuardedIo {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.as_ref().and_then(|s| s.get_proxy_digest())
+    }
+}
+
+impl GetSocketDigest for GuardedIo {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.as_ref().and_then(|s| s.get_socket_digest())
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedIo {}
