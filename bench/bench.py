@@ -54,7 +54,9 @@ PERF_TOP = int(env_num("BENCH_PERF_TOP", 10))
 REPEAT = max(1, int(env_num("BENCH_REPEAT", 3)))
 FLOOR_TARGET = 1.1
 IDLE_TARGET_KIB = 16
-ONLY = os.environ.get("BENCH_ONLY", "abcpdefgi").lower()
+ONLY = os.environ.get("BENCH_ONLY", "abcpdefgiv").lower()
+# Seconds of load per target in (v), counted under callgrind.
+VALGRIND_SECONDS = int(env_num("BENCH_VALGRIND_SECONDS", 8))
 NCPU = os.cpu_count() or 1
 PIN = NCPU >= 2 and os.environ.get("BENCH_NO_PIN", "") == ""
 PROXY_CPU = int(env_num("BENCH_PROXY_CPU", 0))
@@ -662,6 +664,65 @@ class Bench:
                              f"andera-lb idle client connection ≤ {IDLE_TARGET_KIB} KiB",
                              f"{kib['d']:.1f} KiB (the larger of opened and kept alive)"))
 
+    def instructions(self):
+        """(v): user-space instructions per task under callgrind, Pingora floor and
+        andera-lb, at concurrency 16: a count, not a time, so the same binaries give the
+        same figure whatever else this shared machine does (the kernel's share, about
+        a third of the CPU time in p and d, is not counted)."""
+        counts = {}
+        for key, label in (("p", "Pingora floor"), ("d", "andera-lb")):
+            out = os.path.join(self.tmp, f"callgrind-{key}.out")
+            if key == "p":
+                argv = [self.floor_bin, "--listen", f"127.0.0.1:{self.port['floor']}",
+                        "--upstream", f"127.0.0.1:{self.port['stub']}", "--lb-key", LB_KEY,
+                        "--threads", "2"]
+                port = self.port["floor"]
+            else:
+                workers = self.write_workers([f"http://127.0.0.1:{self.port['stub']}"])
+                cfg = self.render("andera-lb.yaml", "andera-lb-v.yaml", PORT=self.port["lb"],
+                                  ADMIN_PORT=self.port["lb_admin"], LB_KEY=LB_KEY,
+                                  WORKERS_FILE=workers, DISCOVERY_MS=600000,
+                                  HEARTBEAT_MS=600000, MAX_QUEUED=20000)
+                argv = [self.lb_bin, "--config", cfg]
+                port = self.port["lb"]
+            env = {k: v for k, v in os.environ.items() if k not in LB_ENV}
+            p = self.spawn(f"callgrind-{key}", ["valgrind", "--tool=callgrind",
+                                                "--instr-atstart=no",
+                                                f"--callgrind-out-file={out}"] + argv,
+                           cpu=PROXY_CPU, env=env, stop_sig=signal.SIGINT)
+            self.wait_port(port, p, timeout=120)
+            if key == "d":
+                self.wait_available(p, 1, 120)
+            self.wrk(port, 16, 3, LOAD_CPU)
+            ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(p.pid)],  # noqa: E731
+                                            capture_output=True, check=True)
+            ctl("-i", "on")
+            ctl("-z")
+            r = self.wrk(port, 16, VALGRIND_SECONDS, LOAD_CPU)
+            ctl("-d")
+            ctl("-i", "off")
+            self.stop(p, timeout=60)
+            if key == "d":
+                self.wait_feeds_closed(self.port["wsfeed"])
+            dumps = sorted(f for f in os.listdir(self.tmp)
+                           if f.startswith(f"callgrind-{key}.out") and f != f"callgrind-{key}.out")
+            total = 0
+            for name in dumps:
+                with open(os.path.join(self.tmp, name)) as f:
+                    for line in f:
+                        if line.startswith("totals:") or line.startswith("summary:"):
+                            total = max(total, int(line.split()[1]))
+            n = max(1, r["requests"])
+            counts[key] = total / n
+            self.rows.append({"id": "v", "target": f"{label}, user instructions per task",
+                              "conc": 16, "instr": counts[key],
+                              "notes": f"callgrind, {r['requests']:,} tasks in {VALGRIND_SECONDS} s"})
+            say(f"v {label}: {counts[key]:,.0f} instructions per task over {r['requests']} tasks")
+        if counts.get("p") and counts.get("d"):
+            self.rows.append({"id": "v/p", "target": "andera-lb ÷ Pingora floor", "conc": 16,
+                              "instr": counts["d"] / counts["p"], "ratio": True,
+                              "notes": "ratio of instruction counts"})
+
     def set_rss(self, rows, pids):
         mib = vm_kib(pids, "VmHWM") / 1024
         for r in rows:
@@ -848,6 +909,7 @@ class Bench:
                 ("rps", "req/s", ">"), ("p50", "p50 ms", ">"), ("p99", "p99 ms", ">"),
                 ("cpu_us", "CPU µs/req", ">"), ("cpu_pct", "proxy CPU%", ">"),
                 ("rss", "peak RSS MiB", ">"), ("idle_kib", "KiB/idle conn", ">"),
+                ("instr", "instr/task", ">"),
                 ("notes", "notes", "<")]
 
         def cell(r, k):
@@ -856,7 +918,7 @@ class Bench:
             v = r.get(k)
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 return "" if k in ("conc", "notes") else "—"
-            if r.get("ratio") and k in ("rps", "p50", "p99", "cpu_us", "rss", "idle_kib"):
+            if r.get("ratio") and k in ("rps", "p50", "p99", "cpu_us", "rss", "idle_kib", "instr"):
                 return f"{v:.2f}×"
             if k == "rps":
                 return f"{v:,.0f}"
@@ -866,6 +928,8 @@ class Bench:
                 return f"{v:.1f}" if k == "cpu_us" else f"{v:.0f}"
             if k == "idle_kib":
                 return f"{v:.1f}"
+            if k == "instr":
+                return f"{v:,.0f}"
             if k == "rss":
                 return (f"+{v:.1f}" if r.get("id") == "f" else f"{v:.1f}")
             return str(v)
@@ -925,8 +989,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)  # bash starts background jobs with SIGINT ignored
     try:
-        needed = ([b.lb_bin] if any(s in ONLY for s in "defgi") else []) + \
-            ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if any(s in ONLY for s in "pi") else [])
+        needed = ([b.lb_bin] if any(s in ONLY for s in "defgiv") else []) + \
+            ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if any(s in ONLY for s in "piv") else [])
         for binary in needed:
             if not os.access(binary, os.X_OK):
                 raise RuntimeError(f"{binary} is missing: run cargo build --release --bins")
@@ -941,6 +1005,8 @@ def main():
             b.handoff()
         if "i" in ONLY:
             b.idle()
+        if "v" in ONLY:
+            b.instructions()
         ok = True
     except KeyboardInterrupt:
         say("interrupted")

@@ -89,12 +89,15 @@ enum Detail {
 }
 
 impl Detail {
-    /// Bytes the detail holds on the heap (what the board's byte budget counts).
-    fn heap_bytes(&self) -> usize {
+    /// About the length of the detail as shown: what the board's byte budget counts,
+    /// as it did when details were kept as text.
+    fn shown_len(&self) -> usize {
         match self {
-            Detail::Attempt { worker, .. } => worker.len(),
+            Detail::Received { mode, .. } => 16 + mode.len(),
+            Detail::Queued { .. } => 20,
+            Detail::Attempt { worker, .. } => 16 + worker.len(),
+            Detail::Finished { outcome, .. } => 4 + outcome.len(),
             Detail::Text(text) => text.len(),
-            Detail::Received { .. } | Detail::Queued { .. } | Detail::Finished { .. } => 0,
         }
     }
 }
@@ -191,7 +194,7 @@ impl TaskRecord {
         let events: usize = self
             .timeline
             .iter()
-            .map(|e| EVENT_OVERHEAD + e.detail.heap_bytes())
+            .map(|e| EVENT_OVERHEAD + e.detail.shown_len())
             .sum();
         RECORD_OVERHEAD + strings + events
     }

@@ -275,7 +275,9 @@ impl Upstream {
             response_header: None,
             body_idle: None,
         };
-        let mut exchange = self.send(url, wire_head(&req)?, &Bytes::new(), limits).await?;
+        let mut exchange = self
+            .send(url, wire_head(&req)?, &Bytes::new(), limits)
+            .await?;
         let status = exchange.header().status.as_u16();
         let mut body = BytesMut::new();
         while let Some(chunk) = exchange.next_chunk().await? {

@@ -209,7 +209,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         let mut busy = Some(self.drain.track());
         loop {
             guard.begin(phase);
-            let verdict = match self.await_request(io, &guard).await {
+            // A pipelined request already read is parsed at once, without waiting.
+            let buffered = persisted
+                .as_ref()
+                .is_some_and(HttpPersistentSettings::has_pipelined_prefix);
+            let arrived = if buffered {
+                Ok(io)
+            } else {
+                self.await_request(io, &guard).await
+            };
+            let verdict = match arrived {
                 Ok(arrived) => {
                     let session = self.session(arrived, persisted, &guard, shutdown);
                     self.one_request(session, &guard, shutdown, &mut busy).await

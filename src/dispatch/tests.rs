@@ -87,7 +87,9 @@ fn a_workers_hop_headers_are_dropped_and_the_body_reframed() {
 fn the_request_head_is_written_without_a_header_map() {
     let mut client = RequestHeader::build("POST", b"/task", None).unwrap();
     client.append_header("x-kept", "1").unwrap();
-    client.append_header("content-type", "application/json").unwrap();
+    client
+        .append_header("content-type", "application/json")
+        .unwrap();
     let fwd = ForwardHeaders::new(&client, HeaderValue::from_static("wk"), "lb", "id-1");
     let url = crate::worker_url::WorkerUrl::parse("http://10.0.0.5:3000/w3/").unwrap();
     let head = fwd.request_head(&url, 62);

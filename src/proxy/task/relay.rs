@@ -51,7 +51,10 @@ pub(super) async fn relay(
     );
     if ctx.status == 401 {
         // Boxed: the rare path, whose future would otherwise size every relay's.
-        return Box::pin(worker_refused_key(app, session, record, spec, lease, exchange)).await;
+        return Box::pin(worker_refused_key(
+            app, session, record, spec, lease, exchange,
+        ))
+        .await;
     }
     let (state, outcome) = answered(ctx.status);
     let status = ctx.status;

@@ -148,6 +148,16 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    /// Whether bytes of the next pipelined request are already buffered here, so
+    /// that the next session parses a request without reading the stream first (a
+    /// caller that waits for the stream to be readable before building that session
+    /// must not wait then).
+    pub fn has_pipelined_prefix(&self) -> bool {
+        self.pipelined_prefix
+            .as_ref()
+            .is_some_and(|prefix| !prefix.is_empty())
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
