@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -289,7 +290,7 @@ impl Upstream {
             }
             body.extend_from_slice(&chunk);
         }
-        exchange.finish().await;
+        exchange.finish();
         Ok((status, body.freeze()))
     }
 }
@@ -418,12 +419,18 @@ impl Exchange<'_> {
         }
     }
 
-    /// Returns the connection to the keep-alive pool if the response was read to its end.
-    pub async fn finish(mut self) {
+    /// Returns the connection to the keep-alive pool if the response was read to its
+    /// end, else closes it.
+    ///
+    /// Not async: Pingora's `reuse` awaits only to shut down a connection it will not
+    /// keep, and is otherwise ready at once. Awaiting it would make every task's
+    /// future carry (and move) the session twice over, about 4 KiB.
+    pub fn finish(mut self) {
         if let Some(mut session) = self.session.take() {
             // What Pingora's `http::v1::Connector::release_http_session` does.
             session.respect_keepalive();
-            if let Some(stream) = session.reuse().await {
+            // A connection that is not kept is dropped (closed) if its shutdown would wait.
+            if let Some(Some(stream)) = session.reuse().now_or_never() {
                 self.upstream.connector.release_stream(
                     stream,
                     self.peer.reuse_hash(),

@@ -95,7 +95,7 @@ pub fn failure(app: &App, task_id: &str, task_body: &[u8], error: &str) {
             Ok(mut exchange) => {
                 let status = exchange.header().status.as_u16();
                 while let Ok(Some(_)) = exchange.next_chunk().await {}
-                exchange.finish().await;
+                exchange.finish();
                 log::info!("task {task_id}: failure posted to its webhook ({status})");
             }
             Err(e) => log::warn!("task {task_id}: failure not posted to its webhook: {e}"),

@@ -234,7 +234,7 @@ async fn run(
             }
             match failure {
                 None => {
-                    exchange.finish().await;
+                    exchange.finish();
                     if status >= 400 {
                         // The Worker refused the task: it will not call the webhook.
                         let why = refusal_message(status, &answer);

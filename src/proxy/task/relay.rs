@@ -111,7 +111,7 @@ pub(super) async fn relay(
             }
         }
     }
-    exchange.finish().await;
+    exchange.finish();
     drop(lease);
     finish(&app.board, record, spec, true, state, status, outcome, None);
     respond::within(send, session.write_response_body(None, true)).await
@@ -149,7 +149,7 @@ async fn worker_refused_key(
         }
     }
     if whole {
-        exchange.finish().await;
+        exchange.finish();
     }
     drop(lease);
     let worker_error = serde_json::from_slice::<serde_json::Value>(&answer)
