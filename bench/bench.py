@@ -384,7 +384,13 @@ class Bench:
                               "--sort", "symbol", "-F", "overhead,sym", "-g", "none",
                               "--percent-limit", "0.3"],
                              capture_output=True, text=True).stdout
-        top = [" ".join(l.split()) for l in out.splitlines() if l.strip() and not l.startswith("#")]
+        top = []
+        for line in out.splitlines():
+            fields = line.split()
+            if fields and fields[0].endswith("%") and not line.startswith("#"):
+                # "12.3% [k] symbol - -": the share, then the symbol without perf's fillers.
+                top.append((float(fields[0][:-1]), " ".join(f for f in fields if f != "-")))
+        top = [text for _, text in sorted(top, reverse=True)]
         self.perf.append((f"{section} {label}, c={conc}", top[:PERF_TOP]))
 
     # -- andera-lb
