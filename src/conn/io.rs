@@ -347,3 +347,63 @@ impl GetSocketDigest for GuardedIo {
 
 #[async_trait]
 impl Peek for GuardedIo {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A guarded server-side socket and the client end of its connection.
+    async fn pair(cap: usize) -> (GuardedIo, Arc<ConnGuard>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        let guard = Arc::new(ConnGuard::new());
+        (GuardedIo::new(stream, guard.clone(), cap), guard, client)
+    }
+
+    #[tokio::test]
+    async fn bytes_read_ahead_are_handed_on_once_and_counted_once() {
+        let (mut io, guard, mut client) = pair(16 * 1024).await;
+        guard.begin(Phase::Idle);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let arrived = std::future::poll_fn(|cx| io.poll_prefetch(cx)).await;
+        assert!(arrived.unwrap());
+        // The first byte moved the connection from idle to reading a header.
+        assert_eq!(guard.phase(), Phase::Header);
+        client.write_all(b"Host: x\r\n\r\n").await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 27 {
+            let mut buf = [0u8; 64];
+            let n = io.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(seen, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(
+            guard.state.lock().bytes,
+            27,
+            "each header byte counted once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_close_while_waiting_is_reported_and_a_small_cap_is_kept() {
+        let (mut io, guard, client) = pair(16 * 1024).await;
+        guard.begin(Phase::Idle);
+        drop(client);
+        let arrived = std::future::poll_fn(|cx| io.poll_prefetch(cx)).await;
+        assert!(!arrived.unwrap(), "end of stream, not a request");
+
+        // A read-ahead never takes more than the header may still use.
+        let (mut io, guard, mut client) = pair(8).await;
+        guard.begin(Phase::Idle);
+        client.write_all(b"GET /0123456789").await.unwrap();
+        let arrived = std::future::poll_fn(|cx| io.poll_prefetch(cx)).await;
+        assert!(arrived.unwrap());
+        assert_eq!(guard.state.lock().bytes, 8);
+        assert_eq!(io.prefetched.as_deref(), Some(&b"GET /012"[..]));
+    }
+}
