@@ -376,14 +376,19 @@ impl TaskBoard {
             queued_at: None,
             dispatched_at: None,
             finished_at: None,
-            timeline: vec![Event {
-                at: now,
-                event: "received",
-                detail: Detail::Received {
-                    priority: spec.priority,
-                    mode: spec.mode.as_str(),
-                },
-            }],
+            timeline: {
+                // Received, dispatched, finished: room for a task's usual life at once.
+                let mut timeline = Vec::with_capacity(4);
+                timeline.push(Event {
+                    at: now,
+                    event: "received",
+                    detail: Detail::Received {
+                        priority: spec.priority,
+                        mode: spec.mode.as_str(),
+                    },
+                });
+                timeline
+            },
             weight: 0,
             queued_bytes: None,
         };

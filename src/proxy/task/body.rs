@@ -40,17 +40,29 @@ pub(super) async fn read_body(
             .await
             .map_err(BodyError::Read)?;
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    // A body that arrives as one chunk (the usual case) is kept as it came, uncopied.
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
     loop {
         let chunk = tokio::time::timeout(pause, session.read_request_body())
             .await
             .map_err(|_| BodyError::Read(Error::explain(ReadTimedout, "reading the task body")))?
             .map_err(BodyError::Read)?;
         let Some(chunk) = chunk else { break };
-        if buf.len() + chunk.len() > limit {
+        let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if so_far + chunk.len() > limit {
             return Err(BodyError::TooLarge);
         }
-        buf.extend_from_slice(&chunk);
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    rest.reserve(declared.unwrap_or(0).max(earlier.len() + chunk.len()));
+                    rest.extend_from_slice(&earlier);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
