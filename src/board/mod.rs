@@ -1,10 +1,9 @@
 //! The task board: a bounded in-process ring of task records (never inputs or
 //! results) and a per-second series of throughput, latency and queue depth.
 
-use std::collections::{HashMap, VecDeque};
+mod timeline;
 
-/// Records by task id (our UUIDs): inserted and removed once per task.
-type ById = foldhash::HashMap<String, TaskHandle>;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,6 +15,10 @@ use serde_json::{json, Value};
 use crate::budget::Reserved;
 use crate::task::TaskSpec;
 use crate::text::truncated;
+use timeline::{Detail, Event};
+
+/// Records by task id (our UUIDs): inserted and removed once per task.
+type ById = foldhash::HashMap<String, TaskHandle>;
 
 /// Longest error or timeline detail kept, in bytes (a Worker's error string may be
 /// megabytes); longer ones are cut with a `…(+N bytes)` marker.
@@ -61,55 +64,6 @@ impl TaskState {
             TaskState::TimedOut => "timed_out",
             TaskState::Unknown => "unknown",
             TaskState::HandedOver => "handed_over",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Event {
-    at: SystemTime,
-    event: &'static str,
-    detail: Detail,
-}
-
-/// What a timeline event says: kept as data on the data path and written out only
-/// when the board is read.
-#[derive(Debug, Clone)]
-enum Detail {
-    /// `priority P mode M`.
-    Received { priority: u32, mode: &'static str },
-    /// `N task(s) waiting`.
-    Queued { ahead: usize },
-    /// `attempt N to WORKER`.
-    Attempt { attempt: u32, worker: String },
-    /// `STATUS OUTCOME`.
-    Finished { status: u16, outcome: &'static str },
-    /// Anything else, capped at `MAX_FIELD_BYTES`.
-    Text(String),
-}
-
-impl Detail {
-    /// About the length of the detail as shown: what the board's byte budget counts,
-    /// as it did when details were kept as text.
-    fn shown_len(&self) -> usize {
-        match self {
-            Detail::Received { mode, .. } => 16 + mode.len(),
-            Detail::Queued { .. } => 20,
-            Detail::Attempt { worker, .. } => 16 + worker.len(),
-            Detail::Finished { outcome, .. } => 4 + outcome.len(),
-            Detail::Text(text) => text.len(),
-        }
-    }
-}
-
-impl std::fmt::Display for Detail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Detail::Received { priority, mode } => write!(f, "priority {priority} mode {mode}"),
-            Detail::Queued { ahead } => write!(f, "{ahead} task(s) waiting"),
-            Detail::Attempt { attempt, worker } => write!(f, "attempt {attempt} to {worker}"),
-            Detail::Finished { status, outcome } => write!(f, "{status} {outcome}"),
-            Detail::Text(text) => f.write_str(text),
         }
     }
 }
