@@ -86,10 +86,17 @@ impl WorkerUrl {
 
     /// `host:port` suitable for a socket address lookup.
     pub fn authority(&self) -> String {
+        let mut authority = String::with_capacity(self.host.len() + 8);
+        let _ = self.write_authority(&mut authority);
+        authority
+    }
+
+    /// Writes `host:port` (an IPv6 literal in brackets) to `out`.
+    fn write_authority(&self, out: &mut impl fmt::Write) -> fmt::Result {
         if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+            write!(out, "[{}]:{}", self.host, self.port)
         } else {
-            format!("{}:{}", self.host, self.port)
+            write!(out, "{}:{}", self.host, self.port)
         }
     }
 
@@ -103,10 +110,10 @@ impl WorkerUrl {
     /// Writes the `Host` header value to `out` (the data path's way: no allocation).
     pub fn write_host_header(&self, out: &mut impl fmt::Write) -> fmt::Result {
         let default = if self.tls { 443 } else { 80 };
-        match (self.port == default, self.host.contains(':')) {
-            (true, _) => out.write_str(&self.host),
-            (false, true) => write!(out, "[{}]:{}", self.host, self.port),
-            (false, false) => write!(out, "{}:{}", self.host, self.port),
+        if self.port == default {
+            out.write_str(&self.host)
+        } else {
+            self.write_authority(out)
         }
     }
 

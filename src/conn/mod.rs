@@ -79,6 +79,14 @@ impl<A> GuardedApp<A> {
     }
 }
 
+/// Resolves at `by`; never without a deadline (and then reads no clock).
+async fn sleep_until_or_never(by: Option<Instant>) {
+    match by {
+        Some(by) => tokio::time::sleep_until(by).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Seconds of the keep-alive timeout as Pingora wants them (at least 1).
 fn whole_secs(d: std::time::Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
@@ -144,7 +152,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
             return Err(Verdict::Done(None));
         }
         let by = self.deadline(guard)?;
-        let far = Instant::now() + std::time::Duration::from_secs(86_400);
         tokio::select! {
             biased;
             arrived = std::future::poll_fn(|cx| io.poll_prefetch(cx)) => match arrived {
@@ -152,9 +159,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
                 Ok(false) | Err(_) => Err(Verdict::Done(None)),
             },
             _ = closed => Err(Verdict::Done(None)),
-            _ = tokio::time::sleep_until(by.unwrap_or(far)), if by.is_some() => {
-                Err(Verdict::Expired(guard.phase()))
-            }
+            _ = sleep_until_or_never(by) => Err(Verdict::Expired(guard.phase())),
         }
     }
 
@@ -177,14 +182,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
                 Ok(by) => by,
                 Err(verdict) => return verdict,
             };
-            let far = Instant::now() + std::time::Duration::from_secs(86_400);
             tokio::select! {
                 biased;
                 r = &mut work => return Verdict::Done(r),
                 _ = guard.changed.notified() => {}
-                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
-                    return Verdict::Expired(guard.phase());
-                }
+                _ = sleep_until_or_never(deadline) => return Verdict::Expired(guard.phase()),
             }
         }
     }

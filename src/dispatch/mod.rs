@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::fmt::Write;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use tokio::time::Instant;
@@ -258,13 +258,18 @@ impl ForwardHeaders {
     /// key, for the task journal.
     pub fn to_block(&self) -> Vec<u8> {
         let mut block = Vec::new();
-        for (name, value) in self.headers.iter().filter(|(n, _)| n != "x-lb-auth") {
-            block.extend_from_slice(name.as_str().as_bytes());
-            block.extend_from_slice(b": ");
-            block.extend_from_slice(value.as_bytes());
-            block.extend_from_slice(b"\r\n");
-        }
+        self.write_lines(&mut block, |name| name != "x-lb-auth");
         block
+    }
+
+    /// Writes the headers `keep` accepts as HTTP/1 header lines (`name: value\r\n`).
+    fn write_lines(&self, out: &mut impl BufMut, keep: impl Fn(&http::HeaderName) -> bool) {
+        for (name, value) in self.headers.iter().filter(|(n, _)| keep(n)) {
+            out.put_slice(name.as_str().as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_slice(b"\r\n");
+        }
     }
 
     /// Headers read back from [`ForwardHeaders::to_block`], with the LB key added again.
@@ -303,12 +308,7 @@ impl ForwardHeaders {
         head.extend_from_slice(b"/task HTTP/1.1\r\nhost: ");
         let _ = url.write_host_header(&mut head);
         head.extend_from_slice(b"\r\n");
-        for (name, value) in &self.headers {
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
+        self.write_lines(&mut head, |_| true);
         let _ = write!(head, "content-length: {body_len}\r\n\r\n");
         head
     }

@@ -53,16 +53,15 @@ pub(super) async fn read_body(
         if so_far + chunk.len() > limit {
             return Err(BodyError::TooLarge);
         }
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            earlier => {
-                if let Some(earlier) = earlier {
-                    rest.reserve(declared.unwrap_or(0).max(earlier.len() + chunk.len()));
-                    rest.extend_from_slice(&earlier);
-                }
-                rest.extend_from_slice(&chunk);
-            }
+        if first.is_none() && rest.is_empty() {
+            first = Some(chunk);
+            continue;
         }
+        if let Some(earlier) = first.take() {
+            rest.reserve(declared.unwrap_or(0).max(earlier.len() + chunk.len()));
+            rest.extend_from_slice(&earlier);
+        }
+        rest.extend_from_slice(&chunk);
     }
     Ok(first.unwrap_or_else(|| rest.freeze()))
 }
