@@ -54,9 +54,14 @@ PERF_TOP = int(env_num("BENCH_PERF_TOP", 10))
 REPEAT = max(1, int(env_num("BENCH_REPEAT", 3)))
 FLOOR_TARGET = 1.1
 IDLE_TARGET_KIB = 16
-ONLY = os.environ.get("BENCH_ONLY", "abcpdefgiv").lower()
+ONLY = os.environ.get("BENCH_ONLY", "abcpdefgivs").lower()
 # Seconds of load per target in (v), counted under callgrind.
 VALGRIND_SECONDS = int(env_num("BENCH_VALGRIND_SECONDS", 8))
+# BENCH_CACHE_SIM=1: (v) also simulates the caches (callgrind --cache-sim=yes; slower);
+# the misses are in the kept callgrind files (BENCH_KEEP_TMP=1).
+CACHE_SIM = os.environ.get("BENCH_CACHE_SIM", "") not in ("", "0")
+# Seconds of load per target in (s), counted under strace.
+STRACE_SECONDS = int(env_num("BENCH_STRACE_SECONDS", 5))
 NCPU = os.cpu_count() or 1
 PIN = NCPU >= 2 and os.environ.get("BENCH_NO_PIN", "") == ""
 PROXY_CPU = int(env_num("BENCH_PROXY_CPU", 0))
@@ -99,6 +104,17 @@ def cpu_ticks(pids):
         if f:
             total += int(f[11]) + int(f[12])
     return total
+
+
+def cpu_split(pids):
+    """(utime, stime) clock ticks summed over pids."""
+    user = system = 0
+    for pid in pids:
+        f = _stat_fields(pid)
+        if f:
+            user += int(f[11])
+            system += int(f[12])
+    return user, system
 
 
 def cpu_times():
@@ -332,9 +348,11 @@ class Bench:
             self.wrk(port, conc, WARMUP, wrk_cpu)
         stub = tree(self.stub.pid)
         proxy_pids = proxy_pids or []
+        u0 = cpu_split(proxy_pids)
         c0, s0, t0, k0 = cpu_ticks(proxy_pids), cpu_ticks(stub), time.monotonic(), cpu_times()
         r = self.wrk(port, conc, DURATION, wrk_cpu)
         c1, s1, t1, k1 = cpu_ticks(proxy_pids), cpu_ticks(stub), time.monotonic(), cpu_times()
+        u1 = cpu_split(proxy_pids)
         n = max(1, r["requests"])
         row = {
             "id": section, "target": label, "conc": conc,
@@ -347,6 +365,9 @@ class Bench:
             "errors": r["errors"], "requests": r["requests"], "rss": None,
         }
         notes = [f"stub {row['stub_us']:.0f} µs/req", f"wrk CPU {row['wrk_pct']:.0f}%"]
+        if proxy_pids:
+            notes.insert(0, f"user/sys {(u1[0] - u0[0]) / HZ * 1e6 / n:.1f}/"
+                            f"{(u1[1] - u0[1]) / HZ * 1e6 / n:.1f} µs/req")
         if PIN:
             notes.append(f"CPU{PROXY_CPU}/CPU{LOAD_CPU} busy {busy_pct(k0, k1, PROXY_CPU):.0f}/"
                          f"{busy_pct(k0, k1, LOAD_CPU):.0f}%")
@@ -670,6 +691,35 @@ class Bench:
                              f"andera-lb idle client connection ≤ {IDLE_TARGET_KIB} KiB",
                              f"{kib['d']:.1f} KiB (the larger of opened and kept alive)"))
 
+    def spawn_pd(self, key, prefix, name):
+        """Starts the Pingora floor (key "p") or andera-lb ("d") with the stub as its one
+        upstream, under the command `prefix` (a tracer, or nothing); returns (process,
+        port) once it serves."""
+        if key == "p":
+            argv = [self.floor_bin, "--listen", f"127.0.0.1:{self.port['floor']}",
+                    "--upstream", f"127.0.0.1:{self.port['stub']}", "--lb-key", LB_KEY,
+                    "--threads", "2"]
+            port = self.port["floor"]
+        else:
+            workers = self.write_workers([f"http://127.0.0.1:{self.port['stub']}"])
+            cfg = self.render("andera-lb.yaml", f"{name}.yaml", PORT=self.port["lb"],
+                              ADMIN_PORT=self.port["lb_admin"], LB_KEY=LB_KEY,
+                              WORKERS_FILE=workers, DISCOVERY_MS=600000,
+                              HEARTBEAT_MS=600000, MAX_QUEUED=20000)
+            argv = [self.lb_bin, "--config", cfg]
+            port = self.port["lb"]
+        env = {k: v for k, v in os.environ.items() if k not in LB_ENV}
+        p = self.spawn(name, prefix + argv, cpu=PROXY_CPU, env=env, stop_sig=signal.SIGINT)
+        self.wait_port(port, p, timeout=120)
+        if key == "d":
+            self.wait_available(p, 1, 120)
+        return p, port
+
+    def stop_pd(self, key, p):
+        self.stop(p, timeout=60)
+        if key == "d":
+            self.wait_feeds_closed(self.port["wsfeed"])
+
     def instructions(self):
         """(v): user-space instructions per task under callgrind, Pingora floor and
         andera-lb, at concurrency 16: a count, not a time, so the same binaries give the
@@ -678,27 +728,9 @@ class Bench:
         counts = {}
         for key, label in (("p", "Pingora floor"), ("d", "andera-lb")):
             out = os.path.join(self.tmp, f"callgrind-{key}.out")
-            if key == "p":
-                argv = [self.floor_bin, "--listen", f"127.0.0.1:{self.port['floor']}",
-                        "--upstream", f"127.0.0.1:{self.port['stub']}", "--lb-key", LB_KEY,
-                        "--threads", "2"]
-                port = self.port["floor"]
-            else:
-                workers = self.write_workers([f"http://127.0.0.1:{self.port['stub']}"])
-                cfg = self.render("andera-lb.yaml", "andera-lb-v.yaml", PORT=self.port["lb"],
-                                  ADMIN_PORT=self.port["lb_admin"], LB_KEY=LB_KEY,
-                                  WORKERS_FILE=workers, DISCOVERY_MS=600000,
-                                  HEARTBEAT_MS=600000, MAX_QUEUED=20000)
-                argv = [self.lb_bin, "--config", cfg]
-                port = self.port["lb"]
-            env = {k: v for k, v in os.environ.items() if k not in LB_ENV}
-            p = self.spawn(f"callgrind-{key}", ["valgrind", "--tool=callgrind",
-                                                "--instr-atstart=no",
-                                                f"--callgrind-out-file={out}"] + argv,
-                           cpu=PROXY_CPU, env=env, stop_sig=signal.SIGINT)
-            self.wait_port(port, p, timeout=120)
-            if key == "d":
-                self.wait_available(p, 1, 120)
+            prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                      f"--callgrind-out-file={out}"] + (["--cache-sim=yes"] if CACHE_SIM else [])
+            p, port = self.spawn_pd(key, prefix, f"callgrind-{key}")
             self.wrk(port, 16, 3, LOAD_CPU)
             ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(p.pid)],  # noqa: E731
                                             capture_output=True, check=True)
@@ -707,9 +739,7 @@ class Bench:
             r = self.wrk(port, 16, VALGRIND_SECONDS, LOAD_CPU)
             ctl("-d")
             ctl("-i", "off")
-            self.stop(p, timeout=60)
-            if key == "d":
-                self.wait_feeds_closed(self.port["wsfeed"])
+            self.stop_pd(key, p)
             dumps = sorted(f for f in os.listdir(self.tmp)
                            if f.startswith(f"callgrind-{key}.out") and f != f"callgrind-{key}.out")
             total = 0
@@ -728,6 +758,46 @@ class Bench:
             self.rows.append({"id": "v/p", "target": "andera-lb ÷ Pingora floor", "conc": 16,
                               "instr": counts["d"] / counts["p"], "ratio": True,
                               "notes": "ratio of instruction counts"})
+
+    def syscalls(self):
+        """(s): system calls per task under strace, Pingora floor and andera-lb, at
+        concurrency 16, by name: the kernel's share of the cost, which (v) leaves out.
+        strace attaches to every thread after the warm-up, so start-up is not counted."""
+        per_task = {}
+        for key, label in (("p", "Pingora floor"), ("d", "andera-lb")):
+            p, port = self.spawn_pd(key, [], f"strace-{key}")
+            self.wrk(port, 16, 2, LOAD_CPU)
+            out = os.path.join(self.tmp, f"strace-{key}.txt")
+            tids = sorted(os.listdir(f"/proc/{p.pid}/task"))
+            tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out]
+                                      + [a for t in tids for a in ("-p", t)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      preexec_fn=default_signals)
+            self.record(tracer.pid)
+            time.sleep(1)
+            r = self.wrk(port, 16, STRACE_SECONDS, LOAD_CPU)
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=60)
+            self.stop_pd(key, p)
+            calls = {}
+            with open(out) as f:
+                for line in f:
+                    cols = line.split()
+                    # "% time seconds usecs/call calls [errors] syscall"
+                    if len(cols) >= 5 and cols[0][0].isdigit() and cols[-1] != "total":
+                        calls[cols[-1]] = calls.get(cols[-1], 0) + int(cols[3])
+            n = max(1, r["requests"])
+            per_task[key] = sum(calls.values()) / n
+            top = sorted(calls.items(), key=lambda kv: -kv[1])[:8]
+            notes = (f"strace -c, {r['requests']:,} tasks in {STRACE_SECONDS} s: "
+                     + ", ".join(f"{name} {c / n:.2f}" for name, c in top))
+            self.rows.append({"id": "s", "target": f"{label}, system calls per task",
+                              "conc": 16, "sys": per_task[key], "notes": notes})
+            say(f"s {label}: {per_task[key]:.2f} system calls per task; {notes}")
+        if per_task.get("p") and per_task.get("d"):
+            self.rows.append({"id": "s/p", "target": "andera-lb ÷ Pingora floor", "conc": 16,
+                              "sys": per_task["d"] / per_task["p"], "ratio": True,
+                              "notes": "ratio of system calls per task"})
 
     def set_rss(self, rows, pids):
         mib = vm_kib(pids, "VmHWM") / 1024
@@ -915,7 +985,7 @@ class Bench:
                 ("rps", "req/s", ">"), ("p50", "p50 ms", ">"), ("p99", "p99 ms", ">"),
                 ("cpu_us", "CPU µs/req", ">"), ("cpu_pct", "proxy CPU%", ">"),
                 ("rss", "peak RSS MiB", ">"), ("idle_kib", "KiB/idle conn", ">"),
-                ("instr", "instr/task", ">"),
+                ("instr", "instr/task", ">"), ("sys", "syscalls/task", ">"),
                 ("notes", "notes", "<")]
 
         def cell(r, k):
@@ -924,7 +994,8 @@ class Bench:
             v = r.get(k)
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 return "" if k in ("conc", "notes") else "—"
-            if r.get("ratio") and k in ("rps", "p50", "p99", "cpu_us", "rss", "idle_kib", "instr"):
+            if r.get("ratio") and k in ("rps", "p50", "p99", "cpu_us", "rss", "idle_kib", "instr",
+                                          "sys"):
                 return f"{v:.2f}×"
             if k == "rps":
                 return f"{v:,.0f}"
@@ -936,6 +1007,8 @@ class Bench:
                 return f"{v:.1f}"
             if k == "instr":
                 return f"{v:,.0f}"
+            if k == "sys":
+                return f"{v:.2f}"
             if k == "rss":
                 return (f"+{v:.1f}" if r.get("id") == "f" else f"{v:.1f}")
             return str(v)
@@ -995,8 +1068,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)  # bash starts background jobs with SIGINT ignored
     try:
-        needed = ([b.lb_bin] if any(s in ONLY for s in "defgiv") else []) + \
-            ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if any(s in ONLY for s in "piv") else [])
+        needed = ([b.lb_bin] if any(s in ONLY for s in "defgivs") else []) + \
+            ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if any(s in ONLY for s in "pivs") else [])
         for binary in needed:
             if not os.access(binary, os.X_OK):
                 raise RuntimeError(f"{binary} is missing: run cargo build --release --bins")
@@ -1013,6 +1086,8 @@ def main():
             b.idle()
         if "v" in ONLY:
             b.instructions()
+        if "s" in ONLY:
+            b.syscalls()
         ok = True
     except KeyboardInterrupt:
         say("interrupted")

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod drain;
 pub mod journal;
+pub mod limit;
 pub mod logring;
 pub mod metrics;
 pub mod preflight;

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};
@@ -75,22 +76,22 @@ pub fn send_limit(session: &Session) -> Option<Duration> {
 
 /// Bounds one write to the client, flush included (Pingora's own write timeout
 /// leaves out header writes and the final flush): a client that accepts no answer
-/// bytes for `limit` is treated as gone.
-pub async fn within(
+/// bytes for `limit` is treated as gone. No timer is armed unless the write waits.
+pub fn within<F: Future<Output = Result<()>>>(
     limit: Option<Duration>,
-    write: impl Future<Output = Result<()>>,
-) -> Result<()> {
-    let Some(limit) = limit else {
-        return write.await;
-    };
-    tokio::time::timeout(limit, write)
-        .await
-        .unwrap_or_else(|_| {
+    write: F,
+) -> impl Future<Output = Result<()>> {
+    crate::limit::within_opt(limit, write).map(move |done| {
+        done.unwrap_or_else(|_| {
             Error::e_explain(
                 WriteTimedout,
-                format!("the client accepted no answer bytes for {limit:?}"),
+                format!(
+                    "the client accepted no answer bytes for {:?}",
+                    limit.unwrap_or_default()
+                ),
             )
         })
+    })
 }
 
 /// Status and message for an error that ended a request before it was answered;

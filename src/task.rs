@@ -110,6 +110,16 @@ impl<'a> Members<'a> {
 
     /// True when some key appears more than once.
     fn has_repeats(&self) -> bool {
+        // A task has half a dozen members: comparing each pair is cheaper than
+        // hashing them all (this runs for every task).
+        const PAIRWISE_UP_TO: usize = 16;
+        if self.0.len() <= PAIRWISE_UP_TO {
+            return self
+                .0
+                .iter()
+                .enumerate()
+                .any(|(i, (k, _))| self.0[..i].iter().any(|(earlier, _)| earlier == k));
+        }
         let mut seen = HashSet::with_capacity(self.0.len());
         !self.0.iter().all(|(k, _)| seen.insert(k.as_ref()))
     }
@@ -471,6 +481,30 @@ mod tests {
         assert_eq!(sent, r#"{"contract":1,"group":"g","function":"f","e":1}"#);
         let v: serde_json::Value = serde_json::from_str(&sent).unwrap();
         assert_eq!(v["group"], "g");
+    }
+
+    #[test]
+    fn a_repeated_key_is_found_in_small_and_large_bodies() {
+        for extra in [0, 3, 14, 40] {
+            let members: String = (0..extra).map(|i| format!(r#","k{i}":{i}"#)).collect();
+            let plain = format!(r#"{{"group":"g","function":"f","contract":1{members}}}"#);
+            let bytes = Bytes::from(plain.clone());
+            let p = parse_for_worker(&bytes, &Limits::default()).unwrap();
+            assert_eq!(
+                p.forward.as_ptr(),
+                bytes.as_ptr(),
+                "{extra} extra: kept as sent"
+            );
+            // The repeat is the last member: found whichever way the keys are compared.
+            let repeated = format!(r#"{},"group":"h"}}"#, &plain[..plain.len() - 1]);
+            let (spec, sent) = forward(&repeated);
+            assert_eq!(spec.group, "h", "{extra} extra");
+            assert_eq!(
+                sent.matches(r#""group""#).count(),
+                1,
+                "{extra} extra: {sent}"
+            );
+        }
     }
 
     #[test]

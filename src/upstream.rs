@@ -178,7 +178,7 @@ impl Upstream {
         let deadline = limits.deadline;
         let peer = self.peer(url).await?;
         let connect = self.stream(&peer);
-        let (mut stream, reused) = match tokio::time::timeout_at(deadline, connect).await {
+        let (mut stream, reused) = match crate::limit::by(deadline, connect).await {
             Err(_) => return Err(ExchangeError::TimedOut),
             Ok(Err(e)) => return Err(ExchangeError::NotDelivered(e)),
             Ok(Ok(s)) => s,
@@ -192,7 +192,7 @@ impl Upstream {
             stream.write_all_buf(&mut wire).await?;
             stream.flush().await
         };
-        match tokio::time::timeout_at(deadline, write).await {
+        match crate::limit::by(deadline, write).await {
             Err(_) => return Err(ExchangeError::TimedOut),
             Ok(Err(e)) => {
                 return Err(ExchangeError::NotDelivered(pingora::Error::because(
@@ -213,7 +213,7 @@ impl Upstream {
             .filter(|(by, _)| *by < deadline);
         loop {
             let read = session.read_response();
-            match tokio::time::timeout_at(head_limit.map_or(deadline, |(by, _)| by), read).await {
+            match crate::limit::by(head_limit.map_or(deadline, |(by, _)| by), read).await {
                 Err(_) => {
                     return Err(match head_limit {
                         Some((_, t)) => ExchangeError::NoResponseHeader(t),
@@ -412,7 +412,7 @@ impl Exchange<'_> {
             BodyLimit::Idle(idle) => (Instant::now() + idle, ExchangeError::BodyStalled(idle)),
             BodyLimit::By(deadline) => (deadline, ExchangeError::TimedOut),
         };
-        match tokio::time::timeout_at(by, session.read_body_bytes()).await {
+        match crate::limit::by(by, session.read_body_bytes()).await {
             Err(_) => Err(error),
             Ok(Err(e)) => Err(ExchangeError::AfterDelivery(e)),
             Ok(Ok(chunk)) => Ok(chunk),

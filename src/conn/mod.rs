@@ -79,14 +79,6 @@ impl<A> GuardedApp<A> {
     }
 }
 
-/// Resolves at `by`; never without a deadline (and then reads no clock).
-async fn sleep_until_or_never(by: Option<Instant>) {
-    match by {
-        Some(by) => tokio::time::sleep_until(by).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Seconds of the keep-alive timeout as Pingora wants them (at least 1).
 fn whole_secs(d: std::time::Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
@@ -159,7 +151,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
                 Ok(false) | Err(_) => Err(Verdict::Done(None)),
             },
             _ = closed => Err(Verdict::Done(None)),
-            _ = sleep_until_or_never(by) => Err(Verdict::Expired(guard.phase())),
+            _ = crate::limit::sleep_until(by) => Err(Verdict::Expired(guard.phase())),
         }
     }
 
@@ -178,15 +170,22 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
                 // The next request's first byte: it counts until it is answered.
                 *busy = Some(self.drain.track());
             }
-            let deadline = match self.deadline(guard) {
-                Ok(by) => by,
-                Err(verdict) => return verdict,
+            // Read once `work` has been polled: a header that came whole has ended its
+            // phase by then, and no timer is armed for it.
+            let expiry = async {
+                match self.deadline(guard) {
+                    Ok(by) => {
+                        crate::limit::sleep_until(by).await;
+                        Verdict::Expired(guard.phase())
+                    }
+                    Err(verdict) => verdict,
+                }
             };
             tokio::select! {
                 biased;
                 r = &mut work => return Verdict::Done(r),
                 _ = guard.changed.notified() => {}
-                _ = sleep_until_or_never(deadline) => return Verdict::Expired(guard.phase()),
+                verdict = expiry => return verdict,
             }
         }
     }

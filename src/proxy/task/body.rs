@@ -44,7 +44,7 @@ pub(super) async fn read_body(
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     loop {
-        let chunk = tokio::time::timeout(pause, session.read_request_body())
+        let chunk = crate::limit::within(pause, session.read_request_body())
             .await
             .map_err(|_| BodyError::Read(Error::explain(ReadTimedout, "reading the task body")))?
             .map_err(BodyError::Read)?;
