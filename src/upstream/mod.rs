@@ -4,22 +4,23 @@
 //! `/logs` fetches — goes through [`Upstream`], so TLS settings, timeouts and
 //! connection reuse are decided in one place.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+mod peer;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
-use parking_lot::Mutex;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
 use pingora::protocols::Stream;
-use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::upstreams::peer::Peer;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::worker_url::WorkerUrl;
+use peer::{same_peer, PeerCache, WorkerPeer};
 
 /// Where an exchange failed, which decides whether a task may be retried.
 #[derive(Debug)]
@@ -75,10 +76,8 @@ pub struct Upstream {
     connector: TransportConnector,
     connect_timeout: Duration,
     idle_timeout: Duration,
-    dns: Mutex<HashMap<String, (SocketAddr, Instant)>>,
+    peers: PeerCache,
 }
-
-const DNS_TTL: Duration = Duration::from_secs(30);
 
 /// TLS client settings for `wss://` slot feeds: the private CA when one is configured
 /// (as for task traffic), else the platform's roots. Errors name the file.
@@ -116,40 +115,19 @@ impl Upstream {
             connector: TransportConnector::new(Some(options)),
             connect_timeout,
             idle_timeout,
-            dns: Mutex::new(HashMap::new()),
+            peers: PeerCache::default(),
         }
     }
 
-    async fn resolve(&self, url: &WorkerUrl) -> Result<SocketAddr, ExchangeError> {
-        if let Ok(ip) = url.host.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, url.port));
+    /// The Worker at `url` as Pingora's connector sees it, from the cache when fresh.
+    async fn peer(&self, url: &WorkerUrl) -> Result<Arc<WorkerPeer>, ExchangeError> {
+        if let Some(peer) = self.peers.get(url) {
+            return Ok(peer);
         }
-        let key = url.authority();
-        if let Some((addr, at)) = self.dns.lock().get(&key) {
-            if at.elapsed() < DNS_TTL {
-                return Ok(*addr);
-            }
-        }
-        let addr = tokio::net::lookup_host(&key)
-            .await
-            .ok()
-            .and_then(|mut it| it.next())
-            .ok_or_else(|| {
-                ExchangeError::NotDelivered(pingora::Error::explain(
-                    pingora::ErrorType::ConnectNoRoute,
-                    format!("cannot resolve {key}"),
-                ))
-            })?;
-        self.dns.lock().insert(key, (addr, Instant::now()));
-        Ok(addr)
-    }
-
-    async fn peer(&self, url: &WorkerUrl) -> Result<WorkerPeer, ExchangeError> {
-        let addr = self.resolve(url).await?;
-        let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
-        peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.idle_timeout = Some(self.idle_timeout);
-        Ok(WorkerPeer(peer))
+        let addr = peer::resolve(url).await?;
+        Ok(self
+            .peers
+            .insert(url, addr, self.connect_timeout, self.idle_timeout))
     }
 
     /// A pooled connection to `peer`, else a new one; `true` when pooled.
@@ -205,7 +183,7 @@ impl Upstream {
         }
         // The session only reads the response: our requests are never HEAD, upgrades
         // or `Connection: close`, the only things it would need the written header for.
-        let mut session = HttpSession::new_with_options(stream, &peer);
+        let mut session = HttpSession::new_with_options(stream, &*peer);
         // The per-attempt clock starts once the Worker has the whole task.
         let head_limit = limits
             .response_header
@@ -246,7 +224,7 @@ impl Upstream {
         Ok(Exchange {
             upstream: self,
             session: Some(session),
-            peer,
+            reuse_hash: peer.reuse_hash(),
             body_limit: match limits.body_idle {
                 Some(idle) => BodyLimit::Idle(idle),
                 None => BodyLimit::By(deadline),
@@ -295,65 +273,6 @@ impl Upstream {
     }
 }
 
-/// True when `stream` is connected to `peer`'s address. The address is the one
-/// Pingora's socket digest read once per connection, so this costs no syscall.
-fn same_peer(stream: &Stream, peer: &WorkerPeer) -> bool {
-    let want = peer.address().as_inet();
-    match stream.get_socket_digest() {
-        Some(digest) => digest.peer_addr().and_then(|a| a.as_inet()) == want,
-        None => false,
-    }
-}
-
-/// A Worker as Pingora's connector sees it: an [`HttpPeer`] whose pooled connections
-/// are matched by [`same_peer`] instead of a `getpeername` call per reuse.
-#[derive(Clone)]
-struct WorkerPeer(HttpPeer);
-
-impl std::fmt::Display for WorkerPeer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl Peer for WorkerPeer {
-    fn address(&self) -> &pingora::protocols::l4::socket::SocketAddr {
-        self.0.address()
-    }
-    fn tls(&self) -> bool {
-        self.0.tls()
-    }
-    fn sni(&self) -> &str {
-        self.0.sni()
-    }
-    fn reuse_hash(&self) -> u64 {
-        self.0.reuse_hash()
-    }
-    fn get_proxy(&self) -> Option<&pingora::upstreams::peer::Proxy> {
-        self.0.get_proxy()
-    }
-    fn get_peer_options(&self) -> Option<&pingora::upstreams::peer::PeerOptions> {
-        self.0.get_peer_options()
-    }
-    fn get_mut_peer_options(&mut self) -> Option<&mut pingora::upstreams::peer::PeerOptions> {
-        self.0.get_mut_peer_options()
-    }
-    fn get_client_cert_key(&self) -> Option<&std::sync::Arc<pingora::utils::tls::CertKey>> {
-        self.0.get_client_cert_key()
-    }
-    fn get_tracer(&self) -> Option<pingora::upstreams::peer::Tracer> {
-        self.0.get_tracer()
-    }
-    /// Pingora checks a pooled connection's fd with `getpeername` before handing it
-    /// out, one syscall per task on a connection that was just used; the pooled
-    /// stream owns its fd, so [`Upstream::stream`] checks the address the socket
-    /// digest already holds instead.
-    #[cfg(unix)]
-    fn matches_fd<V: std::os::unix::io::AsRawFd>(&self, _fd: V) -> bool {
-        true
-    }
-}
-
 /// `header` as it goes on the wire: Pingora's HTTP/1 serialisation, for [`Upstream::send`].
 pub fn wire_head(header: &RequestHeader) -> Result<BytesMut, ExchangeError> {
     http_req_header_to_wire(header).ok_or_else(|| {
@@ -381,7 +300,9 @@ pub struct Limits {
 pub struct Exchange<'a> {
     upstream: &'a Upstream,
     session: Option<HttpSession>,
-    peer: WorkerPeer,
+    /// The pool key of the Worker's connections (the peer itself is 672 bytes, and
+    /// every relay future would carry it).
+    reuse_hash: u64,
     body_limit: BodyLimit,
 }
 
@@ -433,7 +354,7 @@ impl Exchange<'_> {
             if let Some(Some(stream)) = session.reuse().now_or_never() {
                 self.upstream.connector.release_stream(
                     stream,
-                    self.peer.reuse_hash(),
+                    self.reuse_hash,
                     Some(self.upstream.idle_timeout),
                 );
             }
@@ -458,18 +379,6 @@ mod tests {
             &wire[..],
             b"POST /w3/task HTTP/1.1\r\nhost: worker:8080\r\ncontent-length: 7\r\n\r\n{\"a\":1}"
         );
-    }
-
-    #[tokio::test]
-    async fn a_pooled_connection_is_matched_to_its_peer_by_address() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer_of = |addr: SocketAddr| WorkerPeer(HttpPeer::new(addr, false, String::new()));
-        let peer = peer_of(listener.local_addr().unwrap());
-        let connector = TransportConnector::new(None);
-        let stream = connector.new_stream(&peer).await.unwrap();
-        assert!(same_peer(&stream, &peer));
-        assert!(!same_peer(&stream, &peer_of(other.local_addr().unwrap())));
     }
 
     #[test]
