@@ -1,6 +1,7 @@
 //! The task board: a bounded in-process ring of task records (never inputs or
 //! results) and a per-second series of throughput, latency and queue depth.
 
+mod key;
 mod timeline;
 
 use std::collections::{HashMap, VecDeque};
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use compact_str::CompactString;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -15,10 +17,11 @@ use serde_json::{json, Value};
 use crate::budget::Reserved;
 use crate::task::TaskSpec;
 use crate::text::truncated;
+use key::{task_key, TaskId, TaskKey};
 use timeline::{Detail, Event};
 
-/// Records by task id (our UUIDs): inserted and removed once per task.
-type ById = foldhash::HashMap<String, TaskHandle>;
+/// Records by [`TaskKey`]: inserted and removed once per task.
+type ById = foldhash::HashMap<TaskKey, TaskHandle>;
 
 /// Longest error or timeline detail kept, in bytes (a Worker's error string may be
 /// megabytes); longer ones are cut with a `…(+N bytes)` marker.
@@ -71,14 +74,15 @@ impl TaskState {
 /// What is kept about one task.
 #[derive(Debug)]
 pub struct TaskRecord {
-    id: String,
-    group: String,
-    function: String,
+    id: TaskId,
+    key: TaskKey,
+    group: CompactString,
+    function: CompactString,
     contract: u64,
     priority: u32,
     mode: &'static str,
     state: TaskState,
-    worker: Option<String>,
+    worker: Option<CompactString>,
     attempts: u32,
     status: Option<u16>,
     outcome: Option<&'static str>,
@@ -108,7 +112,7 @@ impl TaskRecord {
     pub fn to_json(&self) -> Value {
         let wait_end = self.dispatched_at.or(self.finished_at);
         json!({
-            "id": self.id, "group": self.group, "function": self.function,
+            "id": self.id.to_string(), "group": self.group, "function": self.function,
             "contract": self.contract, "priority": self.priority, "mode": self.mode,
             "state": self.state.as_str(), "worker": self.worker, "attempts": self.attempts,
             "status": self.status, "outcome": self.outcome, "error": self.error,
@@ -123,13 +127,13 @@ impl TaskRecord {
     }
 
     fn push(&mut self, event: &'static str, detail: Detail) {
+        self.push_at(SystemTime::now(), event, detail);
+    }
+
+    fn push_at(&mut self, at: SystemTime, event: &'static str, detail: Detail) {
         // Attempts are bounded, so is the timeline; the cap guards against misuse.
         if self.timeline.len() < 32 {
-            self.timeline.push(Event {
-                at: SystemTime::now(),
-                event,
-                detail,
-            });
+            self.timeline.push(Event { at, event, detail });
         }
     }
 
@@ -143,7 +147,7 @@ impl TaskRecord {
         let strings = self.id.len()
             + self.group.len()
             + self.function.len()
-            + self.worker.as_ref().map_or(0, String::len)
+            + self.worker.as_ref().map_or(0, CompactString::len)
             + self.error.as_ref().map_or(0, String::len);
         let events: usize = self
             .timeline
@@ -190,8 +194,9 @@ impl TaskHandle {
     pub fn queued(&self, depth_ahead: usize) {
         self.update(|r| {
             r.state = TaskState::Queued;
-            r.queued_at = Some(SystemTime::now());
-            r.push("queued", Detail::Queued { ahead: depth_ahead });
+            let now = SystemTime::now();
+            r.queued_at = Some(now);
+            r.push_at(now, "queued", Detail::Queued { ahead: depth_ahead });
         });
     }
 
@@ -199,12 +204,17 @@ impl TaskHandle {
     pub fn dispatched(&self, worker: &str, attempt: u32) {
         self.update(|r| {
             r.state = TaskState::Running;
-            let worker = truncated(worker, MAX_FIELD_BYTES);
+            let worker = if worker.len() <= MAX_FIELD_BYTES {
+                CompactString::from(worker)
+            } else {
+                CompactString::from(truncated(worker, MAX_FIELD_BYTES))
+            };
             r.worker = Some(worker.clone());
             r.attempts = attempt;
-            r.dispatched_at = Some(SystemTime::now());
+            let now = SystemTime::now();
+            r.dispatched_at = Some(now);
             r.queued_bytes = None;
-            r.push("dispatched", Detail::Attempt { attempt, worker });
+            r.push_at(now, "dispatched", Detail::Attempt { attempt, worker });
         });
     }
 
@@ -234,8 +244,9 @@ impl TaskHandle {
                 None => Detail::Finished { status, outcome },
             };
             r.error = error.map(|e| truncated(&e, MAX_FIELD_BYTES));
-            r.finished_at = Some(SystemTime::now());
-            r.push("finished", detail);
+            let now = SystemTime::now();
+            r.finished_at = Some(now);
+            r.push_at(now, "finished", detail);
         });
     }
 
@@ -246,7 +257,7 @@ impl TaskHandle {
 
     /// The task's id.
     pub fn id(&self) -> String {
-        self.record.lock().id.clone()
+        self.record.lock().id.to_string()
     }
 }
 
@@ -313,10 +324,12 @@ impl TaskBoard {
     /// Records a new task, evicting the oldest record when full.
     pub fn open(&self, id: &str, spec: &TaskSpec) -> TaskHandle {
         let now = SystemTime::now();
+        let key = task_key(id);
         let mut record = TaskRecord {
-            id: id.to_string(),
-            group: spec.group.clone(),
-            function: spec.function.clone(),
+            id: TaskId::new(id),
+            key,
+            group: CompactString::from(spec.group.as_str()),
+            function: CompactString::from(spec.function.as_str()),
             contract: spec.contract,
             priority: spec.priority,
             mode: spec.mode.as_str(),
@@ -364,11 +377,11 @@ impl TaskBoard {
             // An evicted record of a live task no longer counts as it grows.
             self.bytes.fetch_sub(r.weight, Ordering::AcqRel);
             r.weight = 0;
-            inner.by_id.remove(&r.id);
+            inner.by_id.remove(&r.key);
         }
         self.bytes.fetch_add(weight, Ordering::AcqRel);
         inner.ring.push_back(handle.clone());
-        inner.by_id.insert(id.to_string(), handle.clone());
+        inner.by_id.insert(key, handle.clone());
         handle
     }
 
@@ -418,9 +431,10 @@ impl TaskBoard {
 
     /// A record by id.
     pub fn get(&self, id: &str) -> Option<Value> {
-        let h = self.inner.lock().by_id.get(id).cloned()?;
-        let json = h.record.lock().to_json();
-        Some(json)
+        let h = self.inner.lock().by_id.get(&task_key(id)).cloned()?;
+        let r = h.record.lock();
+        // A hashed key is checked against the id it stands for.
+        (r.id.to_string() == id).then(|| r.to_json())
     }
 
     /// Records newest first matching `filter`, at most `limit`.
@@ -448,7 +462,7 @@ impl TaskBoard {
         for h in handles {
             let r = h.record.lock();
             if groups.len() < 200 {
-                groups.insert(r.group.clone());
+                groups.insert(r.group.to_string());
             }
             if group.is_some_and(|g| g != r.group) {
                 continue;

@@ -20,7 +20,10 @@ pub(super) enum Detail {
     /// `N task(s) waiting`.
     Queued { ahead: usize },
     /// `attempt N to WORKER`.
-    Attempt { attempt: u32, worker: String },
+    Attempt {
+        attempt: u32,
+        worker: compact_str::CompactString,
+    },
     /// `STATUS OUTCOME`.
     Finished { status: u16, outcome: &'static str },
     /// Anything else, capped at `MAX_FIELD_BYTES`.
