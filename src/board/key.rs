@@ -8,9 +8,14 @@
 pub(super) type TaskKey = u128;
 
 pub(super) fn task_key(id: &str) -> TaskKey {
-    if let Ok(uuid) = uuid::Uuid::try_parse(id) {
-        return uuid.as_u128();
+    match uuid::Uuid::try_parse(id) {
+        Ok(uuid) => uuid.as_u128(),
+        Err(_) => text_key(id),
     }
+}
+
+/// The key of an id that is not a UUID.
+fn text_key(id: &str) -> TaskKey {
     use std::hash::BuildHasher;
     let seeded = |seed| foldhash::fast::FixedState::with_seed(seed).hash_one(id) as u128;
     (seeded(0x5eed_0001) << 64) | seeded(0x5eed_0002)
@@ -24,12 +29,28 @@ pub(super) enum TaskId {
 }
 
 impl TaskId {
-    pub(super) fn new(id: &str) -> Self {
+    /// The id kept for `id` and its map key (the same as [`task_key`]), with the
+    /// id parsed once and nothing allocated for a UUID: this runs for every task.
+    pub(super) fn with_key(id: &str) -> (Self, TaskKey) {
         match uuid::Uuid::try_parse(id) {
-            // Only the canonical form is kept as bytes: it is what `Display` writes back.
-            Ok(uuid) if uuid.hyphenated().to_string() == id => TaskId::Uuid(uuid),
-            _ => TaskId::Text(id.into()),
+            Ok(uuid) => {
+                // Only the canonical form is kept as bytes: it is what `Display` writes back.
+                let mut canonical = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                let kept = if uuid.hyphenated().encode_lower(&mut canonical) == id {
+                    TaskId::Uuid(uuid)
+                } else {
+                    TaskId::Text(id.into())
+                };
+                (kept, uuid.as_u128())
+            }
+            Err(_) => (TaskId::Text(id.into()), text_key(id)),
         }
+    }
+
+    /// The id kept for `id`.
+    #[cfg(test)]
+    fn new(id: &str) -> Self {
+        Self::with_key(id).0
     }
 
     pub(super) fn len(&self) -> usize {
@@ -61,6 +82,7 @@ mod tests {
         assert_eq!(kept.to_string(), id);
         assert_eq!(kept.len(), id.len());
         assert_eq!(task_key(&id), uuid::Uuid::parse_str(&id).unwrap().as_u128());
+        assert_eq!(TaskId::with_key(&id).1, task_key(&id));
         // Another spelling of a UUID is shown as it was written.
         let upper = id.to_uppercase();
         assert_eq!(TaskId::new(&upper).to_string(), upper);
@@ -73,5 +95,6 @@ mod tests {
         assert_eq!(keys.len(), 10_000);
         assert_eq!(task_key("t1"), task_key("t1"));
         assert_eq!(TaskId::new("t1").to_string(), "t1");
+        assert_eq!(TaskId::with_key("t1").1, task_key("t1"));
     }
 }

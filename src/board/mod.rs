@@ -324,9 +324,9 @@ impl TaskBoard {
     /// Records a new task, evicting the oldest record when full.
     pub fn open(&self, id: &str, spec: &TaskSpec) -> TaskHandle {
         let now = SystemTime::now();
-        let key = task_key(id);
+        let (id_kept, key) = TaskId::with_key(id);
         let mut record = TaskRecord {
-            id: TaskId::new(id),
+            id: id_kept,
             key,
             group: CompactString::from(spec.group.as_str()),
             function: CompactString::from(spec.function.as_str()),

@@ -46,18 +46,27 @@ struct Cached {
 }
 
 /// The peers of the Workers tasks went to, by host. Entries past their TTL are
-/// replaced on the next task and dropped whenever a peer is added, so the cache
-/// holds no more than the Workers in use.
+/// replaced on the next task, and swept out when a peer is added at most once per
+/// TTL (a sweep visits every entry: with 10,000 Workers, not on every insert), so the
+/// cache holds no more than the Workers in use.
 #[derive(Default)]
 pub(super) struct PeerCache {
-    by_host: Mutex<foldhash::HashMap<String, Vec<Cached>>>,
+    hosts: Mutex<Hosts>,
+}
+
+#[derive(Default)]
+struct Hosts {
+    by_host: foldhash::HashMap<String, Vec<Cached>>,
+    /// When expired entries are next swept out; `None` before the first insert.
+    next_sweep: Option<Instant>,
 }
 
 impl PeerCache {
     /// The fresh peer for `url`, if one is cached.
     pub(super) fn get(&self, url: &WorkerUrl) -> Option<Arc<WorkerPeer>> {
-        let by_host = self.by_host.lock();
-        let cached = by_host
+        let hosts = self.hosts.lock();
+        let cached = hosts
+            .by_host
             .get(url.host.as_str())?
             .iter()
             .find(|c| c.port == url.port && c.tls == url.tls)?;
@@ -87,12 +96,16 @@ impl PeerCache {
             peer: peer.clone(),
             expires: (!literal).then(|| now + DNS_TTL),
         };
-        let mut by_host = self.by_host.lock();
-        for entries in by_host.values_mut() {
-            entries.retain(|c| c.expires.is_none_or(|at| at > now));
+        let mut hosts = self.hosts.lock();
+        if hosts.next_sweep.is_some_and(|at| at <= now) {
+            for entries in hosts.by_host.values_mut() {
+                entries.retain(|c| c.expires.is_none_or(|at| at > now));
+            }
+            hosts.by_host.retain(|_, entries| !entries.is_empty());
+            hosts.next_sweep = None;
         }
-        by_host.retain(|_, entries| !entries.is_empty());
-        let entries = by_host.entry(url.host.clone()).or_default();
+        hosts.next_sweep.get_or_insert(now + DNS_TTL);
+        let entries = hosts.by_host.entry(url.host.clone()).or_default();
         entries.retain(|c| !(c.port == url.port && c.tls == url.tls));
         entries.push(entry);
         peer
@@ -101,7 +114,7 @@ impl PeerCache {
     /// Peers cached now.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.by_host.lock().values().map(Vec::len).sum()
+        self.hosts.lock().by_host.values().map(Vec::len).sum()
     }
 }
 
