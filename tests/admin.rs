@@ -172,6 +172,32 @@ async fn data_routes_need_the_key_and_worker_logs_only_reach_listed_workers() {
 }
 
 #[tokio::test]
+async fn a_task_whose_answer_the_client_has_is_finished_on_the_board() {
+    // The client can hold the whole answer before the Worker's end of body is read:
+    // the record must already be closed by then, every time.
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    for i in 0..40 {
+        let r = lb
+            .task(task("hello", json!({ "name": format!("n{i}") })))
+            .send()
+            .await
+            .unwrap();
+        let id = r.headers()["x-andera-task-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        let rec: Value = lb
+            .get_json(&lb.admin_url(&format!("/bull/api/tasks/{id}")), true)
+            .await;
+        assert_eq!(rec["state"], json!("completed"), "task {i}: {rec}");
+    }
+}
+
+#[tokio::test]
 async fn the_board_keeps_each_task_with_its_timeline_but_never_its_input() {
     let w = sim(|_| {}).await;
     let lb = Lb::start(&[w.url()], &[]).await;

@@ -340,6 +340,11 @@ impl Exchange<'_> {
         }
     }
 
+    /// True once the Worker's whole answer body has been read.
+    pub fn body_done(&mut self) -> bool {
+        self.session.as_mut().is_none_or(HttpSession::is_body_done)
+    }
+
     /// Returns the connection to the keep-alive pool if the response was read to its
     /// end, else closes it.
     ///

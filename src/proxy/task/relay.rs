@@ -75,17 +75,18 @@ pub(super) async fn relay(
     respond::within(send, session.write_response_header(Box::new(header), false))
         .await
         .map_err(client_gone)?;
+    // The Worker's last chunk is held back until the record is closed: a client
+    // with the whole answer must find its task finished on the board.
+    let mut last = None;
     loop {
         match exchange.next_chunk().await {
-            Ok(Some(mut chunk)) => {
-                // In slices, so that the send timeout measures progress, not whole chunks.
-                while !chunk.is_empty() {
-                    let piece = chunk.split_to(chunk.len().min(SEND_SLICE));
-                    respond::within(send, session.write_response_body(Some(piece), false))
-                        .await
-                        .map_err(client_gone)?;
-                }
+            Ok(Some(chunk)) if exchange.body_done() => {
+                last = Some(chunk);
+                break;
             }
+            Ok(Some(chunk)) => write_chunk(session, send, chunk)
+                .await
+                .map_err(client_gone)?,
             Ok(None) => break,
             Err(e) => {
                 // The header is already out: all we can do is cut the response short.
@@ -114,7 +115,24 @@ pub(super) async fn relay(
     exchange.finish();
     drop(lease);
     finish(&app.board, record, spec, true, state, status, outcome, None);
+    if let Some(chunk) = last {
+        write_chunk(session, send, chunk).await?;
+    }
     respond::within(send, session.write_response_body(None, true)).await
+}
+
+/// Writes a chunk of the Worker's answer in slices, so that the send timeout
+/// measures progress, not whole chunks.
+async fn write_chunk(
+    session: &mut Session,
+    send: Option<std::time::Duration>,
+    mut chunk: bytes::Bytes,
+) -> Result<()> {
+    while !chunk.is_empty() {
+        let piece = chunk.split_to(chunk.len().min(SEND_SLICE));
+        respond::within(send, session.write_response_body(Some(piece), false)).await?;
+    }
+    Ok(())
 }
 
 /// What a client is told when the Worker answers `401`: the load balancer accepted
