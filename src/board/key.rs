@@ -22,7 +22,7 @@ fn text_key(id: &str) -> TaskKey {
 }
 
 /// A record's id: a UUID's 16 bytes, written out when shown, or other text.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum TaskId {
     Uuid(uuid::Uuid),
     Text(Box<str>),

@@ -2,26 +2,27 @@
 //! results) and a per-second series of throughput, latency and queue depth.
 
 mod key;
+mod record;
+mod slots;
 mod timeline;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use compact_str::CompactString;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::budget::Reserved;
 use crate::task::TaskSpec;
-use crate::text::truncated;
 use key::{task_key, TaskId, TaskKey};
-use timeline::{Detail, Event};
+pub use record::{TaskRecord, TaskState};
+use slots::Shelf;
+pub use slots::TaskHandle;
 
-/// Records by [`TaskKey`]: inserted and removed once per task.
-type ById = foldhash::HashMap<TaskKey, TaskHandle>;
+/// Task numbers by [`TaskKey`]: inserted and removed once per task.
+type ById = foldhash::HashMap<TaskKey, u64>;
 
 /// Longest error or timeline detail kept, in bytes (a Worker's error string may be
 /// megabytes); longer ones are cut with a `…(+N bytes)` marker.
@@ -34,232 +35,6 @@ pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 const RECORD_OVERHEAD: usize = 512;
 /// What a timeline event costs besides its detail.
 const EVENT_OVERHEAD: usize = 48;
-
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Received, waiting for a slot.
-    Queued,
-    /// Sent to a Worker.
-    Running,
-    /// The Worker answered 2xx.
-    Completed,
-    /// Anything else that ended it.
-    Failed,
-    /// Ran out of `TASK_TIMEOUT`.
-    TimedOut,
-    /// Sent to a Worker by an instance that stopped before the answer: it may or
-    /// may not have run (webhook journal).
-    Unknown,
-    /// A queued webhook task given to another instance (upgrade, shutdown).
-    HandedOver,
-}
-
-impl TaskState {
-    /// Wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Queued => "queued",
-            TaskState::Running => "running",
-            TaskState::Completed => "completed",
-            TaskState::Failed => "failed",
-            TaskState::TimedOut => "timed_out",
-            TaskState::Unknown => "unknown",
-            TaskState::HandedOver => "handed_over",
-        }
-    }
-}
-
-/// What is kept about one task.
-#[derive(Debug)]
-pub struct TaskRecord {
-    id: TaskId,
-    key: TaskKey,
-    group: CompactString,
-    function: CompactString,
-    contract: u64,
-    priority: u32,
-    mode: &'static str,
-    state: TaskState,
-    worker: Option<CompactString>,
-    attempts: u32,
-    status: Option<u16>,
-    outcome: Option<&'static str>,
-    error: Option<String>,
-    received_at: SystemTime,
-    queued_at: Option<SystemTime>,
-    dispatched_at: Option<SystemTime>,
-    finished_at: Option<SystemTime>,
-    timeline: Vec<Event>,
-    /// Bytes this record counts for in the board's budget (0 once evicted).
-    weight: usize,
-    /// The task's share of the queued-bytes budget, held until it leaves the queue.
-    queued_bytes: Option<Reserved>,
-}
-
-fn iso(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn ms_between(a: SystemTime, b: Option<SystemTime>) -> Option<f64> {
-    b.and_then(|b| b.duration_since(a).ok())
-        .map(|d| d.as_secs_f64() * 1000.0)
-}
-
-impl TaskRecord {
-    /// The board's JSON shape.
-    pub fn to_json(&self) -> Value {
-        let wait_end = self.dispatched_at.or(self.finished_at);
-        json!({
-            "id": self.id.to_string(), "group": self.group, "function": self.function,
-            "contract": self.contract, "priority": self.priority, "mode": self.mode,
-            "state": self.state.as_str(), "worker": self.worker, "attempts": self.attempts,
-            "status": self.status, "outcome": self.outcome, "error": self.error,
-            "receivedAt": iso(self.received_at),
-            "queuedAt": self.queued_at.map(iso),
-            "dispatchedAt": self.dispatched_at.map(iso),
-            "finishedAt": self.finished_at.map(iso),
-            "waitMs": self.queued_at.and_then(|q| ms_between(q, wait_end)).or(Some(0.0).filter(|_| self.dispatched_at.is_some())),
-            "durationMs": ms_between(self.received_at, self.finished_at),
-            "timeline": self.timeline.iter().map(|e| json!({"at": iso(e.at), "event": e.event, "detail": e.detail.to_string()})).collect::<Vec<_>>(),
-        })
-    }
-
-    fn push(&mut self, event: &'static str, detail: Detail) {
-        self.push_at(SystemTime::now(), event, detail);
-    }
-
-    fn push_at(&mut self, at: SystemTime, event: &'static str, detail: Detail) {
-        // Attempts are bounded, so is the timeline; the cap guards against misuse.
-        if self.timeline.len() < 32 {
-            self.timeline.push(Event { at, event, detail });
-        }
-    }
-
-    /// Pushes a free-text event, capped.
-    fn push_text(&mut self, event: &'static str, text: &str) {
-        self.push(event, Detail::Text(truncated(text, MAX_FIELD_BYTES)));
-    }
-
-    /// Approximate bytes held by the record.
-    fn size(&self) -> usize {
-        let strings = self.id.len()
-            + self.group.len()
-            + self.function.len()
-            + self.worker.as_ref().map_or(0, CompactString::len)
-            + self.error.as_ref().map_or(0, String::len);
-        let events: usize = self
-            .timeline
-            .iter()
-            .map(|e| EVENT_OVERHEAD + e.detail.shown_len())
-            .sum();
-        RECORD_OVERHEAD + strings + events
-    }
-}
-
-/// A live task's handle on its record.
-#[derive(Clone)]
-pub struct TaskHandle {
-    record: Arc<Mutex<TaskRecord>>,
-    /// The board's byte total, kept current as the record grows.
-    board_bytes: Arc<AtomicUsize>,
-}
-
-impl TaskHandle {
-    /// Changes the record and its weight in the board's byte total.
-    fn update<T>(&self, change: impl FnOnce(&mut TaskRecord) -> T) -> T {
-        let mut r = self.record.lock();
-        let out = change(&mut r);
-        if r.weight > 0 {
-            let size = r.size();
-            if size >= r.weight {
-                self.board_bytes
-                    .fetch_add(size - r.weight, Ordering::AcqRel);
-            } else {
-                self.board_bytes
-                    .fetch_sub(r.weight - size, Ordering::AcqRel);
-            }
-            r.weight = size;
-        }
-        out
-    }
-
-    /// Holds the task's share of the queued-bytes budget until it is dispatched or ends.
-    pub fn hold_while_queued(&self, bytes: Reserved) {
-        self.record.lock().queued_bytes = Some(bytes);
-    }
-
-    /// The task waits for a slot.
-    pub fn queued(&self, depth_ahead: usize) {
-        self.update(|r| {
-            r.state = TaskState::Queued;
-            let now = SystemTime::now();
-            r.queued_at = Some(now);
-            r.push_at(now, "queued", Detail::Queued { ahead: depth_ahead });
-        });
-    }
-
-    /// The task was sent to `worker`.
-    pub fn dispatched(&self, worker: &str, attempt: u32) {
-        self.update(|r| {
-            r.state = TaskState::Running;
-            let worker = if worker.len() <= MAX_FIELD_BYTES {
-                CompactString::from(worker)
-            } else {
-                CompactString::from(truncated(worker, MAX_FIELD_BYTES))
-            };
-            r.worker = Some(worker.clone());
-            r.attempts = attempt;
-            let now = SystemTime::now();
-            r.dispatched_at = Some(now);
-            r.queued_bytes = None;
-            r.push_at(now, "dispatched", Detail::Attempt { attempt, worker });
-        });
-    }
-
-    /// An attempt failed before the Worker started the task.
-    pub fn retried(&self, why: &str) {
-        self.update(|r| r.push_text("retried", why));
-    }
-
-    /// The task ended.
-    pub fn finished(
-        &self,
-        state: TaskState,
-        status: u16,
-        outcome: &'static str,
-        error: Option<String>,
-    ) {
-        self.update(|r| {
-            r.state = state;
-            r.status = Some(status);
-            r.outcome = Some(outcome);
-            r.queued_bytes = None;
-            let detail = match &error {
-                Some(e) => Detail::Text(truncated(
-                    &format!("{status} {outcome}: {e}"),
-                    MAX_FIELD_BYTES,
-                )),
-                None => Detail::Finished { status, outcome },
-            };
-            r.error = error.map(|e| truncated(&e, MAX_FIELD_BYTES));
-            let now = SystemTime::now();
-            r.finished_at = Some(now);
-            r.push_at(now, "finished", detail);
-        });
-    }
-
-    /// Seconds since the task was received.
-    pub fn age(&self) -> Duration {
-        self.record.lock().received_at.elapsed().unwrap_or_default()
-    }
-
-    /// The task's id.
-    pub fn id(&self) -> String {
-        self.record.lock().id.to_string()
-    }
-}
 
 /// One point of the dashboard's series.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -284,18 +59,25 @@ pub struct Sample {
 /// Most samples kept: five minutes at one per second.
 pub const MAX_SAMPLES: usize = 300;
 
-struct Inner {
-    ring: VecDeque<TaskHandle>,
+/// Which task numbers the board keeps: `head..next`, the oldest first.
+struct Ring {
+    head: u64,
+    next: u64,
     by_id: ById,
+}
+
+impl Ring {
+    fn len(&self) -> usize {
+        (self.next - self.head) as usize
+    }
 }
 
 /// Bounded store of recent task records. Default capacity 10000 records and
 /// [`DEFAULT_MAX_BYTES`]; the oldest records go first when either is reached.
 pub struct TaskBoard {
-    inner: Mutex<Inner>,
-    capacity: usize,
+    ring: Mutex<Ring>,
+    shelf: Arc<Shelf>,
     max_bytes: usize,
-    bytes: Arc<AtomicUsize>,
     window: Mutex<Vec<(f64, bool)>>,
     series: Mutex<VecDeque<Sample>>,
 }
@@ -310,79 +92,48 @@ impl TaskBoard {
     pub fn with_byte_budget(capacity: usize, max_bytes: usize) -> Self {
         TaskBoard {
             max_bytes: max_bytes.max(1),
-            bytes: Arc::new(AtomicUsize::new(0)),
-            inner: Mutex::new(Inner {
-                ring: VecDeque::with_capacity(capacity.min(65_536)),
+            ring: Mutex::new(Ring {
+                head: 1,
+                next: 1,
                 by_id: ById::default(),
             }),
-            capacity: capacity.max(1),
+            shelf: Arc::new(Shelf::new(capacity)),
             window: Mutex::new(Vec::new()),
             series: Mutex::new(VecDeque::with_capacity(MAX_SAMPLES)),
         }
     }
 
-    /// Records a new task, evicting the oldest record when full.
+    /// Records a new task, evicting the oldest records when full.
     pub fn open(&self, id: &str, spec: &TaskSpec) -> TaskHandle {
         let now = SystemTime::now();
-        let (id_kept, key) = TaskId::with_key(id);
-        let mut record = TaskRecord {
-            id: id_kept,
-            key,
-            group: CompactString::from(spec.group.as_str()),
-            function: CompactString::from(spec.function.as_str()),
-            contract: spec.contract,
-            priority: spec.priority,
-            mode: spec.mode.as_str(),
-            state: TaskState::Queued,
-            worker: None,
-            attempts: 0,
-            status: None,
-            outcome: None,
-            error: None,
-            received_at: now,
-            queued_at: None,
-            dispatched_at: None,
-            finished_at: None,
-            timeline: {
-                // Received, dispatched, finished: room for a task's usual life at once.
-                let mut timeline = Vec::with_capacity(4);
-                timeline.push(Event {
-                    at: now,
-                    event: "received",
-                    detail: Detail::Received {
-                        priority: spec.priority,
-                        mode: spec.mode.as_str(),
-                    },
-                });
-                timeline
-            },
-            weight: 0,
-            queued_bytes: None,
-        };
-        record.weight = record.size();
-        let weight = record.weight;
-        let handle = TaskHandle {
-            record: Arc::new(Mutex::new(record)),
-            board_bytes: self.bytes.clone(),
-        };
-        let mut inner = self.inner.lock();
-        while inner.ring.len() >= self.capacity
-            || (!inner.ring.is_empty()
-                && self.bytes.load(Ordering::Acquire) + weight > self.max_bytes)
+        let (id, key) = TaskId::with_key(id);
+        let record = TaskRecord::opened(id.clone(), key, spec, now);
+        let mut ring = self.ring.lock();
+        while ring.len() >= self.shelf.capacity()
+            || (ring.len() > 0 && self.shelf.bytes() + record.weight > self.max_bytes)
         {
-            let Some(old) = inner.ring.pop_front() else {
-                break;
-            };
-            let mut r = old.record.lock();
-            // An evicted record of a live task no longer counts as it grows.
-            self.bytes.fetch_sub(r.weight, Ordering::AcqRel);
-            r.weight = 0;
-            inner.by_id.remove(&r.key);
+            self.evict_oldest(&mut ring);
         }
-        self.bytes.fetch_add(weight, Ordering::AcqRel);
-        inner.ring.push_back(handle.clone());
-        inner.by_id.insert(key, handle.clone());
-        handle
+        let seq = ring.next;
+        ring.next += 1;
+        self.shelf.put(seq, record);
+        ring.by_id.insert(key, seq);
+        drop(ring);
+        TaskHandle::new(self.shelf.clone(), seq, id, now)
+    }
+
+    fn evict_oldest(&self, ring: &mut Ring) {
+        let seq = ring.head;
+        ring.head += 1;
+        let Some(record) = self.shelf.take(seq) else {
+            return;
+        };
+        // A later task with the same id owns the key now.
+        if let Entry::Occupied(e) = ring.by_id.entry(record.key) {
+            if *e.get() == seq {
+                e.remove();
+            }
+        }
     }
 
     /// Notes a finished task for the per-second series.
@@ -431,23 +182,28 @@ impl TaskBoard {
 
     /// A record by id.
     pub fn get(&self, id: &str) -> Option<Value> {
-        let h = self.inner.lock().by_id.get(&task_key(id)).cloned()?;
-        let r = h.record.lock();
+        let seq = self.ring.lock().by_id.get(&task_key(id)).copied()?;
         // A hashed key is checked against the id it stands for.
-        (r.id.to_string() == id).then(|| r.to_json())
+        self.shelf
+            .read(seq, |r| (r.id.to_string() == id).then(|| r.to_json()))
+            .flatten()
+    }
+
+    /// The task numbers kept, oldest first.
+    fn kept(&self) -> std::ops::Range<u64> {
+        let ring = self.ring.lock();
+        ring.head..ring.next
     }
 
     /// Records newest first matching `filter`, at most `limit`.
     pub fn list(&self, limit: usize, filter: impl Fn(&TaskRecord) -> bool) -> Vec<Value> {
-        let handles: Vec<TaskHandle> = self.inner.lock().ring.iter().rev().cloned().collect();
         let mut out = Vec::new();
-        for h in handles {
-            let r = h.record.lock();
-            if filter(&r) {
-                out.push(r.to_json());
-                if out.len() >= limit {
-                    break;
-                }
+        for seq in self.kept().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(Some(json)) = self.shelf.read(seq, |r| filter(r).then(|| r.to_json())) {
+                out.push(json);
             }
         }
         out
@@ -456,21 +212,21 @@ impl TaskBoard {
     /// Counts by state (`retried` = more than one attempt), of one group or all, and
     /// every group seen.
     pub fn counts(&self, group: Option<&str>) -> (Value, Vec<String>) {
-        let handles: Vec<TaskHandle> = self.inner.lock().ring.iter().cloned().collect();
         let mut c: HashMap<&'static str, u64> = HashMap::new();
         let mut groups = std::collections::BTreeSet::new();
-        for h in handles {
-            let r = h.record.lock();
-            if groups.len() < 200 {
-                groups.insert(r.group.to_string());
-            }
-            if group.is_some_and(|g| g != r.group) {
-                continue;
-            }
-            *c.entry(r.state.as_str()).or_default() += 1;
-            if r.attempts > 1 {
-                *c.entry("retried").or_default() += 1;
-            }
+        for seq in self.kept() {
+            self.shelf.read(seq, |r| {
+                if groups.len() < 200 {
+                    groups.insert(r.group().to_string());
+                }
+                if group.is_some_and(|g| g != r.group()) {
+                    return;
+                }
+                *c.entry(r.state_name()).or_default() += 1;
+                if r.attempts() > 1 {
+                    *c.entry("retried").or_default() += 1;
+                }
+            });
         }
         let get = |k| c.get(k).copied().unwrap_or(0);
         (
@@ -484,33 +240,17 @@ impl TaskBoard {
 
     /// Records kept right now.
     pub fn len(&self) -> usize {
-        self.inner.lock().ring.len()
+        self.ring.lock().len()
     }
 
     /// Bytes the records hold (approximately).
     pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
+        self.shelf.bytes()
     }
 
     /// True when no task was recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Filter helpers for the board's API.
-impl TaskRecord {
-    /// State name.
-    pub fn state_name(&self) -> &'static str {
-        self.state.as_str()
-    }
-    /// Group.
-    pub fn group(&self) -> &str {
-        &self.group
-    }
-    /// Attempts made.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
     }
 }
 
@@ -567,14 +307,67 @@ mod tests {
         let last = r["timeline"].as_array().unwrap().last().unwrap()["detail"].clone();
         assert!(last.as_str().unwrap().len() < MAX_FIELD_BYTES + 32);
         // The byte total follows the records kept.
-        let sizes: usize = b
-            .inner
-            .lock()
-            .ring
-            .iter()
-            .map(|h| h.record.lock().size())
-            .sum();
-        assert_eq!(b.bytes(), sizes);
+        assert_eq!(b.bytes(), kept_sizes(&b));
+    }
+
+    fn kept_sizes(b: &TaskBoard) -> usize {
+        b.kept()
+            .filter_map(|seq| b.shelf.read(seq, TaskRecord::size))
+            .sum()
+    }
+
+    #[test]
+    fn a_live_task_whose_record_was_evicted_changes_nothing_on_the_board() {
+        let b = TaskBoard::new(2);
+        let live = b.open("live", &spec("g"));
+        b.open("second", &spec("g"));
+        // "third" takes the slot "live" had, while "live" still runs.
+        let third = b.open("third", &spec("h"));
+        assert_eq!((third.seq() - live.seq()) as usize, b.shelf.capacity());
+        assert!(b.get("live").is_none());
+        live.dispatched("http://w", 1);
+        live.retried(&"x".repeat(5000));
+        live.finished(
+            TaskState::Failed,
+            502,
+            "worker_error",
+            Some("e".repeat(5000)),
+        );
+        let r = b.get("third").unwrap();
+        assert_eq!(
+            (r["state"].clone(), r["group"].clone()),
+            (json!("queued"), json!("h"))
+        );
+        assert_eq!(r["timeline"].as_array().unwrap().len(), 1);
+        assert_eq!(b.bytes(), kept_sizes(&b));
+        // The task itself still knows who it is.
+        assert_eq!(live.id(), "live");
+    }
+
+    #[test]
+    fn an_evicted_record_does_not_take_a_later_task_with_the_same_id_off_the_board() {
+        let b = TaskBoard::new(2);
+        b.open("same", &spec("old"));
+        b.open("same", &spec("new"));
+        b.open("other", &spec("g"));
+        // The first "same" is evicted; the second is still kept and found.
+        assert_eq!(b.get("same").unwrap()["group"], json!("new"));
+    }
+
+    #[test]
+    fn a_task_holds_its_queued_bytes_after_its_record_is_evicted() {
+        let budget = crate::budget::ByteBudget::new(1000);
+        let b = TaskBoard::new(1);
+        let queued = b.open("queued", &spec("g"));
+        queued.hold_while_queued(budget.try_reserve(600).unwrap());
+        b.open("next", &spec("g"));
+        assert!(b.get("queued").is_none());
+        assert!(
+            budget.try_reserve(600).is_none(),
+            "released with the record"
+        );
+        queued.dispatched("http://w", 1);
+        assert!(budget.try_reserve(600).is_some());
     }
 
     #[test]
