@@ -21,6 +21,10 @@ use crate::budget::Reserved;
 /// Slots per chunk: 256 records are about 160 KiB, one mmap'd allocation.
 const CHUNK: usize = 256;
 
+/// What one slot takes, kept or not: what the board's byte budget counts a record
+/// for besides its strings.
+pub(super) const SLOT_BYTES: usize = std::mem::size_of::<Mutex<Slot>>();
+
 /// [`CHUNK`] slots in one allocation, made on first use.
 type Chunk = OnceLock<Box<[Mutex<Slot>]>>;
 
@@ -197,5 +201,25 @@ impl TaskHandle {
     /// The task's id.
     pub fn id(&self) -> String {
         self.id.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_allocated_as_slots_are_first_used() {
+        let shelf = Shelf::new(CHUNK * 2 + 3);
+        assert_eq!(shelf.chunks.len(), 3);
+        assert!(shelf.chunks.iter().all(|c| c.get().is_none()));
+        shelf.read(CHUNK as u64 * 2 + 1, |_| ());
+        assert_eq!(shelf.chunks[2].get().map(|c| c.len()), Some(3));
+        assert!(shelf.chunks[0].get().is_none() && shelf.chunks[1].get().is_none());
+        // Task capacity + 1 shares task 1's slot.
+        assert!(std::ptr::eq(
+            shelf.slot(1),
+            shelf.slot(shelf.capacity() as u64 + 1)
+        ));
     }
 }
