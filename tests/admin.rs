@@ -184,15 +184,10 @@ async fn a_task_whose_answer_the_client_has_is_finished_on_the_board() {
             .send()
             .await
             .unwrap();
-        let id = r.headers()["x-andera-task-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let id = task_id(&r);
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
-        let rec: Value = lb
-            .get_json(&lb.admin_url(&format!("/bull/api/tasks/{id}")), true)
-            .await;
+        let rec: Value = lb.board_record(&id).await;
         assert_eq!(rec["state"], json!("completed"), "task {i}: {rec}");
     }
 }
@@ -207,15 +202,10 @@ async fn the_board_keeps_each_task_with_its_timeline_but_never_its_input() {
         .send()
         .await
         .unwrap();
-    let id = r.headers()["x-andera-task-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = task_id(&r);
     assert!(r.text().await.unwrap().contains("PrivateInput"));
     assert!(lb.log().contains(&id), "the id is logged");
-    let rec: Value = lb
-        .get_json(&lb.admin_url(&format!("/bull/api/tasks/{id}")), true)
-        .await;
+    let rec: Value = lb.board_record(&id).await;
     assert_eq!(rec["state"], json!("completed"));
     assert_eq!(rec["worker"], json!(w.url()));
     assert_eq!(rec["status"], json!(200));

@@ -292,15 +292,10 @@ async fn a_stalled_body_fails_the_task_after_the_idle_timeout() {
     let started = Instant::now();
     let r = lb.task(body).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let id = r.headers()["x-andera-task-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = task_id(&r);
     assert!(r.text().await.is_err(), "the stream must be cut, not ended");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let rec: Value = lb
-        .get_json(&lb.admin_url(&format!("/bull/api/tasks/{id}")), true)
-        .await;
+    let rec: Value = lb.board_record(&id).await;
     assert_eq!(rec["state"], json!("failed"), "{rec}");
     assert_ne!(rec["status"], json!(200), "{rec}");
     assert!(lb.log().contains(&format!("task {id}")), "{}", lb.log());

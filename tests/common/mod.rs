@@ -191,6 +191,12 @@ impl Lb {
         r.send().await.unwrap().json().await.unwrap()
     }
 
+    /// Task `id`'s record on the board (`/bull/api/tasks/:id` on the admin port).
+    pub async fn board_record(&self, id: &str) -> Value {
+        self.get_json(&self.admin_url(&format!("/bull/api/tasks/{id}")), true)
+            .await
+    }
+
     /// Polls authenticated `/health` until `pred` holds (10 s at most).
     pub async fn wait_until(&self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
         let start = Instant::now();
@@ -291,6 +297,14 @@ impl Drop for Lb {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The task id the LB answered with (`x-andera-task-id`).
+pub fn task_id(r: &reqwest::Response) -> String {
+    r.headers()["x-andera-task-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// `{"group":"default","function":f,"contract":1,"input":input}` plus extra fields.
