@@ -219,7 +219,7 @@ impl TaskBoard {
         let mut groups = std::collections::BTreeSet::new();
         for seq in self.kept() {
             self.shelf.read(seq, |r| {
-                if groups.len() < 200 {
+                if groups.len() < 200 && !groups.contains(r.group()) {
                     groups.insert(r.group().to_string());
                 }
                 if group.is_some_and(|g| g != r.group()) {

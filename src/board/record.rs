@@ -125,9 +125,7 @@ impl TaskRecord {
         record.weight = record.size();
         record
     }
-}
 
-impl TaskRecord {
     /// The board's JSON shape.
     pub fn to_json(&self) -> Value {
         let wait_end = self.dispatched_at.or(self.finished_at);

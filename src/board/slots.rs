@@ -28,12 +28,9 @@ pub(super) const SLOT_BYTES: usize = std::mem::size_of::<Mutex<Slot>>();
 /// [`CHUNK`] slots in one allocation, made on first use.
 type Chunk = OnceLock<Box<[Mutex<Slot>]>>;
 
-/// One slot: the record of task number `seq` (numbers start at 1; 0 is none).
+/// One slot: a task's number (from 1) and its record, or nothing.
 #[derive(Default)]
-pub(super) struct Slot {
-    seq: u64,
-    record: Option<TaskRecord>,
-}
+pub(super) struct Slot(Option<(u64, TaskRecord)>);
 
 /// The board's slots, one per record it may keep, and the bytes its records weigh.
 pub(super) struct Shelf {
@@ -80,30 +77,21 @@ impl Shelf {
     pub(super) fn put(&self, seq: u64, record: TaskRecord) {
         self.bytes.fetch_add(record.weight, Ordering::AcqRel);
         let mut slot = self.slot(seq).lock();
-        debug_assert!(slot.record.is_none(), "slot of task {seq} still full");
-        *slot = Slot {
-            seq,
-            record: Some(record),
-        };
+        debug_assert!(slot.0.is_none(), "slot of task {seq} still full");
+        slot.0 = Some((seq, record));
     }
 
     /// Empties task `seq`'s slot, returning its record if it was still there.
     pub(super) fn take(&self, seq: u64) -> Option<TaskRecord> {
-        let mut slot = self.slot(seq).lock();
-        if slot.seq != seq {
-            return None;
-        }
-        slot.seq = 0;
-        let record = slot.record.take()?;
+        let (_, record) = self.slot(seq).lock().0.take_if(|(kept, _)| *kept == seq)?;
         self.bytes.fetch_sub(record.weight, Ordering::AcqRel);
         Some(record)
     }
 
     /// `read` of task `seq`'s record, if it is still kept.
     pub(super) fn read<T>(&self, seq: u64, read: impl FnOnce(&TaskRecord) -> T) -> Option<T> {
-        let slot = self.slot(seq).lock();
-        match &slot.record {
-            Some(record) if slot.seq == seq => Some(read(record)),
+        match &self.slot(seq).lock().0 {
+            Some((kept, record)) if *kept == seq => Some(read(record)),
             _ => None,
         }
     }
@@ -111,10 +99,7 @@ impl Shelf {
     /// Changes task `seq`'s record, if it is still kept, and its weight in the total.
     fn update(&self, seq: u64, change: impl FnOnce(&mut TaskRecord)) {
         let mut slot = self.slot(seq).lock();
-        if slot.seq != seq {
-            return;
-        }
-        let Some(record) = slot.record.as_mut() else {
+        let Some((_, record)) = slot.0.as_mut().filter(|(kept, _)| *kept == seq) else {
             return;
         };
         change(record);
