@@ -241,10 +241,10 @@ class Bench:
         self.port = dict(zip(
             ["stub", "wsfeed", "nginx", "haproxy", "lb", "lb_admin", "simA", "simA_ws",
              "simB", "simB_ws", "g", "g_ws", "floor", "spare2", "spare3", "spare4"], p))
-        self.lb_bin = os.environ.get("LB_BIN", os.path.join(ROOT, "target/release/andera-lb"))
-        self.sim_bin = os.environ.get("SIM_BIN", os.path.join(ROOT, "target/release/andera-worker-sim"))
+        self.lb_bin = os.environ.get("LB_BIN", os.path.join(ROOT, "target/profiling/andera-lb"))
+        self.sim_bin = os.environ.get("SIM_BIN", os.path.join(ROOT, "target/profiling/andera-worker-sim"))
         self.floor_bin = os.environ.get("FLOOR_BIN",
-                                        os.path.join(ROOT, "target/release/andera-pingora-floor"))
+                                        os.path.join(ROOT, "target/profiling/andera-pingora-floor"))
 
     # -- processes
     def pinned(self, argv, cpu):
@@ -1072,7 +1072,7 @@ def main():
             ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if any(s in ONLY for s in "pivs") else [])
         for binary in needed:
             if not os.access(binary, os.X_OK):
-                raise RuntimeError(f"{binary} is missing: run cargo build --release --bins")
+                raise RuntimeError(f"{binary} is missing: run cargo build --profile profiling --workspace --bins")
         b.start_stub()
         if any(s in ONLY for s in "abcpd"):
             b.throughput()

@@ -6,90 +6,18 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::{parse_one, read_to_close, refused, Answer, RawConn};
 use common::*;
-use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// Generous "does not hang" bound for limits configured at one second.
 const CUT: Duration = Duration::from_secs(8);
 
-/// One parsed answer: status, lower-cased header block, body.
-struct Answer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
-            panic!(
-                "not JSON: {} {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// Splits the first answer off `buf` (content-length framed, or up to the end).
-fn parse_one(buf: &mut Vec<u8>) -> Option<Answer> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let status = head.get(9..12)?.parse().ok()?;
-    let len = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map(|v| v.trim().parse::<usize>().unwrap());
-    let total = match len {
-        Some(n) if buf.len() >= end + n => end + n,
-        Some(_) => return None,
-        None => buf.len(),
-    };
-    let body = buf[end..total].to_vec();
-    buf.drain(..total);
-    Some(Answer { status, head, body })
-}
-
-/// Reads until the peer closes (or resets) the connection.
-async fn read_to_close(r: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => return all,
-            Ok(n) => all.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// Reads one content-length framed answer.
-async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Answer {
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(a) = parse_one(buf) {
-            return a;
-        }
-        let n = s.read(&mut chunk).await.expect("read");
-        assert!(n > 0, "closed before a whole answer: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 async fn connect(port: u16) -> TcpStream {
     TcpStream::connect(("127.0.0.1", port)).await.unwrap()
-}
-
-/// Sends `request` and returns the single answer the LB sends before closing.
-async fn refused(port: u16, request: &[u8]) -> Answer {
-    let mut s = connect(port).await;
-    s.write_all(request).await.unwrap();
-    let mut all = timeout(CUT, read_to_close(&mut s))
-        .await
-        .expect("the LB answers and closes");
-    parse_one(&mut all).unwrap_or_else(|| panic!("no answer: {all:?}"))
 }
 
 fn client_yaml(lines: &str) -> String {
@@ -114,7 +42,7 @@ async fn a_header_sent_byte_by_byte_is_cut_at_the_total_header_deadline() {
         .await
         .expect("the connection is cut at the header deadline");
     trickle.abort();
-    let a = parse_one(&mut all).expect("a 408 answer");
+    let a = parse_one(&mut all, true, false).expect("a 408 answer");
     assert_eq!(a.status, 408);
     assert!(a.json()["error"].is_string());
 }
@@ -123,19 +51,13 @@ async fn a_header_sent_byte_by_byte_is_cut_at_the_total_header_deadline() {
 async fn an_idle_keepalive_connection_is_closed_after_the_idle_timeout_on_both_ports() {
     let lb = Lb::start_with(&[], &[], &client_yaml("  idle_timeout_ms: 1000\n")).await;
     for port in [lb.port, lb.admin_port] {
-        let mut s = connect(port).await;
-        let mut buf = Vec::new();
+        let mut s = RawConn::connect(port).await;
         for _ in 0..2 {
             // Keep-alive still works within the idle timeout.
-            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .unwrap();
-            let a = read_answer(&mut s, &mut buf).await;
-            assert_eq!(a.status, 200, "port {port}");
+            s.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            assert_eq!(s.answer().await.status, 200, "port {port}");
         }
-        let rest = timeout(CUT, read_to_close(&mut s))
-            .await
-            .expect("an idle keep-alive connection is closed");
+        let rest = s.rest_until_close(CUT).await;
         assert!(rest.is_empty(), "nothing is sent on idle close: {rest:?}");
     }
 }
@@ -212,7 +134,7 @@ async fn a_stalled_body_gets_408_json_after_the_body_timeout() {
     let mut all = timeout(CUT, read_to_close(&mut s))
         .await
         .expect("a stalled body is cut");
-    let a = parse_one(&mut all).expect("an answer");
+    let a = parse_one(&mut all, true, false).expect("an answer");
     assert_eq!(a.status, 408);
     assert!(a.json()["error"].is_string());
 }
@@ -239,7 +161,7 @@ async fn pipelined_requests_are_all_answered_in_order() {
     let mut all = timeout(CUT, read_to_close(&mut s))
         .await
         .expect("all answered");
-    let answers: Vec<Answer> = std::iter::from_fn(|| parse_one(&mut all)).collect();
+    let answers: Vec<Answer> = std::iter::from_fn(|| parse_one(&mut all, true, false)).collect();
     let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
     assert_eq!(statuses, [200, 404, 200, 200]);
     assert_eq!(answers[2].json()["result"]["message"], "Hello one!");
@@ -265,7 +187,7 @@ async fn an_http10_client_gets_a_close_delimited_stream() {
     let mut all = timeout(CUT, read_to_close(&mut s))
         .await
         .expect("the stream ends with the connection");
-    let a = parse_one(&mut all).expect("an answer");
+    let a = parse_one(&mut all, true, false).expect("an answer");
     assert_eq!(a.status, 200);
     assert!(!a.head.contains("transfer-encoding"), "{}", a.head);
     assert_eq!(String::from_utf8_lossy(&a.body), "tick 1\ntick 2\ntick 3\n");

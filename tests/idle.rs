@@ -6,11 +6,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::RawConn;
 use common::*;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 /// Connections opened by the memory test: half silent, half after one task.
 const IDLE_CONNECTIONS: usize = 400;
@@ -30,28 +28,9 @@ fn task_request() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Reads one content-length framed answer and returns its status.
-async fn status_of_answer(s: &mut TcpStream) -> u16 {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buf.len() >= end + 4 + len {
-                return head[9..12].parse().unwrap();
-            }
-        }
-        let n = timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("an answer within 10 s")
-            .expect("read");
-        assert!(n > 0, "closed before a whole answer: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+/// The status of the next answer on `c`.
+async fn status_of_answer(c: &mut RawConn) -> u16 {
+    c.answer().await.status
 }
 
 fn vm_rss_kib(pid: u32) -> f64 {
@@ -67,9 +46,9 @@ async fn idle_connections_hold_no_request_state_and_still_serve() {
     lb.wait_available(1).await;
     let request = task_request();
     // Warm-up: the Worker connection pool, the first task's one-time allocations.
-    let mut warm = TcpStream::connect(("127.0.0.1", lb.port)).await.unwrap();
+    let mut warm = RawConn::connect(lb.port).await;
     for _ in 0..50 {
-        warm.write_all(&request).await.unwrap();
+        warm.send(&request).await;
         assert_eq!(status_of_answer(&mut warm).await, 200);
     }
     drop(warm);
@@ -78,11 +57,11 @@ async fn idle_connections_hold_no_request_state_and_still_serve() {
 
     let mut conns = Vec::with_capacity(IDLE_CONNECTIONS);
     for _ in 0..IDLE_CONNECTIONS {
-        conns.push(TcpStream::connect(("127.0.0.1", lb.port)).await.unwrap());
+        conns.push(RawConn::connect(lb.port).await);
     }
     // Half of them keep-alive after one task, one at a time (no peak in flight).
     for s in conns.iter_mut().take(IDLE_CONNECTIONS / 2) {
-        s.write_all(&request).await.unwrap();
+        s.send(&request).await;
         assert_eq!(status_of_answer(s).await, 200);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -94,7 +73,7 @@ async fn idle_connections_hold_no_request_state_and_still_serve() {
 
     // Every one of them, silent or kept alive, still serves its (next) task.
     for s in conns.iter_mut() {
-        s.write_all(&request).await.unwrap();
+        s.send(&request).await;
     }
     for s in conns.iter_mut() {
         assert_eq!(status_of_answer(s).await, 200);
@@ -104,21 +83,20 @@ async fn idle_connections_hold_no_request_state_and_still_serve() {
 #[tokio::test]
 async fn a_request_arriving_in_pieces_after_an_idle_wait_is_answered() {
     let lb = Lb::start(&[], &[]).await;
-    let mut s = TcpStream::connect(("127.0.0.1", lb.port)).await.unwrap();
+    let mut s = RawConn::connect(lb.port).await;
     for round in 0..2 {
         // Idle first (a new connection, then a kept-alive one), then a header in three
         // writes: the loop reads the first piece ahead, Pingora the rest.
         tokio::time::sleep(Duration::from_millis(300)).await;
         for piece in [&b"GE"[..], b"T /health HTTP/1.1\r\nHo", b"st: x\r\n\r\n"] {
-            s.write_all(piece).await.unwrap();
+            s.send(piece).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(status_of_answer(&mut s).await, 200, "round {round}");
     }
     // A pipelined pair read ahead in one piece: both answered, in order.
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    s.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     assert_eq!(status_of_answer(&mut s).await, 200);
     assert_eq!(status_of_answer(&mut s).await, 404);
 }
@@ -127,12 +105,8 @@ async fn a_request_arriving_in_pieces_after_an_idle_wait_is_answered() {
 async fn a_silent_connection_is_closed_at_the_idle_timeout_and_at_shutdown() {
     let lb = Lb::start_with(&[], &[], "client:\n  header_timeout_ms: 1000\n").await;
     // Never a byte: cut at the header deadline (it runs from accept), without an answer.
-    let mut silent = TcpStream::connect(("127.0.0.1", lb.port)).await.unwrap();
-    let mut rest = Vec::new();
-    timeout(Duration::from_secs(8), silent.read_to_end(&mut rest))
-        .await
-        .expect("a silent connection is closed")
-        .ok();
+    let mut silent = RawConn::connect(lb.port).await;
+    let rest = silent.rest_until_close(Duration::from_secs(8)).await;
     assert!(
         rest.is_empty(),
         "nothing is sent to a silent client: {rest:?}"
@@ -140,17 +114,11 @@ async fn a_silent_connection_is_closed_at_the_idle_timeout_and_at_shutdown() {
 
     // A kept-alive connection waiting for its next request is closed when the LB stops.
     let mut lb = lb;
-    let mut kept = TcpStream::connect(("127.0.0.1", lb.port)).await.unwrap();
-    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut kept = RawConn::connect(lb.port).await;
+    kept.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status_of_answer(&mut kept).await, 200);
     lb.signal("TERM");
-    let mut rest = Vec::new();
-    timeout(Duration::from_secs(8), kept.read_to_end(&mut rest))
-        .await
-        .expect("an idle kept-alive connection is closed at shutdown")
-        .ok();
+    let rest = kept.rest_until_close(Duration::from_secs(8)).await;
     assert!(rest.is_empty(), "nothing is sent on that close: {rest:?}");
     assert_eq!(lb.wait_exit(Duration::from_secs(15)).await, Some(0));
 }

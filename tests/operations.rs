@@ -8,40 +8,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::raw::RawConn;
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// One `GET` on an existing keep-alive connection; returns the status line's code.
-async fn get_on(conn: &mut TcpStream, path: &str) -> u16 {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: lb\r\n\r\n");
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(
-            n > 0,
-            "connection closed early: {}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if let Some(head_end) = text.find("\r\n\r\n") {
-            let len: usize = text[..head_end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if buf.len() >= head_end + 4 + len {
-                return text[9..12].parse().unwrap();
-            }
-        }
-    }
+async fn get_on(conn: &mut RawConn, path: &str) -> u16 {
+    conn.send(format!("GET {path} HTTP/1.1\r\nHost: lb\r\n\r\n"))
+        .await;
+    conn.answer().await.status
 }
 
 #[tokio::test]
@@ -49,9 +24,7 @@ async fn sigterm_drains_in_flight_and_queued_tasks_then_exits_0() {
     let w = sim(|c| c.slots = 1).await;
     let mut lb = Lb::start(&[w.url()], &[]).await;
     lb.wait_available(1).await;
-    let mut admin = TcpStream::connect(("127.0.0.1", lb.admin_port))
-        .await
-        .unwrap();
+    let mut admin = RawConn::connect(lb.admin_port).await;
     assert_eq!(get_on(&mut admin, "/ready").await, 200);
     drop(admin);
     let running = lb.task(task("sleep", json!({"ms": 800})));
