@@ -1,6 +1,6 @@
 //! Ways a simulated Worker can misbehave on `POST /task`, for tests of the load
-//! balancer's defences: interim (1xx) answers before the real one, and tasks that
-//! are accepted but never answered. (A slow stream needs no fault: `ticker` with a
+//! balancer's defences: interim (1xx) answers before the real one, tasks that
+//! are accepted but never answered, and a Worker frozen on every channel. (A slow stream needs no fault: `ticker` with a
 //! long `intervalMs` is one.)
 
 use std::sync::Arc;
@@ -23,24 +23,30 @@ pub enum TaskFault {
     /// switched to anything else: a test's gate for "this task holds its slot until I
     /// say so".
     Hold,
+    /// The whole Worker freezes, like a stopped process whose kernel still accepts
+    /// connections: `POST /task` and `GET /health` are read and never answered, and
+    /// the WebSocket sends nothing (no pushes, no answers to `ping`), until the
+    /// fault is switched to anything else.
+    Frozen,
 }
 
 impl std::str::FromStr for TaskFault {
     type Err = String;
 
-    /// `none`, `hang`, `hold`, or `interim-<code>` with a 1xx code (e.g. `interim-103`).
+    /// `none`, `hang`, `hold`, `frozen`, or `interim-<code>` with a 1xx code (e.g. `interim-103`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.to_ascii_lowercase();
         match s.as_str() {
             "none" => return Ok(TaskFault::None),
             "hang" => return Ok(TaskFault::Hang),
             "hold" => return Ok(TaskFault::Hold),
+            "frozen" => return Ok(TaskFault::Frozen),
             _ => {}
         }
         match s.strip_prefix("interim-").map(str::parse::<u16>) {
             Some(Ok(code @ 100..=199)) => Ok(TaskFault::Interim(code)),
             _ => Err(format!(
-                "unknown task fault {s:?} (expected none, hang, hold or interim-1xx)"
+                "unknown task fault {s:?} (expected none, hang, hold, frozen or interim-1xx)"
             )),
         }
     }
@@ -61,6 +67,18 @@ impl FaultCell {
 
     pub(crate) fn set(&self, fault: TaskFault) {
         *self.0.write() = fault;
+    }
+
+    /// True while the whole Worker is frozen ([`TaskFault::Frozen`]).
+    pub(crate) fn frozen(&self) -> bool {
+        self.get() == TaskFault::Frozen
+    }
+
+    /// Returns once the Worker is no longer frozen (at once if it is not).
+    pub(crate) async fn thawed(&self) {
+        while self.frozen() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// The bytes to write before the answer to a request whose first bytes are

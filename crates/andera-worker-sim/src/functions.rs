@@ -15,6 +15,10 @@ pub enum FunctionSet {
     /// function list conflicts with `Standard` Workers of the same group and
     /// contract.
     Alternate,
+    /// `Standard` plus `shout` (`{"text"}`: answers it in capitals), so the
+    /// function list conflicts with `Standard` Workers and only this one exposes
+    /// `shout`.
+    Extended,
 }
 
 impl std::str::FromStr for FunctionSet {
@@ -24,8 +28,9 @@ impl std::str::FromStr for FunctionSet {
         match s.to_ascii_lowercase().as_str() {
             "standard" => Ok(FunctionSet::Standard),
             "alternate" => Ok(FunctionSet::Alternate),
+            "extended" => Ok(FunctionSet::Extended),
             other => Err(format!(
-                "unknown function set {other:?} (expected standard or alternate)"
+                "unknown function set {other:?} (expected standard, alternate or extended)"
             )),
         }
     }
@@ -51,7 +56,7 @@ fn schema(value: Value) -> Map<String, Value> {
 /// The catalogue of `set`.
 pub(crate) fn catalog(set: FunctionSet) -> Vec<FunctionDef> {
     let hello = match set {
-        FunctionSet::Standard => json!({
+        FunctionSet::Standard | FunctionSet::Extended => json!({
             "name": {"type": "string", "required": false, "default": "World"}
         }),
         FunctionSet::Alternate => json!({
@@ -59,7 +64,7 @@ pub(crate) fn catalog(set: FunctionSet) -> Vec<FunctionDef> {
             "greeting": {"type": "string", "required": false, "default": "Hello"}
         }),
     };
-    vec![
+    let mut defs = vec![
         FunctionDef {
             name: "hello",
             params: schema(hello),
@@ -90,7 +95,17 @@ pub(crate) fn catalog(set: FunctionSet) -> Vec<FunctionDef> {
             })),
             open: false,
         },
-    ]
+    ];
+    if set == FunctionSet::Extended {
+        defs.push(FunctionDef {
+            name: "shout",
+            params: schema(json!({
+                "text": {"type": "string", "required": false, "default": "hey"}
+            })),
+            open: false,
+        });
+    }
+    defs
 }
 
 /// The `functions` array of the `/health` answer.
@@ -206,6 +221,7 @@ pub(crate) enum Call {
     Fail { message: String },
     Echo(RequestInfo),
     Ticker { count: u64, interval: Duration },
+    Shout { text: String },
 }
 
 fn str_of(input: &Map<String, Value>, key: &str, default: &str) -> String {
@@ -246,6 +262,9 @@ pub(crate) fn build_call(
             count: num_of(input, "count", 5.0) as u64,
             interval: ms_duration(num_of(input, "intervalMs", 100.0)),
         },
+        "shout" => Call::Shout {
+            text: str_of(input, "text", "hey"),
+        },
         _ => return None,
     })
 }
@@ -284,6 +303,10 @@ pub(crate) async fn run_sync(call: &Call) -> (bool, Value) {
             tokio::time::sleep(total).await;
             (true, json!({"success": true, "result": {"ticks": count}}))
         }
+        Call::Shout { text } => (
+            true,
+            json!({"success": true, "result": {"message": text.to_uppercase()}}),
+        ),
     }
 }
 

@@ -51,6 +51,13 @@ fn lb_authorized(state: &SimState, headers: &HeaderMap) -> bool {
 }
 
 async fn health(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
+    if state.faults.frozen() {
+        let stop = state.shutdown_signal();
+        tokio::select! {
+            _ = state.faults.thawed() => {}
+            _ = stop => return error_response(StatusCode::SERVICE_UNAVAILABLE, "Worker is shutting down"),
+        }
+    }
     if lb_authorized(&state, &headers) {
         json_response(StatusCode::OK, state.health_json())
     } else {

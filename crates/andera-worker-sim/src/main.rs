@@ -57,13 +57,13 @@ struct Args {
     /// Initial status: ready or maintenance.
     #[arg(long, default_value = "ready")]
     status: String,
-    /// Function catalogue: standard or alternate.
+    /// Function catalogue: standard, alternate or extended (standard plus `shout`).
     #[arg(long, default_value = "standard")]
     function_set: FunctionSet,
     /// WebSocket behaviour: normal or silent.
     #[arg(long, default_value = "normal")]
     ws_mode: WsMode,
-    /// How POST /task misbehaves: none, hang, or interim-1xx (e.g. interim-103).
+    /// How POST /task misbehaves: none, hang, hold, frozen (the whole Worker), or interim-1xx (e.g. interim-103).
     #[arg(long, default_value = "none")]
     task_fault: TaskFault,
     /// Reported CPU load.

@@ -216,7 +216,10 @@ pub(crate) async fn handle_task(
             task.function, task.priority, task.mode
         ),
     );
-    if state.faults.get() == super::TaskFault::Hang {
+    if matches!(
+        state.faults.get(),
+        super::TaskFault::Hang | super::TaskFault::Frozen
+    ) {
         // Accepted and never answered: only a shutdown ends it.
         state.shutdown_signal().await;
         return failure_response(StatusCode::SERVICE_UNAVAILABLE, "Worker is shutting down");

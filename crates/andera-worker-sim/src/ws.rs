@@ -131,6 +131,7 @@ async fn report(state: &SimState, socket: &mut WebSocket) {
     loop {
         tokio::select! {
             msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(_))) if state.faults.frozen() => {}
                 Some(Ok(Message::Text(text))) => {
                     if text.as_str().trim() == "ping" && !send_json(socket, &state.ws_pong_json()).await {
                         return;
@@ -140,12 +141,15 @@ async fn report(state: &SimState, socket: &mut WebSocket) {
                 Some(Ok(_)) => {}
             },
             _ = ticker.tick() => {
-                if !send_json(socket, &state.ws_push_json()).await {
+                if !state.faults.frozen() && !send_json(socket, &state.ws_push_json()).await {
                     return;
                 }
             }
             changed = changes.changed() => {
-                if changed.is_err() || !send_json(socket, &state.ws_push_json()).await {
+                if changed.is_err() {
+                    return;
+                }
+                if !state.faults.frozen() && !send_json(socket, &state.ws_push_json()).await {
                     return;
                 }
             }

@@ -367,3 +367,21 @@ async fn alternate_function_set_differs() {
     w.shutdown().await;
     std.shutdown().await;
 }
+
+#[tokio::test]
+async fn extended_function_set_adds_shout() {
+    let mut cfg = SimConfig::new(LB, WK);
+    cfg.function_set = super::FunctionSet::Extended;
+    let w = SimWorker::start(cfg).await.expect("start");
+    let body = json!({"function":"shout","contract":1,"input":{"text":"hi"}});
+    let (s, v) = json_of(post_task(&w, &body).await).await;
+    assert_eq!(
+        (s, v),
+        (200, json!({"success":true,"result":{"message":"HI"}}))
+    );
+    let std = start(1).await;
+    let (s, _) = json_of(post_task(&std, &body).await).await;
+    assert_eq!(s, 404);
+    w.shutdown().await;
+    std.shutdown().await;
+}
