@@ -109,14 +109,18 @@ pub fn build(
     server.add_service(sampler);
     let drainer = background_service("drain", crate::shutdown::Drainer { app: app.clone() });
     server.add_service(drainer);
-    let journal = background_service(
-        "task journal",
-        crate::proxy::webhook::JournalService {
-            app: app.clone(),
-            recover: flags.recover,
-        },
-    );
-    server.add_service(journal);
+    // Without a journal there is nothing to run (and Pingora would log the
+    // service's immediate end as "exited").
+    if settings.journal.is_some() {
+        let journal = background_service(
+            "task journal",
+            crate::proxy::webhook::JournalService {
+                app: app.clone(),
+                recover: flags.recover,
+            },
+        );
+        server.add_service(journal);
+    }
     server.add_service(client);
     server.add_service(admin);
     server.add_service(watcher);

@@ -80,7 +80,16 @@ impl BackgroundService for Drainer {
             );
             if let Some(journal) = app.journal.get() {
                 // Queued webhook tasks stay journaled for the next instance instead of failing.
-                let _ = journal.release().await;
+                match journal.release().await {
+                    Ok(0) => {}
+                    Ok(n) if journal.live_peers() > 0 || journal.is_shared_queue() => {
+                        log::info!("handed {n} queued webhook task(s) to another instance")
+                    }
+                    Ok(n) => log::info!(
+                        "{n} queued webhook task(s) stay in the journal for the next start"
+                    ),
+                    Err(e) => log::warn!("queued webhook tasks not released: {e}"),
+                }
             }
             app.dispatcher.scheduler.close();
             drain.abort_all();

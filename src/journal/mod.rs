@@ -8,16 +8,21 @@
 //! - [`streams`] (`redis://…`): several hosts share one queue in a Redis Stream with
 //!   a consumer group; a task is run by whichever instance reads it first.
 
+mod disk;
 mod handoff;
+mod recreate;
 pub mod sqlite;
+mod state;
 mod store;
 pub mod streams;
+mod upkeep;
 mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use sqlite::{SqliteJournal, HEARTBEAT, OWNER_STALE};
+pub use state::{JournalHealth, JournalState};
 pub use streams::RedisJournal;
 
 /// The journal's Prometheus series (registered in the process registry).
@@ -34,6 +39,8 @@ pub struct JournalMetrics {
     pub write_errors: prometheus::IntCounter,
     /// 1 for the engine in use (`engine` = `sqlite` or `redis`).
     pub engine: prometheus::IntGaugeVec,
+    /// 1 for the journal's state now (`state` = `ok`, `full` or `unavailable`).
+    pub state: prometheus::IntGaugeVec,
 }
 
 /// The journal's metrics.
@@ -65,6 +72,16 @@ pub static JOURNAL_METRICS: std::sync::LazyLock<JournalMetrics> = std::sync::Laz
     )
     .expect("valid metric");
     r.register(Box::new(engine.clone())).expect("unique metric");
+    let state = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "journal_state",
+            "The task journal's state (1 for the current one): ok, full (no room for new tasks) or unavailable (new tasks refused).",
+        )
+        .namespace("andera_lb"),
+        &["state"],
+    )
+    .expect("valid metric");
+    r.register(Box::new(state.clone())).expect("unique metric");
     JournalMetrics {
         bytes: gauge(
             "journal_bytes",
@@ -78,6 +95,7 @@ pub static JOURNAL_METRICS: std::sync::LazyLock<JournalMetrics> = std::sync::Laz
         ),
         write_errors: counter("journal_write_errors_total", "Task journal writes that failed."),
         engine,
+        state,
     }
 });
 
@@ -86,10 +104,26 @@ pub static JOURNAL_METRICS: std::sync::LazyLock<JournalMetrics> = std::sync::Laz
 pub enum JournalError {
     /// The journal cannot be opened or reached, or is not a journal (names the file or URL).
     Open(String),
-    /// A write failed (disk full, I/O error, Redis unreachable): the task is not kept.
+    /// A write failed (I/O error, Redis unreachable): the task is not kept.
     Write(String),
+    /// No room for new tasks (disk full, `tasks.journal_max_size`, Redis `maxmemory`).
+    Full(String),
+    /// The journal cannot be used now (its file was deleted or replaced).
+    Unavailable(String),
+    /// The journal's file or directory cannot be written by this process (names it).
+    Denied(String),
     /// The writer thread is gone.
     Closed,
+}
+
+impl JournalError {
+    /// The `reason` of a refused task's JSON: `journal_full` or `journal_unavailable`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            JournalError::Full(_) => "journal_full",
+            _ => "journal_unavailable",
+        }
+    }
 }
 
 impl std::fmt::Display for JournalError {
@@ -97,6 +131,9 @@ impl std::fmt::Display for JournalError {
         match self {
             JournalError::Open(m) => write!(f, "cannot open the task journal: {m}"),
             JournalError::Write(m) => write!(f, "cannot write the task journal: {m}"),
+            JournalError::Full(m) => write!(f, "the task journal is full: {m}"),
+            JournalError::Unavailable(m) => write!(f, "the task journal is unavailable: {m}"),
+            JournalError::Denied(m) => write!(f, "cannot write the task journal: {m}"),
             JournalError::Closed => f.write_str("the task journal is closed"),
         }
     }
@@ -300,6 +337,14 @@ impl Journal {
         match location {
             Location::File(path) => SqliteJournal::check(path),
             Location::Redis(url) => streams::check(url),
+        }
+    }
+
+    /// Whether the journal can keep new tasks now, and why not.
+    pub fn health(&self) -> &JournalHealth {
+        match self {
+            Journal::Sqlite(j) => j.health(),
+            Journal::Redis(j) => j.health(),
         }
     }
 

@@ -23,7 +23,8 @@ use tokio::sync::oneshot;
 
 use super::handoff::{ClaimBox, ReleaseFlag};
 use super::store;
-use super::{Claimed, DispatchMark, JournalError, StoredTask, JOURNAL_METRICS};
+use super::upkeep::Upkeep;
+use super::{Claimed, DispatchMark, JournalError, JournalHealth, StoredTask, JOURNAL_METRICS};
 
 /// How often an instance proves it is alive, and claims free rows.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -51,6 +52,7 @@ pub struct SqliteJournal {
     file_bytes: AtomicU64,
     live_rows: AtomicU64,
     peers: AtomicU64,
+    health: Arc<JournalHealth>,
 }
 
 impl SqliteJournal {
@@ -65,7 +67,7 @@ impl SqliteJournal {
     ) -> Result<Arc<SqliteJournal>, JournalError> {
         let conn = match store::open(path, max_bytes) {
             Ok(c) => c,
-            Err(e) if recover && path.exists() => {
+            Err(e @ JournalError::Open(_)) if recover && path.exists() => {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
@@ -92,6 +94,8 @@ impl SqliteJournal {
                 .map_or(0, |d| d.as_nanos())
         );
         let (tx, rx) = mpsc::channel();
+        let health = Arc::new(JournalHealth::new(path.display().to_string()));
+        let upkeep = Upkeep::new(path, max_bytes, health.clone());
         let journal = Arc::new(SqliteJournal {
             ops: tx,
             path: path.to_path_buf(),
@@ -101,14 +105,20 @@ impl SqliteJournal {
             file_bytes: AtomicU64::new(0),
             live_rows: AtomicU64::new(0),
             peers: AtomicU64::new(0),
+            health,
         });
         let weak = Arc::downgrade(&journal);
         let writer = store::Writer::new(conn, instance, redeliver_unconfirmed);
         std::thread::Builder::new()
             .name("task-journal".into())
-            .spawn(move || writer_loop(writer, rx, weak))
+            .spawn(move || writer_loop(writer, upkeep, rx, weak))
             .map_err(|e| JournalError::Open(e.to_string()))?;
         Ok(journal)
+    }
+
+    /// Whether the journal can keep new tasks now, and why not.
+    pub fn health(&self) -> &JournalHealth {
+        &self.health
     }
 
     /// The journal file.
@@ -215,16 +225,20 @@ const MAX_BATCH: usize = 512;
 
 fn writer_loop(
     mut w: store::Writer,
+    mut upkeep: Upkeep,
     rx: mpsc::Receiver<Op>,
     journal: std::sync::Weak<SqliteJournal>,
 ) {
     let mut next_beat = std::time::Instant::now();
+    let mut beat_failing = false;
     loop {
         let now = std::time::Instant::now();
         if now >= next_beat {
             let Some(j) = journal.upgrade() else { return };
             match w.heartbeat_and_claim(OWNER_STALE, j.is_released()) {
                 Ok(beat) => {
+                    beat_failing = false;
+                    upkeep.wrote(false);
                     j.file_bytes.store(beat.file_bytes, Ordering::Relaxed);
                     j.live_rows.store(beat.rows, Ordering::Relaxed);
                     JOURNAL_METRICS.bytes.set(beat.file_bytes as i64);
@@ -232,7 +246,17 @@ fn writer_loop(
                     j.peers.store(beat.peers, Ordering::Relaxed);
                     j.claims.push(beat.claimed);
                 }
-                Err(e) => log::warn!("task journal heartbeat: {e}"),
+                Err(e) => {
+                    if !beat_failing {
+                        log::warn!("task journal heartbeat: {e}");
+                    }
+                    beat_failing = true;
+                    upkeep.failed_without_tasks(&e, &mut w);
+                }
+            }
+            upkeep.tick(&mut w);
+            if !upkeep.unfinished.is_empty() {
+                w.apply(Vec::new(), &mut upkeep);
             }
             next_beat = now + HEARTBEAT;
         }
@@ -250,7 +274,7 @@ fn writer_loop(
         }
         let stop = batch.iter().position(|op| matches!(op, Op::Stop(_)));
         let stop = stop.map(|i| batch.remove(i));
-        w.apply(batch);
+        w.apply(batch, &mut upkeep);
         if let Some(Op::Stop(reply)) = stop {
             w.close();
             let _ = reply.send(Ok(()));
@@ -259,51 +283,136 @@ fn writer_loop(
     }
 }
 
+/// What one transaction of a batch wrote, request by request.
+#[derive(Default)]
+struct Written {
+    accepts: Vec<Result<(), JournalError>>,
+    dispatches: Vec<Result<DispatchMark, JournalError>>,
+    releases: Vec<Result<u64, JournalError>>,
+}
+
+/// Bytes a new task takes in the journal, about.
+fn task_bytes(t: &StoredTask) -> u64 {
+    (t.body.len() + t.headers.len() + 256) as u64
+}
+
 impl store::Writer {
-    /// Applies a batch of requests in one transaction and answers each.
-    fn apply(&mut self, batch: Vec<Op>) {
-        let mut accepts = Vec::new();
-        let mut dispatches = Vec::new();
-        let mut releases = Vec::new();
+    /// Runs the batch's requests (new tasks only with `with_tasks`) and the
+    /// `unfinished` deletes in one transaction. Any failed statement fails it all.
+    fn write_batch(
+        &mut self,
+        batch: &[Op],
+        with_tasks: bool,
+        unfinished: &[String],
+    ) -> (Result<(), JournalError>, Written) {
+        let mut out = Written::default();
         let result = self.transaction(|tx, me| {
-            for op in &batch {
+            for id in unfinished {
+                store::delete(tx, id)?;
+            }
+            for op in batch {
                 match op {
-                    Op::Accept(task, _) => accepts.push(store::insert(tx, me, task)),
-                    Op::Dispatch(id, _) => dispatches.push(store::mark_dispatched(tx, me, id)),
+                    Op::Accept(task, _) if with_tasks => {
+                        store::insert(tx, me, task)?;
+                        out.accepts.push(Ok(()));
+                    }
+                    Op::Accept(..) | Op::Stop(_) => {}
+                    Op::Dispatch(id, _) => {
+                        out.dispatches.push(Ok(store::mark_dispatched(tx, me, id)?))
+                    }
                     Op::Finish(id) => store::delete(tx, id)?,
-                    Op::Release(_) => releases.push(store::release(tx, me)),
-                    Op::Stop(_) => {}
+                    Op::Release(_) => out.releases.push(Ok(store::release(tx, me)?)),
                 }
             }
             Ok(())
         });
-        let (mut accepts, mut dispatches, mut releases) = (
-            accepts.into_iter(),
-            dispatches.into_iter(),
-            releases.into_iter(),
-        );
-        fn settle<T>(
-            r: Option<Result<T, JournalError>>,
-            txn: &Result<(), JournalError>,
-        ) -> Result<T, JournalError> {
-            match txn {
-                Ok(()) => r.unwrap_or(Err(JournalError::Closed)),
-                Err(e) => Err(e.clone()),
+        (result, out)
+    }
+
+    /// Applies a batch of requests in one transaction and answers each. New tasks
+    /// that do not fit are refused and the rest is written without them, so that
+    /// dispatch marks and deletes go on when the disk is full; deletes that fail
+    /// are kept for the next batch.
+    fn apply(&mut self, batch: Vec<Op>, upkeep: &mut Upkeep) {
+        let bytes: u64 = batch
+            .iter()
+            .map(|op| match op {
+                Op::Accept(t, _) => task_bytes(t),
+                _ => 0,
+            })
+            .sum();
+        let mut refused = match bytes {
+            0 => None,
+            _ => upkeep.room_for(bytes).err(),
+        };
+        let unfinished = std::mem::take(&mut upkeep.unfinished);
+        let (mut result, mut written) = self.write_batch(&batch, refused.is_none(), &unfinished);
+        if let Err(e) = &result {
+            if bytes > 0 && refused.is_none() {
+                refused = Some(upkeep.failed(e, self, bytes));
+                (result, written) = self.write_batch(&batch, false, &unfinished);
             }
         }
-        for op in batch {
-            match op {
-                Op::Accept(_, reply) => {
-                    let _ = reply.send(settle(accepts.next(), &result));
-                }
-                Op::Dispatch(_, reply) => {
-                    let _ = reply.send(settle(dispatches.next(), &result));
-                }
-                Op::Release(reply) => {
-                    let _ = reply.send(settle(releases.next(), &result));
-                }
-                Op::Finish(_) | Op::Stop(_) => {}
+        match &result {
+            Ok(()) => upkeep.wrote(true),
+            Err(e) => {
+                upkeep.failed_without_tasks(e, self);
+                upkeep.unfinished = unfinished;
+                upkeep
+                    .unfinished
+                    .extend(batch.iter().filter_map(|op| match op {
+                        Op::Finish(id) => Some(id.clone()),
+                        _ => None,
+                    }));
             }
+        }
+        answer(batch, result, written, refused);
+    }
+}
+
+/// Answers each request of a batch: a refusal for new tasks that were kept out,
+/// the transaction's error when it failed, else the statement's own result.
+fn answer(
+    batch: Vec<Op>,
+    result: Result<(), JournalError>,
+    written: Written,
+    refused: Option<JournalError>,
+) {
+    let Written {
+        accepts,
+        dispatches,
+        releases,
+    } = written;
+    let (mut accepts, mut dispatches, mut releases) = (
+        accepts.into_iter(),
+        dispatches.into_iter(),
+        releases.into_iter(),
+    );
+    fn settle<T>(
+        r: Option<Result<T, JournalError>>,
+        txn: &Result<(), JournalError>,
+    ) -> Result<T, JournalError> {
+        match txn {
+            Ok(()) => r.unwrap_or(Err(JournalError::Closed)),
+            Err(e) => Err(e.clone()),
+        }
+    }
+    for op in batch {
+        match op {
+            Op::Accept(_, reply) => {
+                let r = match &refused {
+                    Some(e) => Err(e.clone()),
+                    None => settle(accepts.next(), &result),
+                };
+                let _ = reply.send(r);
+            }
+            Op::Dispatch(_, reply) => {
+                let _ = reply.send(settle(dispatches.next(), &result));
+            }
+            Op::Release(reply) => {
+                let _ = reply.send(settle(releases.next(), &result));
+            }
+            Op::Finish(_) | Op::Stop(_) => {}
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
+use super::disk;
 use super::{ClaimKind, Claimed, DispatchMark, JournalError, StoredTask};
 
 /// Journal format version, kept in SQLite's `user_version`.
@@ -34,9 +35,7 @@ fn open_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
 /// Opens the journal, creating it if missing, and checks that it is one. Writes
 /// beyond `max_bytes` fail as on a full disk.
 pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| open_err(path, e))?;
-    }
+    prepare_files(path)?;
     let conn = Connection::open(path).map_err(|e| open_err(path, e))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| open_err(path, e))?;
@@ -48,7 +47,9 @@ pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(open_err(path, format!("cannot use WAL mode (got {mode})")));
     }
-    conn.execute_batch("PRAGMA synchronous=FULL;")
+    // FAST: a deleted row's cells are zeroed where that costs no extra write, so
+    // finished tasks' Worker keys do not stay readable in the database's free space.
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=FAST;")
         .map_err(|e| open_err(path, e))?;
     let page: i64 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -100,6 +101,38 @@ pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
     Ok(conn)
 }
 
+/// Creates the journal's directory (`0700`) and file (`0600`) when missing, and
+/// checks that this process may write both: a permission problem is named as
+/// such ([`JournalError::Denied`]), since `--recover` cannot help with it.
+fn prepare_files(path: &Path) -> Result<(), JournalError> {
+    let dir = disk::dir_of(path);
+    let denied = |what: &str, e: &std::io::Error| {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        JournalError::Denied(format!(
+            "{}: {what} is not writable by this process (uid {uid}): {e}; give it to the service's user or choose another tasks.journal (--recover cannot help)",
+            path.display()
+        ))
+    };
+    disk::create_dirs(&dir).map_err(|e| match disk::is_denied(&e) {
+        true => denied(&format!("the directory {}", dir.display()), &e),
+        false => open_err(path, e),
+    })?;
+    if let Err(e) = disk::writable_dir(&dir) {
+        return Err(denied(&format!("the directory {}", dir.display()), &e));
+    }
+    disk::create_private(path).map_err(|e| match disk::is_denied(&e) {
+        true => denied("the file", &e),
+        false => open_err(path, e),
+    })?;
+    for (file, mode) in disk::readable_by_others(path) {
+        log::warn!(
+            "task journal file {file} is readable by other users (mode {mode:o}) and holds Worker keys: chmod 600 it"
+        );
+    }
+    Ok(())
+}
+
 /// The writer thread's connection and identity.
 pub struct Writer {
     conn: Connection,
@@ -109,7 +142,18 @@ pub struct Writer {
 }
 
 fn write_err(e: rusqlite::Error) -> JournalError {
-    JournalError::Write(e.to_string())
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => JournalError::Full(e.to_string()),
+        _ => JournalError::Write(e.to_string()),
+    }
+}
+
+/// How much of the database is in use, and how much it may take (pages).
+pub struct PageUse {
+    /// Pages holding data (the file's pages less the free ones).
+    pub used: u64,
+    /// `max_page_count`, from `tasks.journal_max_size`.
+    pub max: u64,
 }
 
 impl Writer {
@@ -122,6 +166,44 @@ impl Writer {
             me,
             redeliver_unconfirmed,
         }
+    }
+
+    /// The connection, e.g. to copy its rows into a re-created journal.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Puts `conn` in place of the connection, which is returned.
+    pub fn swap_conn(&mut self, conn: Connection) -> Connection {
+        std::mem::replace(&mut self.conn, conn)
+    }
+
+    /// Copies the WAL into the database and truncates it to zero bytes, so that
+    /// finished tasks (bodies, Worker keys) do not stay in it. False when another
+    /// connection kept it from completing.
+    pub fn checkpoint_truncate(&self) -> Result<bool, JournalError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|busy| busy == 0)
+            .map_err(write_err)
+    }
+
+    /// Pages in use and the most the database may take.
+    pub fn page_use(&self) -> Result<PageUse, JournalError> {
+        let get = |sql: &str| {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
+                .map_err(write_err)
+        };
+        let pages = get("PRAGMA page_count")?;
+        let free = get("PRAGMA freelist_count")?;
+        Ok(PageUse {
+            used: pages.saturating_sub(free),
+            max: get("PRAGMA max_page_count")?,
+        })
     }
 
     /// Runs `f` in one immediate transaction and commits it (one fsync).
@@ -272,7 +354,9 @@ pub fn insert(tx: &Transaction<'_>, me: &str, t: &StoredTask) -> Result<(), Jour
     .map_err(write_err)
 }
 
-/// Marks a task `dispatched` if this instance still owns it undispatched.
+/// Marks a task `dispatched` if this instance still owns it. A task this instance
+/// already marked is `Go` again: a mark whose commit was reported failed may have
+/// reached the disk, and only this instance's runner of the task marks it.
 pub fn mark_dispatched(
     tx: &Transaction<'_>,
     me: &str,
@@ -280,7 +364,7 @@ pub fn mark_dispatched(
 ) -> Result<DispatchMark, JournalError> {
     let changed = tx
         .prepare_cached(&format!(
-            "UPDATE tasks SET state = {DISPATCHED} WHERE id = ?1 AND owner = ?2 AND state = {ACCEPTED}"
+            "UPDATE tasks SET state = {DISPATCHED} WHERE id = ?1 AND owner = ?2 AND state IN ({ACCEPTED}, {DISPATCHED})"
         ))
         .and_then(|mut s| s.execute(params![id, me]))
         .map_err(write_err)?;

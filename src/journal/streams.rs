@@ -68,6 +68,7 @@ pub struct RedisJournal {
     released: ReleaseFlag,
     stopped: AtomicBool,
     peers: AtomicU64,
+    health: super::JournalHealth,
 }
 
 fn open_err(url: &str, e: impl std::fmt::Display) -> JournalError {
@@ -76,6 +77,12 @@ fn open_err(url: &str, e: impl std::fmt::Display) -> JournalError {
 
 fn write_err(e: redis::RedisError) -> JournalError {
     JournalError::Write(format!("redis: {e}"))
+}
+
+/// True when the connection was found broken (e.g. Redis restarted): the
+/// connection manager reconnects, so the command is worth one more try.
+fn broken(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
 /// Checks, before the server starts, that Redis answers at `url`.
@@ -148,6 +155,7 @@ impl RedisJournal {
             released: ReleaseFlag::default(),
             stopped: AtomicBool::new(false),
             peers: AtomicU64::new(0),
+            health: super::JournalHealth::new(redact(url)),
         });
         tokio::spawn(read_loop(Arc::downgrade(&journal), reader, capacity));
         tokio::spawn(upkeep_loop(Arc::downgrade(&journal)));
@@ -164,9 +172,42 @@ impl RedisJournal {
         &self.me
     }
 
+    /// Whether Redis took the last writes, and why not.
+    pub fn health(&self) -> &super::JournalHealth {
+        &self.health
+    }
+
+    /// Records how a write went in the journal's state.
+    fn wrote<T>(&self, result: &redis::RedisResult<T>) {
+        match result {
+            Ok(_) => self.health.ok(),
+            Err(e) => {
+                JOURNAL_METRICS.write_errors.inc();
+                let state = match e.code() {
+                    Some("OOM") => super::JournalState::Full,
+                    _ => super::JournalState::Unavailable,
+                };
+                self.health.set(state, format!("redis: {e}"));
+            }
+        }
+    }
+
     /// Adds an accepted task to the stream; the client may be told "accepted" once
     /// this returns `Ok` (Redis has it in memory, persisted as its own settings say).
+    /// A connection found broken (Redis restarted) is replaced and tried once more.
     pub async fn accept(&self, t: StoredTask) -> Result<(), JournalError> {
+        let mut result = self.add(&t).await;
+        if result.as_ref().is_err_and(broken) {
+            result = self.add(&t).await;
+        }
+        self.wrote(&result);
+        result.map_err(|e| match e.code() {
+            Some("OOM") => JournalError::Full(format!("redis: {e}")),
+            _ => write_err(e),
+        })
+    }
+
+    async fn add(&self, t: &StoredTask) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::cmd("XADD")
             .arg(STREAM)
@@ -186,7 +227,6 @@ impl RedisJournal {
             .query_async::<String>(&mut conn)
             .await
             .map(drop)
-            .map_err(write_err)
     }
 
     /// Marks a task as sent, if this instance still owns its entry.
@@ -194,17 +234,12 @@ impl RedisJournal {
         let Some(entry) = self.held.lock().get(id).map(|h| h.entry.clone()) else {
             return Ok(DispatchMark::HandedOver);
         };
-        let mut conn = self.conn.clone();
-        let owned: i64 = MARK_SCRIPT
-            .key(STREAM)
-            .key(DISPATCHED)
-            .arg(GROUP)
-            .arg(&entry)
-            .arg(&self.me)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(write_err)?;
-        if owned == 0 {
+        let mut owned = self.mark(&entry).await;
+        if owned.as_ref().is_err_and(broken) {
+            owned = self.mark(&entry).await;
+        }
+        self.wrote(&owned);
+        if owned.map_err(write_err)? == 0 {
             self.held.lock().remove(id);
             self.room.notify_one();
             return Ok(DispatchMark::HandedOver);
@@ -213,6 +248,18 @@ impl RedisJournal {
             h.dispatched = true;
         }
         Ok(DispatchMark::Go)
+    }
+
+    async fn mark(&self, entry: &str) -> redis::RedisResult<i64> {
+        let mut conn = self.conn.clone();
+        MARK_SCRIPT
+            .key(STREAM)
+            .key(DISPATCHED)
+            .arg(GROUP)
+            .arg(entry)
+            .arg(&self.me)
+            .invoke_async(&mut conn)
+            .await
     }
 
     /// Removes a finished (done or failed) task from the stream, in the background;

@@ -13,7 +13,7 @@ use pingora::proxy::Session;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::task::{admit, answered, fail, finish, finish_failed};
+use super::task::{admit, answered, finish, finish_failed};
 use crate::app::{App, RequestCtx};
 use crate::board::{TaskHandle, TaskState};
 use crate::dispatch::{Delivered, DispatchGate, ForwardHeaders, TaskError};
@@ -58,8 +58,8 @@ pub(super) async fn accept(
         Some(location) => match app.journal_within(JOURNAL_OPEN_WAIT).await {
             Some(j) => Some(j),
             None => {
-                let e = TaskError::NotKept(format!("task journal {location} is not open"));
-                return fail(app, session, ctx, &task.record, &task.spec, &e).await;
+                let e = JournalError::Unavailable(format!("task journal {location} is not open"));
+                return refuse(app, session, ctx, &task, &e).await;
             }
         },
     };
@@ -75,9 +75,7 @@ pub(super) async fn accept(
             body: task.body.to_vec(),
         };
         if let Err(e) = journal.accept(stored).await {
-            JOURNAL_METRICS.write_errors.inc();
-            let e = TaskError::NotKept(e.to_string());
-            return fail(app, session, ctx, &task.record, &task.spec, &e).await;
+            return refuse(app, session, ctx, &task, &e).await;
         }
     }
     match journal {
@@ -101,6 +99,31 @@ pub(super) async fn accept(
     respond::json(session, 200, &accepted, &[("x-andera-task-id", task_id)]).await
 }
 
+/// Refuses a webhook task the journal cannot keep: `503` JSON with the journal's
+/// `reason` (`journal_full` or `journal_unavailable`) beside the `error`.
+async fn refuse(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    task: &Accepted,
+    e: &JournalError,
+) -> Result<()> {
+    let error = TaskError::NotKept(e.to_string());
+    let message = error.message();
+    log::warn!("webhook task {} refused (503): {message}", task.record.id());
+    finish_failed(
+        &app.board,
+        &task.record,
+        &task.spec,
+        &error,
+        message.clone(),
+    );
+    ctx.status = 503;
+    let body = json!({"error": message, "reason": e.reason()});
+    let id = ("x-andera-task-id", task.record.id());
+    respond::json(session, 503, &body, &[id]).await
+}
+
 /// How much of a Worker's refusal is kept for the failure notice.
 const NOTICE_BYTES: usize = 4096;
 
@@ -116,26 +139,39 @@ fn refusal_message(status: u16, answer: &[u8]) -> String {
     }
 }
 
-/// The journal's dispatch mark, awaited holding the slot right before the first send.
+/// First and longest wait between tries of a dispatch mark that failed.
+const MARK_RETRY: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+
+/// The journal's dispatch mark, awaited holding the slot right before the first
+/// send. A task is never sent unmarked: a mark that cannot be written (disk full,
+/// Redis unreachable) is tried again with back-off until the task's deadline, and
+/// the task then fails without having been sent.
 fn journal_gate<'a>(
     journal: &'a Journal,
     id: &'a str,
+    deadline: Instant,
     entered: &'a AtomicBool,
 ) -> DispatchGate<'a> {
     Box::pin(async move {
         entered.store(true, Ordering::Release);
-        match journal.dispatch(id).await {
-            Ok(DispatchMark::Go) => Ok(()),
-            Ok(DispatchMark::HandedOver) => Err(TaskError::HandedOver),
-            Err(e) => {
-                // Sending anyway keeps the task alive; after a crash it may then be
-                // reported `unknown` or, with redeliver_unconfirmed, run twice.
-                JOURNAL_METRICS.write_errors.inc();
-                log::warn!(
-                    "task {id}: cannot mark dispatched in the journal ({e}); sending anyway"
-                );
-                Ok(())
+        let mut wait = MARK_RETRY.0;
+        let mut tries = 0u32;
+        loop {
+            let error = match journal.dispatch(id).await {
+                Ok(DispatchMark::Go) => return Ok(()),
+                Ok(DispatchMark::HandedOver) => return Err(TaskError::HandedOver),
+                Err(e) => e,
+            };
+            tries += 1;
+            if tries == 1 {
+                log::warn!("task {id}: cannot mark dispatched in the journal ({error}); not sent, trying again");
             }
+            if Instant::now() + wait >= deadline {
+                let why = format!("not sent: its dispatch mark could not be written ({error})");
+                return Err(TaskError::NotKept(why));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MARK_RETRY.1);
         }
     })
 }
@@ -159,7 +195,7 @@ async fn run(
     let entered = AtomicBool::new(false);
     let gate = journal
         .as_deref()
-        .map(|j| journal_gate(j, &task_id, &entered));
+        .map(|j| journal_gate(j, &task_id, deadline, &entered));
     let delivery = app
         .dispatcher
         .deliver_gated(&spec, admission, &headers, &body, deadline, &record, gate);
@@ -193,7 +229,7 @@ async fn run(
     };
     match delivery {
         Err(TaskError::HandedOver) => {
-            log::info!("webhook task {task_id} handed over to another instance");
+            log::info!("webhook task {task_id} {}", handed_to(journal.as_deref()));
             record.finished(TaskState::HandedOver, 0, "handed_over", None);
         }
         Err(TaskError::ShuttingDown) if journal.is_some() => {
@@ -266,6 +302,16 @@ async fn run(
                 lease.url()
             );
         }
+    }
+}
+
+/// Where a task given up by this instance goes: to a live instance sharing the
+/// journal (an upgrade's successor, a peer), or it stays for the next start.
+fn handed_to(journal: Option<&Journal>) -> &'static str {
+    match journal {
+        Some(j) if j.is_shared_queue() => "given back to the shared queue for another instance",
+        Some(j) if j.live_peers() > 0 => "handed over to another instance",
+        _ => "stays in the journal for the next start",
     }
 }
 
@@ -404,9 +450,11 @@ impl pingora::services::background::BackgroundService for JournalService {
         let journal = match open(app, location, self.recover).await {
             Ok(j) => Arc::new(j),
             Err(e) => {
-                let hint = match location {
-                    Location::File(_) => " (start with --recover to move it aside)",
-                    Location::Redis(_) => "",
+                let hint = match (location, &e) {
+                    (Location::File(_), JournalError::Open(_)) => {
+                        " (start with --recover to move it aside)"
+                    }
+                    _ => "",
                 };
                 log::error!("{e}; refusing to run without it{hint}");
                 eprintln!("andera-lb: {e}");

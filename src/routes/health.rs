@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::auth::lb_authorized;
+use crate::journal::JournalState;
 use crate::{logring, respond};
 
 /// `GET /health`: `{"status"}` without a key; Workers, invalid Workers and internal
@@ -27,16 +28,15 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
         "status": status,
         "workers": workers,
         "invalidWorkers": invalid,
+        // The original's keys and values, for monitors that read them (its Redis
+        // and BullMQ roles are played in process here); our components beside them.
         "services": {
-            // The original's keys, for monitors that read them: its Redis and BullMQ
-            // roles (task store, queue) are played in process here.
-            "redis": {
-                "status": if app.settings.journal.is_some() && app.journal.get().is_none() { "down" } else { "ok" },
-                "engine": app.journal.get().map_or("in-process", |j| j.engine()),
-                "note": "the queue is in process; webhook tasks persist in the task journal when one is configured (tasks.journal: a file, or redis:// for a queue shared by several instances)",
-                "journal": app.settings.journal.as_ref().map(|l| l.to_string()),
-            },
-            "bullmq": {
+            "redis": if journal_ready(app) { "ready" } else { "error" },
+            "bullmq": if app.is_draining() { "error" } else { "ready" },
+        },
+        "components": {
+            "journal": journal_component(app),
+            "queue": {
                 "status": if app.is_draining() { "draining" } else { "ok" },
                 "engine": "in-process",
                 "waiting": queue.depth,
@@ -56,6 +56,41 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
     Ok(200)
 }
 
+/// True when webhook tasks can be kept now: no journal is configured, or it is
+/// open and `ok`.
+fn journal_ready(app: &App) -> bool {
+    match (&app.settings.journal, app.journal.get()) {
+        (None, _) => true,
+        (Some(_), Some(j)) => j.health().state() == JournalState::Ok,
+        (Some(_), None) => false,
+    }
+}
+
+/// The journal's state on keyed `/health`: `ok`, `full`, `unavailable`,
+/// `opening` (configured, not open yet) or `none` (not configured).
+fn journal_component(app: &App) -> serde_json::Value {
+    let Some(location) = &app.settings.journal else {
+        return json!({
+            "status": "none",
+            "engine": "in-process",
+            "note": "no task journal: webhook tasks live in memory (tasks.journal: a file, or redis:// for a queue shared by several instances)",
+        });
+    };
+    let (status, detail, engine) = match app.journal.get() {
+        Some(j) => {
+            let (state, detail) = j.health().get();
+            (state.as_str(), detail, j.engine())
+        }
+        None => ("opening", String::new(), ""),
+    };
+    json!({
+        "status": status,
+        "engine": engine,
+        "location": location.to_string(),
+        "detail": (!detail.is_empty()).then_some(detail),
+    })
+}
+
 /// `GET /logs`: the last `MAX_LOGS` lines, oldest first; the LB key is required.
 pub async fn logs(app: &App, session: &mut Session) -> Result<u16> {
     if !lb_authorized(session, app.settings.lb_key.expose()) {
@@ -72,13 +107,15 @@ pub async fn logs(app: &App, session: &mut Session) -> Result<u16> {
     Ok(200)
 }
 
-/// `GET /ready` (admin port): 200 while serving, 503 once draining, for load
-/// balancers and orchestrators in front.
+/// `GET /ready` (admin port): 200 while serving, 503 once draining or while the
+/// task journal cannot keep webhook tasks (full, unavailable, still opening), for
+/// load balancers and orchestrators in front.
 pub async fn ready(app: &App, session: &mut Session) -> Result<u16> {
-    let ready = !app.is_draining();
+    let journal = journal_ready(app);
+    let ready = !app.is_draining() && journal;
     let (_, up) = app.registry.counts();
     let status = if ready { 200 } else { 503 };
-    let body = json!({"ready": ready, "draining": app.is_draining(), "workersAvailable": up});
+    let body = json!({"ready": ready, "draining": app.is_draining(), "workersAvailable": up, "journal": journal_component(app)["status"]});
     respond::json(session, status, &body, &[]).await?;
     Ok(status)
 }

@@ -219,7 +219,7 @@ impl Lb {
     /// Waits until `n` Workers are available for tasks.
     pub async fn wait_available(&self, n: u64) -> Value {
         self.wait_until(
-            |h| h["services"]["discovery"]["available"].as_u64() == Some(n),
+            |h| h["components"]["discovery"]["available"].as_u64() == Some(n),
             &format!("{n} worker(s) are available"),
         )
         .await
