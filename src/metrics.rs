@@ -229,6 +229,27 @@ impl Metrics {
         }
     }
 
+    /// Removes every series of the Worker `url` (of `group`, as its `worker_up` was
+    /// labelled), for a Worker that left the list: its counters would otherwise stay
+    /// in `/metrics` for the life of the process.
+    pub fn forget_worker(&self, url: &str, group: &str) {
+        let _ = self.worker_up.remove_label_values(&[url, group]);
+        for gauge in [
+            &self.worker_slots_used,
+            &self.worker_slots_limit,
+            &self.worker_ejected,
+        ] {
+            let _ = gauge.remove_label_values(&[url]);
+        }
+        for counter in [
+            &self.worker_ejections,
+            &self.discovery_errors,
+            &self.websocket_errors,
+        ] {
+            let _ = counter.remove_label_values(&[url]);
+        }
+    }
+
     /// Renders the text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -276,6 +297,24 @@ mod tests {
         .collect();
         classes.dedup();
         assert_eq!(classes.len(), 7);
+    }
+
+    #[test]
+    fn a_forgotten_worker_leaves_no_series() {
+        let m = Metrics::new();
+        for url in ["http://a:1", "http://b:1"] {
+            m.worker_up.with_label_values(&[url, "g"]).set(1);
+            m.worker_slots_used.with_label_values(&[url]).set(1);
+            m.worker_slots_limit.with_label_values(&[url]).set(4);
+            m.worker_ejected.with_label_values(&[url]).set(0);
+            m.worker_ejections.with_label_values(&[url]).inc();
+            m.discovery_errors.with_label_values(&[url]).inc();
+            m.websocket_errors.with_label_values(&[url]).inc();
+        }
+        m.forget_worker("http://a:1", "g");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("http://a:1"), "{text}");
+        assert_eq!(text.matches("worker=\"http://b:1\"").count(), 7, "{text}");
     }
 
     #[test]

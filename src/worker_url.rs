@@ -4,17 +4,21 @@ use std::fmt;
 
 /// A Worker base URL such as `http://10.0.0.5:3000` or `https://w1.internal/base`.
 ///
-/// Two URLs that differ only by a trailing `/` are the same Worker: equality and
-/// hashing leave [`WorkerUrl::listed`] out.
+/// Spellings of one address are one Worker: the scheme and host are lowercased,
+/// IPv4 forms (`127.000.000.001`, `0x7f.1`, `2130706433`) and IPv4-mapped IPv6
+/// (`[::ffff:127.0.0.1]`) are read as the dotted IPv4 address, a default port is
+/// dropped and so is a trailing `/`. Equality and hashing use that canonical form
+/// ([`WorkerUrl::raw`]), never [`WorkerUrl::listed`].
 #[derive(Clone)]
 pub struct WorkerUrl {
-    /// The URL as written in the Worker list (trailing `/` removed): the Worker's identity.
+    /// The canonical form, e.g. `http://127.0.0.1:3000`: the Worker's identity
+    /// (registry key, metrics label, logs).
     pub raw: String,
     /// The URL exactly as listed (trailing `/` kept), shown by `/health` like the original.
     pub listed: String,
     /// `https` when true.
     pub tls: bool,
-    /// Host name or IP literal (without brackets).
+    /// Host name (lowercase) or IP literal (without brackets).
     pub host: String,
     /// Port, defaulted from the scheme.
     pub port: u16,
@@ -24,14 +28,7 @@ pub struct WorkerUrl {
 
 impl PartialEq for WorkerUrl {
     fn eq(&self, other: &Self) -> bool {
-        (self.tls, &self.host, self.port, &self.base_path, &self.raw)
-            == (
-                other.tls,
-                &other.host,
-                other.port,
-                &other.base_path,
-                &other.raw,
-            )
+        self.raw == other.raw
     }
 }
 
@@ -39,49 +36,118 @@ impl Eq for WorkerUrl {}
 
 impl std::hash::Hash for WorkerUrl {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (self.tls, &self.host, self.port, &self.base_path, &self.raw).hash(state);
+        self.raw.hash(state);
+    }
+}
+
+/// A Worker list entry shown with its userinfo (`user:password@`), query and
+/// fragment masked as `***`: what every message and API shows of an entry, refused
+/// or not. `http://admin:PassW0rd@h/?token=x` is shown `http://***@h/?***`.
+pub struct Redacted<'a>(pub &'a str);
+
+/// `text` as [`Redacted`] shows it.
+pub fn redacted(text: &str) -> Redacted<'_> {
+    Redacted(text)
+}
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0;
+        // Everything from the first `?` or `#` on is a query or fragment.
+        let (text, tail) = match text.find(['?', '#']) {
+            Some(i) => (&text[..i], Some(&text[i..=i])),
+            None => (text, None),
+        };
+        // The authority follows the scheme's `:` and any slashes (WHATWG parsers
+        // accept `http:host`, `http:\\host`), up to the next slash.
+        let scheme_end = text
+            .find(':')
+            .filter(|&i| {
+                let scheme = &text[..i];
+                scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            })
+            .map_or(0, |i| i + 1);
+        let start = scheme_end
+            + text[scheme_end..]
+                .find(|c| c != '/' && c != '\\')
+                .unwrap_or(text.len() - scheme_end);
+        let end = text[start..]
+            .find(['/', '\\'])
+            .map_or(text.len(), |i| start + i);
+        match text[start..end].rfind('@') {
+            Some(at) => {
+                f.write_str(&text[..start])?;
+                f.write_str("***")?;
+                f.write_str(&text[start + at..])?;
+            }
+            None => f.write_str(text)?,
+        }
+        match tail {
+            Some(mark) => write!(f, "{mark}***"),
+            None => Ok(()),
+        }
     }
 }
 
 impl WorkerUrl {
-    /// Parses an `http://` or `https://` base URL (WHATWG rules, by the `url` crate);
-    /// rejects anything else, credentials, queries and fragments with a reason.
+    /// Parses an `http://` or `https://` base URL (WHATWG rules, by the `url` crate)
+    /// into its canonical form; rejects anything else, credentials, queries and
+    /// fragments with a reason that shows the entry [`redacted`].
     pub fn parse(text: &str) -> Result<WorkerUrl, String> {
         let listed = text.trim().to_string();
-        let raw = listed.trim_end_matches('/').to_string();
-        let url = url::Url::parse(&listed).map_err(|e| format!("{text:?}: {e}"))?;
+        let shown = redacted(&listed).to_string();
+        let url = url::Url::parse(&listed).map_err(|e| format!("{shown:?}: {e}"))?;
         let tls = match url.scheme() {
             "http" => false,
             "https" => true,
-            _ => return Err(format!("{text:?} is not an http:// or https:// URL")),
+            _ => return Err(format!("{shown:?} is not an http:// or https:// URL")),
         };
-        if !url.username().is_empty()
-            || url.password().is_some()
-            || url.query().is_some()
-            || url.fragment().is_some()
-        {
-            return Err(format!(
-                "{text:?}: credentials, queries and fragments are not allowed"
-            ));
+        let refused = if !url.username().is_empty() || url.password().is_some() {
+            Some("credentials (user:password@) are not allowed in a Worker URL; the Workers' keys are LB_AUTH_KEY and the clients' x-wr-auth")
+        } else if url.query().is_some() {
+            Some("a query (?...) is not allowed in a Worker URL")
+        } else if url.fragment().is_some() {
+            Some("a fragment (#...) is not allowed in a Worker URL")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(format!("{shown:?}: {why}"));
         }
         let host = match url.host() {
-            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_ascii_lowercase(),
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            _ => return Err(format!("{text:?}: no host")),
+            Some(url::Host::Ipv6(ip)) => match ip.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => ip.to_string(),
+            },
+            _ => return Err(format!("{shown:?}: no host")),
         };
         let port = url
             .port_or_known_default()
             .unwrap_or(if tls { 443 } else { 80 });
         let base_path = url.path().trim_end_matches('/').to_string();
-        Ok(WorkerUrl {
+        let mut worker = WorkerUrl {
             tls,
             host,
             port,
             base_path,
-            raw,
+            raw: String::new(),
             listed,
-        })
+        };
+        worker.raw = worker.canonical();
+        Ok(worker)
+    }
+
+    /// `scheme://host[:port]/base`, the port only when not the scheme's default.
+    fn canonical(&self) -> String {
+        let mut out = String::from(if self.tls { "https://" } else { "http://" });
+        let _ = self.write_host_header(&mut out);
+        out.push_str(&self.base_path);
+        out
     }
 
     /// `host:port` suitable for a socket address lookup.
@@ -169,6 +235,70 @@ mod tests {
     }
 
     #[test]
+    fn spellings_of_one_address_are_one_worker() {
+        let canonical = WorkerUrl::parse("http://127.0.0.1:4100").unwrap();
+        for spelling in [
+            "HTTP://127.0.0.1:4100",
+            "http://127.000.000.001:4100",
+            "http://0x7f.0.0.1:4100",
+            "http://2130706433:4100/",
+            "http://[::ffff:127.0.0.1]:4100",
+            "http://[::FFFF:7F00:1]:4100",
+            " http://127.0.0.1:4100// ",
+        ] {
+            let u = WorkerUrl::parse(spelling).unwrap();
+            assert_eq!(u, canonical, "{spelling}");
+            assert_eq!(u.raw, "http://127.0.0.1:4100", "{spelling}");
+            assert_eq!(u.host, "127.0.0.1", "{spelling}");
+        }
+        let named = WorkerUrl::parse("HTTPS://W1.Example:443/Base/").unwrap();
+        assert_eq!(named.raw, "https://w1.example/Base");
+        assert_eq!(named, WorkerUrl::parse("https://w1.example/Base").unwrap());
+        assert_eq!(WorkerUrl::parse("http://h:80").unwrap().raw, "http://h");
+        assert_ne!(
+            canonical,
+            WorkerUrl::parse("https://127.0.0.1:4100").unwrap()
+        );
+        assert_eq!(
+            WorkerUrl::parse("http://[::1]:80").unwrap().raw,
+            "http://[::1]"
+        );
+    }
+
+    #[test]
+    fn credentials_queries_and_fragments_are_refused_and_never_shown() {
+        for (entry, shown, why) in [
+            (
+                "http://admin:PassW0rd@10.0.0.5:3000/",
+                "http://***@10.0.0.5:3000/",
+                "credentials",
+            ),
+            ("http://admin@h", "http://***@h", "credentials"),
+            (
+                "http://h:3000/?token=s3cr3t",
+                "http://h:3000/?***",
+                "a query",
+            ),
+            ("http://h:3000#s3cr3t", "http://h:3000#***", "a fragment"),
+            ("http:admin:PassW0rd@h", "http:***@h", "credentials"),
+        ] {
+            let err = WorkerUrl::parse(entry).unwrap_err();
+            assert!(err.contains(&format!("{shown:?}")), "{entry}: {err}");
+            assert!(err.contains(why), "{entry}: {err}");
+            assert!(
+                !err.contains("PassW0rd") && !err.contains("s3cr3t"),
+                "{err}"
+            );
+        }
+        // Unparsable entries are masked too.
+        let err = WorkerUrl::parse("http://admin:PassW0rd@[bad/").unwrap_err();
+        assert!(!err.contains("PassW0rd"), "{err}");
+        assert_eq!(redacted("ftp://u:p@h?q").to_string(), "ftp://***@h?***");
+        assert_eq!(redacted("u:p@h").to_string(), "u:***@h");
+        assert_eq!(redacted("http://h/a@b").to_string(), "http://h/a@b");
+    }
+
+    #[test]
     fn rejects_non_http() {
         assert!(WorkerUrl::parse("ftp://x").is_err());
         assert!(WorkerUrl::parse("http://user:pw@x").is_err());
@@ -183,8 +313,11 @@ mod tests {
             scheme in "(http://|https://|ftp://|http:/|)",
             rest in "([a-z0-9.]|\\[|\\]|:|/|@|\\?|#|é|%){0,30}",
         ) {
-            if let Ok(u) = WorkerUrl::parse(&format!("{scheme}{rest}")) {
+            let text = format!("{scheme}{rest}");
+            let _ = redacted(&text).to_string();
+            if let Ok(u) = WorkerUrl::parse(&text) {
                 proptest::prop_assert!(!u.host.is_empty());
+                proptest::prop_assert_eq!(&WorkerUrl::parse(&u.raw).unwrap(), &u);
                 let _ = (u.authority(), u.host_header(), u.path("/task"), u.websocket(1));
             }
         }
@@ -192,6 +325,7 @@ mod tests {
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,40}") {
             let _ = WorkerUrl::parse(&text);
+            let _ = redacted(&text).to_string();
         }
     }
 }

@@ -294,3 +294,51 @@ async fn failures_keep_the_error_shape_and_name_the_key_at_fault() {
     assert_eq!(s, 502, "{b}");
     assert!(error_of(&b).is_some(), "{b}");
 }
+
+// ---- issue #20 item 9 (invalid Workers), worker-registry engineer ----
+
+/// Issue #20 item 9: a function that only an invalid Worker (under
+/// `invalidWorkers`) exposes gets the same answer every time, derived from the valid
+/// Workers alone: `503`, no valid Worker exposes it. The invalid Worker never runs it.
+#[tokio::test]
+async fn a_function_only_invalid_workers_expose_gets_one_answer() {
+    let valid = sim(|_| {}).await;
+    let lb = Lb::start(&[valid.url()], &[]).await;
+    lb.wait_available(1).await;
+    // Listed second, with one function more: its list conflicts, so it is invalid.
+    // Added later, so that its polls and feed messages do not arrive in step with
+    // the valid Worker's.
+    let odd = sim(|c| c.function_set = FunctionSet::Extended).await;
+    std::fs::write(
+        lb.workers_file(),
+        json!([valid.url(), odd.url()]).to_string(),
+    )
+    .unwrap();
+    lb.wait_until(
+        |h| {
+            h["invalidWorkers"][0]["url"] == json!(odd.url())
+                && h["invalidWorkers"][0]["websocket"] == "connected"
+                && h["workers"][0]["websocket"] == "connected"
+        },
+        "the Extended Worker is invalid, both feeds connected",
+    )
+    .await;
+    let mut answers = Vec::new();
+    // Spread over a few slot feed messages of both Workers.
+    for _ in 0..12 {
+        answers.push(lb.run(task("shout", json!({"text": "hi"}))).await);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (status, body) = &answers[0];
+    assert_eq!(*status, 503, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("shout")),
+        "{body}"
+    );
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(odd.stats().received, 0);
+    assert_eq!(valid.stats().received, 0);
+    // Functions the valid Workers expose still run.
+    assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
+    assert_eq!(valid.stats().received, 1);
+}

@@ -108,11 +108,15 @@ impl Registry {
                 .collect();
             for u in gone {
                 if let Some(id) = st.by_url.remove(&u) {
-                    st.workers.remove(&id);
+                    let group = st
+                        .workers
+                        .remove(&id)
+                        .and_then(|w| w.health)
+                        .map_or_else(|| "unknown".to_string(), |h| h.group.to_string());
                     for t in st.tasks.remove(&id).unwrap_or_default() {
                         t.abort();
                     }
-                    removed.push((id, u));
+                    removed.push((id, u, group));
                 }
             }
             for (i, u) in urls.iter().enumerate() {
@@ -129,9 +133,11 @@ impl Registry {
                 added.push((id, url));
             }
         }
-        for (id, u) in removed {
+        for (id, u, group) in removed {
             log::info!("worker removed from the list: {u}");
             self.scheduler.remove_worker(id);
+            // After the record: no poll or feed event can count for it again.
+            crate::metrics::METRICS.forget_worker(&u, &group);
         }
         self.revalidate_all();
         self.check_warm();
@@ -332,10 +338,12 @@ impl Registry {
         }
     }
 
-    /// Looks a Worker up by its exact base URL (used to refuse URLs not in the list).
+    /// Looks a Worker up by its base URL, in any spelling of a listed one (used to
+    /// refuse URLs not in the list).
     pub fn find_by_url(&self, url: &str) -> Option<Arc<WorkerUrl>> {
+        let canonical = WorkerUrl::parse(url).ok()?;
         let st = self.state.read();
-        let id = st.by_url.get(url.trim_end_matches('/'))?;
+        let id = st.by_url.get(&canonical.raw)?;
         st.workers.get(id).map(|w| w.url.clone())
     }
 

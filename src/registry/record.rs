@@ -159,6 +159,8 @@ pub struct WorkerRecord {
     pub poll_error: Option<String>,
     /// When the Worker last answered (poll or feed).
     pub last_seen: Option<SystemTime>,
+    /// The same moment on the monotonic clock, for liveness checks.
+    pub heard_at: Option<tokio::time::Instant>,
     /// Slot feed state.
     pub feed: FeedState,
     /// Why the feed is down.
@@ -192,6 +194,7 @@ impl WorkerRecord {
             polled: false,
             poll_error: None,
             last_seen: None,
+            heard_at: None,
             feed: FeedState::Disconnected,
             feed_error: None,
             offline: false,
@@ -212,6 +215,7 @@ impl WorkerRecord {
         self.offline = false;
         self.poll_failing = false;
         self.last_seen = Some(SystemTime::now());
+        self.heard_at = Some(tokio::time::Instant::now());
         self.status = Some(report.status.clone());
         self.slots = report.slots;
         self.system = report.raw.get("system").cloned().unwrap_or(Value::Null);
@@ -223,6 +227,7 @@ impl WorkerRecord {
     pub fn apply_feed(&mut self, msg: &Value) {
         self.offline = false;
         self.last_seen = Some(SystemTime::now());
+        self.heard_at = Some(tokio::time::Instant::now());
         if let Some(s) = msg.get("status").and_then(Value::as_str) {
             self.status = Some(s.to_string());
         }
@@ -268,6 +273,9 @@ impl WorkerRecord {
             contract: h.contract,
             functions: h.function_names.clone(),
             eligible: self.eligible(),
+            valid: self.invalid_reason.is_none(),
+            heard_at: self.heard_at,
+            busy: self.slots.is_some_and(|s| s.used > 0 || s.queue > 0),
             limit: self.slots.map_or(0, |s| s.limit),
             reported_used: if with_report {
                 self.slots.map(|s| s.used)

@@ -1,5 +1,7 @@
 //! Loading the Worker list and picking up changes to its file without a restart.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -10,11 +12,21 @@ use pingora::services::background::BackgroundService;
 
 use super::Registry;
 use crate::config::{ConfigError, WorkerSource};
-use crate::worker_url::WorkerUrl;
+use crate::worker_url::{redacted, WorkerUrl};
 
 /// Parses the Worker list file: a JSON array of base URLs.
 pub fn parse_list(text: &str, origin: &str) -> Result<Vec<WorkerUrl>, ConfigError> {
     parse_file_list(text, origin).map(|list| list.urls)
+}
+
+/// An entry that names a Worker already listed under another (or the same) spelling.
+pub struct Merged {
+    /// The entry as written.
+    pub entry: String,
+    /// The earlier entry it reaches the same Worker as, as written.
+    pub kept: String,
+    /// The address both reach, e.g. `127.0.0.1:3000`.
+    pub target: String,
 }
 
 /// A Worker list as read: each Worker once, in order, and the entries that repeated
@@ -22,13 +34,14 @@ pub fn parse_list(text: &str, origin: &str) -> Result<Vec<WorkerUrl>, ConfigErro
 pub struct ListedWorkers {
     /// The Workers, each once.
     pub urls: Vec<WorkerUrl>,
-    /// Entries, as written, that named a Worker already listed.
-    pub repeated: Vec<String>,
+    /// Entries that named a Worker already listed.
+    pub merged: Vec<Merged>,
 }
 
 impl ListedWorkers {
     /// Warnings about a list that loads but is likely not what the operator meant:
-    /// no Worker at all (every task would get 503), or a Worker listed twice.
+    /// no Worker at all (every task would get 503), or a Worker listed twice, under
+    /// one spelling or two (both are named).
     pub fn warnings(&self, origin: &str) -> Vec<String> {
         let mut warnings = Vec::new();
         if self.urls.is_empty() {
@@ -36,33 +49,94 @@ impl ListedWorkers {
                 "{origin}: the Worker list is empty: every task will be refused with 503 until Workers are listed"
             ));
         }
-        for entry in &self.repeated {
-            warnings.push(format!(
-                "{origin}: Worker {entry:?} is listed more than once; it is used once"
-            ));
+        for m in &self.merged {
+            let (entry, kept) = (
+                redacted(&m.entry).to_string(),
+                redacted(&m.kept).to_string(),
+            );
+            if entry.trim_end_matches('/') == kept.trim_end_matches('/') {
+                warnings.push(format!(
+                    "{origin}: Worker {entry:?} is listed more than once; it is used once"
+                ));
+            } else {
+                warnings.push(format!(
+                    "{origin}: Worker {entry:?} is the same Worker as {kept:?} (both reach {}); it is used once, as {kept:?}",
+                    m.target
+                ));
+            }
         }
         warnings
     }
 }
 
-/// Parses `entries`, keeping each Worker once; `err` explains a bad entry.
+/// What decides that two entries are one Worker: scheme, the address the load
+/// balancer connects to, port and base path. IP literals are canonical already;
+/// `localhost` (and `*.localhost`, RFC 6761) is resolved here, as the connector would
+/// (first address), since it never leaves the host. Other names are kept as names:
+/// DNS answers change, and the list is not the place to pin them.
+fn reach(url: &WorkerUrl) -> (bool, String, u16, String) {
+    let host = &url.host;
+    let local = host == "localhost" || host.ends_with(".localhost");
+    let address = local
+        .then(|| (host.as_str(), url.port).to_socket_addrs().ok()?.next())
+        .flatten()
+        .map(|a| match a.ip() {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+            ip => ip.to_string(),
+        })
+        .unwrap_or_else(|| host.clone());
+    (url.tls, address, url.port, url.base_path.clone())
+}
+
+/// `address:port` for a warning (an IPv6 address in brackets).
+fn target(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+/// Parses `entries`, keeping each Worker once; `err` explains the bad entries (each
+/// of them, shown [`redacted`]).
 fn parse_entries<'a>(
     entries: impl IntoIterator<Item = &'a str>,
     err: impl Fn(String) -> ConfigError,
 ) -> Result<ListedWorkers, ConfigError> {
     let mut list = ListedWorkers {
         urls: Vec::new(),
-        repeated: Vec::new(),
+        merged: Vec::new(),
     };
+    let mut seen: HashMap<(bool, String, u16, String), usize> = HashMap::new();
+    let mut refused = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
-        let url = WorkerUrl::parse(entry).map_err(|r| err(format!("entry {i}: {r}")))?;
-        if list.urls.contains(&url) {
-            list.repeated.push(entry.to_string());
-        } else {
-            list.urls.push(url);
+        let url = match WorkerUrl::parse(entry) {
+            Ok(url) => url,
+            Err(reason) => {
+                refused.push(format!("entry {i} refused: {reason}"));
+                continue;
+            }
+        };
+        let key = reach(&url);
+        match seen.get(&key) {
+            Some(&at) => list.merged.push(Merged {
+                entry: entry.trim().to_string(),
+                kept: list.urls[at].listed.clone(),
+                target: target(&key.1, key.2),
+            }),
+            None => {
+                seen.insert(key, list.urls.len());
+                list.urls.push(url);
+            }
         }
     }
-    Ok(list)
+    if refused.is_empty() {
+        Ok(list)
+    } else {
+        Err(err(refused.join("; ")))
+    }
 }
 
 fn parse_file_list(text: &str, origin: &str) -> Result<ListedWorkers, ConfigError> {
@@ -77,8 +151,9 @@ fn parse_file_list(text: &str, origin: &str) -> Result<ListedWorkers, ConfigErro
         .iter()
         .enumerate()
         .map(|(i, v)| {
+            // Not echoed: a non-string entry may hold anything, secrets included.
             v.as_str()
-                .ok_or_else(|| err(format!("entry {i} is not a string: {v}")))
+                .ok_or_else(|| err(format!("entry {i} is not a string (a Worker URL)")))
         })
         .collect::<Result<Vec<&str>, ConfigError>>()?;
     parse_entries(entries, err)
@@ -161,14 +236,17 @@ impl BackgroundService for ListWatcher {
             if text == last_text {
                 continue;
             }
-            match parse_list(&text, &path.display().to_string()) {
-                Ok(list) => {
+            let origin = path.display().to_string();
+            match parse_file_list(&text, &origin) {
+                Ok(listed) => {
                     log::info!(
-                        "{}: Worker list changed, {} worker(s)",
-                        path.display(),
-                        list.len()
+                        "{origin}: Worker list changed, {} worker(s)",
+                        listed.urls.len()
                     );
-                    registry.set_list(&list);
+                    for w in listed.warnings(&origin) {
+                        log::warn!("{w}");
+                    }
+                    registry.set_list(&listed.urls);
                     last_text = text;
                 }
                 Err(e) => log::error!("{e}; keeping the current Worker list"),

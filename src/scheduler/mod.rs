@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::worker_url::WorkerUrl;
 pub use outlier::{Ejection, OutlierPolicy};
@@ -41,6 +42,13 @@ pub struct WorkerSlots {
     pub functions: Arc<FunctionSet>,
     /// Ready, valid, reachable, every service up.
     pub eligible: bool,
+    /// Its function list matches its pool's reference (it is not under
+    /// `invalidWorkers`): only valid Workers say which functions a pool exposes.
+    pub valid: bool,
+    /// When the Worker last answered its `/health` poll or its slot feed.
+    pub heard_at: Option<Instant>,
+    /// Its latest report shows a task running or queued (`used + queue > 0`).
+    pub busy: bool,
     /// Slot limit it reports.
     pub limit: u32,
     /// Slots in use it reported in this update, if the update carries a figure.
@@ -268,7 +276,11 @@ impl Scheduler {
         w.update(&info);
         let usable = w.usable();
         pool.members.insert(id);
-        pool.functions = info.functions.clone();
+        if info.valid {
+            // An invalid Worker's list never decides what the pool exposes: the
+            // answer for a function only it has must not depend on who spoke last.
+            pool.functions = info.functions.clone();
+        }
         pool.refresh(workers, id);
         match (counted, usable) {
             (false, true) => pool.usable += 1,
@@ -312,6 +324,17 @@ impl Scheduler {
             }
         });
         Some(e)
+    }
+
+    /// True when `id` is alive and busy: it answered its poll or slot feed within
+    /// `within`, and its latest report shows a task running or queued. A task that
+    /// outlasts its deadline there ran long; the Worker did not fail.
+    pub fn alive_and_busy(&self, id: WorkerId, within: std::time::Duration) -> bool {
+        self.state
+            .lock()
+            .workers
+            .get(&id)
+            .is_some_and(|w| w.busy && w.heard_at.is_some_and(|t| t.elapsed() <= within))
     }
 
     /// Records that `id` answered: its failure count and back-off start over.

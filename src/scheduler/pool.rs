@@ -27,6 +27,10 @@ pub(super) struct SlotState {
     pub free_key: Option<i64>,
     /// Failures in a row and ejection; unlike `suspended`, no report clears it.
     pub outlier: Outlier,
+    /// When the Worker last answered (poll or feed).
+    pub heard_at: Option<tokio::time::Instant>,
+    /// Its latest report shows a task running or queued.
+    pub busy: bool,
 }
 
 impl SlotState {
@@ -42,6 +46,8 @@ impl SlotState {
             penalty_milli: 0,
             free_key: None,
             outlier: Outlier::default(),
+            heard_at: None,
+            busy: false,
         }
     }
 
@@ -53,6 +59,8 @@ impl SlotState {
         self.suspended = false;
         self.limit = info.limit;
         self.penalty_milli = info.penalty_milli;
+        self.heard_at = info.heard_at;
+        self.busy = info.busy;
         if let Some(used) = info.reported_used {
             // What the Worker counts beyond our own in-flight tasks belongs to someone else.
             self.external = used.saturating_sub(self.in_flight);
