@@ -21,9 +21,14 @@ struct Args {
     /// YAML configuration (see conf/andera-lb.yaml). Without it: ./workers.json and the environment.
     #[arg(short, long)]
     config: Option<PathBuf>,
-    /// Validate the configuration and the Worker list, then exit.
+    /// Validate the configuration and the Worker list, print every warning a start
+    /// would log, then exit.
     #[arg(short = 't', long)]
     test: bool,
+    /// Treat warnings as errors: with -t, or at start-up, exit with status 2 when
+    /// the configuration or the Worker list has any.
+    #[arg(long)]
+    strict: bool,
     /// Take the listening sockets over from a running instance (zero-downtime upgrade).
     #[arg(short, long)]
     upgrade: bool,
@@ -62,9 +67,7 @@ fn main() -> ExitCode {
     match (&settings.journal, args.recover || args.test) {
         (Some(location @ Location::File(_)), false) => {
             if let Err(e) = Journal::check(location) {
-                eprintln!(
-                    "andera-lb: {e}; start with --recover to move it aside and begin a new one"
-                );
+                eprintln!("andera-lb: {e}{}", e.recover_hint());
                 return ExitCode::from(2);
             }
         }
@@ -81,14 +84,18 @@ fn main() -> ExitCode {
         config::WorkerSource::File(path) => path.display().to_string(),
         config::WorkerSource::Inline(_) => "workers.list".into(),
     };
-    let warnings = listed.warnings(&origin);
+    let warnings = startup_warnings(&settings, listed.warnings(&origin), &dotenv);
     let workers = listed.urls;
-    if args.test {
+    if args.test || (args.strict && !warnings.is_empty()) {
         for w in &warnings {
             eprintln!("andera-lb: warning: {w}");
         }
-        if settings.uses_default_key() {
-            eprintln!("andera-lb: warning: LB_AUTH_KEY is the well-known default key: anyone can use this load balancer");
+        if args.strict && !warnings.is_empty() {
+            eprintln!(
+                "andera-lb: {} warning(s), refused with --strict",
+                warnings.len()
+            );
+            return ExitCode::from(2);
         }
         println!(
             "andera-lb: configuration OK ({}; {} worker(s); client {}, admin {})",
@@ -115,20 +122,22 @@ fn main() -> ExitCode {
         settings.max_logs,
         settings.max_logs_bytes,
     );
-    for w in &warnings {
-        log::warn!("{w}");
-    }
-    if let Some(line) = dotenv {
+    if let Ok(Some(line)) = &dotenv {
         log::info!("{line}");
     }
-    for warning in &settings.warnings {
-        log::warn!("configuration: {warning}");
-    }
-    if settings.uses_default_key() {
-        log::warn!("**************************************************************************");
-        log::warn!("LB_AUTH_KEY is the well-known default key: anyone can use this load balancer.");
-        log::warn!("Set a secret LB_AUTH_KEY before exposing it.");
-        log::warn!("**************************************************************************");
+    for w in &warnings {
+        if w == DEFAULT_KEY_WARNING {
+            log::warn!(
+                "**************************************************************************"
+            );
+            log::warn!("{DEFAULT_KEY_WARNING}.");
+            log::warn!("Set a secret LB_AUTH_KEY before exposing it.");
+            log::warn!(
+                "**************************************************************************"
+            );
+        } else {
+            log::warn!("{w}");
+        }
     }
     for var in ["REDIS_HOST", "REDIS_PORT"] {
         if std::env::var_os(var).is_some() {
@@ -154,15 +163,41 @@ fn main() -> ExitCode {
 }
 
 /// Reads `./.env` like the original (the `dotenv` package): variables already in the
-/// environment win. Returns a line to log once logging is up.
-fn load_dotenv() -> Option<String> {
+/// environment win. Returns a line to log once logging is up, or the warning for a
+/// file that could not be read completely.
+fn load_dotenv() -> Result<Option<String>, String> {
     match dotenvy::from_path(".env") {
-        Ok(()) => Some("read ./.env (variables set in the environment take precedence)".into()),
-        Err(e) if e.not_found() => None,
-        Err(e) => {
-            // The original's dotenv skips what it cannot read; so do we, loudly.
-            eprintln!("andera-lb: warning: ./.env: {e}");
-            Some(format!("./.env could not be read completely: {e}"))
-        }
+        Ok(()) => Ok(Some(
+            "read ./.env (variables set in the environment take precedence)".into(),
+        )),
+        Err(e) if e.not_found() => Ok(None),
+        // The original's dotenv skips what it cannot read; so do we, loudly.
+        Err(e) => Err(format!("./.env could not be read completely: {e}")),
     }
+}
+
+/// The warning about the well-known LB key (a banner in the log).
+const DEFAULT_KEY_WARNING: &str =
+    "LB_AUTH_KEY is the well-known default key: anyone can use this load balancer";
+
+/// Every warning a start logs, in order: the Worker list's (`listed`), `.env`'s,
+/// the configuration's (values whose meaning was guessed) and the default key's.
+/// `-t` prints the same list, and `--strict` refuses to go on when it is not empty.
+fn startup_warnings(
+    settings: &config::Settings,
+    listed: Vec<String>,
+    dotenv: &Result<Option<String>, String>,
+) -> Vec<String> {
+    let mut all = listed;
+    all.extend(dotenv.as_ref().err().cloned());
+    all.extend(
+        settings
+            .warnings
+            .iter()
+            .map(|w| format!("configuration: {w}")),
+    );
+    if settings.uses_default_key() {
+        all.push(DEFAULT_KEY_WARNING.into());
+    }
+    all
 }

@@ -117,6 +117,15 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// What to add to a start-up refusal: `--recover` for a file that is not a
+    /// journal, nothing for a permission problem (which it cannot fix).
+    pub fn recover_hint(&self) -> &'static str {
+        match self {
+            JournalError::Open(_) => "; start with --recover to move it aside and begin a new one",
+            _ => "",
+        }
+    }
+
     /// The `reason` of a refused task's JSON: `journal_full` or `journal_unavailable`.
     pub fn reason(&self) -> &'static str {
         match self {

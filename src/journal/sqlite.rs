@@ -346,10 +346,12 @@ impl store::Writer {
             _ => upkeep.room_for(bytes).err(),
         };
         let unfinished = std::mem::take(&mut upkeep.unfinished);
+        upkeep.settle_thrift(self);
         let (mut result, mut written) = self.write_batch(&batch, refused.is_none(), &unfinished);
         if let Err(e) = &result {
             if bytes > 0 && refused.is_none() {
                 refused = Some(upkeep.failed(e, self, bytes));
+                upkeep.settle_thrift(self);
                 (result, written) = self.write_batch(&batch, false, &unfinished);
             }
         }

@@ -47,10 +47,16 @@ pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(open_err(path, format!("cannot use WAL mode (got {mode})")));
     }
-    // FAST: a deleted row's cells are zeroed where that costs no extra write, so
-    // finished tasks' Worker keys do not stay readable in the database's free space.
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=FAST;")
-        .map_err(|e| open_err(path, e))?;
+    // secure_delete: a deleted row is overwritten with zeros (its pages too), so
+    // finished tasks' bodies and Worker keys do not stay in the database's free
+    // space. While the disk is full it is relaxed to FAST (see `Writer::thrifty`).
+    // No automatic checkpoints: the writer checkpoints when idle, or when the WAL
+    // is large, and only when the disk has room for what the database grows by
+    // (a checkpoint that fails half-way leaves that space taken: see `upkeep`).
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA wal_autocheckpoint=0;",
+    )
+    .map_err(|e| open_err(path, e))?;
     let page: i64 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(|e| open_err(path, e))?;
@@ -188,6 +194,27 @@ impl Writer {
             })
             .map(|busy| busy == 0)
             .map_err(write_err)
+    }
+
+    /// With `on`, deletes zero only what costs no extra page writes
+    /// (`secure_delete=FAST`), to save the space left on a full disk; else they
+    /// zero everything they free (`secure_delete=ON`, the default).
+    pub fn thrifty(&self, on: bool) {
+        let mode = if on { "FAST" } else { "ON" };
+        let _ = self
+            .conn
+            .query_row(&format!("PRAGMA secure_delete={mode}"), [], |_| Ok(()));
+    }
+
+    /// Bytes the database file grows by when the WAL is checkpointed into it.
+    pub fn checkpoint_growth(&self) -> u64 {
+        let size: rusqlite::Result<i64> = self.conn.query_row(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            [],
+            |r| r.get(0),
+        );
+        let file = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        size.map_or(u64::MAX, |s| (s.max(0) as u64).saturating_sub(file))
     }
 
     /// Pages in use and the most the database may take.

@@ -19,6 +19,10 @@ pub const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 /// Longest a busy journal goes without a truncating checkpoint. Default 30 s.
 pub const BUSY_CHECKPOINT: Duration = Duration::from_secs(30);
 
+/// WAL size beyond which it is checkpointed at the next heartbeat, busy or not
+/// (SQLite's own automatic checkpoint is off). Default 4 MiB.
+pub const WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
+
 /// Why new tasks do not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Full {
@@ -55,6 +59,9 @@ pub struct Upkeep {
     dirty: bool,
     last_task_write: Instant,
     last_checkpoint: Instant,
+    /// Deletes should save space (`secure_delete=FAST`) from the next write on.
+    thrifty: bool,
+    thrifty_set: bool,
 }
 
 fn kib(bytes: u64) -> String {
@@ -78,6 +85,8 @@ impl Upkeep {
             dirty: false,
             last_task_write: Instant::now(),
             last_checkpoint: Instant::now(),
+            thrifty: false,
+            thrifty_set: false,
         };
         if let Err(e) = upkeep.reserve.fill() {
             upkeep.set_full(Full::Disk, format!("cannot write the space reserve: {e}"));
@@ -86,6 +95,7 @@ impl Upkeep {
     }
 
     fn set_full(&mut self, why: Full, detail: String) {
+        self.thrifty = true;
         self.full = Some(why);
         if self.lost.is_none() {
             self.health.set(JournalState::Full, detail);
@@ -162,10 +172,15 @@ impl Upkeep {
     /// After a write that failed without new tasks in it (marks, deletes).
     pub fn failed_without_tasks(&mut self, e: &JournalError, w: &mut Writer) {
         JOURNAL_METRICS.write_errors.inc();
-        if matches!(e, JournalError::Full(_)) && self.reserve.release() {
+        if !matches!(e, JournalError::Full(_)) {
+            return self.look(w, Some(e));
+        }
+        if self.reserve.release() {
             log::warn!("task journal: disk full; the space reserve was given up");
-        } else {
-            self.look(w, Some(e));
+        }
+        if self.full.is_none() {
+            let detail = format!("disk full in {}", self.dir.display());
+            self.set_full(Full::Disk, detail);
         }
     }
 
@@ -189,6 +204,15 @@ impl Upkeep {
         self.look(w, None);
         self.recover(w);
         self.checkpoint(w);
+        self.settle_thrift(w);
+    }
+
+    /// Applies [`Writer::thrifty`] when it changed; called before each write.
+    pub fn settle_thrift(&mut self, w: &Writer) {
+        if self.thrifty != self.thrifty_set {
+            w.thrifty(self.thrifty);
+            self.thrifty_set = self.thrifty;
+        }
     }
 
     /// Compares the file open with the file at the path; re-creates the journal
@@ -263,7 +287,9 @@ impl Upkeep {
         if self.lost.is_some() {
             return;
         }
-        let _ = w.checkpoint_truncate();
+        if self.checkpoint_fits(w) {
+            let _ = w.checkpoint_truncate();
+        }
         let room = match why {
             Full::Size => w.page_use().is_ok_and(|u| u.used * 10 < u.max * 9),
             Full::Disk => {
@@ -279,16 +305,25 @@ impl Upkeep {
         };
         if room {
             self.full = None;
+            self.thrifty = false;
             self.health.ok();
         }
+    }
+
+    /// True when the disk has room for what a checkpoint adds to the database
+    /// file: one that fails half-way keeps the space it took, and the WAL stays.
+    fn checkpoint_fits(&self, w: &Writer) -> bool {
+        let free = disk::free_bytes(&self.dir).unwrap_or(u64::MAX);
+        free >= w.checkpoint_growth().saturating_add(SLACK_BYTES / 4)
     }
 
     /// Truncates the WAL after [`IDLE_CHECKPOINT`] without task writes, or every
     /// [`BUSY_CHECKPOINT`] while busy.
     fn checkpoint(&mut self, w: &Writer) {
         let due = self.last_task_write.elapsed() >= IDLE_CHECKPOINT
-            || self.last_checkpoint.elapsed() >= BUSY_CHECKPOINT;
-        if !self.dirty || !due {
+            || self.last_checkpoint.elapsed() >= BUSY_CHECKPOINT
+            || disk::len_of(&self.wal) > WAL_CHECKPOINT_BYTES;
+        if !self.dirty || !due || !self.checkpoint_fits(w) {
             return;
         }
         self.last_checkpoint = Instant::now();
