@@ -126,10 +126,9 @@ async fn health_keeps_the_original_fields_and_shows_killed_workers() {
             "both Workers and the invalid one are listed",
         )
         .await;
-    assert_eq!(h["services"]["redis"]["status"], "ok", "{h}");
-    assert_eq!(h["services"]["redis"]["engine"], "in-process");
-    assert_eq!(h["services"]["bullmq"]["status"], "ok");
-    assert!(h["services"]["scheduler"].is_object());
+    assert_eq!(h["services"]["redis"], "ready", "{h}");
+    assert_eq!(h["services"]["bullmq"], "ready", "{h}");
+    assert!(h["components"]["scheduler"].is_object(), "{h}");
     assert_eq!(h["workers"][0]["url"], json!(listed[0]));
     assert_eq!(h["workers"][1]["url"], json!(listed[1]));
     for w in h["workers"].as_array().unwrap() {
@@ -341,4 +340,40 @@ async fn a_function_only_invalid_workers_expose_gets_one_answer() {
     // Functions the valid Workers expose still run.
     assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
     assert_eq!(valid.stats().received, 1);
+}
+
+/// #20 item 1: keyed `/health` keeps the original's `services` as plain strings
+/// (`"redis": "ready"`, `"bullmq": "ready"`); our own components are under
+/// `components`, the journal's state among them.
+#[tokio::test]
+async fn keyed_health_services_are_the_originals_strings_and_components_are_beside_them() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    let h = lb.wait_available(1).await;
+    assert_eq!(
+        h["services"],
+        json!({"redis": "ready", "bullmq": "ready"}),
+        "{h}"
+    );
+    assert_eq!(h["components"]["journal"]["status"], "none", "{h}");
+    assert_eq!(h["components"]["queue"]["engine"], "in-process", "{h}");
+    assert!(h["components"]["scheduler"].is_object(), "{h}");
+    assert_eq!(h["components"]["discovery"]["workers"], json!(1), "{h}");
+
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("tasks.db");
+    let env = [("TASK_JOURNAL", journal.to_str().unwrap())];
+    let lb = Lb::start(&[w.url()], &env).await;
+    let h = lb
+        .wait_until(
+            |h| h["components"]["journal"]["status"] == "ok",
+            "the journal is open",
+        )
+        .await;
+    assert_eq!(h["services"]["redis"], "ready", "{h}");
+    assert_eq!(h["components"]["journal"]["engine"], "sqlite", "{h}");
+    assert_eq!(
+        h["components"]["journal"]["location"],
+        json!(journal.to_str().unwrap())
+    );
 }

@@ -135,7 +135,7 @@ async fn a_worker_that_never_answers_is_ejected_after_max_fails() {
     );
     assert!(rec["ejected"]["until"].is_string(), "{rec}");
     assert_eq!(
-        lb.health().await["services"]["discovery"]["available"],
+        lb.health().await["components"]["discovery"]["available"],
         json!(1)
     );
     let good_rec = wait_worker(&lb, &good.url(), |_| true, "the good Worker is listed").await;
