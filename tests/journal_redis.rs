@@ -398,3 +398,28 @@ async fn redis_lost_later_refuses_new_webhook_tasks_with_503_then_reconnects() {
     assert_eq!(counts.get("t2"), Some(&1));
     assert_eq!(counts.get("t1"), None, "refused, so never run");
 }
+
+#[tokio::test]
+async fn the_first_webhook_task_after_redis_restarts_is_accepted() {
+    let Some(redis) = Redis::start("redis_restart") else {
+        return;
+    };
+    let (rx, hook) = Receiver::start().await;
+    let w = sim(|c| c.slots = 2).await;
+    let url = redis.url();
+    let port = redis.port;
+    let env = [("TASK_JOURNAL", url.as_str())];
+    let lb = Lb::start(&[w.url()], &env).await;
+    lb.wait_available(1).await;
+    let (s, b) = lb.run(webhook_task("t0", &hook, 1)).await;
+    assert_eq!(s, 200, "{b}");
+    settle(&rx, |c| c.contains_key("t0")).await;
+    // Redis restarts (empty): the connection the load balancer holds is dead, and
+    // the first task after it finds out.
+    let dir = redis.stop();
+    let _redis = Redis::start_in(dir, port);
+    let (s, b) = lb.run(webhook_task("t1", &hook, 1)).await;
+    assert_eq!(s, 200, "the first task after the restart: {b}\n{}", lb.log());
+    let counts = settle(&rx, |c| c.contains_key("t1")).await;
+    assert_eq!(counts.get("t1"), Some(&1));
+}
