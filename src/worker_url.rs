@@ -176,7 +176,9 @@ impl WorkerUrl {
     /// Writes the `Host` header value to `out` (the data path's way: no allocation).
     pub fn write_host_header(&self, out: &mut impl fmt::Write) -> fmt::Result {
         let default = if self.tls { 443 } else { 80 };
-        if self.port == default {
+        if self.port == default && self.host.contains(':') {
+            write!(out, "[{}]", self.host)
+        } else if self.port == default {
             out.write_str(&self.host)
         } else {
             self.write_authority(out)

@@ -254,3 +254,54 @@ impl BackgroundService for ListWatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_worker_merge_with_a_warning_naming_both() {
+        let text = r#"["http://127.0.0.1:4100", "HTTP://127.0.0.1:4100/", "http://[::ffff:127.0.0.1]:4100",
+            "http://127.0.0.1:4100", "http://127.0.0.1:4101", "https://127.0.0.1:4100"]"#;
+        let listed = parse_file_list(text, "w.json").unwrap();
+        let urls: Vec<&str> = listed.urls.iter().map(|u| u.raw.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://127.0.0.1:4100",
+                "http://127.0.0.1:4101",
+                "https://127.0.0.1:4100"
+            ]
+        );
+        let warnings = listed.warnings("w.json");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains(
+            r#"Worker "HTTP://127.0.0.1:4100/" is the same Worker as "http://127.0.0.1:4100" (both reach 127.0.0.1:4100)"#
+        ));
+        assert!(warnings[1].contains("[::ffff:127.0.0.1]"), "{warnings:?}");
+        assert!(
+            warnings[2].contains("is listed more than once"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn every_refused_entry_is_named_redacted() {
+        let text = r#"["http://u:PassW0rd@h", "http://ok:1", "http://h/?token=T0ken", 5]"#;
+        let err = parse_file_list(text, "w.json")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("entry 3 is not a string"), "{err}");
+        let text = r#"["http://u:PassW0rd@h", "http://ok:1", "http://h/?token=T0ken"]"#;
+        let err = parse_file_list(text, "w.json")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("entry 0 refused") && err.contains("entry 2 refused"),
+            "{err}"
+        );
+        assert!(!err.contains("PassW0rd") && !err.contains("T0ken"), "{err}");
+    }
+}

@@ -230,3 +230,46 @@ fn a_count_given_back_twice_is_caught_not_wrapped() {
     assert_eq!(in_flight, 0);
     super::count_down(&mut in_flight, 1, "in_flight");
 }
+
+#[tokio::test(start_paused = true)]
+async fn alive_and_busy_needs_a_recent_answer_and_a_used_slot() {
+    let s = Scheduler::new(10);
+    let window = Duration::from_secs(2);
+    s.upsert_worker(1, slots("g", 2, true));
+    assert!(!s.alive_and_busy(1, window), "never heard from");
+    let heard = |busy| WorkerSlots {
+        heard_at: Some(Instant::now()),
+        busy,
+        ..slots("g", 2, true)
+    };
+    s.upsert_worker(1, heard(false));
+    assert!(!s.alive_and_busy(1, window), "alive, but no slot used");
+    s.upsert_worker(1, heard(true));
+    assert!(s.alive_and_busy(1, window));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!s.alive_and_busy(1, window), "silent since");
+    assert!(!s.alive_and_busy(2, window), "unknown Worker");
+}
+
+#[test]
+fn only_valid_workers_say_what_a_pool_exposes() {
+    let s = Scheduler::new(10);
+    s.upsert_worker(1, slots("g", 2, true));
+    let invalid = WorkerSlots {
+        functions: Arc::new(
+            ["hello".to_string(), "extra".to_string()]
+                .into_iter()
+                .collect(),
+        ),
+        eligible: false,
+        valid: false,
+        ..slots("g", 2, false)
+    };
+    s.upsert_worker(2, invalid);
+    let extra = SlotRequest {
+        function: "extra",
+        ..req(1)
+    };
+    assert_eq!(s.acquire(&extra).err(), Some(AcquireError::UnknownFunction));
+    assert!(matches!(s.acquire(&req(1)), Ok(Acquire::Ready(_))));
+}
