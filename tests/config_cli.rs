@@ -154,3 +154,123 @@ async fn the_well_known_default_key_starts_with_a_loud_warning() {
     assert_eq!(h, json!({"status": "ready"}));
     assert!(lb.log().contains("well-known default key"), "{}", lb.log());
 }
+
+// ---- issue #19, item 13: units, booleans, every warning in -t, --strict ----
+
+#[test]
+fn dash_t_prints_every_warning_and_strict_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("workers.json"),
+        r#"["http://127.0.0.1:3000"]"#,
+    )
+    .unwrap();
+    let check = |env: &[(&str, &str)], strict: bool| {
+        let mut cmd = lb_command(dir.path());
+        cmd.env("LB_AUTH_KEY", "k").arg("-t");
+        if strict {
+            cmd.arg("--strict");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let odd = [("TASK_TIMEOUT", "10s"), ("DASHBOARD_ENABLED", "maybe")];
+    let (code, out, err) = check(&odd, false);
+    assert_eq!(code, Some(0), "warnings alone do not refuse: {err}");
+    assert!(out.contains("configuration OK"), "{out}");
+    assert!(
+        err.contains(
+            r#"warning: configuration: TASK_TIMEOUT="10s": read as 10000 ms; the original load balancer would read 10 ms"#
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"DASHBOARD_ENABLED="maybe" is not a boolean (true or false): read as true, the default"#),
+        "{err}"
+    );
+    let (code, out, err) = check(&odd, true);
+    assert_eq!(code, Some(2), "--strict refuses warnings: {err}");
+    assert!(!out.contains("configuration OK"), "{out}");
+    assert!(
+        err.contains("TASK_TIMEOUT") && err.contains("2 warning(s)"),
+        "{err}"
+    );
+    let (code, _, err) = check(&[("TASK_TIMEOUT", "300000")], true);
+    assert_eq!(code, Some(0), "nothing to warn about: {err}");
+    assert!(err.is_empty(), "{err}");
+    // --strict on a real start refuses before binding anything.
+    let out = lb_command(dir.path())
+        .env("LB_AUTH_KEY", "k")
+        .env("WS_HEARTBEAT_TIMEOUT", "3 s")
+        .arg("--strict")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(r#"WS_HEARTBEAT_TIMEOUT="3 s": read as 3000 ms"#),
+        "{err}"
+    );
+}
+
+/// What a start logs as warnings, `-t` prints: the same command with `-t` added.
+#[tokio::test]
+async fn dash_t_prints_what_a_start_warns_about() {
+    let w = sim(|_| {}).await;
+    let env = [
+        ("WORKER_DISCOVERY_INTERVAL", "0.2s"),
+        ("BULL_BOARD_ENABLED", "nope"),
+        ("ADMIN_ON_CLIENT_PORT", "Yes"),
+    ];
+    let lb = Lb::start(&[w.url(), w.url()], &env).await;
+    lb.wait_available(1).await;
+    let log = lb.log();
+    let start = log.find(" starting: client").expect("the start line");
+    let warned: Vec<&str> = log[..start]
+        .lines()
+        .filter(|l| l.contains(" WARN "))
+        .filter_map(|l| l.split_once("] ").map(|(_, msg)| msg))
+        .collect();
+    assert_eq!(warned.len(), 4, "the repeat and three values: {log}");
+    let mut check = Command::new(lb.command.get_program());
+    check.env_clear().current_dir(lb.dir.path());
+    for (k, v) in lb.command.get_envs() {
+        if let (k, Some(v)) = (k, v) {
+            check.env(k, v);
+        }
+    }
+    check.args(lb.command.get_args()).arg("-t");
+    let out = check.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for w in warned {
+        assert!(
+            err.contains(&format!("andera-lb: warning: {w}")),
+            "{w:?} not in:\n{err}"
+        );
+    }
+}
+
+/// `TASK_TIMEOUT=10s` is ten seconds, not the original's ten milliseconds.
+#[tokio::test]
+async fn a_timeout_with_a_unit_means_what_it_says() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[("TASK_TIMEOUT", "10s")]).await;
+    lb.wait_available(1).await;
+    let (s, b) = lb.run(task("sleep", json!({"ms": 200}))).await;
+    assert_eq!(s, 200, "{b}\n{}", lb.log());
+    assert!(
+        lb.log().contains(
+            r#"TASK_TIMEOUT="10s": read as 10000 ms; the original load balancer would read 10 ms"#
+        ),
+        "{}",
+        lb.log()
+    );
+}

@@ -132,7 +132,13 @@ async fn client_errors_get_json_with_the_right_status() {
 #[tokio::test]
 async fn headers_are_rewritten_and_a_5mb_body_arrives_intact() {
     let w = sim(|_| {}).await;
-    let lb = Lb::start(&[w.url()], &[]).await;
+    // Only listed client headers reach a Worker (#20 item 4).
+    let lb = Lb::start_with(
+        &[w.url()],
+        &[],
+        "upstream:\n  forward_headers: [x-custom]\n",
+    )
+    .await;
     lb.wait_available(1).await;
     let pad: String = (0..5 * 1024 * 1024)
         .map(|i| (b'a' + (i % 26) as u8) as char)

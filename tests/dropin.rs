@@ -50,7 +50,8 @@ async fn bodies_the_original_accepted_run() {
         assert_eq!(got["group"], "default");
         assert_eq!(got["contract"], json!(1));
     }
-    for p in ["1.5", "-1", "\"x\"", "2097153"] {
+    // (`-1` runs since #20: see issue20_bodies_the_original_accepted_or_refused.)
+    for p in ["1.5", "\"x\"", "2097153"] {
         let body =
             format!(r#"{{"group":"default","function":"hello","contract":1,"priority":{p}}}"#);
         let (s, b) = post_raw(&lb, &body).await;
@@ -292,6 +293,204 @@ async fn failures_keep_the_error_shape_and_name_the_key_at_fault() {
         .unwrap();
     assert_eq!(s, 502, "{b}");
     assert!(error_of(&b).is_some(), "{b}");
+}
+
+// ---- issue #20, items 3, 4 and 7 (bodies, Worker headers, compat statuses) ----
+
+/// `body` as raw bytes with both keys, the Worker key given as `worker_key`.
+async fn post_bytes(lb: &Lb, body: Vec<u8>, worker_key: &str) -> (u16, Value) {
+    let r = lb
+        .http
+        .post(lb.url("/task"))
+        .header("authorization", LB_KEY)
+        .header("x-wr-auth", worker_key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// #20 item 3: a BOM and `priority: -1` run as in the original (the Worker gets
+/// neither; one rate-limited warning); `contract: 0` and an empty `x-wr-auth` are
+/// the original's `400`s.
+#[tokio::test]
+async fn issue20_bodies_the_original_accepted_or_refused() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let plain = r#"{"group":"default","function":"echo","contract":1,"input":{"a":1}}"#;
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(plain.as_bytes());
+    let (s, b) = post_bytes(&lb, bom, WK_KEY).await;
+    assert_eq!(s, 200, "{b}\n{}", lb.log());
+    assert_eq!(w.stats().last_body, plain, "the BOM is not forwarded");
+
+    for _ in 0..3 {
+        let body = r#"{"group":"default","function":"hello","contract":1,"input":{"name":"A"},"priority":-1}"#;
+        let (s, b) = post_bytes(&lb, body.into(), WK_KEY).await;
+        assert_eq!(
+            (s, &b["result"]["message"]),
+            (200, &json!("Hello A!")),
+            "{b}"
+        );
+        let got: Value = serde_json::from_str(&w.stats().last_body).unwrap();
+        assert!(got.get("priority").is_none(), "{got}");
+    }
+    let warned = |log: &str| {
+        log.matches("priority -1 read as the default priority 1")
+            .count()
+    };
+    wait_for("the priority warning", Duration::from_secs(5), || {
+        warned(&lb.log()) > 0
+    })
+    .await;
+    assert_eq!(warned(&lb.log()), 1, "rate-limited: {}", lb.log());
+
+    let missing = json!({"error": "Missing group, function, or contract"});
+    for contract in ["0", "0.0", "false"] {
+        let body = format!(r#"{{"group":"default","function":"hello","contract":{contract}}}"#);
+        assert_eq!(
+            post_bytes(&lb, body.into(), WK_KEY).await,
+            (400, missing.clone()),
+            "{contract}"
+        );
+    }
+    let no_key = json!({"error": "Missing x-wr-auth header (worker AUTH_KEY) in request"});
+    let hello = task("hello", json!({})).to_string().into_bytes();
+    assert_eq!(post_bytes(&lb, hello, "").await, (400, no_key));
+}
+
+/// #20 item 4: the Worker receives the original's headers, not the client's (a
+/// `text/plain` client still works); an operator may list more.
+#[tokio::test]
+async fn issue20_the_worker_receives_the_originals_headers_only() {
+    let w = sim(|_| {}).await;
+    let send = |lb: &Lb| {
+        lb.http
+            .post(lb.url("/task"))
+            .header("authorization", LB_KEY)
+            .header("x-wr-auth", WK_KEY)
+            .header("cookie", "session=secret")
+            .header("user-agent", "client/1.0")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("accept-encoding", "gzip")
+            .header("x-custom", "kept?")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header("content-type", "text/plain")
+            .body(task("echo", json!({})).to_string())
+            .send()
+    };
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let r = send(&lb).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = task_id(&r);
+    let echoed: Value = r.json().await.unwrap();
+    let seen = &echoed["result"]["headers"];
+    for name in [
+        "cookie",
+        "user-agent",
+        "x-forwarded-for",
+        "accept-encoding",
+        "x-custom",
+        "x-wr-auth",
+    ] {
+        assert!(
+            seen.get(name).is_none(),
+            "{name} reached the Worker: {seen}"
+        );
+    }
+    assert_eq!(seen["content-type"], "application/json", "{seen}");
+    assert_eq!(seen["authorization"], WK_KEY);
+    assert_eq!(seen["x-lb-auth"], LB_KEY);
+    assert_eq!(seen["x-andera-task-id"], json!(id));
+    assert_eq!(
+        seen["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+
+    let listed = Lb::start_with(
+        &[w.url()],
+        &[],
+        "upstream:\n  forward_headers: [X-Custom]\n",
+    )
+    .await;
+    listed.wait_available(1).await;
+    let r = send(&listed).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    let seen = &echoed["result"]["headers"];
+    assert_eq!(seen["x-custom"], "kept?", "{seen}");
+    assert!(seen.get("cookie").is_none(), "{seen}");
+    assert_eq!(seen["content-type"], "application/json", "{seen}");
+}
+
+/// #20 item 7: honest statuses by default; with `COMPAT_ORIGINAL_STATUS=true` (or
+/// `compat.original_status_codes`) the balancer's own 503/504 are the original's
+/// `500 {"error":"Task timed out"}`, and what the Worker answered is unchanged.
+#[tokio::test]
+async fn issue20_original_status_codes_only_when_asked() {
+    let w = sim(|_| {}).await;
+    let env = [("TASK_TIMEOUT", "1500")];
+    let honest = Lb::start(&[w.url()], &env).await;
+    let by_env = Lb::start(
+        &[w.url()],
+        &[("TASK_TIMEOUT", "1500"), ("COMPAT_ORIGINAL_STATUS", "true")],
+    )
+    .await;
+    let by_yaml =
+        Lb::start_with(&[w.url()], &env, "compat:\n  original_status_codes: true\n").await;
+    let mut unknown = task("hello", json!({}));
+    unknown["group"] = json!("no-such-group");
+    let slow = task("sleep", json!({"ms": 5000}));
+    let failing = task("fail", json!({"message": "boom"}));
+    let wrong_key = |lb: &Lb| {
+        lb.http
+            .post(lb.url("/task"))
+            .header("authorization", LB_KEY)
+            .header("x-wr-auth", "not-the-worker-key")
+            .json(&task("hello", json!({})))
+            .send()
+    };
+
+    honest.wait_available(1).await;
+    let (s, b) = honest.run(unknown.clone()).await;
+    assert_eq!(s, 503, "{b}");
+    assert!(b["error"].as_str().unwrap().starts_with("No Worker"), "{b}");
+    let (s, b) = honest.run(slow.clone()).await;
+    assert_eq!(
+        (s, &b["error"]),
+        (504, &json!("Task timed out waiting for the Worker"))
+    );
+    let (s, b) = honest.run(failing.clone()).await;
+    assert_eq!((s, &b), (500, &json!({"success": false, "error": "boom"})));
+    assert_eq!(wrong_key(&honest).await.unwrap().status(), 401);
+
+    for lb in [&by_env, &by_yaml] {
+        lb.wait_available(1).await;
+        let (s, b) = lb.run(unknown.clone()).await;
+        assert_eq!((s, &b["error"]), (500, &json!("Task timed out")), "{b}");
+        assert!(
+            b["reason"].as_str().unwrap().starts_with("No Worker"),
+            "{b}"
+        );
+        let (s, b) = lb.run(slow.clone()).await;
+        assert_eq!((s, &b["error"]), (500, &json!("Task timed out")), "{b}");
+        // The Worker's own answers are relayed as they were.
+        let (s, b) = lb.run(failing.clone()).await;
+        assert_eq!((s, &b), (500, &json!({"success": false, "error": "boom"})));
+        assert_eq!(wrong_key(lb).await.unwrap().status(), 401);
+    }
 }
 
 // ---- issue #20 item 9 (invalid Workers), worker-registry engineer ----

@@ -209,7 +209,9 @@ async fn raw_exchange(port: u16, request: &str) -> String {
 #[tokio::test]
 async fn hop_by_hop_headers_stay_on_their_hop() {
     let w = sim(|_| {}).await;
-    let lb = Lb::start(&[w.url()], &[]).await;
+    // Listed client headers pass (#20 item 4), unless `Connection` names them.
+    let yaml = "upstream:\n  forward_headers: [x-client-kept, x-client-hop]\n";
+    let lb = Lb::start_with(&[w.url()], &[], yaml).await;
     lb.wait_available(1).await;
     let body = json!({
         "group": "default", "function": "echo", "contract": 1,

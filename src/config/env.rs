@@ -1,6 +1,8 @@
 //! The original's environment variables, read the way the original read them:
 //! numbers like JavaScript's `parseInt` (`10000ms` is 10000), booleans in any case,
-//! an empty value as unset. Every guess is reported as a warning, logged at start-up.
+//! an empty value as unset. Millisecond variables also understand the obvious units
+//! (`10s` is 10000 ms, where the original read 10). Every guess is reported as a
+//! warning, logged at start-up and printed by `-t`.
 
 use super::file::FileConfig;
 use super::{parse_size, ConfigError};
@@ -65,10 +67,34 @@ impl<'a> EnvReader<'a> {
         Ok(Some(value))
     }
 
+    /// A number of milliseconds. A bare number is read like [`EnvReader::num`]; a
+    /// number followed by `ms`, `s`, `m` or `h` (any case, fractions allowed: `1.5s`)
+    /// is read with its unit, with a warning saying what the original's `parseInt`
+    /// read (`10s`: 10000 ms here, 10 ms there; `500ms`: 500 ms in both). Another
+    /// suffix is read like `parseInt`, with a warning.
+    pub(super) fn millis(&mut self, key: &str) -> Result<Option<u64>, ConfigError> {
+        let Some(raw) = self.text(key) else {
+            return Ok(None);
+        };
+        let Some((ms, original)) = with_unit(&raw) else {
+            return self.num(key);
+        };
+        self.warnings.push(if ms == original {
+            format!("{key}={raw:?} read as {ms} ms, as the original read it")
+        } else {
+            format!(
+                "{key}={raw:?}: read as {ms} ms; the original load balancer would read {original} ms"
+            )
+        });
+        Ok(Some(ms))
+    }
+
     /// A boolean: `true`/`false` as is; `TRUE`, `False`, `1`/`0`, `yes`/`no`, `on`/`off`
-    /// in any case with a warning; anything else leaves the default, with a warning.
-    pub(super) fn boolean(&mut self, key: &str) -> Option<bool> {
-        let raw = self.text(key)?;
+    /// in any case with a warning; anything else is read as `default`, with a warning.
+    pub(super) fn boolean(&mut self, key: &str, default: bool) -> bool {
+        let Some(raw) = self.text(key) else {
+            return default;
+        };
         let value = match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Some(true),
             "false" | "0" | "no" | "off" => Some(false),
@@ -78,11 +104,38 @@ impl<'a> EnvReader<'a> {
             Some(v) if raw.trim() == v.to_string() => {}
             Some(v) => self.warnings.push(format!("{key}={raw:?} read as {v}")),
             None => self.warnings.push(format!(
-                "{key}={raw:?} is not a boolean (true/false); the default applies"
+                "{key}={raw:?} is not a boolean (true or false): read as {default}, the default"
             )),
         }
-        value
+        value.unwrap_or(default)
     }
+}
+
+/// `10s`, `500ms`, `1.5m`, `1h` as milliseconds, with what `parseInt` makes of the
+/// same text; `None` when the text is not a number followed by one of these units.
+fn with_unit(raw: &str) -> Option<(u64, u64)> {
+    let t = raw.trim();
+    let end = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(end);
+    let scale: f64 = match unit.trim_start().to_ascii_lowercase().as_str() {
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        _ => return None,
+    };
+    if !number.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let ms = number.parse::<f64>().ok()? * scale;
+    // Whole milliseconds within a year: anything else is a typo, left to `num`.
+    if !(ms.is_finite() && ms.fract() == 0.0 && ms <= 31_536_000_000.0) {
+        return None;
+    }
+    let digits = number.find('.').map_or(number, |dot| &number[..dot]);
+    Some((ms as u64, digits.parse().ok()?))
 }
 
 fn with_port(addr: &str, port: u16) -> String {
@@ -112,28 +165,32 @@ pub(super) fn apply_env(
         cfg.workers.list = None;
     }
     let d = &mut cfg.discovery;
-    d.interval_ms = e.num("WORKER_DISCOVERY_INTERVAL")?.unwrap_or(d.interval_ms);
-    d.timeout_ms = e.num("WORKER_DISCOVERY_TIMEOUT")?.unwrap_or(d.timeout_ms);
+    d.interval_ms = e
+        .millis("WORKER_DISCOVERY_INTERVAL")?
+        .unwrap_or(d.interval_ms);
+    d.timeout_ms = e
+        .millis("WORKER_DISCOVERY_TIMEOUT")?
+        .unwrap_or(d.timeout_ms);
     d.retries = e.num("WORKER_DISCOVERY_RETRIES")?.unwrap_or(d.retries);
     let w = &mut cfg.websocket;
     w.heartbeat_interval_ms = e
-        .num("WS_HEARTBEAT_INTERVAL")?
+        .millis("WS_HEARTBEAT_INTERVAL")?
         .unwrap_or(w.heartbeat_interval_ms);
     w.heartbeat_timeout_ms = e
-        .num("WS_HEARTBEAT_TIMEOUT")?
+        .millis("WS_HEARTBEAT_TIMEOUT")?
         .unwrap_or(w.heartbeat_timeout_ms);
     let a = &mut cfg.admin;
-    a.dashboard = e.boolean("DASHBOARD_ENABLED").unwrap_or(a.dashboard);
-    a.bull_board = e.boolean("BULL_BOARD_ENABLED").unwrap_or(a.bull_board);
-    a.expose_on_client_port = e
-        .boolean("ADMIN_ON_CLIENT_PORT")
-        .unwrap_or(a.expose_on_client_port);
+    a.dashboard = e.boolean("DASHBOARD_ENABLED", a.dashboard);
+    a.bull_board = e.boolean("BULL_BOARD_ENABLED", a.bull_board);
+    a.expose_on_client_port = e.boolean("ADMIN_ON_CLIENT_PORT", a.expose_on_client_port);
+    cfg.compat.original_status_codes =
+        e.boolean("COMPAT_ORIGINAL_STATUS", cfg.compat.original_status_codes);
     if let Some(level) = e.text("LOG_LEVEL") {
         cfg.logging.level = level;
     }
     cfg.logging.max_logs = e.num("MAX_LOGS")?.unwrap_or(cfg.logging.max_logs);
     let t = &mut cfg.tasks;
-    t.timeout_ms = e.num("TASK_TIMEOUT")?.unwrap_or(t.timeout_ms);
+    t.timeout_ms = e.millis("TASK_TIMEOUT")?.unwrap_or(t.timeout_ms);
     t.attempts = e.num("TASK_ATTEMPTS")?.unwrap_or(t.attempts);
     t.max_queued = e.num("MAX_QUEUED_TASKS")?.unwrap_or(t.max_queued);
     if let Some(path) = env("TASK_JOURNAL") {
@@ -181,20 +238,66 @@ mod tests {
     #[test]
     fn booleans_in_any_case() {
         for (raw, want, warned) in [
-            ("true", Some(true), false),
-            ("false", Some(false), false),
-            ("TRUE", Some(true), true),
-            ("False", Some(false), true),
-            ("1", Some(true), true),
-            ("no", Some(false), true),
-            ("Yes", Some(true), true),
-            ("maybe", None, true),
-            ("", None, false),
+            ("true", true, false),
+            ("false", false, false),
+            ("TRUE", true, true),
+            ("False", false, true),
+            ("1", true, true),
+            ("no", false, true),
+            ("Yes", true, true),
+            ("maybe", true, true),
+            ("", true, false),
         ] {
             let env = reader(raw);
             let mut r = EnvReader::new(&env);
-            assert_eq!(r.boolean("X"), want, "{raw:?}");
+            assert_eq!(r.boolean("X", true), want, "{raw:?}");
             assert_eq!(r.warnings.len(), usize::from(warned), "{raw:?}");
+        }
+        let env = reader("maybe");
+        let mut r = EnvReader::new(&env);
+        assert!(!r.boolean("DASHBOARD_ENABLED", false));
+        assert_eq!(
+            r.warnings,
+            [
+                r#"DASHBOARD_ENABLED="maybe" is not a boolean (true or false): read as false, the default"#
+            ]
+        );
+    }
+
+    #[test]
+    fn milliseconds_with_units() {
+        for (raw, want, parse_int) in [
+            ("10s", 10_000u64, Some(10u64)),
+            ("10 S", 10_000, Some(10)),
+            ("1.5s", 1_500, Some(1)),
+            ("500ms", 500, Some(500)),
+            ("5m", 300_000, Some(5)),
+            ("1h", 3_600_000, Some(1)),
+            ("3000", 3000, None),
+        ] {
+            let env = reader(raw);
+            let mut r = EnvReader::new(&env);
+            assert_eq!(r.millis("TASK_TIMEOUT").unwrap(), Some(want), "{raw:?}");
+            match parse_int {
+                None => assert!(r.warnings.is_empty(), "{raw:?}: {:?}", r.warnings),
+                Some(n) if n == want => assert_eq!(
+                    r.warnings,
+                    [format!("TASK_TIMEOUT={raw:?} read as {want} ms, as the original read it")]
+                ),
+                Some(n) => assert_eq!(
+                    r.warnings,
+                    [format!("TASK_TIMEOUT={raw:?}: read as {want} ms; the original load balancer would read {n} ms")]
+                ),
+            }
+        }
+        // Anything else is parseInt's reading, with its warning, or refused as before.
+        let env = reader("10sec");
+        let mut r = EnvReader::new(&env);
+        assert_eq!(r.millis("X").unwrap(), Some(10));
+        assert!(r.warnings[0].contains("parseInt"), "{:?}", r.warnings);
+        for raw in ["s", "-1s", ".5s"] {
+            let env = reader(raw);
+            assert!(EnvReader::new(&env).millis("X").is_err(), "{raw:?}");
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub client: ClientSection,
     /// What the load balancer itself posts to task webhooks.
     pub webhook: WebhookSection,
+    /// Compatibility with clients written for the original's answers.
+    pub compat: CompatSection,
 }
 
 impl Default for FileConfig {
@@ -50,6 +52,7 @@ impl Default for FileConfig {
             server: ServerSection::default(),
             client: ClientSection::default(),
             webhook: WebhookSection::default(),
+            compat: CompatSection::default(),
         }
     }
 }
@@ -243,6 +246,10 @@ pub struct UpstreamSection {
     /// How long an ejected Worker stays out, ms; doubles for each ejection without a
     /// success in between, up to 32 times. Default 10000.
     pub fail_timeout_ms: u64,
+    /// Client headers passed on to the Worker besides the fixed set the original sent
+    /// (its keys, `content-type: application/json`, our task id, trace context);
+    /// case-insensitive names, never hop-by-hop ones. Default empty.
+    pub forward_headers: Vec<String>,
 }
 
 impl Default for UpstreamSection {
@@ -255,6 +262,7 @@ impl Default for UpstreamSection {
             body_idle_timeout_ms: 60_000,
             max_fails: 3,
             fail_timeout_ms: 10_000,
+            forward_headers: Vec::new(),
         }
     }
 }
@@ -348,4 +356,14 @@ pub struct WebhookSection {
     /// Hosts (`name` or `name:port`) the load balancer may post failures to; the
     /// client names the URL, so nothing else is ever fetched. Default empty.
     pub allowed_hosts: Vec<String>,
+}
+
+/// `compat:` — answers shaped for clients written against the original.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatSection {
+    /// Answer the load balancer's own `502`/`503`/`504` as the original did: `500`
+    /// `{"error":"Task timed out"}` (`COMPAT_ORIGINAL_STATUS`). Workers' own answers
+    /// are relayed unchanged either way. Default false.
+    pub original_status_codes: bool,
 }

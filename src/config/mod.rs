@@ -4,6 +4,7 @@
 pub mod client;
 mod env;
 pub mod file;
+pub mod headers;
 pub mod webhook;
 
 use std::fmt;
@@ -143,6 +144,10 @@ pub struct Settings {
     pub body_idle_timeout: Duration,
     /// When Workers that keep failing leave the rotation, and for how long.
     pub outlier: crate::scheduler::OutlierPolicy,
+    /// Client headers a Worker receives besides the fixed set. Default none.
+    pub forward_headers: headers::ForwardList,
+    /// Answer the load balancer's own 502/503/504 as the original's `500`. Default false.
+    pub original_status_codes: bool,
     /// Log level.
     pub log_level: log::LevelFilter,
     /// Lines kept for `/logs`.
@@ -403,6 +408,9 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
             max_fails: cfg.upstream.max_fails,
             fail_timeout: positive("upstream.fail_timeout_ms", cfg.upstream.fail_timeout_ms)?,
         },
+        forward_headers: headers::ForwardList::resolve(&cfg.upstream.forward_headers)
+            .map_err(|r| err("upstream.forward_headers", r))?,
+        original_status_codes: cfg.compat.original_status_codes,
         log_level,
         max_logs: cfg.logging.max_logs,
         max_logs_bytes,

@@ -4,11 +4,7 @@
 
 use std::sync::Arc;
 
-use std::fmt::Write;
-
-use bytes::{BufMut, Bytes, BytesMut};
-use http::HeaderValue;
-use pingora::http::RequestHeader;
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::board::TaskHandle;
@@ -17,6 +13,9 @@ use crate::metrics::{priority_class, METRICS};
 use crate::scheduler::{Acquire, AcquireError, Lease, Scheduler, SlotRequest};
 use crate::task::TaskSpec;
 use crate::upstream::{Exchange, ExchangeError, Limits, Upstream};
+
+mod headers;
+pub use headers::{strip_response_hop_headers, ForwardHeaders};
 
 /// Why a task ended without a Worker's answer, mapped to the client's status.
 #[derive(Debug)]
@@ -149,169 +148,6 @@ pub struct Delivered<'a> {
     pub exchange: Exchange<'a>,
     /// Attempts made, this one included.
     pub attempts: u32,
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and never
-/// cross the load balancer, in either direction. So do the headers a `Connection`
-/// header names.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Headers never forwarded to a Worker besides the hop-by-hop ones: keys, the
-/// client's task id (the load balancer's own replaces it), recomputed ones.
-const DROPPED_HEADERS: &[&str] = &[
-    "authorization",
-    "x-wr-auth",
-    "x-lb-auth",
-    "host",
-    "proxy-authorization",
-    "content-length",
-    "expect",
-    "x-andera-task-id",
-];
-
-/// The header names listed in `headers`' `Connection` values, lowercased.
-fn connection_named(headers: &http::HeaderMap) -> Vec<String> {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
-        .collect()
-}
-
-/// True for a header that stays on its hop, given the names `Connection` lists.
-fn is_hop_by_hop(name: &str, named: &[String]) -> bool {
-    HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name)
-}
-
-/// Removes the hop-by-hop headers of a Worker's answer before it is relayed, and
-/// frames the body for the client's hop: the Worker's length when it gave one,
-/// else chunked.
-pub fn strip_response_hop_headers(header: &mut pingora::http::ResponseHeader) {
-    let named = connection_named(&header.headers);
-    let drop: Vec<http::HeaderName> = header
-        .headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n.as_str(), &named))
-        .cloned()
-        .collect();
-    for name in drop {
-        header.remove_header(&name);
-    }
-    let bodyless = matches!(header.status.as_u16(), 204 | 304);
-    if !bodyless && !header.headers.contains_key(http::header::CONTENT_LENGTH) {
-        let _ = header.insert_header(http::header::TRANSFER_ENCODING, "chunked");
-    }
-}
-
-/// The client headers a Worker receives, prepared once per task.
-pub struct ForwardHeaders {
-    headers: Vec<(http::HeaderName, HeaderValue)>,
-}
-
-impl ForwardHeaders {
-    /// Rewrites the client's headers per protocol §2: its `x-wr-auth` becomes
-    /// `authorization`, the LB key goes in `x-lb-auth`, the client's keys are dropped.
-    pub fn new(
-        client: &RequestHeader,
-        worker_key: HeaderValue,
-        lb_key: &str,
-        task_id: &str,
-    ) -> Self {
-        let named = connection_named(&client.headers);
-        let mut headers: Vec<(http::HeaderName, HeaderValue)> = client
-            .headers
-            .iter()
-            .filter(|(name, _)| {
-                !DROPPED_HEADERS.contains(&name.as_str()) && !is_hop_by_hop(name.as_str(), &named)
-            })
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        let has_content_type = headers.iter().any(|(n, _)| n == http::header::CONTENT_TYPE);
-        headers.push((http::header::AUTHORIZATION, worker_key));
-        if let Ok(v) = HeaderValue::from_str(lb_key) {
-            headers.push((http::HeaderName::from_static("x-lb-auth"), v));
-        }
-        if !has_content_type {
-            headers.push((
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ));
-        }
-        if let Ok(v) = HeaderValue::from_str(task_id) {
-            headers.push((http::HeaderName::from_static("x-andera-task-id"), v));
-        }
-        ForwardHeaders { headers }
-    }
-
-    /// The headers as an HTTP/1 header block (`name: value\r\n`…) without the LB
-    /// key, for the task journal.
-    pub fn to_block(&self) -> Vec<u8> {
-        let mut block = Vec::new();
-        self.write_lines(&mut block, |name| name != "x-lb-auth");
-        block
-    }
-
-    /// Writes the headers `keep` accepts as HTTP/1 header lines (`name: value\r\n`).
-    fn write_lines(&self, out: &mut impl BufMut, keep: impl Fn(&http::HeaderName) -> bool) {
-        for (name, value) in self.headers.iter().filter(|(n, _)| keep(n)) {
-            out.put_slice(name.as_str().as_bytes());
-            out.put_slice(b": ");
-            out.put_slice(value.as_bytes());
-            out.put_slice(b"\r\n");
-        }
-    }
-
-    /// Headers read back from [`ForwardHeaders::to_block`], with the LB key added again.
-    /// Lines that are not valid headers are skipped.
-    pub fn from_block(block: &[u8], lb_key: &str) -> Self {
-        let mut headers: Vec<(http::HeaderName, HeaderValue)> = block
-            .split(|b| *b == b'\n')
-            .filter_map(|line| {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                let colon = line.iter().position(|b| *b == b':')?;
-                let name = http::HeaderName::from_bytes(&line[..colon]).ok()?;
-                let value = line[colon + 1..]
-                    .strip_prefix(b" ")
-                    .unwrap_or(&line[colon + 1..]);
-                Some((name, HeaderValue::from_bytes(value).ok()?))
-            })
-            .collect();
-        if let Ok(v) = HeaderValue::from_str(lb_key) {
-            headers.push((http::HeaderName::from_static("x-lb-auth"), v));
-        }
-        ForwardHeaders { headers }
-    }
-
-    /// The request head for the Worker at `url`, written straight to the wire
-    /// (`POST <base>/task`, `host`, these headers, `content-length`): the names and
-    /// values were validated when parsed, so no header map is built per attempt.
-    fn request_head(&self, url: &crate::worker_url::WorkerUrl, body_len: usize) -> BytesMut {
-        let lines: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum();
-        let mut head = BytesMut::with_capacity(url.base_path.len() + url.host.len() + lines + 80);
-        head.extend_from_slice(b"POST ");
-        head.extend_from_slice(url.base_path.as_bytes());
-        head.extend_from_slice(b"/task HTTP/1.1\r\nhost: ");
-        let _ = url.write_host_header(&mut head);
-        head.extend_from_slice(b"\r\n");
-        self.write_lines(&mut head, |_| true);
-        let _ = write!(head, "content-length: {body_len}\r\n\r\n");
-        head
-    }
 }
 
 /// Awaited before a task is first sent; an error stops the delivery.

@@ -91,7 +91,10 @@ pub(crate) async fn fail(
         METRICS.queue_rejections.inc();
         extra.push(("retry-after", app.settings.retry_after_s.to_string()));
     }
-    respond::error(session, e.status(), &message, &extra).await
+    let original = app.settings.original_status_codes;
+    let (status, body) = super::compat::failure_answer(e, &message, original);
+    ctx.status = status;
+    respond::json(session, status, &body, &extra).await
 }
 
 /// State and outcome of a task the Worker answered with `status`.

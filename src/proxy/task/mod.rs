@@ -4,6 +4,7 @@
 
 mod admission;
 mod body;
+mod compat;
 mod finish;
 mod relay;
 
@@ -53,26 +54,34 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         Err(BodyError::Read(e)) => return Err(e),
     };
     // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
-    let (spec, body) = match task::parse_for_worker(&body, &settings.task_limits) {
-        Ok(p) => (p.spec, p.forward),
-        Err(msg) => {
-            ctx.status = 400;
-            return respond::error(session, 400, &msg, &[]).await;
-        }
-    };
-    let Some(worker_key) = session.req_header().headers.get("x-wr-auth").cloned() else {
+    let (spec, body, negative_priority) =
+        match task::parse_for_worker(&body, &settings.task_limits) {
+            Ok(p) => (p.spec, p.forward, p.negative_priority),
+            Err(msg) => {
+                ctx.status = 400;
+                return respond::error(session, 400, &msg, &[]).await;
+            }
+        };
+    // Blank is missing, as for the original (Node trims header values).
+    let worker_key = session.req_header().headers.get("x-wr-auth");
+    let Some(worker_key) = worker_key.filter(|k| !k.as_bytes().trim_ascii().is_empty()) else {
         ctx.status = 400;
         let msg = "Missing x-wr-auth header (worker AUTH_KEY) in request";
         return respond::error(session, 400, msg, &[]).await;
     };
+    let worker_key = worker_key.clone();
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
+    if let Some(p) = negative_priority {
+        compat::warn_negative_priority(&task_id, p);
+    }
     let record = app.board.open(&task_id, &spec);
     let headers = ForwardHeaders::new(
         session.req_header(),
         worker_key,
         settings.lb_key.expose(),
         &task_id,
+        &settings.forward_headers,
     );
     let deadline = received + settings.task_timeout;
     let admission = match admit(app, &spec, deadline).await {

@@ -1,6 +1,7 @@
 //! Reading and validating a task body the way the original did (`JSON.parse`: last
-//! repeated key wins, `5.0` is `5`), and the body its Worker receives: the client's
-//! bytes untouched unless the original would have sent something else.
+//! repeated key wins, `5.0` is `5`, a leading UTF-8 BOM is skipped, `0` and `""` are
+//! missing), and the body its Worker receives: the client's bytes untouched unless
+//! the original would have sent something else.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -13,6 +14,12 @@ use serde_json::value::RawValue;
 
 /// Highest accepted priority (1 is the most urgent).
 pub const MAX_PRIORITY: u64 = 2_097_152;
+
+/// The UTF-8 byte order mark, which the original's body parser skipped.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The message for a task without `group`, `function` or `contract` (the original's).
+pub const MISSING_FIELDS: &str = "Missing group, function, or contract";
 
 /// How the result comes back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,8 +151,19 @@ impl Default for Limits {
     }
 }
 
-fn is_null(v: Option<&RawValue>) -> bool {
-    v.is_none_or(|r| r.get() == "null")
+/// The member unless the original's `!value` check called it missing: absent, or
+/// JavaScript-falsy (`null`, `false`, `""`, a zero such as `0`, `-0` or `0.0`).
+fn present(v: Option<&RawValue>) -> Option<&RawValue> {
+    v.filter(|r| !is_falsy(r.get()))
+}
+
+fn is_falsy(raw: &str) -> bool {
+    match raw.as_bytes().first() {
+        Some(b'n' | b'f') => raw == "null" || raw == "false",
+        Some(b'"') => raw == "\"\"",
+        Some(b'-' | b'0') => serde_json::from_str::<f64>(raw).is_ok_and(|n| n == 0.0),
+        _ => false,
+    }
 }
 
 /// Why a client string was refused.
@@ -196,9 +214,13 @@ pub fn parse_with(body: &[u8], limits: &Limits) -> Result<TaskSpec, String> {
 pub struct Parsed {
     /// The routing fields.
     pub spec: TaskSpec,
-    /// What is sent to the Worker: the client's bytes unchanged (the same buffer)
-    /// unless the original would have sent something else (see [`parse_for_worker`]).
+    /// What is sent to the Worker: the client's bytes unchanged (the same buffer,
+    /// past a BOM) unless the original would have sent something else (see
+    /// [`parse_for_worker`]).
     pub forward: Bytes,
+    /// The client's negative `priority` (e.g. `-1`), which the original ran and which
+    /// is read as the default priority 1; `None` otherwise. Worth a warning.
+    pub negative_priority: Option<i64>,
 }
 
 /// Validates a task body and prepares what the Worker receives. The original
@@ -206,23 +228,28 @@ pub struct Parsed {
 /// refuses `priority: null` and reads a repeated key once. So when the body has a
 /// `priority`, a repeated top-level key or a float `contract` (`1.0`), the Worker
 /// gets its members in first-seen order, each with its last value, `priority`
-/// left out and `contract` as an integer; otherwise the client's bytes as they are.
+/// left out and `contract` as an integer; otherwise the client's bytes as they are
+/// (past a leading BOM, which a Worker's JSON parser would refuse).
 pub fn parse_for_worker(body: &Bytes, limits: &Limits) -> Result<Parsed, String> {
     let members = members(body)?;
     let read = read(&members, limits)?;
     let forward = if read.priority_given || read.contract_float || members.has_repeats() {
         Bytes::from(rewrite(&members, read.spec.contract))
+    } else if body.starts_with(BOM) {
+        body.slice(BOM.len()..)
     } else {
         body.clone()
     };
     Ok(Parsed {
         spec: read.spec,
         forward,
+        negative_priority: read.negative_priority,
     })
 }
 
-/// The body's top-level members, or the message for a `400`.
+/// The body's top-level members (after a leading BOM), or the message for a `400`.
 fn members(body: &[u8]) -> Result<Members<'_>, String> {
+    let body = body.strip_prefix(BOM).unwrap_or(body);
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(if first.is_none() {
@@ -291,20 +318,21 @@ struct Read {
     priority_given: bool,
     /// `contract` was written as a float (`1.0`, `1e0`).
     contract_float: bool,
+    /// A negative integer `priority`, read as the default.
+    negative_priority: Option<i64>,
 }
 
 fn read(f: &Members<'_>, limits: &Limits) -> Result<Read, String> {
     let (group, function, contract) = (f.last("group"), f.last("function"), f.last("contract"));
-    if is_null(group) || is_null(function) || is_null(contract) {
-        return Err("Missing group, function, or contract".into());
-    }
+    let (Some(group), Some(function), Some(contract)) =
+        (present(group), present(function), present(contract))
+    else {
+        return Err(MISSING_FIELDS.into());
+    };
     let name_max = limits.max_name_bytes;
-    let group = bounded(group.unwrap(), "group", name_max)?;
-    let function = bounded(function.unwrap(), "function", name_max)?;
-    if group.is_empty() || function.is_empty() {
-        return Err("Missing group, function, or contract".into());
-    }
-    let (contract, contract_float) = match contract.and_then(integral) {
+    let group = bounded(group, "group", name_max)?;
+    let function = bounded(function, "function", name_max)?;
+    let (contract, contract_float) = match integral(contract) {
         Some((n, float)) if n >= 0 => (n as u64, float),
         _ => return Err("contract must be a non-negative integer".into()),
     };
@@ -314,11 +342,17 @@ fn read(f: &Members<'_>, limits: &Limits) -> Result<Read, String> {
         }
     }
     let priority_raw = f.last("priority");
-    // The original ran `priority || 1`-style defaults: null and 0 mean the default.
+    // The original ran `priority || 1`-style defaults: null and 0 mean the default,
+    // and it ran a negative priority too (read here as the default, with a warning).
+    let mut negative_priority = None;
     let priority = match priority_raw.filter(|p| p.get() != "null") {
         None => 1,
         Some(p) => match integral(p) {
             Some((0, _)) => 1,
+            Some((n, _)) if n < 0 => {
+                negative_priority = Some(n);
+                1
+            }
             Some((n, _)) if (1..=MAX_PRIORITY as i64).contains(&n) => n as u32,
             _ => {
                 return Err(format!(
@@ -362,226 +396,9 @@ fn read(f: &Members<'_>, limits: &Limits) -> Result<Read, String> {
         },
         priority_given: priority_raw.is_some(),
         contract_float,
+        negative_priority,
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(body: &str) -> String {
-        parse(body.as_bytes()).unwrap_err()
-    }
-
-    #[test]
-    fn accepts_the_documented_shape() {
-        let t = parse(br#"{"group":"g","function":"hello","contract":1,"input":{"name":"A"},"priority":7,"mode":"stream","extra":[1]}"#).unwrap();
-        assert_eq!((t.contract, t.priority, t.mode), (1, 7, Mode::Stream));
-        let d = parse(br#"{"group":"g","function":"f","contract":2}"#).unwrap();
-        assert_eq!((d.priority, d.mode), (1, Mode::Sync));
-    }
-
-    #[test]
-    fn original_messages() {
-        assert_eq!(
-            err(r#"{"group":"g","function":"f"}"#),
-            "Missing group, function, or contract"
-        );
-        assert_eq!(
-            err(r#"{"group":"g","function":"f","contract":1,"mode":"webhook"}"#),
-            "Missing or invalid webhook.url for mode webhook"
-        );
-        assert_eq!(
-            err(
-                r#"{"group":"g","function":"f","contract":1,"mode":"webhook","webhook":{"url":5}}"#
-            ),
-            "Missing or invalid webhook.url for mode webhook"
-        );
-    }
-
-    #[test]
-    fn wrong_types_and_ranges() {
-        assert!(err("[1]").contains("JSON object"));
-        assert!(err("{nope").contains("Invalid JSON"));
-        assert!(err(r#"{"group":1,"function":"f","contract":1}"#).contains("group"));
-        assert!(err(r#"{"group":"g","function":"f","contract":"1"}"#).contains("contract"));
-        assert!(err(r#"{"group":"g","function":"f","contract":1,"input":[]}"#).contains("input"));
-        for p in ["2097153", "1.5", "\"1\"", "\"x\"", "-1", "1e400", "true"] {
-            let body = format!(r#"{{"group":"g","function":"f","contract":1,"priority":{p}}}"#);
-            assert!(err(&body).contains("priority"), "{p}");
-        }
-        assert!(parse(br#"{"group":"g","function":"f","contract":1,"priority":2097152}"#).is_ok());
-        assert!(err(r#"{"group":"g","function":"f","contract":1,"mode":"fast"}"#).contains("mode"));
-    }
-
-    fn forward(body: &str) -> (TaskSpec, String) {
-        let p = parse_for_worker(&Bytes::from(body.to_string()), &Limits::default()).unwrap();
-        (p.spec, String::from_utf8(p.forward.to_vec()).unwrap())
-    }
-
-    #[test]
-    fn accepts_what_the_original_accepted() {
-        for (p, want) in [
-            ("null", 1),
-            ("0", 1),
-            ("5.0", 5),
-            ("1e0", 1),
-            ("-0", 1),
-            ("7", 7),
-        ] {
-            let body = format!(r#"{{"group":"g","function":"f","contract":1,"priority":{p}}}"#);
-            assert_eq!(parse(body.as_bytes()).unwrap().priority, want, "{p}");
-        }
-        let t = parse(br#"{"group":"g","function":"f","contract":1.0}"#).unwrap();
-        assert_eq!(t.contract, 1);
-        assert_eq!(
-            parse(br#"{"group":"g","function":"f","contract":2e0}"#)
-                .unwrap()
-                .contract,
-            2
-        );
-        assert!(err(r#"{"group":"g","function":"f","contract":1.5}"#).contains("contract"));
-        assert!(err(r#"{"group":"g","function":"f","contract":-1}"#).contains("contract"));
-        // Repeated keys: the last one wins, as with JSON.parse.
-        let t = parse(
-            br#"{"group":"a","group":"g","function":"f","contract":1,"priority":9,"priority":3}"#,
-        )
-        .unwrap();
-        assert_eq!((t.group.as_str(), t.priority), ("g", 3));
-        assert!(
-            err(r#"{"group":"g","function":"f","contract":1,"priority":3,"priority":1.5}"#)
-                .contains("priority")
-        );
-        let hook = r#"{"group":"g","function":"f","contract":1,"mode":"webhook","webhook":{"url":5,"url":"http://h/x"}}"#;
-        assert_eq!(parse(hook.as_bytes()).unwrap().mode, Mode::Webhook);
-    }
-
-    #[test]
-    fn the_worker_gets_what_the_original_sent() {
-        // Nothing to change: the very same bytes (and buffer).
-        let plain = r#"{ "group":"g", "function":"f","contract":1,"input":{"n":1.50} }"#;
-        let bytes = Bytes::from(plain);
-        let p = parse_for_worker(&bytes, &Limits::default()).unwrap();
-        assert_eq!(p.forward.as_ptr(), bytes.as_ptr());
-        // `priority` is never forwarded, whatever its value.
-        for p in ["null", "0", "5.0", "3"] {
-            let body = format!(
-                r#"{{"group":"g","priority":{p},"function":"f","contract":1,"input":{{"a":[1, 2]}},"x":null}}"#
-            );
-            let (_, sent) = forward(&body);
-            assert_eq!(
-                sent,
-                r#"{"group":"g","function":"f","contract":1,"input":{"a":[1, 2]},"x":null}"#
-            );
-        }
-        // An integral float contract arrives as the integer; repeated keys once, last value, first place.
-        let (spec, sent) =
-            forward(r#"{"contract":1.0,"group":"a","function":"f","group":"g","\u0065":1}"#);
-        assert_eq!(spec.group, "g");
-        assert_eq!(sent, r#"{"contract":1,"group":"g","function":"f","e":1}"#);
-        let v: serde_json::Value = serde_json::from_str(&sent).unwrap();
-        assert_eq!(v["group"], "g");
-    }
-
-    #[test]
-    fn a_repeated_key_is_found_in_small_and_large_bodies() {
-        for extra in [0, 3, 14, 40] {
-            let members: String = (0..extra).map(|i| format!(r#","k{i}":{i}"#)).collect();
-            let plain = format!(r#"{{"group":"g","function":"f","contract":1{members}}}"#);
-            let bytes = Bytes::from(plain.clone());
-            let p = parse_for_worker(&bytes, &Limits::default()).unwrap();
-            assert_eq!(
-                p.forward.as_ptr(),
-                bytes.as_ptr(),
-                "{extra} extra: kept as sent"
-            );
-            // The repeat is the last member: found whichever way the keys are compared.
-            let repeated = format!(r#"{},"group":"h"}}"#, &plain[..plain.len() - 1]);
-            let (spec, sent) = forward(&repeated);
-            assert_eq!(spec.group, "h", "{extra} extra");
-            assert_eq!(
-                sent.matches(r#""group""#).count(),
-                1,
-                "{extra} extra: {sent}"
-            );
-        }
-    }
-
-    #[test]
-    fn client_strings_are_capped_in_bytes() {
-        let limits = Limits {
-            max_name_bytes: 8,
-            max_url_bytes: 16,
-        };
-        let with = |field: &str, value: &str| {
-            let mut v = serde_json::json!({"group":"g","function":"f","contract":1,
-                "mode":"webhook","webhook":{"url":"http://h"}});
-            match field {
-                "url" => v["webhook"]["url"] = value.into(),
-                f => v[f] = value.into(),
-            }
-            parse_with(v.to_string().as_bytes(), &limits)
-        };
-        assert!(with("group", "12345678").is_ok());
-        // Escapes count once decoded: eight bytes written as `\u0041`.
-        assert!(parse_with(
-            br#"{"group":"\u0041\u0041\u0041\u0041\u0041\u0041\u0041\u0041","function":"f","contract":1}"#,
-            &limits
-        )
-        .is_ok());
-        for field in ["group", "function", "mode"] {
-            let e = with(field, "123456789").unwrap_err();
-            assert_eq!(e, format!("{field} is too long (limit 8 bytes)"));
-            let e = with(field, &"x".repeat(10_000)).unwrap_err();
-            assert!(e.contains("too long"), "{e}");
-        }
-        // é is two bytes.
-        assert!(with("group", "éééé").is_ok());
-        assert!(with("group", "ééééé").unwrap_err().contains("too long"));
-        assert!(with("url", "http://h/1234567").is_ok());
-        let e = with("url", "http://h/12345678").unwrap_err();
-        assert_eq!(e, "webhook.url is too long (limit 16 bytes)");
-        let d = parse(
-            format!(
-                r#"{{"group":"{}","function":"f","contract":1}}"#,
-                "g".repeat(257)
-            )
-            .as_bytes(),
-        );
-        assert_eq!(d.unwrap_err(), "group is too long (limit 256 bytes)");
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
-
-        #[test]
-        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
-            let _ = parse(&body);
-        }
-
-        #[test]
-        fn task_shaped_bodies_respect_the_caps(
-            group in "(\\PC|\\\\u00e9|\\\\n){0,12}",
-            function in "[a-z\\\\\"]{0,12}",
-            contract in proptest::prelude::any::<i64>(),
-            priority in proptest::option::of(proptest::prelude::any::<i64>()),
-            mode in proptest::option::of("(sync|stream|webhook|x){1,2}"),
-            url in proptest::option::of("[a-z:/]{0,24}"),
-        ) {
-            let limits = Limits { max_name_bytes: 6, max_url_bytes: 12 };
-            let mut body = format!(r#"{{"group":"{group}","function":"{function}","contract":{contract}"#);
-            if let Some(p) = priority { body += &format!(r#","priority":{p}"#); }
-            if let Some(m) = &mode { body += &format!(r#","mode":"{m}""#); }
-            if let Some(u) = &url { body += &format!(r#","webhook":{{"url":"{u}"}}"#); }
-            body += "}";
-            if let Ok(spec) = parse_with(body.as_bytes(), &limits) {
-                proptest::prop_assert!(!spec.group.is_empty() && spec.group.len() <= 6);
-                proptest::prop_assert!(!spec.function.is_empty() && spec.function.len() <= 6);
-                proptest::prop_assert!((1..=MAX_PRIORITY).contains(&u64::from(spec.priority)));
-                if spec.mode == Mode::Webhook {
-                    proptest::prop_assert!(url.is_some_and(|u| !u.is_empty() && u.len() <= 12));
-                }
-            }
-        }
-    }
-}
+mod tests;
