@@ -6,9 +6,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
-/// Counts tasks in progress and tells them when to give up.
+/// Counts tasks in progress and open client connections, and tells tasks when to
+/// give up.
 pub struct Drain {
     tasks: TaskTracker,
+    connections: TaskTracker,
     abort: watch::Sender<bool>,
 }
 
@@ -16,6 +18,7 @@ impl Default for Drain {
     fn default() -> Self {
         Drain {
             tasks: TaskTracker::new(),
+            connections: TaskTracker::new(),
             abort: watch::channel(false).0,
         }
     }
@@ -29,9 +32,29 @@ impl Drain {
         }
     }
 
+    /// Counts a client connection as open until the guard is dropped.
+    pub fn track_connection(self: &Arc<Self>) -> OpenConnection {
+        OpenConnection {
+            _token: self.connections.token(),
+        }
+    }
+
     /// Tasks in progress.
     pub fn active(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// Client connections open (idle ones included).
+    pub fn connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// True once every client connection is closed, false if `until` comes first.
+    pub async fn connections_closed_by(&self, until: tokio::time::Instant) -> bool {
+        self.connections.close();
+        tokio::time::timeout_at(until, self.connections.wait())
+            .await
+            .is_ok()
     }
 
     /// Resolves when the grace period is over and remaining tasks must end.
@@ -54,6 +77,11 @@ impl Drain {
     pub fn abort_all(&self) {
         self.abort.send_replace(true);
     }
+}
+
+/// An open client connection (see [`Drain::track_connection`]).
+pub struct OpenConnection {
+    _token: TaskTrackerToken,
 }
 
 /// A task in progress (see [`Drain::track`]); it stops counting when dropped.

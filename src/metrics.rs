@@ -53,6 +53,8 @@ pub struct Metrics {
     pub http_responses: IntCounterVec,
     /// Task records kept by the board.
     pub board_records: IntGauge,
+    /// Bytes read and discarded from clients after their connection was closed.
+    pub lingering_bytes: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -129,6 +131,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(queue_rejections.clone()))
+            .expect("unique metric");
+        let lingering_bytes = IntCounter::with_opts(
+            Opts::new(
+                "lingering_bytes_total",
+                "Bytes a client sent after its connection was closed, read and discarded.",
+            )
+            .namespace("andera_lb"),
+        )
+        .expect("valid metric");
+        r.register(Box::new(lingering_bytes.clone()))
             .expect("unique metric");
         let board_records = IntGauge::with_opts(
             Opts::new("task_records", "Task records kept for the task board.")
@@ -225,6 +237,7 @@ impl Metrics {
                 &["service", "route", "status"],
             ),
             board_records,
+            lingering_bytes,
             registry: r,
         }
     }

@@ -69,6 +69,26 @@ pub async fn asset(session: &mut Session, content_type: &str, body: &'static [u8
     .await
 }
 
+/// Answers an `OPTIONS` request as Express did: `200`, `Allow: methods`, and the
+/// methods as a `text/plain` body.
+pub async fn allow(session: &mut Session, methods: &'static str) -> Result<()> {
+    let mut header = ResponseHeader::build(200, Some(3))?;
+    header.insert_header("allow", methods)?;
+    header.insert_header("content-type", "text/plain; charset=utf-8")?;
+    header.insert_header("content-length", methods.len())?;
+    let limit = send_limit(session);
+    within(
+        limit,
+        session.write_response_header(Box::new(header), false),
+    )
+    .await?;
+    within(
+        limit,
+        session.write_response_body(Some(Bytes::from_static(methods.as_bytes())), true),
+    )
+    .await
+}
+
 /// The connection's send timeout (`client.send_timeout_ms`, set on every session).
 pub fn send_limit(session: &Session) -> Option<Duration> {
     session.as_downstream().get_write_timeout()

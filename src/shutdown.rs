@@ -67,10 +67,19 @@ impl BackgroundService for Drainer {
         tokio::time::sleep(ACCEPTED_SETTLE).await;
         let handing_over = hand_over_to_successor(app);
         tokio::pin!(handing_over);
-        let idle = tokio::select! {
+        let mut idle = tokio::select! {
             idle = drain.idle_by(started + grace) => idle,
             () = &mut handing_over => drain.idle_by(started + grace).await,
         };
+        // Idle keep-alive connections stay open for `client.shutdown_idle_ms` (see
+        // conn::GuardedApp::await_request): a request a proxy was already sending on
+        // one is served, and is waited for like any other task.
+        let window = app.settings.client.shutdown_idle;
+        if idle && !window.is_zero() && drain.connections() > 0 {
+            let window_end = (Instant::now() + window + ACCEPTED_SETTLE).min(started + grace);
+            drain.connections_closed_by(window_end).await;
+            idle = drain.idle_by(started + grace).await;
+        }
         if idle {
             log::info!("drained in {} ms; exiting", started.elapsed().as_millis());
         } else {

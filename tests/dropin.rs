@@ -493,6 +493,110 @@ async fn issue20_original_status_codes_only_when_asked() {
     }
 }
 
+/// Issue #20 item 2: Express matched `/task` case-insensitively and ignored one
+/// trailing slash, and answered `OPTIONS /task` with the methods it allows.
+#[tokio::test]
+async fn task_paths_match_as_express_matched_them_and_options_lists_the_methods() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let body = task("hello", json!({"name": "Path"}));
+    for path in ["/task/", "/TASK", "/Task/"] {
+        let r = lb
+            .http
+            .post(lb.url(path))
+            .header("authorization", LB_KEY)
+            .header("x-wr-auth", WK_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "POST {path}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["result"]["message"], "Hello Path!", "POST {path}");
+    }
+    assert_eq!(w.stats().received, 3);
+    let r = lb
+        .http
+        .request(reqwest::Method::OPTIONS, lb.url("/task"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["allow"], "POST, OPTIONS");
+}
+
+/// Issue #20 item 5: an operator page asked for on the client port says where it is.
+#[tokio::test]
+async fn operator_pages_on_the_client_port_name_the_admin_port() {
+    let lb = Lb::start(&[], &[]).await;
+    for path in ["/dashboard", "/bull", "/metrics"] {
+        let r = lb.http.get(lb.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let answer: Value = r.json().await.unwrap();
+        let message = answer["error"].as_str().unwrap();
+        assert!(
+            message.contains(&lb.admin_port.to_string())
+                && message.contains("ADMIN_ON_CLIENT_PORT"),
+            "{path}: {message}"
+        );
+    }
+    // Anything else is still a plain 404.
+    let r = lb.http.get(lb.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["error"], "Not found");
+}
+
+/// Issue #20 item 6: the original kept the connection open after its own 401 and
+/// 404, as nginx does; so do we, unless a large body was left unread.
+#[tokio::test]
+async fn the_connection_stays_open_after_our_own_401_and_404() {
+    use common::raw::RawConn;
+    let lb = Lb::start(&[], &[]).await;
+    let body = task("hello", json!({})).to_string();
+    let mut c = RawConn::connect(lb.port).await;
+    let requests = [
+        (
+            format!(
+                "POST /task HTTP/1.1\r\nHost: x\r\nAuthorization: wrong\r\nx-wr-auth: {WK_KEY}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            401,
+        ),
+        (
+            format!(
+                "POST /nope HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            404,
+        ),
+        ("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), 404),
+        ("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), 200),
+    ];
+    for (request, status) in &requests {
+        c.send(request).await;
+        let a = c.answer().await;
+        assert_eq!(a.status, *status, "{}", a.head);
+        assert_eq!(a.header("connection"), Some("keep-alive"), "{}", a.head);
+    }
+    // A body too large to discard closes the connection after the 401, and the
+    // client still reads the answer.
+    // More than the socket buffers hold: the client is still writing at the 401.
+    let big = "x".repeat(16 << 20);
+    let mut c = RawConn::connect(lb.port).await;
+    c.send(format!(
+        "POST /task HTTP/1.1\r\nHost: x\r\nAuthorization: wrong\r\ncontent-length: {}\r\n\r\n{big}",
+        big.len()
+    ))
+    .await;
+    let a = c.answer().await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.header("connection"), Some("close"));
+}
+
 // ---- issue #20 item 9 (invalid Workers), worker-registry engineer ----
 
 /// Issue #20 item 9: a function that only an invalid Worker (under

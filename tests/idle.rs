@@ -122,3 +122,24 @@ async fn a_silent_connection_is_closed_at_the_idle_timeout_and_at_shutdown() {
     assert!(rest.is_empty(), "nothing is sent on that close: {rest:?}");
     assert_eq!(lb.wait_exit(Duration::from_secs(15)).await, Some(0));
 }
+
+#[tokio::test]
+async fn a_request_on_a_kept_alive_connection_just_after_shutdown_begins_is_answered() {
+    // A proxy in front reuses its kept-alive connection at the moment the LB begins to
+    // shut down (an upgrade's hand-over, a SIGTERM): the request is served, with
+    // `Connection: close`, instead of failing on a closed socket.
+    let w = sim(|_| {}).await;
+    let mut lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let mut kept = RawConn::connect(lb.port).await;
+    kept.send(task_request()).await;
+    assert_eq!(status_of_answer(&mut kept).await, 200);
+    lb.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kept.send(task_request()).await;
+    let a = kept.answer().await;
+    assert_eq!(a.status, 200, "{}", a.head);
+    assert_eq!(a.header("connection"), Some("close"));
+    assert_eq!(w.stats().received, 2);
+    assert_eq!(lb.wait_exit(Duration::from_secs(15)).await, Some(0));
+}

@@ -36,6 +36,9 @@ impl ProxyHttp for AdminProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let app = &self.app;
+        if routes::guard::refuse_before_routing(app, session, ctx, Port::Admin).await? {
+            return Ok(true);
+        }
         // The path is copied once: the route borrows it while the session is written.
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();

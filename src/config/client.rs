@@ -23,6 +23,13 @@ pub struct ClientLimits {
     pub send_timeout: Duration,
     /// Largest request header block in bytes. Default 16384.
     pub max_header_bytes: usize,
+    /// Longest time a closed connection's remaining input is read and discarded.
+    /// Default 30 s.
+    pub lingering_time: Duration,
+    /// Longest wait for more input during that. Default 5 s.
+    pub lingering_timeout: Duration,
+    /// How long idle keep-alive connections stay open once shutdown begins. Default 2 s.
+    pub shutdown_idle: Duration,
 }
 
 impl Default for ClientLimits {
@@ -56,6 +63,10 @@ impl ClientLimits {
             body_timeout: ms("client.body_timeout_ms", c.body_timeout_ms)?,
             send_timeout: ms("client.send_timeout_ms", c.send_timeout_ms)?,
             max_header_bytes: c.max_header_bytes,
+            lingering_time: ms("client.lingering_time_ms", c.lingering_time_ms)?,
+            lingering_timeout: ms("client.lingering_timeout_ms", c.lingering_timeout_ms)?,
+            // 0 is allowed: close idle connections at once, as nginx does.
+            shutdown_idle: Duration::from_millis(c.shutdown_idle_ms),
         })
     }
 }

@@ -73,6 +73,9 @@ pub struct AdminSection {
     pub task_records: usize,
     /// Byte budget of the task board's records, with kb/mb/gb units. Default `64mb`.
     pub task_records_bytes: String,
+    /// Host names the admin port answers besides its own address, `localhost` and IP
+    /// literals (DNS rebinding guard). Default empty.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminSection {
@@ -84,6 +87,7 @@ impl Default for AdminSection {
             expose_on_client_port: false,
             task_records: 10_000,
             task_records_bytes: "64mb".into(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -332,6 +336,17 @@ pub struct ClientSection {
     pub send_timeout_ms: u64,
     /// Largest request header block (request line and headers), bytes. Default 16384.
     pub max_header_bytes: usize,
+    /// After the LB closes a connection, ms it keeps reading and discarding what the
+    /// client still sends, so the client reads the answer instead of a reset (nginx's
+    /// `lingering_time`). Default 30000.
+    pub lingering_time_ms: u64,
+    /// Longest wait for more bytes during that, ms (nginx's `lingering_timeout`).
+    /// Default 5000.
+    pub lingering_timeout_ms: u64,
+    /// On shutdown or upgrade, ms an idle keep-alive connection stays open for a
+    /// request a proxy in front may already be sending on it (answered, with
+    /// `Connection: close`, instead of racing a close). Default 2000.
+    pub shutdown_idle_ms: u64,
 }
 
 impl Default for ClientSection {
@@ -342,6 +357,9 @@ impl Default for ClientSection {
             body_timeout_ms: 30_000,
             send_timeout_ms: 30_000,
             max_header_bytes: 16_384,
+            lingering_time_ms: 30_000,
+            lingering_timeout_ms: 5_000,
+            shutdown_idle_ms: 2_000,
         }
     }
 }

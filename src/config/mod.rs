@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use file::FileConfig;
 
+/// Where settings come from when no `--config` file is given (in messages).
+const NO_CONFIG_FILE: &str = "built-in defaults (no --config file)";
+
 /// The LB key everybody copies from the original's examples.
 pub const WELL_KNOWN_DEFAULT_KEY: &str = "default-lb-auth-key";
 
@@ -87,6 +90,8 @@ pub struct Settings {
     pub bull_board_enabled: bool,
     /// Answer the admin pages on the client port too.
     pub expose_admin_on_client_port: bool,
+    /// Extra `Host` names the admin port answers (lower-case, without port).
+    pub admin_allowed_hosts: Vec<String>,
     /// Task records kept for the task board.
     pub task_records: usize,
     /// Byte budget of the task board's records.
@@ -202,7 +207,7 @@ pub fn load(
             };
             (cfg, origin)
         }
-        None => (FileConfig::default(), "defaults".to_string()),
+        None => (FileConfig::default(), NO_CONFIG_FILE.to_string()),
     };
     let warnings = env::apply_env(&mut cfg, env)?;
     let mut settings = resolve(cfg, origin)?;
@@ -275,9 +280,16 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
             return Err(ConfigError {
                 origin: "environment".into(),
                 key: "LB_AUTH_KEY".into(),
-                reason: format!(
-                    "not set: the load balancer refuses to start without a key (set LB_AUTH_KEY or auth.lb_key in {origin})"
-                ),
+                reason: if origin == NO_CONFIG_FILE {
+                    "not set: the load balancer refuses to start without a key (set LB_AUTH_KEY \
+                     in the environment or .env, or auth.lb_key in a --config file)"
+                        .to_string()
+                } else {
+                    format!(
+                        "not set: the load balancer refuses to start without a key (set LB_AUTH_KEY \
+                         in the environment or .env, or auth.lb_key in {origin})"
+                    )
+                },
             })
         }
     };
@@ -345,6 +357,12 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         dashboard_enabled: cfg.admin.dashboard,
         bull_board_enabled: cfg.admin.bull_board,
         expose_admin_on_client_port: cfg.admin.expose_on_client_port,
+        admin_allowed_hosts: cfg
+            .admin
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
         warnings: Vec::new(),
         task_records: cfg.admin.task_records.max(1),
         task_records_bytes,

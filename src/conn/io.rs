@@ -183,6 +183,7 @@ impl GuardedIo {
         if read.filled().is_empty() {
             return Poll::Ready(Ok(false));
         }
+        as_http11(read.filled_mut());
         self.prefetched = Some(Bytes::copy_from_slice(read.filled()));
         Poll::Ready(Ok(true))
     }
@@ -195,6 +196,27 @@ impl GuardedIo {
 
     fn passthrough(&self) -> bool {
         self.guard.phase() == Phase::Body
+    }
+}
+
+/// Reads a request line's `HTTP/1.2`…`HTTP/1.9` as `HTTP/1.1`, in place: a 1.x
+/// server answers a later 1.x minor version as the highest it implements (RFC 9110
+/// §2.5, as nginx does), where Pingora's parser refuses anything but 1.0 and 1.1.
+/// Only a request line that arrived whole in `head` is touched.
+fn as_http11(head: &mut [u8]) {
+    let Some(mut end) = head.iter().position(|&b| b == b'\n') else {
+        return;
+    };
+    if end > 0 && head[end - 1] == b'\r' {
+        end -= 1;
+    }
+    // " HTTP/1.x": the version and the space before it.
+    let Some(start) = end.checked_sub(9) else {
+        return;
+    };
+    let tail = &mut head[start..end];
+    if tail.starts_with(b" HTTP/1.") && (b'2'..=b'9').contains(&tail[8]) {
+        tail[8] = b'1';
     }
 }
 
@@ -352,6 +374,33 @@ impl Peek for GuardedIo {}
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn a_later_http1_minor_version_is_read_as_1_1() {
+        let read = |line: &str| {
+            let mut bytes = line.as_bytes().to_vec();
+            as_http11(&mut bytes);
+            String::from_utf8(bytes).unwrap()
+        };
+        assert_eq!(
+            read("GET / HTTP/1.2\r\nHost: x\r\n"),
+            "GET / HTTP/1.1\r\nHost: x\r\n"
+        );
+        assert_eq!(read("GET / HTTP/1.9\n"), "GET / HTTP/1.1\n");
+        for same in [
+            "GET / HTTP/1.0\r\n",
+            "GET / HTTP/1.1\r\n",
+            "GET / HTTP/2.0\r\n",
+        ] {
+            assert_eq!(read(same), same);
+        }
+        // A request line not yet whole, and a header that merely ends like one.
+        assert_eq!(read("GET / HTTP/1.2"), "GET / HTTP/1.2");
+        assert_eq!(
+            read("GET / HTTP/1.1\r\nX: HTTP/1.2\r\n"),
+            "GET / HTTP/1.1\r\nX: HTTP/1.2\r\n"
+        );
+    }
 
     /// A guarded server-side socket and the client end of its connection.
     async fn pair(cap: usize) -> (GuardedIo, Arc<ConnGuard>, tokio::net::TcpStream) {

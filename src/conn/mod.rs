@@ -13,6 +13,7 @@
 //! request (pipelined ones included); the guard only decides when to stop it.
 //! What the LB refuses before routing gets a JSON `{"error": ...}` answer.
 
+pub mod framing;
 mod io;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,7 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -57,8 +58,10 @@ pub struct GuardedApp<A> {
     /// end the process under a request it has accepted but not yet routed.
     drain: Arc<Drain>,
     /// Set, and its waiters woken, when the service shuts down: connections waiting
-    /// for their next request close, as in Pingora's own loop.
+    /// for their next request close once [`ClientLimits::shutdown_idle`] has passed.
     closing: AtomicBool,
+    /// When shutdown began.
+    closing_since: std::sync::OnceLock<Instant>,
     closed: Notify,
 }
 
@@ -74,6 +77,7 @@ impl<A> GuardedApp<A> {
             service,
             drain,
             closing: AtomicBool::new(false),
+            closing_since: std::sync::OnceLock::new(),
             closed: Notify::new(),
         }
     }
@@ -110,6 +114,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
         }
         // Pingora applies these per read / per write of the body.
         session.set_read_timeout(Some(self.limits.body_timeout));
+        // A small body left unread by an early answer is discarded within this.
+        session.set_total_drain_timeout(Some(self.limits.body_timeout));
         session.set_write_timeout(Some(self.limits.send_timeout));
         // Answer pipelined requests in order instead of dropping all but the first.
         session.set_pipelining_enabled(true);
@@ -133,25 +139,68 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
     /// builds a session and its request future for it (together about 20 KiB):
     /// until then an idle connection holds only its socket and this loop. Ends the
     /// connection when the idle or header deadline passes, the client closes, or
-    /// the service shuts down.
+    /// [`ClientLimits::shutdown_idle`] after the service began to shut down.
+    ///
+    /// The shutdown window is for proxies in front that keep connections alive: one
+    /// may be sending a request on this connection right now, and closing it would
+    /// fail that request (nginx and Caddy never resend a `POST`). A request that
+    /// arrives in the window is served, with `Connection: close`.
     async fn await_request<T>(
         &self,
         mut io: Box<GuardedIo>,
         guard: &ConnGuard,
     ) -> Result<Box<GuardedIo>, Verdict<T>> {
         let closed = self.closed.notified();
-        if self.closing.load(Ordering::Acquire) {
-            return Err(Verdict::Done(None));
-        }
         let by = self.deadline(guard)?;
+        let window_over = async {
+            if !self.closing.load(Ordering::Acquire) {
+                closed.await;
+            }
+            let since = self
+                .closing_since
+                .get()
+                .copied()
+                .unwrap_or_else(Instant::now);
+            tokio::time::sleep_until(since + self.limits.shutdown_idle).await;
+        };
         tokio::select! {
             biased;
             arrived = std::future::poll_fn(|cx| io.poll_prefetch(cx)) => match arrived {
                 Ok(true) => Ok(io),
                 Ok(false) | Err(_) => Err(Verdict::Done(None)),
             },
-            _ = closed => Err(Verdict::Done(None)),
+            _ = window_over => Err(Verdict::Done(None)),
             _ = crate::limit::sleep_until(by) => Err(Verdict::Expired(guard.phase())),
+        }
+    }
+
+    /// Closes a connection the way nginx's lingering close does: the write side is
+    /// shut (the client sees the end of the answer), then what the client still sends
+    /// is read and discarded until it closes, pauses for
+    /// [`ClientLimits::lingering_timeout`], [`ClientLimits::lingering_time`] passes,
+    /// or the service shuts down. Closing with unread input would send a reset, and
+    /// a client still writing its body would lose the answer (a `413`, a `401`).
+    async fn linger(&self, mut stream: Stream) {
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.shutdown()).await;
+        let closed = self.closed.notified();
+        if self.closing.load(Ordering::Acquire) {
+            return;
+        }
+        let discard = async {
+            let mut sink = vec![0u8; 16 * 1024];
+            loop {
+                match tokio::time::timeout(self.limits.lingering_timeout, stream.read(&mut sink))
+                    .await
+                {
+                    Ok(Ok(n)) if n > 0 => METRICS.lingering_bytes.inc_by(n as u64),
+                    _ => return,
+                }
+            }
+        };
+        tokio::select! {
+            _ = discard => {}
+            _ = closed => {}
+            _ = tokio::time::sleep(self.limits.lingering_time) => {}
         }
     }
 
@@ -198,6 +247,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _open = self.drain.track_connection();
         let guard = Arc::new(ConnGuard::new());
         let mut io = Box::new(GuardedIo::new(
             stream,
@@ -227,6 +277,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 Err(ended) => ended,
             };
             // The request future is gone: a socket Pingora dropped is back in `orphan`.
+            let linger = matches!(verdict, Verdict::Done(None) | Verdict::TooLarge);
             let refusal = match verdict {
                 Verdict::Done(Some(reused)) => {
                     let (stream, settings) = reused.consume();
@@ -251,7 +302,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 Verdict::TooLarge => Some((431, "Request header too large")),
             };
             let orphan = guard.orphan.lock().take();
-            if let (Some((status, message)), Some(mut stream)) = (refusal, orphan) {
+            let mut stream = orphan?;
+            if let Some((status, message)) = refusal {
                 log::debug!("client connection refused before routing: {status} {message}");
                 METRICS
                     .http_responses
@@ -260,16 +312,23 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 let answer = refusal_bytes(status, message);
                 let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
                     stream.write_all(&answer).await?;
-                    stream.flush().await?;
-                    stream.shutdown().await
+                    stream.flush().await
                 })
                 .await;
+            }
+            if linger {
+                // The answer is sent: the connection no longer holds up a drain.
+                drop(busy);
+                self.linger(stream).await;
+            } else {
+                let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.shutdown()).await;
             }
             return None;
         }
     }
 
     async fn cleanup(&self) {
+        let _ = self.closing_since.set(Instant::now());
         self.closing.store(true, Ordering::Release);
         self.closed.notify_waiters();
         self.inner.http_cleanup().await;

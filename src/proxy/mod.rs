@@ -40,6 +40,9 @@ impl ProxyHttp for ClientProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if routes::guard::refuse_before_routing(&self.app, session, ctx, Port::Client).await? {
+            return Ok(true);
+        }
         let pages = Pages::of(&self.app.settings);
         // The hot path decides on the borrowed header: no per-request copy of the path.
         let is_task = {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod guard;
 pub mod health;
 
 use bytes::Bytes;
@@ -74,6 +75,11 @@ pub enum Route<'a> {
     Task,
     /// `/task` with another method: 405.
     TaskWrongMethod,
+    /// `OPTIONS /task`: 200 with `Allow: POST, OPTIONS`, as Express answered.
+    TaskOptions,
+    /// An operator page asked for on the client port while it is served only on
+    /// the admin port: a 404 that says where it is.
+    OnAdminPort,
     /// `GET /health` (both ports).
     Health,
     /// `GET /logs` (both ports).
@@ -103,19 +109,43 @@ pub enum Route<'a> {
     NotFound,
 }
 
+/// The original's own routes (`/task`, `/health`, `/logs`) as Express matched them:
+/// case-insensitively, with one trailing slash ignored (`/TASK`, `/task/`).
+fn original_path(path: &str) -> &str {
+    let trimmed = match path.strip_suffix('/') {
+        Some(t) if !t.is_empty() => t,
+        _ => path,
+    };
+    ["/task", "/health", "/logs"]
+        .into_iter()
+        .find(|known| trimmed.eq_ignore_ascii_case(known))
+        .unwrap_or(path)
+}
+
 /// Decides the route of a request. Pure, so that it can be tested (and fuzzed)
 /// without a session; it never panics, whatever the path.
 pub fn route<'a>(port: Port, method: &str, path: &'a str, pages: Pages) -> Route<'a> {
-    let get = method == "GET";
-    match (port, path) {
+    // HEAD is answered like GET; Pingora sends the head without the body.
+    let get = method == "GET" || method == "HEAD";
+    match (port, original_path(path)) {
         (Port::Client, "/task") if method == "POST" => return Route::Task,
+        (Port::Client, "/task") if method == "OPTIONS" => return Route::TaskOptions,
         (Port::Client, "/task") => return Route::TaskWrongMethod,
         (_, "/health") if get => return Route::Health,
         (_, "/logs") if get => return Route::Logs,
+        _ => {}
+    }
+    match (port, path) {
         (Port::Admin, "/ready" | "/health/ready") if get => return Route::Ready,
         (Port::Admin, "/live" | "/health/live") if get => return Route::Live,
         (Port::Admin, "/") if get => return Route::Index,
-        (Port::Client, _) if !pages.on_client_port => return Route::NotFound,
+        (Port::Client, _) if !pages.on_client_port => {
+            return match page_route("GET", path, pages) {
+                Route::NotFound => Route::NotFound,
+                Route::Disabled => Route::Disabled,
+                _ => Route::OnAdminPort,
+            }
+        }
         _ => {}
     }
     page_route(method, path, pages)
@@ -124,7 +154,7 @@ pub fn route<'a>(port: Port, method: &str, path: &'a str, pages: Pages) -> Route
 /// The operator pages' part of the table: `/metrics`, `/dashboard…`, `/bull…`,
 /// `/static/…`.
 fn page_route<'a>(method: &str, path: &'a str, pages: Pages) -> Route<'a> {
-    if method != "GET" {
+    if method != "GET" && method != "HEAD" {
         return Route::NotFound;
     }
     if path == "/metrics" {
@@ -188,8 +218,23 @@ pub async fn serve(
             ("not_found", 404)
         }
         Route::TaskWrongMethod => {
-            respond::error(session, 405, "Use POST /task", &[("allow", "POST".into())]).await?;
+            let allow = ("allow", "POST, OPTIONS".into());
+            respond::error(session, 405, "Use POST /task", &[allow]).await?;
             ("task", 405)
+        }
+        Route::TaskOptions => {
+            respond::allow(session, "POST, OPTIONS").await?;
+            ("task", 200)
+        }
+        Route::OnAdminPort => {
+            let message = format!(
+                "Not found: the operator pages (/dashboard, /bull, /metrics) are served on the \
+                 admin port ({}); set ADMIN_ON_CLIENT_PORT=true (admin.expose_on_client_port) \
+                 to serve them on this port too",
+                app.settings.admin_listen
+            );
+            respond::error(session, 404, &message, &[]).await?;
+            ("not_found", 404)
         }
         Route::Health => ("health", health::health(app, session).await?),
         Route::Logs => ("logs", health::logs(app, session).await?),

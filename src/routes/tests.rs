@@ -107,8 +107,9 @@ fn the_client_port_serves_pages_only_when_exposed() {
     );
     assert_eq!(client("/health", ALL), Route::Health);
     assert_eq!(client("/logs", ALL), Route::Logs);
-    assert_eq!(client("/metrics", ALL), Route::NotFound);
-    assert_eq!(client("/dashboard/api/workers", ALL), Route::NotFound);
+    assert_eq!(client("/metrics", ALL), Route::OnAdminPort);
+    assert_eq!(client("/dashboard/api/workers", ALL), Route::OnAdminPort);
+    assert_eq!(client("/nope", ALL), Route::NotFound);
     assert_eq!(client("/metrics", exposed), Route::Metrics);
     assert_eq!(
         client("/dashboard/api/workers", exposed),
@@ -118,4 +119,22 @@ fn the_client_port_serves_pages_only_when_exposed() {
     assert_eq!(client("/ready", exposed), Route::NotFound);
     assert_eq!(admin_route("GET", "/ready", ALL), Route::Ready);
     assert_eq!(admin_route("POST", "/task", ALL), Route::NotFound);
+}
+
+#[test]
+fn the_originals_routes_match_as_express_matched_them() {
+    let on_client = |m, p| route(Port::Client, m, p, ALL);
+    for path in ["/task", "/task/", "/TASK", "/Task/"] {
+        assert_eq!(on_client("POST", path), Route::Task, "{path}");
+    }
+    assert_eq!(on_client("OPTIONS", "/task"), Route::TaskOptions);
+    for path in ["/health", "/HEALTH", "/health/"] {
+        assert_eq!(on_client("GET", path), Route::Health, "{path}");
+        assert_eq!(on_client("HEAD", path), Route::Health, "{path}");
+    }
+    assert_eq!(on_client("GET", "/logs/"), Route::Logs);
+    // Only one trailing slash, and only the original's own paths.
+    assert_eq!(on_client("POST", "/task//"), Route::NotFound);
+    assert_eq!(on_client("POST", "/tasks"), Route::NotFound);
+    assert_eq!(on_client("POST", "/"), Route::NotFound);
 }

@@ -2,6 +2,7 @@
 //! simulated Andera Workers listening on real sockets.
 #![allow(dead_code)]
 
+pub mod front;
 pub mod raw;
 pub mod receiver;
 

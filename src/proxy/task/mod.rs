@@ -37,7 +37,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     let _active = app.drain.track();
     if !lb_authorized(session, settings.lb_key.expose()) {
         ctx.status = 401;
-        session.set_keepalive(None);
+        // The connection stays open when the unread body is small (routes::guard).
         return respond::error(session, 401, "Unauthorized", &[]).await;
     }
     let body = match read_body(session, settings.body_limit, settings.client.body_timeout).await {
