@@ -53,13 +53,10 @@ pub fn redacted(text: &str) -> Redacted<'_> {
 impl fmt::Display for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.0;
-        // Everything from the first `?` or `#` on is a query or fragment.
-        let (text, tail) = match text.find(['?', '#']) {
-            Some(i) => (&text[..i], Some(&text[i..=i])),
-            None => (text, None),
-        };
         // The authority follows the scheme's `:` and any slashes (WHATWG parsers
-        // accept `http:host`, `http:\\host`), up to the next slash.
+        // accept `http:host`, `http:\\host`). Everything up to the last `@` is masked,
+        // wherever it is: a password may hold `/`, `?` or `#` (an `@` in a path is
+        // masked with it, which hides more than needed, never less).
         let scheme_end = text
             .find(':')
             .filter(|&i| {
@@ -74,20 +71,18 @@ impl fmt::Display for Redacted<'_> {
             + text[scheme_end..]
                 .find(|c| c != '/' && c != '\\')
                 .unwrap_or(text.len() - scheme_end);
-        let end = text[start..]
-            .find(['/', '\\'])
-            .map_or(text.len(), |i| start + i);
-        match text[start..end].rfind('@') {
+        f.write_str(&text[..start])?;
+        let rest = match text[start..].rfind('@') {
             Some(at) => {
-                f.write_str(&text[..start])?;
                 f.write_str("***")?;
-                f.write_str(&text[start + at..])?;
+                &text[start + at..]
             }
-            None => f.write_str(text)?,
-        }
-        match tail {
-            Some(mark) => write!(f, "{mark}***"),
-            None => Ok(()),
+            None => &text[start..],
+        };
+        // Everything from the first `?` or `#` on is a query or fragment.
+        match rest.find(['?', '#']) {
+            Some(i) => write!(f, "{}{}***", &rest[..i], &rest[i..=i]),
+            None => f.write_str(rest),
         }
     }
 }
@@ -297,7 +292,13 @@ mod tests {
         assert!(!err.contains("PassW0rd"), "{err}");
         assert_eq!(redacted("ftp://u:p@h?q").to_string(), "ftp://***@h?***");
         assert_eq!(redacted("u:p@h").to_string(), "u:***@h");
-        assert_eq!(redacted("http://h/a@b").to_string(), "http://h/a@b");
+        assert_eq!(redacted("http://h/a/b").to_string(), "http://h/a/b");
+        // A password holding `/`, `?` or `#` is masked whole.
+        assert_eq!(
+            redacted("http://u:P/a?s#s@h/x").to_string(),
+            "http://***@h/x"
+        );
+        assert_eq!(redacted("http://h/?t=s3cr3t").to_string(), "http://h/?***");
     }
 
     #[test]
