@@ -13,14 +13,20 @@ use serde_json::{json, Value};
 /// `andera-lb -t` in the load balancer's directory, with its environment: stdout
 /// and stderr together, and the exit code.
 fn dash_t(lb: &Lb) -> (String, Option<i32>) {
+    run_in(lb, &["-t"])
+}
+
+/// `andera-lb <args>` in the load balancer's directory (its `workers.json`), on
+/// other ports: stdout and stderr together, and the exit code.
+fn run_in(lb: &Lb, args: &[&str]) -> (String, Option<i32>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_andera-lb"));
     cmd.current_dir(lb.dir.path())
         .env_clear()
         .env("LB_AUTH_KEY", LB_KEY)
-        .env("PORT", lb.port.to_string())
-        .env("ADMIN_PORT", lb.admin_port.to_string())
-        .arg("-t");
-    let out = cmd.output().expect("andera-lb -t runs");
+        .env("PORT", free_port().to_string())
+        .env("ADMIN_PORT", free_port().to_string())
+        .args(args);
+    let out = cmd.output().expect("andera-lb runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -182,8 +188,12 @@ async fn refused_entries_never_show_their_credentials() {
         .await;
     let (t_out, code) = dash_t(&lb);
     assert_eq!(code, Some(2), "{t_out}");
+    // A start with this list is refused the same way, on stderr.
+    let (start_out, code) = run_in(&lb, &[]);
+    assert_eq!(code, Some(2), "{start_out}");
     for what in ["entry 1 refused", "entry 2 refused", "***@"] {
         assert!(t_out.contains(what), "{what}\n-t:\n{t_out}");
+        assert!(start_out.contains(what), "{what}\nstart:\n{start_out}");
     }
     let logs = logs.to_string();
     let overview = overview.to_string();
@@ -195,6 +205,7 @@ async fn refused_entries_never_show_their_credentials() {
             ("/logs", &logs),
             ("overview", &overview),
             ("-t", &t_out),
+            ("start-up stderr", &start_out),
         ] {
             assert!(!text.contains(secret), "{secret} in {what}:\n{text}");
         }
