@@ -342,7 +342,9 @@ fn stream_response(rx: mpsc::Receiver<Chunk>) -> Response {
     response
 }
 
-/// Runs a webhook task, then POSTs its sync-mode result to the webhook.
+/// Runs a webhook task, then POSTs its result to the webhook as the real Worker
+/// (worker-core 0.1.3) does: the bare function result (`{"message":"Hello w!"}`)
+/// with `User-Agent: Andera`; a failed function posts its sync-mode error body.
 async fn run_webhook(state: Arc<SimState>, task: Task) {
     let permit = state.slots.acquire(task.priority).await;
     tokio::time::sleep(task.delay).await;
@@ -353,7 +355,8 @@ async fn run_webhook(state: Arc<SimState>, task: Task) {
     let mut request = state
         .webhook_client
         .post(webhook.url.clone())
-        .header(header::CONTENT_TYPE, "application/json");
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, "Andera");
     for (name, value) in &webhook.headers {
         let text = match value {
             Value::String(s) => s.clone(),
@@ -370,7 +373,11 @@ async fn run_webhook(state: Arc<SimState>, task: Task) {
             ),
         }
     }
-    let payload = match serde_json::to_vec(&body) {
+    let posted = match body.get("result") {
+        Some(result) if ok => result,
+        _ => &body,
+    };
+    let payload = match serde_json::to_vec(posted) {
         Ok(p) => p,
         Err(e) => {
             state.log(Level::Error, &format!("webhook: cannot encode result: {e}"));

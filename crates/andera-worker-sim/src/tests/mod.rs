@@ -246,12 +246,15 @@ async fn webhook_result_is_posted() {
         axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
             let tx = tx.clone();
             async move {
-                let h = headers
-                    .get("x-token")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let _ = tx.send((h, body)).await;
+                let h = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let seen = format!("{} {}", h("x-token"), h("user-agent"));
+                let _ = tx.send((seen, body)).await;
                 "ok"
             }
         }),
@@ -274,12 +277,13 @@ async fn webhook_result_is_posted() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(token, "t1");
-    let posted: Value = serde_json::from_str(&posted).unwrap();
     assert_eq!(
-        posted,
-        json!({"success":true,"result":{"message":"Hello Hook!"}})
+        token, "t1 Andera",
+        "the task's header and the real Worker's User-Agent"
     );
+    // The real Worker (worker-core 0.1.3) posts the bare function result.
+    let posted: Value = serde_json::from_str(&posted).unwrap();
+    assert_eq!(posted, json!({"message":"Hello Hook!"}));
     let (s, _) = json_of(
         post_task(
             &w,
