@@ -148,7 +148,7 @@ async fn a_full_disk_never_delivers_a_task_twice_and_the_journal_recovers_by_its
     journal_state(&lb, "ok").await;
     // 60 tasks of 100 KB at once, queued behind a task holding the only slot; then
     // the disk is filled up by someone else while they wait; then 20 more.
-    hold_slot(&lb, &w, 3000).await;
+    hold_slot(&lb, &w, 6000).await;
     let burst: Vec<_> = (0..60)
         .map(|i| {
             lb.task(webhook_task(&format!("t{i}"), &hook, 100_000))
@@ -209,6 +209,13 @@ async fn a_full_disk_never_delivers_a_task_twice_and_the_journal_recovers_by_its
     );
     let text = metrics(&lb).await;
     let write_errors = metric(&text, "andera_lb_journal_write_errors_total");
+    for line in lb
+        .log()
+        .lines()
+        .filter(|l| l.contains("journal") && !l.contains("(503)"))
+    {
+        println!("{line}");
+    }
 
     // Space returns: the journal takes tasks again without a restart.
     std::fs::remove_file(&filler).unwrap();

@@ -343,7 +343,7 @@ impl store::Writer {
             .sum();
         let mut refused = match bytes {
             0 => None,
-            _ => upkeep.room_for(bytes).err(),
+            _ => upkeep.room_for(self, bytes).err(),
         };
         let unfinished = std::mem::take(&mut upkeep.unfinished);
         upkeep.settle_thrift(self);

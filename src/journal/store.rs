@@ -184,12 +184,14 @@ impl Writer {
         std::mem::replace(&mut self.conn, conn)
     }
 
-    /// Copies the WAL into the database and truncates it to zero bytes, so that
-    /// finished tasks (bodies, Worker keys) do not stay in it. False when another
-    /// connection kept it from completing.
-    pub fn checkpoint_truncate(&self) -> Result<bool, JournalError> {
+    /// Copies the WAL into the database. `truncate` also cuts the WAL to zero
+    /// bytes, so that finished tasks (bodies, Worker keys) do not stay in it;
+    /// otherwise the next write starts over at its beginning, reusing its space (on
+    /// a full disk). False when another connection kept it from completing.
+    pub fn checkpoint(&self, truncate: bool) -> Result<bool, JournalError> {
+        let mode = if truncate { "TRUNCATE" } else { "RESTART" };
         self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
                 r.get::<_, i64>(0)
             })
             .map(|busy| busy == 0)

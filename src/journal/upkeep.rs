@@ -57,6 +57,8 @@ pub struct Upkeep {
     /// Finished tasks whose delete could not be written yet: written with the next batch.
     pub unfinished: Vec<String>,
     dirty: bool,
+    /// Bytes the database grows by at the next checkpoint, as last measured.
+    growth: u64,
     last_task_write: Instant,
     last_checkpoint: Instant,
     /// Deletes should save space (`secure_delete=FAST`) from the next write on.
@@ -83,6 +85,7 @@ impl Upkeep {
             lost: None,
             unfinished: Vec::new(),
             dirty: false,
+            growth: 0,
             last_task_write: Instant::now(),
             last_checkpoint: Instant::now(),
             thrifty: false,
@@ -116,13 +119,22 @@ impl Upkeep {
     }
 
     /// Checks that new tasks of `bytes` fit: the journal is usable, not full, and
-    /// the disk keeps room for the WAL, their checkpoint and [`SLACK_BYTES`].
-    pub fn room_for(&mut self, bytes: u64) -> Result<(), JournalError> {
+    /// the disk keeps room for them in the WAL, for the next checkpoint (what the
+    /// database grows by, theirs included) and [`SLACK_BYTES`]. Checkpoints first
+    /// once the database would grow by more than a quarter of the reserve, so that
+    /// the reserve always covers the next checkpoint.
+    pub fn room_for(&mut self, w: &Writer, bytes: u64) -> Result<(), JournalError> {
+        self.growth = w.checkpoint_growth();
+        if self.growth > RESERVE_BYTES / 4 && self.checkpoint_fits() {
+            if let Ok(true) = w.checkpoint(false) {
+                self.growth = 0;
+            }
+        }
         if matches!(self.lost, Some(Lost::Gone | Lost::Replaced)) || self.full.is_some() {
             return Err(self.refusal());
         }
         let free = disk::free_bytes(&self.dir).unwrap_or(u64::MAX);
-        let need = disk::len_of(&self.wal) + 2 * bytes + SLACK_BYTES;
+        let need = self.growth + 2 * bytes + SLACK_BYTES;
         if free < need {
             let detail = format!(
                 "disk nearly full: {} free in {}, {} needed",
@@ -202,8 +214,9 @@ impl Upkeep {
     /// Every heartbeat: the file at the path, recovery from full, the checkpoint.
     pub fn tick(&mut self, w: &mut Writer) {
         self.look(w, None);
-        self.recover(w);
+        self.growth = w.checkpoint_growth();
         self.checkpoint(w);
+        self.recover(w);
         self.settle_thrift(w);
     }
 
@@ -287,9 +300,6 @@ impl Upkeep {
         if self.lost.is_some() {
             return;
         }
-        if self.checkpoint_fits(w) {
-            let _ = w.checkpoint_truncate();
-        }
         let room = match why {
             Full::Size => w.page_use().is_ok_and(|u| u.used * 10 < u.max * 9),
             Full::Disk => {
@@ -299,8 +309,7 @@ impl Upkeep {
                 } else {
                     RESERVE_BYTES
                 };
-                free >= missing + disk::len_of(&self.wal) + 2 * SLACK_BYTES
-                    && self.reserve.fill().is_ok()
+                free >= missing + self.growth + 2 * SLACK_BYTES && self.reserve.fill().is_ok()
             }
         };
         if room {
@@ -311,24 +320,40 @@ impl Upkeep {
     }
 
     /// True when the disk has room for what a checkpoint adds to the database
-    /// file: one that fails half-way keeps the space it took, and the WAL stays.
-    fn checkpoint_fits(&self, w: &Writer) -> bool {
+    /// file (as last measured): one that fails half-way keeps the space it took,
+    /// and the WAL cannot start over.
+    fn checkpoint_fits(&self) -> bool {
         let free = disk::free_bytes(&self.dir).unwrap_or(u64::MAX);
-        free >= w.checkpoint_growth().saturating_add(SLACK_BYTES / 4)
+        free >= self.growth.saturating_add(SLACK_BYTES / 4)
     }
 
-    /// Truncates the WAL after [`IDLE_CHECKPOINT`] without task writes, or every
-    /// [`BUSY_CHECKPOINT`] while busy.
+    /// Checkpoints at each heartbeat when it fits: truncating the WAL after
+    /// [`IDLE_CHECKPOINT`] without task writes (or every [`BUSY_CHECKPOINT`] while
+    /// busy); else restarting it (keeping its space) when the disk is full, or when
+    /// it passes [`WAL_CHECKPOINT_BYTES`] or the database would grow by more than a
+    /// quarter of the reserve.
     fn checkpoint(&mut self, w: &Writer) {
-        let due = self.last_task_write.elapsed() >= IDLE_CHECKPOINT
-            || self.last_checkpoint.elapsed() >= BUSY_CHECKPOINT
+        if !self.checkpoint_fits() {
+            return;
+        }
+        let tidy = self.dirty
+            && self.full.is_none()
+            && (self.last_task_write.elapsed() >= IDLE_CHECKPOINT
+                || self.last_checkpoint.elapsed() >= BUSY_CHECKPOINT);
+        let reuse = self.full == Some(Full::Disk)
+            || self.growth > RESERVE_BYTES / 4
             || disk::len_of(&self.wal) > WAL_CHECKPOINT_BYTES;
-        if !self.dirty || !due || !self.checkpoint_fits(w) {
+        if !tidy && !reuse {
             return;
         }
         self.last_checkpoint = Instant::now();
-        match w.checkpoint_truncate() {
-            Ok(done) => self.dirty = !done,
+        match w.checkpoint(tidy) {
+            Ok(done) => {
+                self.dirty &= !(done && tidy);
+                if done {
+                    self.growth = 0;
+                }
+            }
             Err(e) => log::debug!("task journal checkpoint: {e}"),
         }
     }
