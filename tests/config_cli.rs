@@ -238,7 +238,15 @@ async fn dash_t_prints_what_a_start_warns_about() {
         .filter(|l| l.contains(" WARN "))
         .filter_map(|l| l.split_once("] ").map(|(_, msg)| msg))
         .collect();
-    assert_eq!(warned.len(), 4, "the repeat and three values: {log}");
+    // The repeated Worker and the three values, at least.
+    assert!(warned.len() >= 4, "{warned:?}\n{log}");
+    for var in [
+        "WORKER_DISCOVERY_INTERVAL",
+        "BULL_BOARD_ENABLED",
+        "ADMIN_ON_CLIENT_PORT",
+    ] {
+        assert!(warned.iter().any(|w| w.contains(var)), "{var}: {warned:?}");
+    }
     let mut check = Command::new(lb.command.get_program());
     check.env_clear().current_dir(lb.dir.path());
     for (k, v) in lb.command.get_envs() {
@@ -272,5 +280,45 @@ async fn a_timeout_with_a_unit_means_what_it_says() {
         ),
         "{}",
         lb.log()
+    );
+}
+
+/// `upstream.forward_headers` is checked at load: a hop-by-hop name or one the load
+/// balancer writes itself refuses to start, naming the key (#20 item 4).
+#[test]
+fn dash_t_refuses_forward_headers_that_cannot_be_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
+    let conf = dir.path().join("lb.yaml");
+    for (list, why) in [
+        ("[x-request-id, Connection]", "hop-by-hop"),
+        ("[Content-Type]", "written by the load balancer"),
+        ("[\"bad name\"]", "not a header name"),
+    ] {
+        std::fs::write(&conf, format!("upstream:\n  forward_headers: {list}\n")).unwrap();
+        let out = lb_command(dir.path())
+            .env("LB_AUTH_KEY", "k")
+            .args(["-t", "--config"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{list}: {err}");
+        assert!(
+            err.contains("lb.yaml: upstream.forward_headers") && err.contains(why),
+            "{list}: {err}"
+        );
+    }
+    std::fs::write(&conf, "upstream:\n  forward_headers: [X-Request-Id]\n").unwrap();
+    let out = lb_command(dir.path())
+        .env("LB_AUTH_KEY", "k")
+        .args(["-t", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -35,7 +35,10 @@ pub const WRITTEN_BY_LB: &[&str] = &[
 
 /// Client headers always passed on: W3C trace context, so that a Worker can join
 /// the client's trace.
-pub const TRACE_CONTEXT: &[&str] = &["traceparent", "tracestate"];
+pub static TRACE_CONTEXT: [HeaderName; 2] = [
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+];
 
 /// The extra client headers a Worker receives, validated. Default: none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,7 +63,7 @@ impl ForwardList {
                     "{raw:?} is written by the load balancer itself and cannot be forwarded"
                 ));
             }
-            if !TRACE_CONTEXT.contains(&s) && !list.contains(&name) {
+            if !TRACE_CONTEXT.contains(&name) && !list.contains(&name) {
                 list.push(name);
             }
         }

@@ -86,12 +86,9 @@ impl ForwardHeaders {
         }
         let h = &client.headers;
         // Usually no listed header is present: then nothing is allocated here.
-        let trace = TRACE_CONTEXT.iter().map(|n| HeaderName::from_static(n));
-        let mut passed: Vec<(HeaderName, &HeaderValue)> = Vec::new();
-        for name in trace.chain(extra.names().iter().cloned()) {
-            for value in h.get_all(&name) {
-                passed.push((name.clone(), value));
-            }
+        let mut passed: Vec<(&HeaderName, &HeaderValue)> = Vec::new();
+        for name in TRACE_CONTEXT.iter().chain(extra.names()) {
+            passed.extend(h.get_all(name).iter().map(|value| (name, value)));
         }
         if !passed.is_empty() {
             let named = connection_named(h);
@@ -99,7 +96,7 @@ impl ForwardHeaders {
                 passed
                     .into_iter()
                     .filter(|(n, _)| !is_hop_by_hop(n.as_str(), &named))
-                    .map(|(n, v)| (n, v.clone())),
+                    .map(|(n, v)| (n.clone(), v.clone())),
             );
         }
         ForwardHeaders { headers }
