@@ -517,6 +517,24 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_whose_commit_was_reported_failed_can_be_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let mut w = Writer::new(open(&path, u64::MAX).unwrap(), "me".into(), false);
+        w.transaction(|tx, me| insert(tx, me, &task("a", 1)))
+            .unwrap();
+        for _ in 0..2 {
+            let mut mark = None;
+            w.transaction(|tx, me| {
+                mark = Some(mark_dispatched(tx, me, "a")?);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(mark, Some(DispatchMark::Go));
+        }
+    }
+
+    #[test]
     fn a_foreign_file_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.db");
