@@ -213,3 +213,60 @@ async fn refused_entries_never_show_their_credentials() {
     // Still serving the list it had.
     assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
 }
+
+/// Resident memory of process `pid`, in KiB.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn a_long_list_reverted_gives_its_memory_back() {
+    let w = sim(|_| {}).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let base = rss_kib(lb.pid());
+    // 4,000 Workers nobody answers for (port 9 on loopback addresses).
+    let long: Vec<String> = std::iter::once(w.url())
+        .chain((0..4000).map(|i| format!("http://127.0.{}.{}:9", 2 + i / 250, 1 + i % 250)))
+        .collect();
+    std::fs::write(lb.workers_file(), json!(long).to_string()).unwrap();
+    lb.wait_until(
+        |h| {
+            h["workers"]
+                .as_array()
+                .is_some_and(|w| w.len() == long.len())
+        },
+        "the long list is loaded",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = rss_kib(lb.pid());
+    assert!(peak > base + 20 * 1024, "base {base} KiB, peak {peak} KiB");
+    std::fs::write(lb.workers_file(), json!([w.url()]).to_string()).unwrap();
+    lb.wait_until(
+        |h| h["workers"].as_array().is_some_and(|w| w.len() == 1),
+        "the list is back to one Worker",
+    )
+    .await;
+    let half = base + (peak - base) / 2;
+    let mut now = rss_kib(lb.pid());
+    for _ in 0..200 {
+        if now < half {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = rss_kib(lb.pid());
+    }
+    assert!(
+        now < half,
+        "base {base} KiB, peak {peak} KiB, after the revert {now} KiB"
+    );
+    assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
+}

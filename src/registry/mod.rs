@@ -107,17 +107,13 @@ impl Registry {
                 .cloned()
                 .collect();
             for u in gone {
-                if let Some(id) = st.by_url.remove(&u) {
-                    let group = st
-                        .workers
-                        .remove(&id)
-                        .and_then(|w| w.health)
-                        .map_or_else(|| "unknown".to_string(), |h| h.group.to_string());
-                    for t in st.tasks.remove(&id).unwrap_or_default() {
-                        t.abort();
-                    }
-                    removed.push((id, u, group));
+                let Some(id) = st.by_url.remove(&u) else {
+                    continue;
+                };
+                for t in st.tasks.remove(&id).unwrap_or_default() {
+                    t.abort();
                 }
+                removed.extend(st.workers.remove(&id));
             }
             for (i, u) in urls.iter().enumerate() {
                 if let Some(id) = st.by_url.get(&u.raw).copied() {
@@ -133,12 +129,7 @@ impl Registry {
                 added.push((id, url));
             }
         }
-        for (id, u, group) in removed {
-            log::info!("worker removed from the list: {u}");
-            self.scheduler.remove_worker(id);
-            // After the record: no poll or feed event can count for it again.
-            crate::metrics::METRICS.forget_worker(&u, &group);
-        }
+        self.release_removed(removed);
         self.revalidate_all();
         self.check_warm();
         for (id, url) in added {
@@ -146,6 +137,31 @@ impl Registry {
             let poll = tokio::spawn(discovery::poll_loop(self.clone(), id, url.clone()));
             let feed = tokio::spawn(feed::feed_loop(self.clone(), id, url));
             self.state.write().tasks.insert(id, vec![poll, feed]);
+        }
+    }
+
+    /// Releases what Workers taken off the list held, once their records are gone
+    /// (so no poll or feed event can count for them again): their slots, metric
+    /// series and cached peers (polls), and the room the maps kept for them when the
+    /// list shrank a lot (10,000 entries reverted to 1 keep no 10,000 entries' room).
+    fn release_removed(&self, removed: Vec<WorkerRecord>) {
+        if removed.is_empty() {
+            return;
+        }
+        for w in &removed {
+            log::info!("worker removed from the list: {}", w.url);
+            self.scheduler.remove_worker(w.id);
+            let group = w.health.as_ref().map_or("unknown", |h| &*h.group);
+            crate::metrics::METRICS.forget_worker(&w.url.raw, group);
+            self.upstream.forget(&w.url);
+        }
+        let mut st = self.state.write();
+        if st.workers.capacity() > 4 * st.workers.len().max(16) {
+            st.workers.shrink_to_fit();
+            st.by_url.shrink_to_fit();
+            st.tasks.shrink_to_fit();
+            drop(st);
+            give_back_freed_memory();
         }
     }
 
@@ -401,6 +417,24 @@ impl Registry {
             .count();
         (st.workers.len(), up)
     }
+}
+
+/// Hands the heap pages freed by a list that shrank a lot back to the system, once
+/// the removed Workers' aborted tasks have been dropped: glibc keeps freed memory
+/// in its arenas, so RSS would otherwise stay at the long list's size.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        // Twice: a task aborted while busy is dropped when it is next polled.
+        for wait in [1, 4] {
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            // SAFETY: malloc_trim only returns free pages of glibc's heaps to the
+            // system; it touches no memory in use.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    });
 }
 
 /// The `ejected` field of a Worker record on `/health`.

@@ -396,6 +396,10 @@ impl Scheduler {
         if let Some(key) = workers.get(&id).map(|w| w.pool.clone()) {
             detach(workers, pools, queued, id, &key);
             workers.remove(&id);
+            // A list that shrank a lot keeps no room for the Workers it had.
+            if workers.capacity() > 4 * workers.len().max(16) {
+                workers.shrink_to_fit();
+            }
         }
     }
 

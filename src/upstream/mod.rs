@@ -130,6 +130,12 @@ impl Upstream {
             .insert(url, addr, self.connect_timeout, self.idle_timeout))
     }
 
+    /// Drops the cached peer of `url` (a Worker that left the list): an IP literal's
+    /// peer would otherwise stay cached for the life of the process.
+    pub fn forget(&self, url: &WorkerUrl) {
+        self.peers.remove(url);
+    }
+
     /// A pooled connection to `peer`, else a new one; `true` when pooled.
     async fn stream(&self, peer: &WorkerPeer) -> pingora::Result<(Stream, bool)> {
         if let Some(stream) = self.connector.reused_stream(peer).await {

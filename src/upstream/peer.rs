@@ -111,6 +111,17 @@ impl PeerCache {
         peer
     }
 
+    /// Drops the peer cached for `url`'s host, port and scheme, if any.
+    pub(super) fn remove(&self, url: &WorkerUrl) {
+        let mut hosts = self.hosts.lock();
+        if let Some(entries) = hosts.by_host.get_mut(url.host.as_str()) {
+            entries.retain(|c| !(c.port == url.port && c.tls == url.tls));
+            if entries.is_empty() {
+                hosts.by_host.remove(url.host.as_str());
+            }
+        }
+    }
+
     /// Peers cached now.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -229,6 +240,10 @@ mod tests {
         assert!(cache.get(&url("http://127.0.0.1:3002")).is_none());
         assert!(cache.get(&url("https://127.0.0.1:3001")).is_none());
         assert_eq!(cache.len(), 1);
+        // A Worker that leaves the list leaves the cache.
+        cache.remove(&url("http://127.0.0.1:3001"));
+        assert_eq!(cache.len(), 0);
+        assert!(cache.get(&a).is_none());
     }
 
     #[tokio::test(start_paused = true)]
