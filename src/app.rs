@@ -32,6 +32,8 @@ pub struct App {
     pub journal_opened: tokio::sync::Notify,
     /// Body bytes of tasks waiting for a slot (`tasks.max_queued_bytes`).
     pub queued_bytes: Arc<crate::budget::ByteBudget>,
+    /// The access log, when `logging.access_log` is set (set once at start-up).
+    pub access_log: std::sync::OnceLock<crate::access_log::AccessLog>,
 }
 
 impl App {
@@ -55,6 +57,7 @@ impl App {
             drain: Arc::default(),
             journal: std::sync::OnceLock::new(),
             journal_opened: tokio::sync::Notify::new(),
+            access_log: std::sync::OnceLock::new(),
         })
     }
 
@@ -87,25 +90,7 @@ impl App {
 
     /// Refreshes the per-Worker gauges from the registry (stale Workers disappear).
     pub fn refresh_worker_gauges(&self) {
-        let m = &METRICS;
-        m.worker_up.reset();
-        m.worker_slots_used.reset();
-        m.worker_slots_limit.reset();
-        m.worker_ejected.reset();
-        for w in self.registry.gauges() {
-            m.worker_ejected
-                .with_label_values(&[&w.url])
-                .set(i64::from(w.ejected));
-            m.worker_up
-                .with_label_values(&[&w.url, &w.group])
-                .set(i64::from(w.up));
-            m.worker_slots_used
-                .with_label_values(&[&w.url])
-                .set(i64::from(w.in_flight));
-            m.worker_slots_limit
-                .with_label_values(&[&w.url])
-                .set(i64::from(w.limit));
-        }
+        METRICS.refresh_workers(&self.registry.gauges());
     }
 
     /// True once shutdown has begun.
@@ -123,4 +108,18 @@ pub struct RequestCtx {
     pub status: u16,
     /// Task id, for task requests that got one.
     pub task_id: Option<String>,
+    /// When the request began, kept only while the access log is on.
+    pub started: Option<std::time::Instant>,
+    /// The client's name once its key was accepted (`default`: the LB key).
+    pub client: Option<&'static str>,
+}
+
+impl RequestCtx {
+    /// A request's context; it reads the clock only when `timed` (the access log).
+    pub fn new(timed: bool) -> RequestCtx {
+        RequestCtx {
+            started: timed.then(std::time::Instant::now),
+            ..RequestCtx::default()
+        }
+    }
 }

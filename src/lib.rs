@@ -7,6 +7,7 @@
 //! Andera Worker simulator is its own crate, `andera-worker-sim`
 //! (crates/andera-worker-sim), a dev-dependency only.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth;

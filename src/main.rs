@@ -80,6 +80,12 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    if let Some(target) = &settings.access_log {
+        if let Err(e) = andera_lb::access_log::open(target) {
+            eprintln!("andera-lb: configuration error: logging.access_log: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let origin = match &settings.workers {
         config::WorkerSource::File(path) => path.display().to_string(),
         config::WorkerSource::Inline(_) => "workers.list".into(),

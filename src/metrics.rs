@@ -1,7 +1,13 @@
 //! Prometheus metrics, all prefixed `andera_lb_`, in base units. Label values are
 //! bounded: groups and functions only appear once a Worker of the current list
 //! exposes them (unknown ones fold into `other`), Workers are the list's URLs, and
-//! priorities are bucketed into classes.
+//! priorities are bucketed into classes. `docs/metrics.md` lists every family.
+
+mod labels;
+mod workers;
+
+pub use labels::{outcome, KNOWN_RESPONSES, NO_WORKER, RETRY_REASONS, TASK_OUTCOMES};
+pub use workers::{WorkerFamilies, WorkerGauge};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -21,10 +27,19 @@ pub struct Metrics {
     pub registry: Registry,
     /// Tasks that ended, by group, function and outcome.
     pub tasks: IntCounterVec,
-    /// Time from receipt to the end of the Worker's answer, by group and outcome.
+    /// Time from receipt to the end of the Worker's answer, by group, function and
+    /// outcome.
     pub task_duration: HistogramVec,
-    /// Time spent waiting for a slot, by priority class.
+    /// Time spent waiting for a slot, by group and priority class.
     pub queue_wait: HistogramVec,
+    /// Most tasks that may wait for a slot (`tasks.max_queued`), set on each scrape.
+    pub queue_limit: IntGauge,
+    /// Most body bytes of waiting tasks (`tasks.max_queued_bytes`), set on each scrape.
+    pub queued_bytes_limit: IntGauge,
+    /// 1, labelled with the running version.
+    pub build_info: IntGaugeVec,
+    /// What each Worker reports of its own load, and its free slots.
+    pub workers: WorkerFamilies,
     /// Tasks waiting now.
     pub queue_depth: IntGauge,
     /// Body bytes of the tasks waiting now (bounded by `tasks.max_queued_bytes`).
@@ -55,6 +70,8 @@ pub struct Metrics {
     pub board_records: IntGauge,
     /// Bytes read and discarded from clients after their connection was closed.
     pub lingering_bytes: IntCounter,
+    /// Access log lines dropped because its writer was behind.
+    pub access_log_dropped: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -62,6 +79,13 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
         .expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g =
+        IntGauge::with_opts(Opts::new(name, help).namespace("andera_lb")).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -142,6 +166,16 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(lingering_bytes.clone()))
             .expect("unique metric");
+        let access_log_dropped = IntCounter::with_opts(
+            Opts::new(
+                "access_log_dropped_total",
+                "Access log lines dropped because the writer was behind.",
+            )
+            .namespace("andera_lb"),
+        )
+        .expect("valid metric");
+        r.register(Box::new(access_log_dropped.clone()))
+            .expect("unique metric");
         let board_records = IntGauge::with_opts(
             Opts::new("task_records", "Task records kept for the task board.")
                 .namespace("andera_lb"),
@@ -157,7 +191,16 @@ impl Metrics {
             );
             let _ = r.register(Box::new(pc));
         }
-        Metrics {
+        let build_info = gauge_vec(
+            &r,
+            "build_info",
+            "1, labelled with the running andera-lb version.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let m = Metrics {
             tasks: counter_vec(
                 &r,
                 "tasks_total",
@@ -168,16 +211,28 @@ impl Metrics {
                 &r,
                 "task_duration_seconds",
                 "Time from receipt to the end of the Worker's answer.",
-                &["group", "outcome"],
+                &["group", "function", "outcome"],
                 latency.clone(),
             ),
             queue_wait: histogram_vec(
                 &r,
                 "queue_wait_seconds",
-                "Time tasks waited for a Worker slot, by priority class.",
-                &["priority_class"],
+                "Time tasks waited for a Worker slot, by group and priority class.",
+                &["group", "priority_class"],
                 latency,
             ),
+            queue_limit: gauge(
+                &r,
+                "queue_limit",
+                "Most tasks that may wait for a Worker slot (tasks.max_queued, MAX_QUEUED_TASKS); beyond it tasks get 503.",
+            ),
+            queued_bytes_limit: gauge(
+                &r,
+                "queued_bytes_limit",
+                "Most body bytes of tasks waiting for a Worker slot (tasks.max_queued_bytes).",
+            ),
+            build_info,
+            workers: WorkerFamilies::new(&r),
             queue_depth,
             queued_bytes,
             queue_timeouts,
@@ -238,7 +293,25 @@ impl Metrics {
             ),
             board_records,
             lingering_bytes,
+            access_log_dropped,
             registry: r,
+        };
+        m.init_known_series();
+        m
+    }
+
+    /// Creates at 0 the labelled counters whose label values are known up front.
+    fn init_known_series(&self) {
+        self.tasks.with_label_values(&[OTHER, OTHER, NO_WORKER]);
+        for reason in RETRY_REASONS {
+            self.retries.with_label_values(&[reason]);
+        }
+        for (service, route, statuses) in KNOWN_RESPONSES {
+            for status in *statuses {
+                let status = status.to_string();
+                self.http_responses
+                    .with_label_values(&[*service, *route, status.as_str()]);
+            }
         }
     }
 
@@ -254,6 +327,7 @@ impl Metrics {
         ] {
             let _ = gauge.remove_label_values(&[url]);
         }
+        self.workers.forget(url);
         for counter in [
             &self.worker_ejections,
             &self.discovery_errors,
@@ -328,6 +402,58 @@ mod tests {
         let text = String::from_utf8(m.render()).unwrap();
         assert!(!text.contains("http://a:1"), "{text}");
         assert_eq!(text.matches("worker=\"http://b:1\"").count(), 7, "{text}");
+    }
+
+    fn gauge(url: &str, functions: &[&str]) -> WorkerGauge {
+        WorkerGauge {
+            url: url.into(),
+            group: "g".into(),
+            up: true,
+            ejected: false,
+            in_flight: 1,
+            limit: 4,
+            free: 2,
+            reported_used: Some(2),
+            reported_queue: Some(3),
+            cpu_load: Some(0.5),
+            memory_used_percent: Some(40.0),
+            functions: Some(std::sync::Arc::new(
+                functions.iter().map(|f| f.to_string()).collect(),
+            )),
+        }
+    }
+
+    #[test]
+    fn a_scrape_creates_every_known_series_at_zero() {
+        let m = Metrics::new();
+        m.refresh_workers(&[
+            gauge("http://a:1", &["f", "h"]),
+            gauge("http://b:1", &["f"]),
+        ]);
+        let text = String::from_utf8(m.render()).unwrap();
+        let tasks = |l: &&str| l.starts_with("andera_lb_tasks_total{") && l.ends_with(" 0");
+        // (g, f) and (g, h) with every outcome, and other/other/no_worker.
+        let zero = text.lines().filter(tasks).count();
+        assert_eq!(zero, 2 * TASK_OUTCOMES.len() + 1, "{text}");
+        for (family, value) in [
+            ("worker_ejections_total", "0"),
+            ("worker_reported_slots_used", "2"),
+            ("worker_reported_queue", "3"),
+            ("worker_reported_cpu_load", "0.5"),
+            ("worker_reported_memory_used_percent", "40"),
+            ("worker_slots_free", "2"),
+        ] {
+            let series = format!("andera_lb_{family}{{worker=\"http://b:1\"}} {value}");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        for reason in RETRY_REASONS {
+            assert!(text.contains(&format!("reason=\"{reason}\"}} 0")), "{text}");
+        }
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(text.contains(&format!("andera_lb_build_info{{version=\"{version}\"}} 1")));
+        m.forget_worker("http://a:1", "g");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("http://a:1"), "{text}");
     }
 
     #[test]

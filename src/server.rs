@@ -121,6 +121,22 @@ pub fn build(
         );
         server.add_service(journal);
     }
+    if let Some(target) = &settings.access_log {
+        // main checked that it opens; a failure here (a race) only loses the log.
+        match crate::access_log::open(target) {
+            Ok((log, writer)) => {
+                let _ = app.access_log.set(log);
+                server.add_service(background_service(
+                    "access log",
+                    crate::access_log::AccessLogService {
+                        writer: parking_lot::Mutex::new(Some(writer)),
+                        app: app.clone(),
+                    },
+                ));
+            }
+            Err(e) => log::error!("access log: {e}; no access log is written"),
+        }
+    }
     server.add_service(client);
     server.add_service(admin);
     server.add_service(watcher);

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::front::{available, Front, Kind, ADMIN_PASSWORD, ADMIN_USER};
@@ -15,15 +16,18 @@ use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The LB as the proxies expect it, with the forwarded-address headers passed on to
-/// Workers so that the echo function can show what reached the balancer.
-async fn lb_behind_a_proxy(w: &andera_worker_sim::SimWorker) -> Lb {
-    let lb = Lb::start_with(
-        &[w.url()],
-        &[],
-        "upstream:\n  forward_headers: [x-forwarded-for, x-real-ip]\n",
-    )
-    .await;
+/// The LB as the proxies expect it: the proxy on loopback is trusted for the client's
+/// address in the access log (written to `access.log` in `dir`), and the
+/// forwarded-address headers are passed on to Workers so that the echo function
+/// shows what reached the balancer.
+async fn lb_behind_a_proxy(w: &andera_worker_sim::SimWorker, dir: &Path) -> Lb {
+    let yaml = format!(
+        "upstream:\n  forward_headers: [x-forwarded-for, x-real-ip]\n\
+         client:\n  trusted_proxies: [127.0.0.1]\n\
+         logging:\n  access_log: {}\n",
+        dir.join("access.log").display()
+    );
+    let lb = Lb::start_with(&[w.url()], &[], &yaml).await;
     lb.wait_available(1).await;
     lb
 }
@@ -53,7 +57,8 @@ async fn through(kind: Kind) {
         return;
     }
     let w = sim(|c| c.slots = 8).await;
-    let lb = lb_behind_a_proxy(&w).await;
+    let logs = tempfile::tempdir().unwrap();
+    let lb = lb_behind_a_proxy(&w, logs.path()).await;
     let front = Front::start(kind, &lb).await;
 
     // A task longer than 60 s, the proxies' usual default read timeout: not cut.
@@ -90,7 +95,7 @@ async fn through(kind: Kind) {
     webhook_task_is_delivered(&front).await;
     oversized_body_is_413_json(&front).await;
     admin_pages_need_the_allow_list_and_the_password(&front).await;
-    forwarded_addresses_reach_the_balancer(&front).await;
+    forwarded_addresses_reach_the_balancer(&front, &logs.path().join("access.log")).await;
 
     let (_, out) = long.await.unwrap();
     let (body, status) = out.rsplit_once('\n').unwrap();
@@ -211,21 +216,42 @@ async fn admin_pages_need_the_allow_list_and_the_password(front: &Front) {
     }
 }
 
-async fn forwarded_addresses_reach_the_balancer(front: &Front) {
-    let (status, body) = front
-        .fetch(&mut task_curl(front, &task("echo", json!({}))))
-        .await;
+async fn forwarded_addresses_reach_the_balancer(front: &Front, access_log: &Path) {
+    // The client connects from 127.0.0.2; the proxy reaches the LB from 127.0.0.1.
+    let mut cmd = task_curl(front, &task("echo", json!({"label": "from-far"})));
+    let (status, body) = front.fetch(cmd.args(["--interface", "127.0.0.2"])).await;
     assert_eq!(status, 200, "{:?}: {body}", front.kind);
     let headers = &parse(front.kind, status, &body)["result"]["headers"];
     assert_eq!(
-        headers["x-forwarded-for"], "127.0.0.1",
+        headers["x-forwarded-for"], "127.0.0.2",
         "{:?}: {headers}",
         front.kind
     );
     if front.kind == Kind::Nginx {
         // Caddy sets X-Forwarded-For (and -Proto, -Host), not X-Real-IP.
-        assert_eq!(headers["x-real-ip"], "127.0.0.1", "{headers}");
+        assert_eq!(headers["x-real-ip"], "127.0.0.2", "{headers}");
     }
+    // The access log names the client, not the proxy (client.trusted_proxies).
+    let mut logged = Vec::new();
+    wait_for(
+        "the echo task's access log line",
+        Duration::from_secs(10),
+        || {
+            logged = std::fs::read_to_string(access_log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|l| l["function"] == "echo")
+                .collect();
+            !logged.is_empty()
+        },
+    )
+    .await;
+    assert_eq!(
+        logged[0]["remote_addr"], "127.0.0.2",
+        "{:?}: {}",
+        front.kind, logged[0]
+    );
 }
 
 #[tokio::test]
@@ -245,7 +271,8 @@ async fn upgrade_behind(kind: Kind) {
         return;
     }
     let w = sim(|c| c.slots = 16).await;
-    let mut old = lb_behind_a_proxy(&w).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut old = lb_behind_a_proxy(&w, logs.path()).await;
     let front = Front::start(kind, &old).await;
     let body = task("sleep", json!({"ms": 20}));
     let mut clients = Vec::new();

@@ -23,7 +23,7 @@ impl ProxyHttp for AdminProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx::new(self.app.access_log.get().is_some())
     }
 
     async fn upstream_peer(
@@ -74,7 +74,8 @@ impl ProxyHttp for AdminProxy {
         failed
     }
 
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         routes::count_response("admin", ctx, e);
+        crate::access_log::log_request(&self.app, session, ctx, "admin");
     }
 }

@@ -185,10 +185,15 @@ impl TaskBoard {
 
     /// A record by id.
     pub fn get(&self, id: &str) -> Option<Value> {
+        self.read(id, TaskRecord::to_json)
+    }
+
+    /// `f` applied to the record of task `id`, if the board still holds it.
+    pub fn read<T>(&self, id: &str, f: impl FnOnce(&TaskRecord) -> T) -> Option<T> {
         let seq = self.ring.lock().by_id.get(&task_key(id)).copied()?;
         // A hashed key is checked against the id it stands for.
         self.shelf
-            .read(seq, |r| (r.id.to_string() == id).then(|| r.to_json()))
+            .read(seq, |r| (r.id.to_string() == id).then(|| f(r)))
             .flatten()
     }
 

@@ -128,7 +128,6 @@ impl TaskRecord {
 
     /// The board's JSON shape.
     pub fn to_json(&self) -> Value {
-        let wait_end = self.dispatched_at.or(self.finished_at);
         json!({
             "id": self.id.to_string(), "group": self.group, "function": self.function,
             "contract": self.contract, "priority": self.priority, "mode": self.mode,
@@ -138,7 +137,7 @@ impl TaskRecord {
             "queuedAt": self.queued_at.map(iso),
             "dispatchedAt": self.dispatched_at.map(iso),
             "finishedAt": self.finished_at.map(iso),
-            "waitMs": self.queued_at.and_then(|q| ms_between(q, wait_end)).or(Some(0.0).filter(|_| self.dispatched_at.is_some())),
+            "waitMs": self.queue_ms(),
             "durationMs": ms_between(self.received_at, self.finished_at),
             "timeline": self.timeline.iter().map(|e| json!({"at": iso(e.at), "event": e.event, "detail": e.detail.to_string()})).collect::<Vec<_>>(),
         })
@@ -241,5 +240,33 @@ impl TaskRecord {
     /// Attempts made.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+    /// Function.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+    /// Mode (`sync`, `stream`, `webhook`).
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+    /// Priority the task was queued at.
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+    /// The Worker of the last attempt, if one was chosen.
+    pub fn worker(&self) -> Option<&str> {
+        self.worker.as_deref()
+    }
+    /// The outcome label once finished (`success`, `worker_error`, `no_worker`, …).
+    pub fn outcome(&self) -> Option<&'static str> {
+        self.outcome
+    }
+    /// Milliseconds the task waited for a slot (the board's `waitMs`): 0 when it
+    /// got one at once, `None` before it was queued or dispatched.
+    pub fn queue_ms(&self) -> Option<f64> {
+        let wait_end = self.dispatched_at.or(self.finished_at);
+        self.queued_at
+            .and_then(|q| ms_between(q, wait_end))
+            .or(Some(0.0).filter(|_| self.dispatched_at.is_some()))
     }
 }

@@ -30,6 +30,8 @@ pub struct ClientLimits {
     pub lingering_timeout: Duration,
     /// How long idle keep-alive connections stay open once shutdown begins. Default 2 s.
     pub shutdown_idle: Duration,
+    /// Proxies whose forwarded-address headers are believed. Default none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ClientLimits {
@@ -67,8 +69,26 @@ impl ClientLimits {
             lingering_timeout: ms("client.lingering_timeout_ms", c.lingering_timeout_ms)?,
             // 0 is allowed: close idle connections at once, as nginx does.
             shutdown_idle: Duration::from_millis(c.shutdown_idle_ms),
+            trusted_proxies: c
+                .trusted_proxies
+                .iter()
+                .map(|p| parse_net(p))
+                .collect::<Result<_, _>>()?,
         })
     }
+}
+
+/// A CIDR (`10.0.0.0/8`, `::1/128`) or a bare address (one host).
+fn parse_net(text: &str) -> Result<ipnet::IpNet, (&'static str, String)> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            (
+                "client.trusted_proxies",
+                format!("{text:?} is not an address or a CIDR (e.g. 10.0.0.0/8)"),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -91,6 +111,24 @@ mod tests {
         };
         let (key, _) = ClientLimits::resolve(&c).unwrap_err();
         assert_eq!(key, "client.send_timeout_ms");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        let c = ClientSection {
+            trusted_proxies: vec!["10.0.0.0/8".into(), "127.0.0.1".into(), "::1".into()],
+            ..ClientSection::default()
+        };
+        let l = ClientLimits::resolve(&c).unwrap();
+        assert_eq!(l.trusted_proxies.len(), 3);
+        let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(l.trusted_proxies[1].contains(&local));
+        let bad = ClientSection {
+            trusted_proxies: vec!["10.0.0.0/33".into()],
+            ..ClientSection::default()
+        };
+        let (key, _) = ClientLimits::resolve(&bad).unwrap_err();
+        assert_eq!(key, "client.trusted_proxies");
     }
 
     #[test]

@@ -281,6 +281,9 @@ pub struct LoggingSection {
     pub max_logs: usize,
     /// Byte budget of the lines kept for `/logs`, with kb/mb/gb units. Default `4mb`.
     pub max_logs_bytes: String,
+    /// One JSON line per request on both ports, to `stdout`, `stderr` or a file
+    /// path (reopened on SIGUSR1 or when renamed). Default off.
+    pub access_log: Option<String>,
 }
 
 impl Default for LoggingSection {
@@ -289,6 +292,7 @@ impl Default for LoggingSection {
             level: "info".into(),
             max_logs: 1000,
             max_logs_bytes: "4mb".into(),
+            access_log: None,
         }
     }
 }
@@ -347,6 +351,9 @@ pub struct ClientSection {
     /// request a proxy in front may already be sending on it (answered, with
     /// `Connection: close`, instead of racing a close). Default 2000.
     pub shutdown_idle_ms: u64,
+    /// Peers (CIDRs or addresses) whose `X-Forwarded-For` / `X-Real-IP` name the
+    /// client in the access log, as nginx's `set_real_ip_from`. Default none.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ClientSection {
@@ -360,6 +367,7 @@ impl Default for ClientSection {
             lingering_time_ms: 30_000,
             lingering_timeout_ms: 5_000,
             shutdown_idle_ms: 2_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -14,6 +14,28 @@ use std::time::Duration;
 
 use file::FileConfig;
 
+/// Where the access log is written (`logging.access_log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// `stdout`.
+    Stdout,
+    /// `stderr`.
+    Stderr,
+    /// Any other value: a file, appended to, reopened on SIGUSR1 or when renamed.
+    File(PathBuf),
+}
+
+impl AccessLogTarget {
+    /// `stdout`, `stderr`, or a path.
+    pub fn parse(text: &str) -> AccessLogTarget {
+        match text.trim() {
+            "stdout" | "-" => AccessLogTarget::Stdout,
+            "stderr" => AccessLogTarget::Stderr,
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        }
+    }
+}
+
 /// Where settings come from when no `--config` file is given (in messages).
 const NO_CONFIG_FILE: &str = "built-in defaults (no --config file)";
 
@@ -159,6 +181,8 @@ pub struct Settings {
     pub max_logs: usize,
     /// Byte budget of the lines kept for `/logs`.
     pub max_logs_bytes: usize,
+    /// Where the access log goes (`logging.access_log`); `None` when off.
+    pub access_log: Option<AccessLogTarget>,
     /// Client service threads (resolved: never 0).
     pub threads: usize,
     /// Shutdown grace period.
@@ -432,6 +456,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         log_level,
         max_logs: cfg.logging.max_logs,
         max_logs_bytes,
+        access_log: cfg.logging.access_log.as_deref().map(AccessLogTarget::parse),
         threads,
         grace_period: Duration::from_secs(cfg.server.grace_period_s),
         pid_file: cfg.server.pid_file,

@@ -28,7 +28,7 @@ impl ProxyHttp for ClientProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx::new(self.app.access_log.get().is_some())
     }
 
     async fn upstream_peer(
@@ -83,7 +83,8 @@ impl ProxyHttp for ClientProxy {
         failed
     }
 
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         routes::count_response("client", ctx, e);
+        crate::access_log::log_request(&self.app, session, ctx, "client");
     }
 }

@@ -40,6 +40,8 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         // The connection stays open when the unread body is small (routes::guard).
         return respond::error(session, 401, "Unauthorized", &[]).await;
     }
+    // The one client there is until named clients: the holder of the LB key.
+    ctx.client = Some("default");
     let body = match read_body(session, settings.body_limit, settings.client.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
