@@ -32,7 +32,9 @@ async fn metrics_move_with_real_tasks() {
     let lb = Lb::start(&[w.url()], &[]).await;
     lb.wait_available(1).await;
     let before = scrape(&lb).await;
-    assert!(!before.contains(r#"andera_lb_tasks_total{function="hello""#));
+    // Known groups and functions are counted from 0, before their first task.
+    let ok = r#"andera_lb_tasks_total{function="hello",group="default",outcome="ok"}"#;
+    assert_eq!(metric(&before, ok), 0.0);
     for _ in 0..3 {
         assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
     }
@@ -43,17 +45,18 @@ async fn metrics_move_with_real_tasks() {
         assert_eq!(lb.run(body).await.0, 503);
     }
     let text = scrape(&lb).await;
-    let ok = r#"andera_lb_tasks_total{function="hello",group="default",outcome="ok"}"#;
     assert_eq!(metric(&text, ok), 3.0);
-    let failed = r#"andera_lb_tasks_total{function="fail",group="default",outcome="worker_error"}"#;
+    let failed =
+        r#"andera_lb_tasks_total{function="fail",group="default",outcome="function_error"}"#;
     assert_eq!(metric(&text, failed), 1.0);
     // Client-chosen names fold into one label value.
     let other = r#"andera_lb_tasks_total{function="other",group="other",outcome="no_worker"}"#;
     assert_eq!(metric(&text, other), 5.0);
     assert!(!text.contains("random-"));
-    let wait = r#"andera_lb_queue_wait_seconds_count{priority_class="1"}"#;
+    let wait = r#"andera_lb_queue_wait_seconds_count{group="default",priority_class="1"}"#;
     assert_eq!(metric(&text, wait), 4.0);
-    let dur = r#"andera_lb_task_duration_seconds_count{group="default",outcome="ok"}"#;
+    let dur =
+        r#"andera_lb_task_duration_seconds_count{function="hello",group="default",outcome="ok"}"#;
     assert_eq!(metric(&text, dur), 3.0);
     let up = format!(
         r#"andera_lb_worker_up{{group="default",worker="{}"}}"#,

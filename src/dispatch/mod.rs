@@ -199,9 +199,11 @@ impl Dispatcher {
         deadline: Instant,
         task: &TaskHandle,
     ) -> Result<Lease, TaskError> {
+        // Admitted: a pool of this group exists, so the group is a bounded label.
+        let group = crate::metrics::bounded_label(&spec.group, true);
         let wait = METRICS
             .queue_wait
-            .with_label_values(&[priority_class(spec.priority)]);
+            .with_label_values(&[group, priority_class(spec.priority)]);
         match admission {
             Acquire::Ready(lease) => {
                 wait.observe(0.0);

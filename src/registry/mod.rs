@@ -24,21 +24,7 @@ use crate::worker_url::WorkerUrl;
 use record::{FeedState, HealthReport, WorkerRecord};
 
 /// One Worker's figures for the metrics gauges.
-#[derive(Debug, Clone)]
-pub struct WorkerGauge {
-    /// Base URL.
-    pub url: String,
-    /// Group, or `unknown` before the first poll.
-    pub group: String,
-    /// May take tasks.
-    pub up: bool,
-    /// Out of rotation for failing tasks in a row.
-    pub ejected: bool,
-    /// Slots this load balancer holds.
-    pub in_flight: u32,
-    /// Slot limit.
-    pub limit: u32,
-}
+pub use crate::metrics::WorkerGauge;
 
 #[derive(Default)]
 struct State {
@@ -401,6 +387,18 @@ impl Registry {
                     ejected: self.scheduler.ejection(w.id).is_some(),
                     in_flight: usage.in_flight,
                     limit: w.slots.map_or(0, |s| s.limit),
+                    free: usage
+                        .limit
+                        .saturating_sub(usage.in_flight.saturating_add(usage.external)),
+                    reported_used: w.slots.map(|s| s.used),
+                    reported_queue: w.slots.map(|s| s.queue),
+                    cpu_load: w.system.get("cpuLoad").and_then(Value::as_f64),
+                    memory_used_percent: w.system.get("usedMemoryPercent").and_then(Value::as_f64),
+                    functions: w
+                        .health
+                        .as_ref()
+                        .filter(|_| w.invalid_reason.is_none())
+                        .map(|h| h.function_names.clone()),
                 }
             })
             .collect()

@@ -14,8 +14,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use serde_json::json;
 
-use crate::app::{App, RequestCtx};
-use crate::auth::lb_authorized;
+use crate::app::{App, OperatorAccess, RequestCtx};
+use crate::auth::keys::Role;
 use crate::metrics::METRICS;
 use crate::respond;
 
@@ -64,6 +64,8 @@ pub enum ApiCall<'a> {
     Tasks,
     /// `GET /bull/api/tasks/<id>`.
     Task(&'a str),
+    /// `GET /dashboard/api/whoami` (or `/bull/api/whoami`): the key's role.
+    Whoami,
     /// Under an API prefix, but no such call.
     NotFound,
 }
@@ -180,6 +182,7 @@ fn page_route<'a>(method: &str, path: &'a str, pages: Pages) -> Route<'a> {
         let call = match rest {
             "workers" => ApiCall::Workers,
             "overview" => ApiCall::Overview,
+            "whoami" => ApiCall::Whoami,
             // `strip_*` rather than index arithmetic: `workers/logs` has the prefix and
             // the suffix overlapping, and must not be sliced.
             r => match r
@@ -195,6 +198,7 @@ fn page_route<'a>(method: &str, path: &'a str, pages: Pages) -> Route<'a> {
     if let Some(rest) = path.strip_prefix("/bull/api/") {
         let call = match rest {
             "tasks" => ApiCall::Tasks,
+            "whoami" => ApiCall::Whoami,
             r => r
                 .strip_prefix("tasks/")
                 .map_or(ApiCall::NotFound, ApiCall::Task),
@@ -210,6 +214,7 @@ pub async fn serve(
     app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
+    port: Port,
     route: Route<'_>,
 ) -> Result<u16> {
     let (label, status) = match route {
@@ -244,7 +249,18 @@ pub async fn serve(
             ("live", 200)
         }
         Route::Index => ("index", index(app, session).await?),
-        Route::Metrics => ("metrics", metrics(app, session).await?),
+        Route::Metrics => {
+            // On the client port, with named clients or operator keys configured,
+            // /metrics (every client's figures) is an operator page; on the admin port
+            // it stays open to Prometheus, and with the LB key alone it is as before.
+            if port == Port::Client && app.settings.auth.multi_tenant() {
+                if let Err(status) = require_operator(app, session, Role::Admin).await? {
+                    ctx.route = "metrics";
+                    return Ok(status);
+                }
+            }
+            ("metrics", metrics(app, session).await?)
+        }
         Route::Disabled => {
             respond::error(session, 404, "This page is disabled", &[]).await?;
             ("disabled", 404)
@@ -263,13 +279,42 @@ pub async fn serve(
     Ok(status)
 }
 
-/// An API call: the LB key first, then the call.
-async fn api_call(app: &App, session: &mut Session, call: ApiCall<'_>) -> Result<u16> {
-    if !lb_authorized(session, app.settings.lb_key.expose()) {
-        respond::error(session, 401, "Unauthorized", &[]).await?;
-        return Ok(401);
+/// Answers `401` or `403` unless the request's key opens operator routes that need
+/// `need`; returns the role when it does.
+pub async fn require_operator(
+    app: &App,
+    session: &mut Session,
+    need: Role,
+) -> Result<Result<Role, u16>> {
+    match app.operator_access(session, need) {
+        OperatorAccess::Granted(role) => Ok(Ok(role)),
+        OperatorAccess::Unauthorized => {
+            respond::error(session, 401, "Unauthorized", &[]).await?;
+            Ok(Err(401))
+        }
+        OperatorAccess::Forbidden => {
+            let message = match need {
+                Role::Viewer => "This key opens no operator page: use an admin or viewer key",
+                Role::Admin => "This needs an admin key",
+            };
+            respond::forbidden(session, message).await?;
+            Ok(Err(403))
+        }
     }
+}
+
+/// An API call: an operator key first (a viewer's is enough: every call reads),
+/// then the call.
+async fn api_call(app: &App, session: &mut Session, call: ApiCall<'_>) -> Result<u16> {
+    let role = match require_operator(app, session, Role::Viewer).await? {
+        Ok(role) => role,
+        Err(status) => return Ok(status),
+    };
     match call {
+        ApiCall::Whoami => {
+            respond::json(session, 200, &json!({ "role": role.as_str() }), &[]).await?;
+            Ok(200)
+        }
         ApiCall::Workers => api::workers(app, session).await,
         ApiCall::Overview => api::overview(app, session).await,
         ApiCall::WorkerLogs(encoded) => api::worker_logs(app, session, encoded).await,
@@ -305,6 +350,10 @@ async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
         .queue_depth
         .set(app.dispatcher.scheduler.queued() as i64);
     METRICS.queued_bytes.set(app.queued_bytes.used() as i64);
+    METRICS.queue_limit.set(app.settings.max_queued as i64);
+    METRICS
+        .queued_bytes_limit
+        .set(app.queued_bytes.max() as i64);
     METRICS.board_records.set(app.board.len() as i64);
     let body = Bytes::from(METRICS.render());
     let mut header = ResponseHeader::build(200, Some(2))?;

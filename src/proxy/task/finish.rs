@@ -7,7 +7,7 @@ use pingora::proxy::Session;
 use crate::app::{App, RequestCtx};
 use crate::board::{TaskBoard, TaskHandle, TaskState};
 use crate::dispatch::TaskError;
-use crate::metrics::{bounded_label, METRICS};
+use crate::metrics::{bounded_label, outcome, METRICS};
 use crate::respond;
 use crate::task::TaskSpec;
 
@@ -34,7 +34,7 @@ pub(crate) fn finish(
         .inc();
     METRICS
         .task_duration
-        .with_label_values(&[group, outcome])
+        .with_label_values(&[group, function, outcome])
         .observe(seconds);
     board.observe(seconds, state != TaskState::Completed);
 }
@@ -97,11 +97,13 @@ pub(crate) async fn fail(
     respond::json(session, status, &body, &extra).await
 }
 
-/// State and outcome of a task the Worker answered with `status`.
+/// State and outcome of a task the Worker answered with `status`: `401` is the
+/// Worker refusing the `x-wr-auth` key, `500` the function failing.
 pub(crate) fn answered(status: u16) -> (TaskState, &'static str) {
-    if status < 400 {
-        (TaskState::Completed, "ok")
-    } else {
-        (TaskState::Failed, "worker_error")
+    match status {
+        0..=399 => (TaskState::Completed, outcome::OK),
+        401 => (TaskState::Failed, outcome::WORKER_KEY_REJECTED),
+        500 => (TaskState::Failed, outcome::FUNCTION_ERROR),
+        _ => (TaskState::Failed, outcome::WORKER_ERROR),
     }
 }

@@ -186,7 +186,7 @@ async fn worker_refused_key(
         true,
         TaskState::Failed,
         401,
-        "worker_error",
+        crate::metrics::outcome::WORKER_KEY_REJECTED,
         Some(WORKER_KEY_REJECTED.into()),
     );
     let body = serde_json::json!({ "error": WORKER_KEY_REJECTED, "workerError": worker_error });

@@ -1,0 +1,185 @@
+//! Per-Worker series: what each Worker reports of its own load next to what this
+//! load balancer counts, refreshed from the registry on every scrape.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
+
+use super::{bounded_label, gauge_vec, Metrics, TASK_OUTCOMES};
+use crate::scheduler::FunctionSet;
+
+/// One Worker's figures for the per-Worker series, as the registry sees them now.
+#[derive(Debug, Clone)]
+pub struct WorkerGauge {
+    /// Base URL.
+    pub url: String,
+    /// Group, or `unknown` before the first poll.
+    pub group: String,
+    /// May take tasks.
+    pub up: bool,
+    /// Out of rotation for failing tasks in a row.
+    pub ejected: bool,
+    /// Slots this load balancer holds.
+    pub in_flight: u32,
+    /// Slot limit.
+    pub limit: u32,
+    /// Slots free by this load balancer's count (limit − held − used by others).
+    pub free: u32,
+    /// Slots the Worker last reported used (`slots.used`), if it reported slots.
+    pub reported_used: Option<u32>,
+    /// Tasks the Worker last reported queued inside it (`slots.queue`).
+    pub reported_queue: Option<u32>,
+    /// The Worker's `system.cpuLoad`, when it reports one.
+    pub cpu_load: Option<f64>,
+    /// The Worker's `system.usedMemoryPercent`, when it reports one.
+    pub memory_used_percent: Option<f64>,
+    /// The functions it exposes, when it is valid for its pool (bounded label values).
+    pub functions: Option<Arc<FunctionSet>>,
+}
+
+/// What each Worker reports of its own load, and its free slots.
+pub struct WorkerFamilies {
+    /// Slots the Worker reports used (by every load balancer), `slots.used`.
+    pub reported_slots_used: IntGaugeVec,
+    /// Tasks queued inside the Worker, `slots.queue`.
+    pub reported_queue: IntGaugeVec,
+    /// The Worker's `system.cpuLoad`, as it reports it.
+    pub reported_cpu_load: GaugeVec,
+    /// The Worker's `system.usedMemoryPercent`, as it reports it.
+    pub reported_memory_used_percent: GaugeVec,
+    /// Slots free by this load balancer's count.
+    pub slots_free: IntGaugeVec,
+}
+
+fn float_gauge_vec(r: &Registry, name: &str, help: &str) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help).namespace("andera_lb"), &["worker"])
+        .expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl WorkerFamilies {
+    /// Registers the families in `r`.
+    pub(super) fn new(r: &Registry) -> WorkerFamilies {
+        WorkerFamilies {
+            reported_slots_used: gauge_vec(
+                r,
+                "worker_reported_slots_used",
+                "Slots the Worker reports used, by every load balancer (slots.used).",
+                &["worker"],
+            ),
+            reported_queue: gauge_vec(
+                r,
+                "worker_reported_queue",
+                "Tasks queued inside the Worker, as it reports (slots.queue).",
+                &["worker"],
+            ),
+            reported_cpu_load: float_gauge_vec(
+                r,
+                "worker_reported_cpu_load",
+                "The Worker's CPU load, as it reports it (system.cpuLoad).",
+            ),
+            reported_memory_used_percent: float_gauge_vec(
+                r,
+                "worker_reported_memory_used_percent",
+                "The Worker's used memory, percent, as it reports it (system.usedMemoryPercent).",
+            ),
+            slots_free: gauge_vec(
+                r,
+                "worker_slots_free",
+                "Slots free on the Worker by this load balancer's count (limit minus held minus used by others).",
+                &["worker"],
+            ),
+        }
+    }
+
+    fn reset(&self) {
+        self.reported_slots_used.reset();
+        self.reported_queue.reset();
+        self.reported_cpu_load.reset();
+        self.reported_memory_used_percent.reset();
+        self.slots_free.reset();
+    }
+
+    pub(super) fn forget(&self, url: &str) {
+        let _ = self.reported_slots_used.remove_label_values(&[url]);
+        let _ = self.reported_queue.remove_label_values(&[url]);
+        let _ = self.reported_cpu_load.remove_label_values(&[url]);
+        let _ = self
+            .reported_memory_used_percent
+            .remove_label_values(&[url]);
+        let _ = self.slots_free.remove_label_values(&[url]);
+    }
+
+    fn set(&self, w: &WorkerGauge) {
+        let url = [w.url.as_str()];
+        self.slots_free
+            .with_label_values(&url)
+            .set(i64::from(w.free));
+        if let Some(used) = w.reported_used {
+            self.reported_slots_used
+                .with_label_values(&url)
+                .set(i64::from(used));
+        }
+        if let Some(queue) = w.reported_queue {
+            self.reported_queue
+                .with_label_values(&url)
+                .set(i64::from(queue));
+        }
+        if let Some(cpu) = w.cpu_load {
+            self.reported_cpu_load.with_label_values(&url).set(cpu);
+        }
+        if let Some(memory) = w.memory_used_percent {
+            self.reported_memory_used_percent
+                .with_label_values(&url)
+                .set(memory);
+        }
+    }
+}
+
+impl Metrics {
+    /// Sets every per-Worker gauge from `workers` (Workers no longer listed lose
+    /// their gauges), and creates at 0 the per-Worker counters and the task counters
+    /// of every group and function a valid Worker exposes.
+    pub fn refresh_workers(&self, workers: &[WorkerGauge]) {
+        self.worker_up.reset();
+        self.worker_slots_used.reset();
+        self.worker_slots_limit.reset();
+        self.worker_ejected.reset();
+        self.workers.reset();
+        let mut known = HashSet::new();
+        for w in workers {
+            let url = [w.url.as_str()];
+            self.worker_ejected
+                .with_label_values(&url)
+                .set(i64::from(w.ejected));
+            self.worker_up
+                .with_label_values(&[&w.url, &w.group])
+                .set(i64::from(w.up));
+            self.worker_slots_used
+                .with_label_values(&url)
+                .set(i64::from(w.in_flight));
+            self.worker_slots_limit
+                .with_label_values(&url)
+                .set(i64::from(w.limit));
+            self.workers.set(w);
+            for counter in [
+                &self.worker_ejections,
+                &self.discovery_errors,
+                &self.websocket_errors,
+            ] {
+                counter.with_label_values(&url);
+            }
+            let group = bounded_label(&w.group, true);
+            for function in w.functions.iter().flat_map(|f| f.iter()) {
+                let function = bounded_label(function, true);
+                if known.insert((group, function)) {
+                    for outcome in TASK_OUTCOMES {
+                        self.tasks.with_label_values(&[group, function, outcome]);
+                    }
+                }
+            }
+        }
+    }
+}
