@@ -426,6 +426,7 @@ mod tests {
     #[test]
     fn a_scrape_creates_every_known_series_at_zero() {
         let m = Metrics::new();
+        m.init_worker("http://b:1");
         m.refresh_workers(&[
             gauge("http://a:1", &["f", "h"]),
             gauge("http://b:1", &["f"]),

@@ -139,9 +139,23 @@ impl WorkerFamilies {
 }
 
 impl Metrics {
+    /// Creates the per-Worker counters of `url` at 0, for a Worker joining the list
+    /// (so that its first ejection or error shows in `increase()`); the registry
+    /// calls it before the Worker's poll and feed start, and [`Metrics::forget_worker`]
+    /// when it leaves, in that order.
+    pub fn init_worker(&self, url: &str) {
+        for counter in [
+            &self.worker_ejections,
+            &self.discovery_errors,
+            &self.websocket_errors,
+        ] {
+            counter.with_label_values(&[url]);
+        }
+    }
+
     /// Sets every per-Worker gauge from `workers` (Workers no longer listed lose
-    /// their gauges), and creates at 0 the per-Worker counters and the task counters
-    /// of every group and function a valid Worker exposes.
+    /// their gauges), and creates at 0 the task counters of every group and function
+    /// a valid Worker exposes.
     pub fn refresh_workers(&self, workers: &[WorkerGauge]) {
         self.worker_up.reset();
         self.worker_slots_used.reset();
@@ -164,13 +178,6 @@ impl Metrics {
                 .with_label_values(&url)
                 .set(i64::from(w.limit));
             self.workers.set(w);
-            for counter in [
-                &self.worker_ejections,
-                &self.discovery_errors,
-                &self.websocket_errors,
-            ] {
-                counter.with_label_values(&url);
-            }
             let group = bounded_label(&w.group, true);
             for function in w.functions.iter().flat_map(|f| f.iter()) {
                 let function = bounded_label(function, true);

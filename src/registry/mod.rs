@@ -120,6 +120,7 @@ impl Registry {
         self.check_warm();
         for (id, url) in added {
             log::info!("worker added to the list: {url}");
+            crate::metrics::METRICS.init_worker(&url.raw);
             let poll = tokio::spawn(discovery::poll_loop(self.clone(), id, url.clone()));
             let feed = tokio::spawn(feed::feed_loop(self.clone(), id, url));
             self.state.write().tasks.insert(id, vec![poll, feed]);
