@@ -304,7 +304,7 @@ pub fn log_request(app: &App, session: &Session, ctx: &RequestCtx, service: &'st
         "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         "service": service,
         "task_id": ctx.task_id,
-        "client": ctx.client,
+        "client": ctx.client.as_deref(),
         "method": req.method.as_str(),
         "path": req.uri.path(),
         "status": ctx.status,

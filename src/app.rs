@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::auth::keys::{KeyRing, Principal, Role};
 use crate::board::TaskBoard;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
@@ -34,11 +35,27 @@ pub struct App {
     pub queued_bytes: Arc<crate::budget::ByteBudget>,
     /// The access log, when `logging.access_log` is set (set once at start-up).
     pub access_log: std::sync::OnceLock<crate::access_log::AccessLog>,
+    /// Who holds which key; replaced when the clients file changes.
+    keys: parking_lot::RwLock<Arc<KeyRing>>,
+    /// Named clients' rate limits (`rate`, `burst`).
+    pub rate_limits: crate::auth::quota::RateLimits,
+}
+
+/// What a request's key may do on an operator route.
+#[derive(Debug)]
+pub enum OperatorAccess {
+    /// Allowed, with this role.
+    Granted(Role),
+    /// A valid key that opens no operator surface (or not this one): `403`.
+    Forbidden,
+    /// No key, or not one of ours: `401`.
+    Unauthorized,
 }
 
 impl App {
     /// Wires the registry and dispatcher over one scheduler.
     pub fn new(settings: Arc<Settings>) -> Arc<App> {
+        let settings_for_keys = settings.clone();
         let scheduler = crate::scheduler::Scheduler::new(settings.max_queued);
         let registry = Registry::new(settings.clone(), scheduler.clone());
         let dispatcher = Arc::new(Dispatcher::new(settings.clone(), scheduler));
@@ -58,7 +75,36 @@ impl App {
             journal: std::sync::OnceLock::new(),
             journal_opened: tokio::sync::Notify::new(),
             access_log: std::sync::OnceLock::new(),
+            keys: parking_lot::RwLock::new(Arc::new(initial_ring(&settings_for_keys))),
+            rate_limits: Default::default(),
         })
+    }
+
+    /// The holder of the request's key, if it is one of ours.
+    pub fn principal(&self, session: &pingora::proxy::Session) -> Option<Principal> {
+        let ring = self.keys.read().clone();
+        crate::auth::identify(session, &ring)
+    }
+
+    /// Whether the request's key opens an operator route that needs `need`.
+    pub fn operator_access(&self, session: &pingora::proxy::Session, need: Role) -> OperatorAccess {
+        match self.principal(session) {
+            None => OperatorAccess::Unauthorized,
+            Some(p) => match p.role {
+                Some(role) if role >= need => OperatorAccess::Granted(role),
+                _ => OperatorAccess::Forbidden,
+            },
+        }
+    }
+
+    /// Puts a rebuilt key ring in force (the clients file changed).
+    pub fn replace_keys(&self, ring: KeyRing) {
+        *self.keys.write() = Arc::new(ring);
+    }
+
+    /// The key ring in force.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.read().clone()
     }
 
     /// Sets the journal once it is open and wakes the tasks waiting for it.
@@ -99,6 +145,22 @@ impl App {
     }
 }
 
+/// The key ring at start-up; `main` checked the clients file, so a failure here is
+/// a race with an edit: the inline clients and operator keys still hold.
+fn initial_ring(settings: &Settings) -> KeyRing {
+    crate::auth::ring_of(settings).unwrap_or_else(|e| {
+        log::error!("named clients: {e}; using the inline auth.clients only");
+        let a = &settings.auth;
+        KeyRing::build(
+            settings.lb_key.expose(),
+            &a.clients.inline,
+            &a.admin_keys,
+            &a.viewer_keys,
+        )
+        .unwrap_or_default()
+    })
+}
+
 /// Per-request state: what was decided, for logging and metrics.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
@@ -111,7 +173,7 @@ pub struct RequestCtx {
     /// When the request began, kept only while the access log is on.
     pub started: Option<std::time::Instant>,
     /// The client's name once its key was accepted (`default`: the LB key).
-    pub client: Option<&'static str>,
+    pub client: Option<Arc<str>>,
 }
 
 impl RequestCtx {

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub lingering_bytes: IntCounter,
     /// Access log lines dropped because its writer was behind.
     pub access_log_dropped: IntCounter,
+    /// Reloads of the clients file, by result (`ok`, `error`).
+    pub clients_reloads: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -294,6 +296,12 @@ impl Metrics {
             board_records,
             lingering_bytes,
             access_log_dropped,
+            clients_reloads: counter_vec(
+                &r,
+                "clients_reloads_total",
+                "Reloads of the named clients file, by result (ok, error: the last good list stays).",
+                &["result"],
+            ),
             registry: r,
         };
         m.init_known_series();
@@ -305,6 +313,9 @@ impl Metrics {
         self.tasks.with_label_values(&[OTHER, OTHER, NO_WORKER]);
         for reason in RETRY_REASONS {
             self.retries.with_label_values(&[reason]);
+        }
+        for result in ["ok", "error"] {
+            self.clients_reloads.with_label_values(&[result]);
         }
         for (service, route, statuses) in KNOWN_RESPONSES {
             for status in *statuses {

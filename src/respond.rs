@@ -50,6 +50,18 @@ pub async fn error(
     .await
 }
 
+/// Writes `403 {"error": message, "reason": "forbidden"}`: a valid key, not for this.
+pub async fn forbidden(session: &mut Session, message: &str) -> Result<()> {
+    let body = serde_json::json!({ "error": message, "reason": "forbidden" });
+    json(
+        session,
+        403,
+        &body,
+        &[("x-andera-reason", "forbidden".into())],
+    )
+    .await
+}
+
 /// Writes a static asset.
 pub async fn asset(session: &mut Session, content_type: &str, body: &'static [u8]) -> Result<()> {
     let mut header = ResponseHeader::build(200, Some(3))?;

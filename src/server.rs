@@ -121,6 +121,16 @@ pub fn build(
         );
         server.add_service(journal);
     }
+    if let Some(path) = &settings.auth.clients.file {
+        server.add_service(background_service(
+            "clients file",
+            crate::auth::watch::ClientsWatcher {
+                app: app.clone(),
+                path: path.clone(),
+                every: settings.workers_reload_interval,
+            },
+        ));
+    }
     if let Some(target) = &settings.access_log {
         // main checked that it opens; a failure here (a race) only loses the log.
         match crate::access_log::open(target) {

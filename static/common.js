@@ -11,6 +11,7 @@
   const KEY_NAME = 'andera-lb.key';
   const REFRESH_MS = 2000;
   const REJECTED = 'Key rejected: the load balancer answered 401. Enter the LB key again.';
+  const FORBIDDEN = 'This key is valid but opens no operator page (a client key): enter an admin or viewer key.';
 
   // ---------------------------------------------------------------- escaping
 
@@ -273,7 +274,27 @@
     return btoa(bin);
   }
 
-  /** GET a JSON route with the LB key. 401 → clears the key and throws AuthError. */
+  let roleAsked = false;
+
+  /** Shows the key's role (admin, viewer) in the top bar, as text. */
+  function showRole(role) {
+    if (!role) return;
+    let badge = document.getElementById('role');
+    if (!badge) {
+      const bar = document.querySelector('.topbar');
+      if (!bar) return;
+      badge = document.createElement('span');
+      badge.id = 'role';
+      badge.className = 'pill tone-idle';
+      badge.title = 'What this key may do here';
+      const spacer = bar.querySelector('.spacer');
+      bar.insertBefore(badge, spacer ? spacer.nextSibling : null);
+    }
+    badge.textContent = 'key: ' + role;
+    document.body.dataset.role = role;
+  }
+
+  /** GET a JSON route with the LB key. 401/403 → clears the key and throws AuthError. */
   async function api(path) {
     const key = getKey();
     if (!key) throw new AuthError('no key');
@@ -283,10 +304,16 @@
     } catch (e) {
       throw new HttpError(0, 'the load balancer did not answer (' + (e && e.message ? e.message : 'network error') + ')');
     }
-    if (res.status === 401) {
+    if (res.status === 401 || res.status === 403) {
       // Only forget the key if it is still the one that was rejected.
       if (getKey() === key) clearKey();
-      throw new AuthError('rejected');
+      roleAsked = false;
+      throw new AuthError(res.status === 403 ? 'forbidden' : 'rejected');
+    }
+    const base = path.startsWith('/bull') ? '/bull' : '/dashboard';
+    if (!roleAsked && !path.endsWith('/whoami')) {
+      roleAsked = true;
+      api(base + '/api/whoami').then((who) => showRole(who && who.role), () => { roleAsked = false; });
     }
     let text = '';
     try {
@@ -423,7 +450,7 @@
       } catch (e) {
         if (e instanceof AuthError) {
           running = false;
-          showGate(e.message === 'rejected' ? REJECTED : '');
+          showGate(e.message === 'rejected' ? REJECTED : e.message === 'forbidden' ? FORBIDDEN : '');
           return;
         }
         setUpdated(false);

@@ -48,7 +48,7 @@ impl ProxyHttp for AdminProxy {
             &path,
             Pages::of(&app.settings),
         );
-        ctx.status = routes::serve(app, session, ctx, route).await?;
+        ctx.status = routes::serve(app, session, ctx, Port::Admin, route).await?;
         Ok(true)
     }
 

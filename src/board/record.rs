@@ -66,6 +66,8 @@ pub struct TaskRecord {
     mode: &'static str,
     state: TaskState,
     worker: Option<CompactString>,
+    /// The named client that sent it (`default`: the LB key).
+    client: Option<CompactString>,
     attempts: u32,
     status: Option<u16>,
     outcome: Option<&'static str>,
@@ -118,6 +120,7 @@ impl TaskRecord {
             received_at: now,
             queued_at: None,
             dispatched_at: None,
+            client: None,
             finished_at: None,
             timeline,
             weight: 0,
@@ -132,6 +135,7 @@ impl TaskRecord {
             "id": self.id.to_string(), "group": self.group, "function": self.function,
             "contract": self.contract, "priority": self.priority, "mode": self.mode,
             "state": self.state.as_str(), "worker": self.worker, "attempts": self.attempts,
+            "client": self.client,
             "status": self.status, "outcome": self.outcome, "error": self.error,
             "receivedAt": iso(self.received_at),
             "queuedAt": self.queued_at.map(iso),
@@ -165,6 +169,11 @@ impl TaskRecord {
         let now = SystemTime::now();
         self.queued_at = Some(now);
         self.push_at(now, "queued", Detail::Queued { ahead: depth_ahead });
+    }
+
+    /// The named client that sent the task (names are at most 64 bytes).
+    pub(super) fn client(&mut self, name: &str) {
+        self.client = Some(CompactString::from(name));
     }
 
     /// The task was sent to `worker`.
@@ -240,6 +249,10 @@ impl TaskRecord {
     /// Attempts made.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+    /// The named client that sent it.
+    pub fn client_name(&self) -> Option<&str> {
+        self.client.as_deref()
     }
     /// Function.
     pub fn function(&self) -> &str {

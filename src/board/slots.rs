@@ -148,6 +148,11 @@ impl TaskHandle {
         *self.queued_bytes.lock() = Some(bytes);
     }
 
+    /// The named client that sent the task.
+    pub fn client(&self, name: &str) {
+        self.shelf.update(self.seq, |r| r.client(name));
+    }
+
     /// The task waits for a slot.
     pub fn queued(&self, depth_ahead: usize) {
         self.shelf.update(self.seq, |r| r.queued(depth_ahead));

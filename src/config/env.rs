@@ -160,6 +160,17 @@ pub(super) fn apply_env(
     if let Some(key) = env("LB_AUTH_KEY") {
         cfg.auth.lb_key = Some(key);
     }
+    if let Some(file) = e.text("CLIENTS_FILE") {
+        cfg.auth.clients_file = Some(file);
+    }
+    if let Some(keys) = env("ADMIN_KEYS") {
+        cfg.auth.admin_keys = keys
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
     if let Some(file) = e.text("WORKERS_FILE") {
         cfg.workers.file = Some(file);
         cfg.workers.list = None;

@@ -92,12 +92,23 @@ impl Default for AdminSection {
     }
 }
 
-/// `auth:` — the load balancer key.
+/// `auth:` — the load balancer key, named clients and operator keys.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
-    /// The LB key (`LB_AUTH_KEY`). No default: start-up fails without one.
+    /// The LB key (`LB_AUTH_KEY`). No default: start-up fails without one. It is
+    /// also the client `default`, with no limits.
     pub lb_key: Option<String>,
+    /// Named clients, inline. Default none.
+    pub clients: Vec<crate::auth::clients::ClientEntry>,
+    /// A YAML or JSON file with the same list, re-read when it changes
+    /// (`CLIENTS_FILE`). Default none.
+    pub clients_file: Option<String>,
+    /// Keys that open the operator surfaces (`ADMIN_KEYS`, comma-separated; plain or
+    /// `sha256:`). Default none: then the LB key is the admin key.
+    pub admin_keys: Vec<String>,
+    /// Keys that open the dashboard and the task board read-only. Default none.
+    pub viewer_keys: Vec<String>,
 }
 
 /// `workers:` — the Worker list.

@@ -14,6 +14,46 @@ use std::time::Duration;
 
 use file::FileConfig;
 
+/// Named clients and operator keys, validated (`auth:` without `lb_key`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    /// Inline clients and the clients file.
+    pub clients: crate::auth::clients::ClientsSource,
+    /// Operator keys (`auth.admin_keys`); empty: the LB key is the admin key.
+    pub admin_keys: Vec<crate::auth::keys::KeyDigest>,
+    /// Read-only operator keys (`auth.viewer_keys`).
+    pub viewer_keys: Vec<crate::auth::keys::KeyDigest>,
+}
+
+impl AuthSettings {
+    fn resolve(a: &file::AuthSection) -> Result<AuthSettings, (&'static str, String)> {
+        use crate::auth::keys::KeyDigest;
+        let digests = |key: &'static str, list: &[String]| {
+            list.iter()
+                .map(|k| KeyDigest::parse(k).map_err(|e| (key, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(AuthSettings {
+            clients: crate::auth::clients::ClientsSource {
+                inline: crate::auth::clients::resolve_all(&a.clients)
+                    .map_err(|e| ("auth.clients", e))?,
+                file: a.clients_file.as_ref().map(PathBuf::from),
+            },
+            admin_keys: digests("auth.admin_keys (ADMIN_KEYS)", &a.admin_keys)?,
+            viewer_keys: digests("auth.viewer_keys", &a.viewer_keys)?,
+        })
+    }
+
+    /// True when more than the LB key is configured (named clients or operator
+    /// keys): the operator surfaces then tell clients and operators apart.
+    pub fn multi_tenant(&self) -> bool {
+        !self.clients.inline.is_empty()
+            || self.clients.file.is_some()
+            || !self.admin_keys.is_empty()
+            || !self.viewer_keys.is_empty()
+    }
+}
+
 /// Where the access log is written (`logging.access_log`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {
@@ -120,6 +160,8 @@ pub struct Settings {
     pub task_records_bytes: usize,
     /// The LB key.
     pub lb_key: Secret,
+    /// Named clients and operator keys (`auth:`).
+    pub auth: AuthSettings,
     /// Where the Worker list comes from.
     pub workers: WorkerSource,
     /// Period of the Worker list file check.
@@ -284,6 +326,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
             Ok(Duration::from_millis(v))
         }
     };
+    let auth = AuthSettings::resolve(&cfg.auth).map_err(|(key, r)| err(key, r))?;
     let lb_key = match cfg.auth.lb_key {
         Some(k) if !k.trim().is_empty() => {
             let k = k.trim();
@@ -391,6 +434,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         task_records: cfg.admin.task_records.max(1),
         task_records_bytes,
         lb_key,
+        auth,
         workers,
         workers_reload_interval: positive(
             "workers.reload_interval_ms",
@@ -456,7 +500,11 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         log_level,
         max_logs: cfg.logging.max_logs,
         max_logs_bytes,
-        access_log: cfg.logging.access_log.as_deref().map(AccessLogTarget::parse),
+        access_log: cfg
+            .logging
+            .access_log
+            .as_deref()
+            .map(AccessLogTarget::parse),
         threads,
         grace_period: Duration::from_secs(cfg.server.grace_period_s),
         pid_file: cfg.server.pid_file,

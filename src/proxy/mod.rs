@@ -56,7 +56,7 @@ impl ProxyHttp for ClientProxy {
             let path = session.req_header().uri.path().to_string();
             let method = session.req_header().method.clone();
             let route = routes::route(Port::Client, method.as_str(), &path, pages);
-            ctx.status = routes::serve(&self.app, session, ctx, route).await?;
+            ctx.status = routes::serve(&self.app, session, ctx, Port::Client, route).await?;
         }
         Ok(true)
     }

@@ -4,8 +4,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use serde_json::json;
 
-use crate::app::App;
-use crate::auth::lb_authorized;
+use crate::app::{App, OperatorAccess};
+use crate::auth::keys::Role;
 use crate::journal::JournalState;
 use crate::{logring, respond};
 
@@ -17,7 +17,12 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
     } else {
         "ready"
     };
-    if !lb_authorized(session, app.settings.lb_key.expose()) {
+    // Every Worker, tag and load is operator detail: a client's key (or a viewer's)
+    // gets the original's public answer, as a request without a key does.
+    if !matches!(
+        app.operator_access(session, Role::Admin),
+        OperatorAccess::Granted(_)
+    ) {
         respond::json(session, 200, &json!({ "status": status }), &[]).await?;
         return Ok(200);
     }
@@ -93,9 +98,8 @@ fn journal_component(app: &App) -> serde_json::Value {
 
 /// `GET /logs`: the last `MAX_LOGS` lines, oldest first; the LB key is required.
 pub async fn logs(app: &App, session: &mut Session) -> Result<u16> {
-    if !lb_authorized(session, app.settings.lb_key.expose()) {
-        respond::error(session, 401, "Unauthorized", &[]).await?;
-        return Ok(401);
+    if let Err(status) = super::require_operator(app, session, Role::Admin).await? {
+        return Ok(status);
     }
     respond::json(
         session,

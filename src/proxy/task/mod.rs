@@ -24,7 +24,6 @@ use pingora::proxy::Session;
 use tokio::time::Instant;
 
 use crate::app::{App, RequestCtx};
-use crate::auth::lb_authorized;
 use crate::board::TaskState;
 use crate::dispatch::{ForwardHeaders, TaskError};
 use crate::respond;
@@ -35,13 +34,21 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     let received = Instant::now();
     let settings = &app.settings;
     let _active = app.drain.track();
-    if !lb_authorized(session, settings.lb_key.expose()) {
+    // The connection stays open after these when the unread body is small
+    // (routes::guard).
+    let Some(principal) = app.principal(session) else {
         ctx.status = 401;
-        // The connection stays open when the unread body is small (routes::guard).
         return respond::error(session, 401, "Unauthorized", &[]).await;
-    }
-    // The one client there is until named clients: the holder of the LB key.
-    ctx.client = Some("default");
+    };
+    let Some(client) = principal.client else {
+        ctx.status = 403;
+        return respond::forbidden(
+            session,
+            "This key opens operator pages; it cannot run tasks",
+        )
+        .await;
+    };
+    ctx.client = Some(client.name.clone());
     let body = match read_body(session, settings.body_limit, settings.client.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
@@ -56,14 +63,14 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         Err(BodyError::Read(e)) => return Err(e),
     };
     // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
-    let (spec, body, negative_priority) =
+    let (mut spec, body, negative_priority) =
         match task::parse_for_worker(&body, &settings.task_limits) {
-            Ok(p) => (p.spec, p.forward, p.negative_priority),
-            Err(msg) => {
-                ctx.status = 400;
-                return respond::error(session, 400, &msg, &[]).await;
-            }
-        };
+        Ok(p) => (p.spec, p.forward, p.negative_priority),
+        Err(msg) => {
+            ctx.status = 400;
+            return respond::error(session, 400, &msg, &[]).await;
+        }
+    };
     // Blank is missing, as for the original (Node trims header values).
     let worker_key = session.req_header().headers.get("x-wr-auth");
     let Some(worker_key) = worker_key.filter(|k| !k.as_bytes().trim_ascii().is_empty()) else {
@@ -72,12 +79,29 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         return respond::error(session, 400, msg, &[]).await;
     };
     let worker_key = worker_key.clone();
+    spec.priority = crate::auth::quota::clamp_priority(&client, spec.priority);
+    if let Err(wait) = app.rate_limits.take(&client, std::time::Instant::now()) {
+        ctx.status = 429;
+        let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let body = serde_json::json!({
+            "error": format!("Client {:?} is over its rate of {} task(s) a second", &*client.name, client.rate),
+            "reason": "client_rate",
+        });
+        let extra = [
+            ("retry-after", retry.to_string()),
+            ("x-andera-reason", "client_rate".to_string()),
+        ];
+        return respond::json(session, 429, &body, &extra).await;
+    }
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
     if let Some(p) = negative_priority {
         compat::warn_negative_priority(&task_id, p);
     }
     let record = app.board.open(&task_id, &spec);
+    if let Some(name) = &ctx.client {
+        record.client(name);
+    }
     let headers = ForwardHeaders::new(
         session.req_header(),
         worker_key,
