@@ -23,6 +23,7 @@ pub mod logring;
 pub mod metrics;
 pub mod preflight;
 pub mod proxy;
+pub mod reason;
 pub mod registry;
 pub mod respond;
 pub mod routes;
