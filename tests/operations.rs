@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 
 /// One `GET` on an existing keep-alive connection; returns the status line's code.
 async fn get_on(conn: &mut RawConn, path: &str) -> u16 {
-    conn.send(format!("GET {path} HTTP/1.1\r\nHost: lb\r\n\r\n"))
+    // The admin port answers only Hosts that name it (localhost does).
+    conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
         .await;
     conn.answer().await.status
 }
