@@ -13,7 +13,10 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
+
+/// What `andera_lb_queue_depth_by_group` reads on each scrape: tasks waiting per group.
+pub type QueueSource = Box<dyn Fn() -> Vec<(Arc<str>, usize)> + Send + Sync>;
 
 /// Label value used for anything outside the known set.
 pub const OTHER: &str = "other";
@@ -42,6 +45,10 @@ pub struct Metrics {
     pub workers: WorkerFamilies,
     /// Tasks waiting now.
     pub queue_depth: IntGauge,
+    /// Tasks waiting now, by group (the autoscaling signal), read from
+    /// [`Metrics::set_queue_source`] on each scrape.
+    pub queue_depth_by_group: IntGaugeVec,
+    queue_source: OnceLock<QueueSource>,
     /// Body bytes of the tasks waiting now (bounded by `tasks.max_queued_bytes`).
     pub queued_bytes: IntGauge,
     /// Tasks that waited past `TASK_TIMEOUT`.
@@ -236,6 +243,13 @@ impl Metrics {
             build_info,
             workers: WorkerFamilies::new(&r),
             queue_depth,
+            queue_depth_by_group: gauge_vec(
+                &r,
+                "queue_depth_by_group",
+                "Tasks waiting for a Worker slot now, by group (waiting-room tasks of a group no Worker has had count as other).",
+                &["group"],
+            ),
+            queue_source: OnceLock::new(),
             queued_bytes,
             queue_timeouts,
             queue_rejections,
@@ -348,8 +362,24 @@ impl Metrics {
         }
     }
 
+    /// Sets where `andera_lb_queue_depth_by_group` is read from (the scheduler); the
+    /// first call wins. Until then the family has no series.
+    pub fn set_queue_source(&self, source: QueueSource) {
+        let _ = self.queue_source.set(source);
+    }
+
     /// Renders the text exposition format.
     pub fn render(&self) -> Vec<u8> {
+        if let Some(source) = self.queue_source.get() {
+            // The group set only grows (groups Workers have had, and `other`), so
+            // setting every value leaves no stale series.
+            for (group, depth) in source() {
+                let depth = i64::try_from(depth).unwrap_or(i64::MAX);
+                self.queue_depth_by_group
+                    .with_label_values(&[&*group])
+                    .set(depth);
+            }
+        }
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out

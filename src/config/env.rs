@@ -204,6 +204,9 @@ pub(super) fn apply_env(
     t.timeout_ms = e.millis("TASK_TIMEOUT")?.unwrap_or(t.timeout_ms);
     t.attempts = e.num("TASK_ATTEMPTS")?.unwrap_or(t.attempts);
     t.max_queued = e.num("MAX_QUEUED_TASKS")?.unwrap_or(t.max_queued);
+    t.no_worker_wait_ms = e
+        .millis("NO_WORKER_WAIT_MS")?
+        .unwrap_or(t.no_worker_wait_ms);
     if let Some(path) = env("TASK_JOURNAL") {
         t.journal = Some(path).filter(|p| !p.trim().is_empty());
     }

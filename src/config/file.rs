@@ -212,6 +212,11 @@ pub struct TasksSection {
     pub max_name_bytes: usize,
     /// Longest `webhook.url`, in bytes; longer is a 400. Default 2048.
     pub max_url_bytes: usize,
+    /// The waiting room (`NO_WORKER_WAIT_MS`): ms a task for a group with no usable
+    /// Worker at all waits in the queue for one to appear (a rolling update, a
+    /// Worker Deployment scaled from zero), within its `timeout_ms`. Default 0: `503`
+    /// at once, as the original.
+    pub no_worker_wait_ms: u64,
 }
 
 impl Default for TasksSection {
@@ -229,6 +234,7 @@ impl Default for TasksSection {
             max_queued_bytes: "256mb".into(),
             max_name_bytes: 256,
             max_url_bytes: 2048,
+            no_worker_wait_ms: 0,
         }
     }
 }

@@ -126,6 +126,9 @@ pub struct Settings {
     pub body_limit: usize,
     /// Most tasks waiting at once.
     pub max_queued: usize,
+    /// How long a task for a group with no usable Worker waits for one to appear
+    /// (`tasks.no_worker_wait_ms` / `NO_WORKER_WAIT_MS`). Default zero: `503` at once.
+    pub no_worker_wait: Duration,
     /// `Retry-After` on a full queue, seconds.
     pub retry_after_s: u64,
     /// Journal of accepted webhook tasks; `None` keeps them in memory only.
@@ -396,6 +399,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         task_attempts: cfg.tasks.attempts,
         body_limit,
         max_queued: cfg.tasks.max_queued,
+        no_worker_wait: Duration::from_millis(cfg.tasks.no_worker_wait_ms),
         retry_after_s: cfg.tasks.retry_after_s.max(1),
         journal: cfg
             .tasks

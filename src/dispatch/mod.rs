@@ -199,8 +199,11 @@ impl Dispatcher {
         deadline: Instant,
         task: &TaskHandle,
     ) -> Result<Lease, TaskError> {
-        // Admitted: a pool of this group exists, so the group is a bounded label.
-        let group = crate::metrics::bounded_label(&spec.group, true);
+        // Admitted: a pool of this group exists, but in the waiting room
+        // (`tasks.no_worker_wait_ms`) perhaps only for this task: a group no valid
+        // Worker has had stays `other`, so that the label stays bounded.
+        let known = self.scheduler.knows_group(&spec.group);
+        let group = crate::metrics::bounded_label(&spec.group, known);
         let wait = METRICS
             .queue_wait
             .with_label_values(&[group, priority_class(spec.priority)]);

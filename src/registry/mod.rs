@@ -62,6 +62,18 @@ impl Registry {
         // Validated at start-up (see `main`): a bad CA file never gets this far.
         let ws_tls = crate::upstream::tls_client_config(settings.ca_file.as_deref())
             .unwrap_or_else(|_| crate::upstream::tls_client_config(None).expect("platform roots"));
+        // The registry is what makes Workers appear: it sets how long the scheduler
+        // holds tasks of a group that has none (the waiting room).
+        scheduler.set_no_worker_wait(settings.no_worker_wait);
+        // The per-group queue depth on /metrics is read from the scheduler on each
+        // scrape (the process has one registry; a second one, in unit tests, is ignored).
+        let queue = Arc::downgrade(&scheduler);
+        crate::metrics::METRICS.set_queue_source(Box::new(move || {
+            queue
+                .upgrade()
+                .map(|s| s.queue_by_group())
+                .unwrap_or_default()
+        }));
         Arc::new(Registry {
             warm: tokio::sync::watch::channel(false).0,
             created: tokio::time::Instant::now(),

@@ -9,10 +9,12 @@
 
 mod outlier;
 mod pool;
+mod room;
 mod wait;
 
 use foldhash::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -147,20 +149,29 @@ struct State {
     next_seq: u64,
     queued: usize,
     closed: bool,
+    /// Groups a valid Worker has had since start: the bounded `group` label values.
+    known_groups: HashSet<Arc<str>>,
 }
 
 /// Slot accounting and the priority wait queue. Default queue bound: set by the caller.
 pub struct Scheduler {
     state: Mutex<State>,
     max_queued: usize,
+    /// The waiting room's time in ms (`tasks.no_worker_wait_ms`); 0: off.
+    no_worker_wait_ms: AtomicU64,
+    /// Itself, for the waiting room's timers.
+    me: Weak<Scheduler>,
 }
 
 impl Scheduler {
-    /// A scheduler whose wait queue holds at most `max_queued` tasks.
+    /// A scheduler whose wait queue holds at most `max_queued` tasks, without a
+    /// waiting room (see [`Scheduler::set_no_worker_wait`]).
     pub fn new(max_queued: usize) -> Arc<Scheduler> {
-        Arc::new(Scheduler {
+        Arc::new_cyclic(|me| Scheduler {
             state: Mutex::new(State::default()),
             max_queued,
+            no_worker_wait_ms: AtomicU64::new(0),
+            me: me.clone(),
         })
     }
 
@@ -177,14 +188,33 @@ impl Scheduler {
             queued,
             ..
         } = &mut *st;
+        let room = !self.no_worker_wait().is_zero();
+        let exists = pools
+            .get(req.group)
+            .is_some_and(|by_contract| by_contract.contains_key(&req.contract));
+        if !exists {
+            if !room {
+                return Err(AcquireError::UnknownPool);
+            }
+            if *queued >= self.max_queued {
+                return Err(AcquireError::QueueFull);
+            }
+            let group: Arc<str> = req.group.into();
+            pools
+                .entry(group.clone())
+                .or_default()
+                .insert(req.contract, Pool::new(group));
+        }
         let pool = pools
             .get_mut(req.group)
             .and_then(|by_contract| by_contract.get_mut(&req.contract))
             .ok_or(AcquireError::UnknownPool)?;
-        if !pool.functions.contains(req.function) {
+        // A pool without Workers (only in the waiting room) does not know its functions yet.
+        let deferred = pool.members.is_empty();
+        if !deferred && !pool.functions.contains(req.function) {
             return Err(AcquireError::UnknownFunction);
         }
-        if pool.usable == 0 {
+        if pool.usable == 0 && !room {
             return Err(AcquireError::NoWorkerUp);
         }
         if pool.waiters.is_empty() {
@@ -199,9 +229,17 @@ impl Scheduler {
         *next_seq += 1;
         let key = (req.priority, *next_seq);
         let (tx, rx) = oneshot::channel();
-        pool.waiters.insert(key, Waiter { tx });
+        let waiter = Waiter {
+            tx,
+            since: Instant::now(),
+            deferred: deferred.then(|| req.function.into()),
+        };
+        pool.waiters.insert(key, waiter);
         *queued += 1;
         let pool_key = (pool.group.clone(), req.contract);
+        if pool.usable == 0 {
+            self.no_worker_left(pool, req.contract, AcquireError::NoWorkerUp);
+        }
         count_down(queued, pool.pump(workers), "queued");
         Ok(Acquire::Queued(Waiting::new(
             self.clone(),
@@ -242,6 +280,7 @@ impl Scheduler {
             .is_some();
         if removed {
             count_down(&mut st.queued, 1, "queued");
+            room::drop_if_idle(&mut st.pools, pool_key);
         }
         removed
     }
@@ -253,13 +292,14 @@ impl Scheduler {
             workers,
             pools,
             queued,
+            known_groups,
             ..
         } = &mut *st;
         let key = (info.group.clone(), info.contract);
         if let Some(old) = workers.get(&id) {
             if old.pool != key {
                 let old_key = old.pool.clone();
-                detach(workers, pools, queued, id, &old_key);
+                self.detach(workers, pools, queued, id, &old_key);
             }
         }
         let pool = pools
@@ -280,6 +320,10 @@ impl Scheduler {
             // An invalid Worker's list never decides what the pool exposes: the
             // answer for a function only it has must not depend on who spoke last.
             pool.functions = info.functions.clone();
+            count_down(queued, pool.settle_deferred(), "queued");
+            if !known_groups.contains(&key.0) {
+                known_groups.insert(key.0.clone());
+            }
         }
         pool.refresh(workers, id);
         match (counted, usable) {
@@ -288,8 +332,10 @@ impl Scheduler {
             _ => {}
         }
         if pool.usable == 0 {
-            count_down(queued, pool.fail_all(AcquireError::NoWorkerUp), "queued");
+            let failed = self.no_worker_left(pool, key.1, AcquireError::NoWorkerUp);
+            count_down(queued, failed, "queued");
         } else {
+            pool.worker_back();
             count_down(queued, pool.pump(workers), "queued");
         }
     }
@@ -378,8 +424,10 @@ impl Scheduler {
             _ => return,
         }
         if pool.usable == 0 {
-            count_down(queued, pool.fail_all(AcquireError::NoWorkerUp), "queued");
+            let failed = self.no_worker_left(pool, contract, AcquireError::NoWorkerUp);
+            count_down(queued, failed, "queued");
         } else {
+            pool.worker_back();
             count_down(queued, pool.pump(workers), "queued");
         }
     }
@@ -394,7 +442,7 @@ impl Scheduler {
             ..
         } = &mut *st;
         if let Some(key) = workers.get(&id).map(|w| w.pool.clone()) {
-            detach(workers, pools, queued, id, &key);
+            self.detach(workers, pools, queued, id, &key);
             workers.remove(&id);
             // A list that shrank a lot keeps no room for the Workers it had.
             if workers.capacity() > 4 * workers.len().max(16) {
@@ -433,6 +481,32 @@ impl Scheduler {
         }
     }
 
+    /// Tasks waiting per group, for `andera_lb_queue_depth_by_group`: every group a
+    /// valid Worker has had since start (at 0 when none waits), and `other`: the
+    /// waiting room of groups no Worker has had, so that labels stay bounded.
+    pub fn queue_by_group(&self) -> Vec<(Arc<str>, usize)> {
+        let st = self.state.lock();
+        let other: Arc<str> = Arc::from(crate::metrics::OTHER);
+        let mut depth: std::collections::BTreeMap<Arc<str>, usize> =
+            st.known_groups.iter().map(|g| (g.clone(), 0)).collect();
+        depth.insert(other.clone(), 0);
+        for (group, by_contract) in &st.pools {
+            let waiting: usize = by_contract.values().map(|p| p.waiters.len()).sum();
+            let label = match st.known_groups.get(group) {
+                Some(g) => g.clone(),
+                None => other.clone(),
+            };
+            *depth.entry(label).or_default() += waiting;
+        }
+        depth.into_iter().collect()
+    }
+
+    /// True when a valid Worker has had `group` since start, so that it may be a
+    /// metric label value.
+    pub fn knows_group(&self, group: &str) -> bool {
+        self.state.lock().known_groups.contains(group)
+    }
+
     /// Free slots over the usable Workers, or `None` when no Worker is usable.
     pub fn free_slots(&self) -> Option<u32> {
         let st = self.state.lock();
@@ -458,32 +532,32 @@ impl Scheduler {
     }
 }
 
-/// Takes `id` out of its pool; drops the pool when it empties (failing its waiters).
-fn detach(
-    workers: &mut HashMap<WorkerId, SlotState>,
-    pools: &mut HashMap<Arc<str>, HashMap<u64, Pool>>,
-    queued: &mut usize,
-    id: WorkerId,
-    key: &(Arc<str>, u64),
-) {
-    let Some(by_contract) = pools.get_mut(&key.0) else {
-        return;
-    };
-    let Some(pool) = by_contract.get_mut(&key.1) else {
-        return;
-    };
-    if pool.members.remove(&id) && workers.get(&id).is_some_and(SlotState::usable) {
-        count_down(&mut pool.usable, 1, "usable");
-    }
-    pool.forget(workers, id);
-    if pool.members.is_empty() {
-        count_down(queued, pool.fail_all(AcquireError::UnknownPool), "queued");
-        by_contract.remove(&key.1);
-        if by_contract.is_empty() {
-            pools.remove(&key.0);
+impl Scheduler {
+    /// Takes `id` out of its pool; drops the pool when it empties (its waiters fail,
+    /// or stay in the waiting room).
+    fn detach(
+        &self,
+        workers: &mut HashMap<WorkerId, SlotState>,
+        pools: &mut HashMap<Arc<str>, HashMap<u64, Pool>>,
+        queued: &mut usize,
+        id: WorkerId,
+        key: &(Arc<str>, u64),
+    ) {
+        let Some(pool) = pools.get_mut(&key.0).and_then(|p| p.get_mut(&key.1)) else {
+            return;
+        };
+        if pool.members.remove(&id) && workers.get(&id).is_some_and(SlotState::usable) {
+            count_down(&mut pool.usable, 1, "usable");
         }
-    } else if pool.usable == 0 {
-        count_down(queued, pool.fail_all(AcquireError::NoWorkerUp), "queued");
+        pool.forget(workers, id);
+        if pool.members.is_empty() {
+            let failed = self.no_worker_left(pool, key.1, AcquireError::UnknownPool);
+            count_down(queued, failed, "queued");
+            room::drop_if_idle(pools, key);
+        } else if pool.usable == 0 {
+            let failed = self.no_worker_left(pool, key.1, AcquireError::NoWorkerUp);
+            count_down(queued, failed, "queued");
+        }
     }
 }
 

@@ -85,6 +85,13 @@ impl SlotState {
 /// A task waiting for a slot.
 pub(super) struct Waiter {
     pub tx: oneshot::Sender<Result<Grant, AcquireError>>,
+    /// When it joined the queue (the waiting room counts from here, or from when its
+    /// pool lost its last usable Worker, whichever is later).
+    pub since: tokio::time::Instant,
+    /// The function it asked for, while the pool has not yet said what it exposes (a
+    /// task that joined the waiting room of a pool without Workers): checked when the
+    /// first valid Worker arrives.
+    pub deferred: Option<Box<str>>,
 }
 
 /// Workers of one group and contract.
@@ -97,6 +104,11 @@ pub(super) struct Pool {
     pub free: BTreeSet<(Reverse<i64>, WorkerId)>,
     /// Waiting tasks by (priority, arrival).
     pub waiters: BTreeMap<(u32, u64), Waiter>,
+    /// Since when the pool has had no usable Worker while tasks wait in its waiting
+    /// room (`tasks.no_worker_wait_ms`); `None` while a Worker is usable.
+    pub empty_since: Option<tokio::time::Instant>,
+    /// A sweep of the waiting room is scheduled.
+    pub sweep_armed: bool,
 }
 
 impl Pool {
@@ -108,6 +120,8 @@ impl Pool {
             functions: Arc::default(),
             free: BTreeSet::new(),
             waiters: BTreeMap::new(),
+            empty_since: None,
+            sweep_armed: false,
         }
     }
 

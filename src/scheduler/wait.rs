@@ -82,6 +82,9 @@ impl Waiting {
                 self.rx = None;
                 Err(AcquireError::UnknownPool)
             }
+            // A task still in the waiting room of a group no Worker joined never had a
+            // Worker to time out on: it gets the `503` it waited to avoid.
+            Err(_) if !self.scheduler.has_members(&self.pool) => Err(AcquireError::UnknownPool),
             Err(_) => Err(AcquireError::TimedOut),
         }
     }
