@@ -417,9 +417,27 @@ async fn the_first_webhook_task_after_redis_restarts_is_accepted() {
     // Redis restarts (empty): the connection the load balancer holds is dead, and
     // the first task after it finds out.
     let dir = redis.stop();
+    // While Redis is away the journal says so (keyed /health, /ready).
+    lb.wait_until(
+        |h| h["components"]["journal"]["status"] == "unavailable",
+        "the journal is unavailable",
+    )
+    .await;
+    let ready = lb.http.get(lb.admin_url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
     let _redis = Redis::start_in(dir, port);
+    lb.wait_until(
+        |h| h["components"]["journal"]["status"] == "ok",
+        "the journal is ok again",
+    )
+    .await;
     let (s, b) = lb.run(webhook_task("t1", &hook, 1)).await;
-    assert_eq!(s, 200, "the first task after the restart: {b}\n{}", lb.log());
+    assert_eq!(
+        s,
+        200,
+        "the first task after the restart: {b}\n{}",
+        lb.log()
+    );
     let counts = settle(&rx, |c| c.contains_key("t1")).await;
     assert_eq!(counts.get("t1"), Some(&1));
 }

@@ -15,10 +15,26 @@ pub const FILE_MODE: u32 = 0o600;
 /// Mode of a journal directory the load balancer creates.
 pub const DIR_MODE: u32 = 0o700;
 
-/// Bytes kept aside on the journal's file system (`<journal>-reserve`): deleted
-/// when a write finds the disk full, so that dispatch marks and deletes of tasks
-/// already accepted still fit; written again once there is room. Default 1 MiB.
-pub const RESERVE_BYTES: u64 = 1 << 20;
+/// Bounds of the space kept aside on the journal's file system
+/// (`<journal>-reserve`): a sixteenth of the file system, at least 256 KiB and at
+/// most 16 MiB. It is deleted when a write finds the disk full, so that the next
+/// checkpoint, dispatch marks and deletes of tasks already accepted still fit;
+/// written again once there is room.
+pub const RESERVE_BYTES: (u64, u64) = (256 << 10, 16 << 20);
+
+/// The reserve for the file system holding `dir` (see [`RESERVE_BYTES`]).
+pub fn reserve_bytes(dir: &Path) -> u64 {
+    let c = CString::new(dir.as_os_str().as_bytes()).ok();
+    // SAFETY: `c` is a valid C string and `s` a plain struct statvfs fills in.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    let total = match c {
+        Some(c) if unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0 => {
+            s.f_blocks as u64 * s.f_frsize as u64
+        }
+        _ => u64::MAX,
+    };
+    (total / 16).clamp(RESERVE_BYTES.0, RESERVE_BYTES.1)
+}
 
 /// Free space left beyond what a batch of new tasks may take (in the WAL, then in
 /// the database when checkpointed), for marks, deletes and heartbeats. 256 KiB.
@@ -118,7 +134,7 @@ pub fn len_of(path: &str) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-/// The reserve file, `<journal>-reserve`, of [`RESERVE_BYTES`].
+/// The reserve file, `<journal>-reserve` (see [`RESERVE_BYTES`]).
 pub struct Reserve {
     path: PathBuf,
     bytes: u64,
@@ -151,6 +167,11 @@ impl Reserve {
             let _ = std::fs::remove_file(&tmp);
         }
         written
+    }
+
+    /// Its size, bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Deletes the reserve to give its space to the journal. True if it was there.

@@ -229,12 +229,26 @@ fn writer_loop(
     rx: mpsc::Receiver<Op>,
     journal: std::sync::Weak<SqliteJournal>,
 ) {
+    write_until_stopped(&mut w, &mut upkeep, rx, journal);
+    // The connection closes before the watch's own descriptor of its file: closing
+    // that first would drop the process's locks on it (see `disk::Watch`).
+    drop(w);
+    drop(upkeep);
+}
+
+fn write_until_stopped(
+    w: &mut store::Writer,
+    upkeep: &mut Upkeep,
+    rx: mpsc::Receiver<Op>,
+    journal: std::sync::Weak<SqliteJournal>,
+) {
     let mut next_beat = std::time::Instant::now();
     let mut beat_failing = false;
     loop {
         let now = std::time::Instant::now();
         if now >= next_beat {
             let Some(j) = journal.upgrade() else { return };
+            upkeep.before_write(w);
             match w.heartbeat_and_claim(OWNER_STALE, j.is_released()) {
                 Ok(beat) => {
                     beat_failing = false;
@@ -251,12 +265,12 @@ fn writer_loop(
                         log::warn!("task journal heartbeat: {e}");
                     }
                     beat_failing = true;
-                    upkeep.failed_without_tasks(&e, &mut w);
+                    upkeep.failed_without_tasks(&e, w);
                 }
             }
-            upkeep.tick(&mut w);
+            upkeep.tick(w);
             if !upkeep.unfinished.is_empty() {
-                w.apply(Vec::new(), &mut upkeep);
+                w.apply(Vec::new(), upkeep);
             }
             next_beat = now + HEARTBEAT;
         }
@@ -274,7 +288,7 @@ fn writer_loop(
         }
         let stop = batch.iter().position(|op| matches!(op, Op::Stop(_)));
         let stop = stop.map(|i| batch.remove(i));
-        w.apply(batch, &mut upkeep);
+        w.apply(batch, upkeep);
         if let Some(Op::Stop(reply)) = stop {
             w.close();
             let _ = reply.send(Ok(()));
@@ -329,11 +343,31 @@ impl store::Writer {
         (result, out)
     }
 
-    /// Applies a batch of requests in one transaction and answers each. New tasks
+    /// Applies a batch of requests, in transactions of at most
+    /// [`Upkeep::batch_bytes`] of new tasks (a larger task alone), and answers each.
+    fn apply(&mut self, batch: Vec<Op>, upkeep: &mut Upkeep) {
+        let limit = upkeep.batch_bytes();
+        let (mut part, mut bytes) = (Vec::new(), 0);
+        for op in batch {
+            let b = match &op {
+                Op::Accept(t, _) => task_bytes(t),
+                _ => 0,
+            };
+            if b > 0 && bytes > 0 && bytes + b > limit {
+                self.apply_part(std::mem::take(&mut part), upkeep);
+                bytes = 0;
+            }
+            bytes += b;
+            part.push(op);
+        }
+        self.apply_part(part, upkeep);
+    }
+
+    /// Applies requests in one transaction and answers each. New tasks
     /// that do not fit are refused and the rest is written without them, so that
     /// dispatch marks and deletes go on when the disk is full; deletes that fail
     /// are kept for the next batch.
-    fn apply(&mut self, batch: Vec<Op>, upkeep: &mut Upkeep) {
+    fn apply_part(&mut self, batch: Vec<Op>, upkeep: &mut Upkeep) {
         let bytes: u64 = batch
             .iter()
             .map(|op| match op {
@@ -347,6 +381,7 @@ impl store::Writer {
         };
         let unfinished = std::mem::take(&mut upkeep.unfinished);
         upkeep.settle_thrift(self);
+        upkeep.before_write(self);
         let (mut result, mut written) = self.write_batch(&batch, refused.is_none(), &unfinished);
         if let Err(e) = &result {
             if bytes > 0 && refused.is_none() {

@@ -92,6 +92,14 @@ impl JournalHealth {
         }
     }
 
+    /// Sets `ok` if the state is `from` (e.g. a read found Redis reachable again,
+    /// which says nothing about its `maxmemory`).
+    pub fn recovered_from(&self, from: JournalState) {
+        if self.state() == from {
+            self.set(JournalState::Ok, "");
+        }
+    }
+
     /// Sets `ok` (the usual case: cheap when it already is).
     pub fn ok(&self) {
         if self.state() != JournalState::Ok {

@@ -53,9 +53,13 @@ pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
     // No automatic checkpoints: the writer checkpoints when idle, or when the WAL
     // is large, and only when the disk has room for what the database grows by
     // (a checkpoint that fails half-way leaves that space taken: see `upkeep`).
-    conn.execute_batch(
-        "PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA wal_autocheckpoint=0;",
-    )
+    // journal_size_limit: a WAL started over after a checkpoint keeps at most this
+    // much of its file (room for marks and deletes on a full disk), the rest is freed.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA wal_autocheckpoint=0;
+         PRAGMA journal_size_limit={};",
+        disk::SLACK_BYTES
+    ))
     .map_err(|e| open_err(path, e))?;
     let page: i64 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -206,6 +210,17 @@ impl Writer {
         let _ = self
             .conn
             .query_row(&format!("PRAGMA secure_delete={mode}"), [], |_| Ok(()));
+    }
+
+    /// Bytes of free pages in the database (reused by new tasks before it grows).
+    pub fn free_page_bytes(&self) -> u64 {
+        self.conn
+            .query_row(
+                "SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_or(0, |n| n.max(0) as u64)
     }
 
     /// Bytes the database file grows by when the WAL is checkpointed into it.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::disk::{self, Found, Reserve, Watch, RESERVE_BYTES, SLACK_BYTES};
+use super::disk::{self, Found, Reserve, Watch, SLACK_BYTES};
 use super::recreate::recreate;
 use super::store::Writer;
 use super::{JournalError, JournalHealth, JournalState, JOURNAL_METRICS};
@@ -79,7 +79,7 @@ impl Upkeep {
             wal: format!("{}-wal", path.display()),
             max_bytes,
             health,
-            reserve: Reserve::new(path, RESERVE_BYTES),
+            reserve: Reserve::new(path, disk::reserve_bytes(&disk::dir_of(path))),
             watch: Watch::new(path).ok(),
             full: None,
             lost: None,
@@ -125,7 +125,7 @@ impl Upkeep {
     /// the reserve always covers the next checkpoint.
     pub fn room_for(&mut self, w: &Writer, bytes: u64) -> Result<(), JournalError> {
         self.growth = w.checkpoint_growth();
-        if self.growth > RESERVE_BYTES / 4 && self.checkpoint_fits() {
+        if self.growth > self.reserve.bytes() / 4 && self.checkpoint_fits() {
             if let Ok(true) = w.checkpoint(false) {
                 self.growth = 0;
             }
@@ -134,7 +134,8 @@ impl Upkeep {
             return Err(self.refusal());
         }
         let free = disk::free_bytes(&self.dir).unwrap_or(u64::MAX);
-        let need = self.growth + 2 * bytes + SLACK_BYTES;
+        // In the WAL, then in the database beyond its free pages, at the next checkpoint.
+        let need = self.growth + bytes + bytes.saturating_sub(w.free_page_bytes()) + SLACK_BYTES;
         if free < need {
             let detail = format!(
                 "disk nearly full: {} free in {}, {} needed",
@@ -146,6 +147,13 @@ impl Upkeep {
             return Err(self.refusal());
         }
         Ok(())
+    }
+
+    /// Most bytes of new tasks written in one transaction: half the reserve, so
+    /// that what the database grows by at the next checkpoint (at most a quarter
+    /// of the reserve before a batch, see [`Upkeep::room_for`]) fits in the reserve.
+    pub fn batch_bytes(&self) -> u64 {
+        self.reserve.bytes() / 2
     }
 
     /// After a batch with new tasks of `bytes` failed with `e`: finds out why
@@ -193,6 +201,20 @@ impl Upkeep {
         if self.full.is_none() {
             let detail = format!("disk full in {}", self.dir.display());
             self.set_full(Full::Disk, detail);
+        }
+        self.before_write(w);
+    }
+
+    /// Before each write while the disk is full: checkpoints (keeping the WAL's
+    /// space) when the disk has room for it, so that the write starts the WAL over
+    /// instead of growing it into the last free bytes.
+    pub fn before_write(&mut self, w: &Writer) {
+        if self.full != Some(Full::Disk) {
+            return;
+        }
+        self.growth = w.checkpoint_growth();
+        if self.checkpoint_fits() && w.checkpoint(false) == Ok(true) {
+            self.growth = 0;
         }
     }
 
@@ -307,9 +329,9 @@ impl Upkeep {
                 let missing = if self.reserve.is_held() {
                     0
                 } else {
-                    RESERVE_BYTES
+                    self.reserve.bytes()
                 };
-                free >= missing + self.growth + 2 * SLACK_BYTES && self.reserve.fill().is_ok()
+                free >= missing + self.growth + SLACK_BYTES && self.reserve.fill().is_ok()
             }
         };
         if room {
@@ -341,7 +363,7 @@ impl Upkeep {
             && (self.last_task_write.elapsed() >= IDLE_CHECKPOINT
                 || self.last_checkpoint.elapsed() >= BUSY_CHECKPOINT);
         let reuse = self.full == Some(Full::Disk)
-            || self.growth > RESERVE_BYTES / 4
+            || self.growth > self.reserve.bytes() / 4
             || disk::len_of(&self.wal) > WAL_CHECKPOINT_BYTES;
         if !tidy && !reuse {
             return;

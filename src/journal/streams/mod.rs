@@ -505,6 +505,7 @@ async fn read_loop(journal: Weak<RedisJournal>, mut conn: ConnectionManager, cap
             Ok(_) => {
                 if failing {
                     log::info!("task journal: Redis at {} reachable again", j.url);
+                    j.health.recovered_from(super::JournalState::Unavailable);
                 }
                 failing = false;
             }
@@ -527,6 +528,8 @@ async fn read_loop(journal: Weak<RedisJournal>, mut conn: ConnectionManager, cap
                     );
                 }
                 failing = true;
+                let detail = format!("cannot reach Redis: {e}");
+                j.health.set(super::JournalState::Unavailable, detail);
                 drop(j);
                 tokio::time::sleep(READ_BLOCK).await;
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::super::wire::{end_entries, text, GROUP, RELEASED, STREAM};
-use super::super::JOURNAL_METRICS;
+use super::super::{JournalState, JOURNAL_METRICS};
 use super::{RedisJournal, CONSUMER_GONE, REFRESH_SCRIPT};
 
 /// Keeps this instance's entries fresh, retries ends that failed, counts peers and
@@ -22,8 +22,15 @@ pub(super) async fn upkeep_loop(journal: Weak<RedisJournal>) {
         if j.stopped.load(Ordering::Acquire) {
             return;
         }
-        if let Err(e) = upkeep(&j).await {
-            log::debug!("task journal upkeep: {e}");
+        match upkeep(&j).await {
+            Ok(()) => j.health.recovered_from(JournalState::Unavailable),
+            Err(e) => {
+                log::debug!("task journal upkeep: {e}");
+                if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
+                    let detail = format!("cannot reach Redis: {e}");
+                    j.health.set(JournalState::Unavailable, detail);
+                }
+            }
         }
         drop(j);
         tokio::time::sleep(period).await;
