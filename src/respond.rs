@@ -10,6 +10,8 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};
 use serde_json::Value;
 
+use crate::reason::Reason;
+
 /// Writes `status` with a JSON body and any extra headers, ending the response.
 pub async fn json(
     session: &mut Session,
@@ -50,16 +52,25 @@ pub async fn error(
     .await
 }
 
+/// Writes the load balancer's own refusal: `status` with `{"error": message,
+/// "reason": reason}`, the `x-andera-reason` header and any extra headers.
+pub async fn refuse(
+    session: &mut Session,
+    status: u16,
+    reason: Reason,
+    message: &str,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
+    let body = serde_json::json!({ "error": message, "reason": reason.as_str() });
+    let mut headers = Vec::with_capacity(extra.len() + 1);
+    headers.push(reason.header());
+    headers.extend_from_slice(extra);
+    json(session, status, &body, &headers).await
+}
+
 /// Writes `403 {"error": message, "reason": "forbidden"}`: a valid key, not for this.
 pub async fn forbidden(session: &mut Session, message: &str) -> Result<()> {
-    let body = serde_json::json!({ "error": message, "reason": "forbidden" });
-    json(
-        session,
-        403,
-        &body,
-        &[("x-andera-reason", "forbidden".into())],
-    )
-    .await
+    refuse(session, 403, Reason::Forbidden, message, &[]).await
 }
 
 /// Writes a static asset.
@@ -147,6 +158,17 @@ pub fn failure_status(e: &Error) -> (u16, &'static str) {
     }
 }
 
+/// The reason of a [`failure_status`]: the client's mistakes and a Worker's
+/// failure; none for the load balancer's own `500`.
+fn failure_reason(code: u16) -> Option<Reason> {
+    match code {
+        413 => Some(Reason::BodyTooLarge),
+        400..=499 => Some(Reason::BadRequest),
+        502 => Some(Reason::WorkerFailed),
+        _ => None,
+    }
+}
+
 /// The `fail_to_proxy` of both services: a JSON error instead of Pingora's bodiless
 /// one, unless an answer was already started. The connection is not reused: after
 /// a failed request its state is unknown.
@@ -154,7 +176,11 @@ pub async fn failure(session: &mut Session, e: &Error) -> FailToProxy {
     let (code, message) = failure_status(e);
     if code > 0 && session.response_written().is_none() {
         session.set_keepalive(None);
-        if let Err(w) = error(session, code, message, &[]).await {
+        let written = match failure_reason(code) {
+            Some(reason) => refuse(session, code, reason, message, &[]).await,
+            None => error(session, code, message, &[]).await,
+        };
+        if let Err(w) = written {
             log::debug!("could not send the {code} answer: {w}");
         }
     }

@@ -353,7 +353,7 @@ async fn issue20_bodies_the_original_accepted_or_refused() {
     .await;
     assert_eq!(warned(&lb.log()), 1, "rate-limited: {}", lb.log());
 
-    let missing = json!({"error": "Missing group, function, or contract"});
+    let missing = json!({"error": "Missing group, function, or contract", "reason": "bad_request"});
     for contract in ["0", "0.0", "false"] {
         let body = format!(r#"{{"group":"default","function":"hello","contract":{contract}}}"#);
         assert_eq!(
@@ -362,7 +362,10 @@ async fn issue20_bodies_the_original_accepted_or_refused() {
             "{contract}"
         );
     }
-    let no_key = json!({"error": "Missing x-wr-auth header (worker AUTH_KEY) in request"});
+    let no_key = json!({
+        "error": "Missing x-wr-auth header (worker AUTH_KEY) in request",
+        "reason": "bad_request",
+    });
     let hello = task("hello", json!({})).to_string().into_bytes();
     assert_eq!(post_bytes(&lb, hello, "").await, (400, no_key));
 }

@@ -13,7 +13,7 @@ use pingora::proxy::Session;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::task::{admit, answered, finish, finish_failed};
+use super::task::{admit, queue_ms, Outcome};
 use crate::app::{App, RequestCtx};
 use crate::board::{TaskHandle, TaskState};
 use crate::dispatch::{Delivered, DispatchGate, ForwardHeaders, TaskError};
@@ -21,6 +21,7 @@ use crate::journal::{
     ClaimKind, Claimed, DispatchMark, Journal, JournalError, Location, RedisJournal, SqliteJournal,
     StoredTask, JOURNAL_METRICS,
 };
+use crate::reason::Reason;
 use crate::respond;
 use crate::scheduler::Acquire;
 use crate::task::{self, TaskSpec};
@@ -96,7 +97,11 @@ pub(super) async fn accept(
     ctx.status = 200;
     let accepted =
         json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
-    respond::json(session, 200, &accepted, &[("x-andera-task-id", task_id)]).await
+    let extra = [
+        queue_ms(&app.board, &task_id),
+        ("x-andera-task-id", task_id),
+    ];
+    respond::json(session, 200, &accepted, &extra).await
 }
 
 /// Refuses a webhook task the journal cannot keep: `503` JSON with the journal's
@@ -111,17 +116,24 @@ async fn refuse(
     let error = TaskError::NotKept(e.to_string());
     let message = error.message();
     log::warn!("webhook task {} refused (503): {message}", task.record.id());
-    finish_failed(
-        &app.board,
-        &task.record,
-        &task.spec,
-        &error,
-        message.clone(),
-    );
+    let outcome = Outcome::failed(&error, message.clone());
+    task.record.close(&app.board, &task.spec, outcome);
     ctx.status = 503;
-    let body = json!({"error": message, "reason": e.reason()});
-    let id = ("x-andera-task-id", task.record.id());
-    respond::json(session, 503, &body, &[id]).await
+    let reason = journal_reason(e);
+    let task_id = task.record.id();
+    let extra = [
+        queue_ms(&app.board, &task_id),
+        ("x-andera-task-id", task_id),
+    ];
+    respond::refuse(session, 503, reason, &message, &extra).await
+}
+
+/// The reason of a journal's refusal: it is full, or it cannot keep tasks now.
+fn journal_reason(e: &JournalError) -> Reason {
+    match e {
+        JournalError::Full(_) => Reason::JournalFull,
+        _ => Reason::JournalUnavailable,
+    }
 }
 
 /// How much of a Worker's refusal is kept for the failure notice.
@@ -240,7 +252,7 @@ async fn run(
             let message = e.message();
             log::warn!("webhook task {task_id} failed ({}): {message}", e.status());
             super::notify::failure(&app, &task_id, &body, &message);
-            finish_failed(&app.board, &record, &spec, &e, message);
+            record.close(&app.board, &spec, Outcome::failed(&e, message));
             done(e.outcome());
         }
         Ok(Delivered {
@@ -276,24 +288,12 @@ async fn run(
                         let why = refusal_message(status, &answer);
                         super::notify::failure(&app, &task_id, &body, &why);
                     }
-                    let (state, outcome) = answered(status);
-                    finish(
-                        &app.board, &record, &spec, true, state, status, outcome, None,
-                    );
+                    record.close(&app.board, &spec, Outcome::answered(status));
                 }
                 Some(e) => {
                     log::warn!("webhook task {task_id}: worker {} failed: {e}", lease.url());
-                    let why = Some("worker failed mid-response".to_string());
-                    finish(
-                        &app.board,
-                        &record,
-                        &spec,
-                        true,
-                        TaskState::Failed,
-                        502,
-                        "worker_failed",
-                        why,
-                    );
+                    let why = "worker failed mid-response".to_string();
+                    record.close(&app.board, &spec, Outcome::cut(false, why));
                 }
             }
             done("answered");
@@ -362,7 +362,7 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
                 e.status()
             );
             super::notify::failure(app, &task.id, &task.body, &message);
-            finish_failed(&app.board, &record, &spec, &e, message);
+            record.close(&app.board, &spec, Outcome::failed(&e, message));
             journal.finish(&task.id);
             return;
         }

@@ -50,3 +50,48 @@ pub(super) fn hold_queued_bytes(
     record.hold_while_queued(reserved);
     Ok(())
 }
+
+/// The request header that shortens this task's limit (`x-andera-timeout-ms`).
+pub(super) const TIMEOUT_HEADER: &str = "x-andera-timeout-ms";
+
+/// The task's limit for queueing plus the Worker's response head: `task_timeout`,
+/// or less when the client sent `x-andera-timeout-ms` (it never lengthens it).
+/// `Err` for a value that is not a whole number of milliseconds from 1.
+pub(super) fn task_limit(
+    header: Option<&http::HeaderValue>,
+    task_timeout: std::time::Duration,
+) -> Result<std::time::Duration, &'static str> {
+    let Some(value) = header else {
+        return Ok(task_timeout);
+    };
+    let digits = value.as_bytes().trim_ascii();
+    let ms = std::str::from_utf8(digits)
+        .ok()
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .map(|d| d.parse::<u64>().unwrap_or(u64::MAX))
+        .filter(|ms| *ms > 0)
+        .ok_or(
+            "Invalid x-andera-timeout-ms header: must be a whole number of milliseconds, 1 or more",
+        )?;
+    Ok(task_timeout.min(std::time::Duration::from_millis(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_timeout_header_only_shortens_the_task_timeout() {
+        let limit = Duration::from_secs(300);
+        let of = |v: &str| task_limit(Some(&http::HeaderValue::from_str(v).unwrap()), limit);
+        assert_eq!(task_limit(None, limit), Ok(limit));
+        assert_eq!(of("500"), Ok(Duration::from_millis(500)));
+        assert_eq!(of(" 2000 "), Ok(Duration::from_secs(2)));
+        assert_eq!(of("600000"), Ok(limit), "never lengthened");
+        assert_eq!(of("99999999999999999999999"), Ok(limit));
+        for bad in ["0", "", "-5", "1.5", "2s", "+3", "abc"] {
+            assert!(of(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -7,19 +7,30 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::dispatch::TaskError;
+use crate::reason::Reason;
 
 /// What the original answered for nearly every failure of a task (no slot, a
 /// silent, unreachable or killed Worker, an unknown group or function).
 pub const ORIGINAL_FAILURE: &str = "Task timed out";
 
 /// Status and JSON body of the load balancer's own answer for `e`: by default the
-/// honest status and `{"error": message}`. With `original`, a `502`, `503` or `504`
-/// is a `500`, as the original answered it: `{"error":"Task timed out"}` where the
-/// original said that, else our message, and the honest message in `reason`.
-pub(super) fn failure_answer(e: &TaskError, message: &str, original: bool) -> (u16, Value) {
+/// honest status and `{"error": message, "reason": reason}`. With `original`, a
+/// `502`, `503` or `504` is a `500`, as the original answered it: `{"error":"Task
+/// timed out"}` where the original said that, else our message, and the honest
+/// message in `reason`, as before reasons existed (the `x-andera-reason` header
+/// still has the reason).
+pub(super) fn failure_answer(
+    e: &TaskError,
+    message: &str,
+    reason: Reason,
+    original: bool,
+) -> (u16, Value) {
     let status = e.status();
     if !original || !matches!(status, 502..=504) {
-        return (status, json!({ "error": message }));
+        return (
+            status,
+            json!({ "error": message, "reason": reason.as_str() }),
+        );
     }
     let error = match e {
         TaskError::NoWorker(_)
@@ -101,16 +112,21 @@ mod tests {
         let timeout = TaskError::Timeout;
         let honest = "Task timed out waiting for the Worker";
         assert_eq!(
-            failure_answer(&timeout, honest, false),
-            (504, json!({"error": honest}))
+            failure_answer(&timeout, honest, Reason::WorkerTimeout, false),
+            (504, json!({"error": honest, "reason": "worker_timeout"}))
         );
         assert_eq!(
-            failure_answer(&timeout, honest, true),
+            failure_answer(&timeout, honest, Reason::WorkerTimeout, true),
             (500, json!({"error": "Task timed out", "reason": honest}))
         );
         let full = TaskError::QueueFull;
         assert_eq!(
-            failure_answer(&full, "Task queue is full, retry later", true),
+            failure_answer(
+                &full,
+                "Task queue is full, retry later",
+                Reason::QueueFull,
+                true
+            ),
             (
                 500,
                 json!({"error": "Task queue is full, retry later", "reason": "Task queue is full, retry later"})
@@ -118,7 +134,7 @@ mod tests {
         );
         let none = TaskError::NoWorker("No Worker for group \"x\" with contract 1".into());
         assert_eq!(
-            failure_answer(&none, "m", true).1["error"],
+            failure_answer(&none, "m", Reason::NoWorker, true).1["error"],
             ORIGINAL_FAILURE
         );
     }

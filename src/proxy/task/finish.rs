@@ -1,70 +1,30 @@
-//! Finishing: the task's record, its metrics, and the client's JSON error when the
-//! task failed before a Worker answered.
+//! The client's JSON error when a task failed before a Worker answered, and the
+//! headers every task answer carries.
 
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use super::outcome::Outcome;
 use crate::app::{App, RequestCtx};
-use crate::board::{TaskBoard, TaskHandle, TaskState};
+use crate::board::{TaskBoard, TaskHandle};
 use crate::dispatch::TaskError;
-use crate::metrics::{bounded_label, outcome, METRICS};
+use crate::metrics::{bounded_label, METRICS};
 use crate::respond;
 use crate::task::TaskSpec;
 
-/// Closes a task's record and counts it. `known` says the group and function exist
-/// in the Worker list, so they may be used as label values.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn finish(
-    board: &TaskBoard,
-    record: &TaskHandle,
-    spec: &TaskSpec,
-    known: bool,
-    state: TaskState,
-    status: u16,
-    outcome: &'static str,
-    error: Option<String>,
-) {
-    let seconds = record.age().as_secs_f64();
-    record.finished(state, status, outcome, error);
-    let group = bounded_label(&spec.group, known);
-    let function = bounded_label(&spec.function, known);
-    METRICS
-        .tasks
-        .with_label_values(&[group, function, outcome])
-        .inc();
-    METRICS
-        .task_duration
-        .with_label_values(&[group, function, outcome])
-        .observe(seconds);
-    board.observe(seconds, state != TaskState::Completed);
+/// The `x-andera-queue-ms` header: milliseconds task `task_id` waited for a slot
+/// (0 when it got one at once or never queued).
+pub(crate) fn queue_ms(board: &TaskBoard, task_id: &str) -> (&'static str, String) {
+    let ms = board
+        .read(task_id, |r| r.queue_ms())
+        .flatten()
+        .unwrap_or(0.0);
+    ("x-andera-queue-ms", (ms.round() as u64).to_string())
 }
 
-/// Closes the record of a task that ended without a Worker's answer.
-pub(crate) fn finish_failed(
-    board: &TaskBoard,
-    record: &TaskHandle,
-    spec: &TaskSpec,
-    e: &TaskError,
-    message: String,
-) {
-    let state = match e {
-        TaskError::QueueTimeout | TaskError::Timeout => TaskState::TimedOut,
-        _ => TaskState::Failed,
-    };
-    // Only an admitted group/function is known to exist in the Worker list.
-    let known = !matches!(e, TaskError::NoWorker(_));
-    finish(
-        board,
-        record,
-        spec,
-        known,
-        state,
-        e.status(),
-        e.outcome(),
-        Some(message),
-    );
-}
-
+/// Closes a task that failed with `e` and answers its client: `{"error", "reason"}`
+/// with `x-andera-task-id`, `x-andera-reason` and `x-andera-queue-ms` (and
+/// `Retry-After` when the queue is full).
 pub(crate) async fn fail(
     app: &App,
     session: &mut Session,
@@ -73,7 +33,6 @@ pub(crate) async fn fail(
     spec: &TaskSpec,
     e: &TaskError,
 ) -> Result<()> {
-    ctx.status = e.status();
     let task_id = record.id();
     let message = e.message();
     log::warn!(
@@ -85,25 +44,20 @@ pub(crate) async fn fail(
         spec.mode.as_str(),
         e.status(),
     );
-    finish_failed(&app.board, record, spec, e, message.clone());
-    let mut extra = vec![("x-andera-task-id", task_id)];
+    let outcome = Outcome::failed(e, message.clone());
+    let reason = super::outcome::reason_of(e);
+    record.close(&app.board, spec, outcome);
+    let mut extra = vec![
+        reason.header(),
+        queue_ms(&app.board, &task_id),
+        ("x-andera-task-id", task_id),
+    ];
     if matches!(e, TaskError::QueueFull) {
         METRICS.queue_rejections.inc();
         extra.push(("retry-after", app.settings.retry_after_s.to_string()));
     }
     let original = app.settings.original_status_codes;
-    let (status, body) = super::compat::failure_answer(e, &message, original);
+    let (status, body) = super::compat::failure_answer(e, &message, reason, original);
     ctx.status = status;
     respond::json(session, status, &body, &extra).await
-}
-
-/// State and outcome of a task the Worker answered with `status`: `401` is the
-/// Worker refusing the `x-wr-auth` key, `500` the function failing.
-pub(crate) fn answered(status: u16) -> (TaskState, &'static str) {
-    match status {
-        0..=399 => (TaskState::Completed, outcome::OK),
-        401 => (TaskState::Failed, outcome::WORKER_KEY_REJECTED),
-        500 => (TaskState::Failed, outcome::FUNCTION_ERROR),
-        _ => (TaskState::Failed, outcome::WORKER_ERROR),
-    }
 }

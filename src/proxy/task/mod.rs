@@ -6,11 +6,13 @@ mod admission;
 mod body;
 mod compat;
 mod finish;
+mod outcome;
 mod relay;
 
 pub(crate) use admission::admit;
 pub use admission::next_task_id;
-pub(crate) use finish::{answered, fail, finish, finish_failed};
+pub(crate) use finish::{fail, queue_ms};
+pub(crate) use outcome::Outcome;
 pub use relay::WORKER_KEY_REJECTED;
 
 use admission::hold_queued_bytes;
@@ -24,8 +26,8 @@ use pingora::proxy::Session;
 use tokio::time::Instant;
 
 use crate::app::{App, RequestCtx};
-use crate::board::TaskState;
 use crate::dispatch::{ForwardHeaders, TaskError};
+use crate::reason::Reason;
 use crate::respond;
 use crate::task::{self, Mode};
 
@@ -38,7 +40,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     // (routes::guard).
     let Some(principal) = app.principal(session) else {
         ctx.status = 401;
-        return respond::error(session, 401, "Unauthorized", &[]).await;
+        return respond::refuse(session, 401, Reason::Unauthorized, "Unauthorized", &[]).await;
     };
     let Some(client) = principal.client else {
         ctx.status = 403;
@@ -58,40 +60,47 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
                 "Request body too large (limit {} bytes)",
                 settings.body_limit
             );
-            return respond::error(session, 413, &msg, &[]).await;
+            return respond::refuse(session, 413, Reason::BodyTooLarge, &msg, &[]).await;
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
     // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
     let (mut spec, body, negative_priority) =
         match task::parse_for_worker(&body, &settings.task_limits) {
-        Ok(p) => (p.spec, p.forward, p.negative_priority),
-        Err(msg) => {
-            ctx.status = 400;
-            return respond::error(session, 400, &msg, &[]).await;
-        }
-    };
+            Ok(p) => (p.spec, p.forward, p.negative_priority),
+            Err(msg) => {
+                ctx.status = 400;
+                return respond::refuse(session, 400, Reason::BadRequest, &msg, &[]).await;
+            }
+        };
     // Blank is missing, as for the original (Node trims header values).
     let worker_key = session.req_header().headers.get("x-wr-auth");
     let Some(worker_key) = worker_key.filter(|k| !k.as_bytes().trim_ascii().is_empty()) else {
         ctx.status = 400;
         let msg = "Missing x-wr-auth header (worker AUTH_KEY) in request";
-        return respond::error(session, 400, msg, &[]).await;
+        return respond::refuse(session, 400, Reason::BadRequest, msg, &[]).await;
     };
     let worker_key = worker_key.clone();
+    let limit = match admission::task_limit(
+        session.req_header().headers.get(admission::TIMEOUT_HEADER),
+        settings.task_timeout,
+    ) {
+        Ok(l) => l,
+        Err(msg) => {
+            ctx.status = 400;
+            return respond::refuse(session, 400, Reason::BadRequest, msg, &[]).await;
+        }
+    };
     spec.priority = crate::auth::quota::clamp_priority(&client, spec.priority);
     if let Err(wait) = app.rate_limits.take(&client, std::time::Instant::now()) {
         ctx.status = 429;
         let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let body = serde_json::json!({
-            "error": format!("Client {:?} is over its rate of {} task(s) a second", &*client.name, client.rate),
-            "reason": "client_rate",
-        });
-        let extra = [
-            ("retry-after", retry.to_string()),
-            ("x-andera-reason", "client_rate".to_string()),
-        ];
-        return respond::json(session, 429, &body, &extra).await;
+        let msg = format!(
+            "Client {:?} is over its rate of {} task(s) a second",
+            &*client.name, client.rate
+        );
+        let extra = [("retry-after", retry.to_string())];
+        return respond::refuse(session, 429, Reason::ClientRate, &msg, &extra).await;
     }
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
@@ -109,7 +118,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         &task_id,
         &settings.forward_headers,
     );
-    let deadline = received + settings.task_timeout;
+    let deadline = received + limit;
     let admission = match admit(app, &spec, deadline).await {
         Ok(a) => a,
         Err(e) => return fail(app, session, ctx, &record, &spec, &e).await,
@@ -146,16 +155,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             log::info!("task {task_id}: client disconnected before the Worker answered");
             ctx.status = 499;
             let why = "client disconnected before the Worker answered";
-            finish(
-                &app.board,
-                &record,
-                &spec,
-                true,
-                TaskState::Failed,
-                499,
-                "client_gone",
-                Some(why.into()),
-            );
+            record.close(&app.board, &spec, Outcome::client_gone(why.into()));
             Error::e_explain(
                 ConnectionClosed,
                 "client disconnected while its task was pending",

@@ -4,10 +4,12 @@
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::finish::{answered, finish};
+use super::finish::queue_ms;
+use super::outcome::Outcome;
 use crate::app::{App, RequestCtx};
-use crate::board::{TaskHandle, TaskState};
+use crate::board::TaskHandle;
 use crate::dispatch::Delivered;
+use crate::reason::Reason;
 use crate::respond;
 use crate::task::TaskSpec;
 
@@ -33,6 +35,8 @@ pub(super) async fn relay(
     let mut header = exchange.header().clone();
     crate::dispatch::strip_response_hop_headers(&mut header);
     header.insert_header("x-andera-task-id", task_id)?;
+    let (name, waited) = queue_ms(&app.board, task_id);
+    header.insert_header(name, waited)?;
     if session.req_header().version < http::Version::HTTP_11 {
         // HTTP/1.0 has no chunked encoding: the answer ends when the connection closes.
         header.remove_header("transfer-encoding");
@@ -56,19 +60,9 @@ pub(super) async fn relay(
         ))
         .await;
     }
-    let (state, outcome) = answered(ctx.status);
-    let status = ctx.status;
+    let answered = Outcome::answered(ctx.status);
     let client_gone = |e: Box<Error>| {
-        finish(
-            &app.board,
-            record,
-            spec,
-            true,
-            TaskState::Failed,
-            499,
-            "client_gone",
-            Some(e.to_string()),
-        );
+        record.close(&app.board, spec, Outcome::client_gone(e.to_string()));
         e
     };
     let send = Some(app.settings.client.send_timeout);
@@ -95,26 +89,16 @@ pub(super) async fn relay(
                     lease.url()
                 );
                 app.dispatcher.attempt_failed(&lease, &e);
-                let status = if e.is_timeout() { 504 } else { 502 };
-                ctx.status = status;
-                let why = Some(format!("failed mid-response: {e}"));
-                finish(
-                    &app.board,
-                    record,
-                    spec,
-                    true,
-                    TaskState::Failed,
-                    status,
-                    "worker_failed",
-                    why,
-                );
+                let cut = Outcome::cut(e.is_timeout(), format!("failed mid-response: {e}"));
+                ctx.status = cut.status();
+                record.close(&app.board, spec, cut);
                 return Error::e_explain(ConnectionClosed, "worker failed mid-response");
             }
         }
     }
     exchange.finish();
     drop(lease);
-    finish(&app.board, record, spec, true, state, status, outcome, None);
+    record.close(&app.board, spec, answered);
     if let Some(chunk) = last {
         write_chunk(session, send, chunk).await?;
     }
@@ -179,16 +163,17 @@ async fn worker_refused_key(
         spec.group,
         spec.function
     );
-    finish(
-        &app.board,
-        record,
-        spec,
-        true,
-        TaskState::Failed,
-        401,
-        crate::metrics::outcome::WORKER_KEY_REJECTED,
-        Some(WORKER_KEY_REJECTED.into()),
-    );
-    let body = serde_json::json!({ "error": WORKER_KEY_REJECTED, "workerError": worker_error });
-    respond::json(session, 401, &body, &[("x-andera-task-id", record.id())]).await
+    let refused = Outcome::answered(401).detail(WORKER_KEY_REJECTED.into());
+    record.close(&app.board, spec, refused);
+    let reason = Reason::Unauthorized;
+    let body = serde_json::json!({
+        "error": WORKER_KEY_REJECTED, "reason": reason.as_str(), "workerError": worker_error,
+    });
+    let task_id = record.id();
+    let extra = [
+        reason.header(),
+        queue_ms(&app.board, &task_id),
+        ("x-andera-task-id", task_id),
+    ];
+    respond::json(session, 401, &body, &extra).await
 }
