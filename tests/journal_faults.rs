@@ -330,6 +330,47 @@ async fn a_journal_deleted_under_the_process_is_re_created_with_its_tasks_and_no
 }
 
 #[tokio::test]
+async fn a_journal_directory_replaced_under_the_process_gets_a_new_journal_with_its_tasks() {
+    let (rx, hook) = Receiver::start().await;
+    let w = sim(|c| c.slots = 1).await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("journal");
+    let journal = dir.join("tasks.db");
+    let env = [("TASK_JOURNAL", journal.to_str().unwrap())];
+    let mut lb = Lb::start(&[w.url()], &env).await;
+    lb.wait_available(1).await;
+    journal_state(&lb, "ok").await;
+    hold_slot(&lb, &w, 6000).await;
+    let names: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    for name in &names {
+        assert_eq!(lb.run(webhook_task(name, &hook, 0)).await.0, 200);
+    }
+    // The directory is moved away and an empty one put in its place.
+    std::fs::rename(&dir, state.path().join("journal.old")).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    wait_for(
+        "a journal in the new directory",
+        Duration::from_secs(10),
+        || journal.exists(),
+    )
+    .await;
+    journal_state(&lb, "ok").await;
+    assert!(
+        w.stats().running > 0,
+        "the blocker ended: nothing is tested"
+    );
+    let log = lb.log();
+    lb.kill();
+    let lb = Lb::start(&[w.url()], &env).await;
+    lb.wait_available(1).await;
+    let counts = settle(&rx, |c| names.iter().all(|n| c.contains_key(n))).await;
+    let lost: Vec<_> = names.iter().filter(|n| !counts.contains_key(*n)).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}\n{log}");
+    assert_eq!(duplicated(&counts), vec![]);
+    assert!(log.contains("was moved or replaced"), "{log}");
+}
+
+#[tokio::test]
 async fn a_journal_replaced_under_the_process_refuses_webhook_tasks_until_it_is_moved_away() {
     let (rx, hook) = Receiver::start().await;
     let w = sim(|_| {}).await;
