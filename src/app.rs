@@ -39,6 +39,10 @@ pub struct App {
     keys: parking_lot::RwLock<Arc<KeyRing>>,
     /// Named clients' rate limits (`rate`, `burst`).
     pub rate_limits: crate::auth::quota::RateLimits,
+    /// Cancel signals of the tasks live here (`DELETE /task/{id}`).
+    pub cancels: Arc<crate::cancel::Cancels>,
+    /// `Idempotency-Key`s seen (`tasks.idempotency_ttl_ms`, `tasks.idempotency_max_keys`).
+    pub idempotency: Arc<crate::idempotency::Idempotency>,
 }
 
 /// What a request's key may do on an operator route.
@@ -77,6 +81,11 @@ impl App {
             access_log: std::sync::OnceLock::new(),
             keys: parking_lot::RwLock::new(Arc::new(initial_ring(&settings_for_keys))),
             rate_limits: Default::default(),
+            cancels: Arc::default(),
+            idempotency: crate::idempotency::Idempotency::new(
+                settings_for_keys.idempotency_ttl,
+                settings_for_keys.idempotency_max_keys,
+            ),
         })
     }
 

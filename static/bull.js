@@ -15,9 +15,10 @@
     ['completed', 'completed', 'ok'],
     ['failed', 'failed', 'bad'],
     ['timed_out', 'timed out', 'warn'],
+    ['cancelled', 'cancelled', 'warn'],
     ['retried', 'retried', 'invalid'],
   ];
-  const FINISHED = new Set(['completed', 'failed', 'timed_out']);
+  const FINISHED = new Set(['completed', 'failed', 'timed_out', 'cancelled']);
   const EVENT_TONES = { received: 'idle', queued: 'warn', dispatched: 'info', retried: 'invalid', finished: 'ok' };
 
   const params = new URLSearchParams(location.search);
@@ -54,7 +55,7 @@
 
   function renderChips(counts) {
     const c = obj(counts);
-    const all = ['queued', 'running', 'completed', 'failed', 'timed_out'].reduce((a, k) => a + (num(c[k]) || 0), 0);
+    const all = ['queued', 'running', 'completed', 'failed', 'timed_out', 'cancelled'].reduce((a, k) => a + (num(c[k]) || 0), 0);
     keyedSync(
       $('chips'),
       STATES,
@@ -210,6 +211,27 @@
     return [el('span', { title: A.fmtAbs(ms) }, new Date(ms).toISOString().replace('T', ' ').replace('Z', ' UTC')), ' ', el('span', { class: 'muted' }, '(', A.timeAgo(iso), ')')];
   }
 
+  /** The cancel action of a queued or running task, for an admin key only. */
+  function cancelButton(t) {
+    if (document.body.dataset.role !== 'admin' || (t.state !== 'queued' && t.state !== 'running')) return null;
+    return el('button', { type: 'button', class: 'btn small', id: 'detail-cancel', dataset: { id: str(t.id) }, title: 'Cancel this task (DELETE /bull/api/tasks/<id>)' }, 'Cancel task');
+  }
+
+  async function cancelTask(id) {
+    if (!window.confirm('Cancel task ' + id + '?')) return;
+    try {
+      await A.apiDelete('/bull/api/tasks/' + encodeURIComponent(id));
+    } catch (e) {
+      if (e instanceof A.AuthError) {
+        if (app) app.rejected();
+        return;
+      }
+      window.alert('Not cancelled: ' + e.message);
+    }
+    detailCache.delete(id);
+    if (app) app.refreshNow();
+  }
+
   function detailNode(t) {
     const received = A.parseTime(t.receivedAt);
     const events = arr(t.timeline).filter(A.isObj);
@@ -231,7 +253,7 @@
       ['Duration', A.fmtMs(num(t.durationMs))],
     ];
     return [
-      el('h2', null, el('span', { class: 'mono', id: 'detail-id' }, str(t.id)), A.taskStatePill(t), el('span', { class: 'spacer' }), el('button', { type: 'button', class: 'btn small', id: 'detail-close', title: 'Close (Esc)' }, 'Close')),
+      el('h2', null, el('span', { class: 'mono', id: 'detail-id' }, str(t.id)), A.taskStatePill(t), el('span', { class: 'spacer' }), cancelButton(t), el('button', { type: 'button', class: 'btn small', id: 'detail-close', title: 'Close (Esc)' }, 'Close')),
       el('p', { class: 'sub' }, str(t.group) + ' / ' + str(t.function) + ' · contract ' + str(t.contract) + ' · priority ' + str(t.priority) + ' · ' + str(t.mode)),
       t.error ? el('div', { class: 'errbox' }, str(t.error)) : null,
       phasesNode(t),
@@ -322,6 +344,8 @@
   });
   $('task-detail').addEventListener('click', (e) => {
     if (e.target.closest('#detail-close')) select('');
+    const cancel = e.target.closest('#detail-cancel');
+    if (cancel) cancelTask(cancel.dataset.id || '');
   });
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Escape' && selected && !e.target.closest('input, select')) select('');

@@ -220,7 +220,7 @@
   /** `map[key]` for own keys only (API strings never reach Object.prototype). */
   const lookup = (map, key, fallback) => (typeof key === 'string' && Object.prototype.hasOwnProperty.call(map, key) ? map[key] : fallback);
 
-  const TASK_TONES = { queued: 'idle', running: 'info', completed: 'ok', failed: 'bad', timed_out: 'warn' };
+  const TASK_TONES = { queued: 'idle', running: 'info', completed: 'ok', failed: 'bad', timed_out: 'warn', cancelled: 'warn' };
   function taskStatePill(t) {
     const state = str(t.state) || 'unknown';
     const tip = [t.outcome ? 'outcome: ' + str(t.outcome) : '', t.error ? 'error: ' + str(t.error) : ''].filter(Boolean).join('\n');
@@ -333,6 +333,38 @@
     }
     if (body === undefined) throw new HttpError(res.status, path + ' did not answer JSON');
     return body;
+  }
+
+  /**
+   * DELETE a route with the LB key (the task board's cancel action: an admin key).
+   * The key travels in the x-lb-auth header, never a cookie (credentials: 'omit'),
+   * so another site cannot make the browser send it (CSRF). 401 clears the key and
+   * throws AuthError; 403 (a viewer's key) throws HttpError and keeps the key.
+   */
+  async function apiDelete(path) {
+    const key = getKey();
+    if (!key) throw new AuthError('no key');
+    let res;
+    try {
+      res = await fetch(path, { method: 'DELETE', headers: { 'x-lb-auth': key, accept: 'application/json' }, cache: 'no-store', credentials: 'omit' });
+    } catch (e) {
+      throw new HttpError(0, 'the load balancer did not answer (' + (e && e.message ? e.message : 'network error') + ')');
+    }
+    if (res.status === 401) {
+      if (getKey() === key) clearKey();
+      throw new AuthError('rejected');
+    }
+    let body;
+    try {
+      body = JSON.parse(await res.text());
+    } catch (_) {
+      body = undefined;
+    }
+    if (!res.ok) {
+      const msg = isObj(body) && typeof body.error === 'string' ? body.error : 'HTTP ' + res.status;
+      throw new HttpError(res.status, msg);
+    }
+    return obj(body);
   }
 
   // ---------------------------------------------------------------- app shell
@@ -543,6 +575,7 @@
     clearKey,
     b64,
     api,
+    apiDelete,
     AuthError,
     HttpError,
     startApp,

@@ -241,6 +241,7 @@ impl TaskBoard {
             json!({
                 "queued": get("queued"), "running": get("running"), "completed": get("completed"),
                 "failed": get("failed"), "timed_out": get("timed_out"), "retried": get("retried"),
+                "cancelled": get("cancelled"),
             }),
             groups.into_iter().collect(),
         )

@@ -37,6 +37,8 @@ pub enum TaskState {
     Unknown,
     /// A queued webhook task given to another instance (upgrade, shutdown).
     HandedOver,
+    /// Taken back by its client or an operator (`DELETE /task/{id}`).
+    Cancelled,
 }
 
 impl TaskState {
@@ -50,7 +52,28 @@ impl TaskState {
             TaskState::TimedOut => "timed_out",
             TaskState::Unknown => "unknown",
             TaskState::HandedOver => "handed_over",
+            TaskState::Cancelled => "cancelled",
         }
+    }
+
+    /// The state as `GET /task/{id}` names it: `queued`, `running`, `done`,
+    /// `failed` (timed out included), `cancelled` or `unknown`. A task handed to
+    /// another instance is `unknown` here: this instance no longer follows it.
+    pub fn public(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Completed => "done",
+            TaskState::Failed | TaskState::TimedOut => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Unknown | TaskState::HandedOver => "unknown",
+        }
+    }
+
+    /// True once the task has ended here (done, failed, cancelled, unknown or
+    /// handed over): it can no longer be cancelled on this instance.
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskState::Queued | TaskState::Running)
     }
 }
 
@@ -127,6 +150,30 @@ impl TaskRecord {
         };
         record.weight = record.size();
         record
+    }
+
+    /// The client's view of the task (`GET /task/{id}`): what it is and where it
+    /// is, never its input or result. Absent fields are left out.
+    pub fn status_json(&self) -> Value {
+        let mut v = json!({
+            "id": self.id.to_string(), "state": self.state.public(), "client": self.client,
+            "group": self.group, "function": self.function, "mode": self.mode,
+            "priority": self.priority, "createdAt": iso(self.received_at),
+        });
+        let fields = [
+            ("startedAt", self.dispatched_at.map(|t| Value::from(iso(t)))),
+            ("finishedAt", self.finished_at.map(|t| Value::from(iso(t)))),
+            ("worker", self.worker.as_deref().map(Value::from)),
+            ("error", self.error.as_deref().map(Value::from)),
+        ];
+        if let Some(map) = v.as_object_mut() {
+            for (name, value) in fields {
+                if let Some(value) = value {
+                    map.insert(name.into(), value);
+                }
+            }
+        }
+        v
     }
 
     /// The board's JSON shape.
@@ -241,6 +288,10 @@ impl TaskRecord {
     /// State name.
     pub fn state_name(&self) -> &'static str {
         self.state.as_str()
+    }
+    /// State.
+    pub fn state(&self) -> TaskState {
+        self.state
     }
     /// Group.
     pub fn group(&self) -> &str {

@@ -217,6 +217,12 @@ pub struct TasksSection {
     /// Worker Deployment scaled from zero), within its `timeout_ms`. Default 0: `503`
     /// at once, as the original.
     pub no_worker_wait_ms: u64,
+    /// How long an `Idempotency-Key` of an accepted webhook task is remembered (ms).
+    /// Default 86400000 (a day).
+    pub idempotency_ttl_ms: u64,
+    /// Most `Idempotency-Key`s remembered at once (about 224 bytes each); the oldest
+    /// are dropped first. Default 100000 (about 22 MB at most).
+    pub idempotency_max_keys: usize,
 }
 
 impl Default for TasksSection {
@@ -235,6 +241,8 @@ impl Default for TasksSection {
             max_name_bytes: 256,
             max_url_bytes: 2048,
             no_worker_wait_ms: 0,
+            idempotency_ttl_ms: crate::idempotency::DEFAULT_TTL_MS,
+            idempotency_max_keys: crate::idempotency::DEFAULT_MAX_KEYS,
         }
     }
 }

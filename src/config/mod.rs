@@ -131,6 +131,10 @@ pub struct Settings {
     pub no_worker_wait: Duration,
     /// `Retry-After` on a full queue, seconds.
     pub retry_after_s: u64,
+    /// How long an accepted webhook task's `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+    /// Most `Idempotency-Key`s remembered at once.
+    pub idempotency_max_keys: usize,
     /// Journal of accepted webhook tasks; `None` keeps them in memory only.
     pub journal: Option<crate::journal::Location>,
     /// Redis journal: silence after which another instance takes a task over.
@@ -401,6 +405,8 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         max_queued: cfg.tasks.max_queued,
         no_worker_wait: Duration::from_millis(cfg.tasks.no_worker_wait_ms),
         retry_after_s: cfg.tasks.retry_after_s.max(1),
+        idempotency_ttl: positive("tasks.idempotency_ttl_ms", cfg.tasks.idempotency_ttl_ms)?,
+        idempotency_max_keys: cfg.tasks.idempotency_max_keys.max(1),
         journal: cfg
             .tasks
             .journal

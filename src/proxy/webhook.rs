@@ -39,6 +39,10 @@ pub(super) struct Accepted {
     pub headers: ForwardHeaders,
     pub body: Bytes,
     pub deadline: Instant,
+    /// Fired by `DELETE /task/{id}`.
+    pub cancel: crate::cancel::CancelGuard,
+    /// Its `Idempotency-Key`, kept once the task is accepted.
+    pub idempotency: Option<crate::idempotency::Claim>,
 }
 
 /// Longest a webhook task waits for the journal to open at start-up before it is
@@ -51,7 +55,7 @@ pub(super) async fn accept(
     app: &Arc<App>,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    task: Accepted,
+    mut task: Accepted,
 ) -> Result<()> {
     let task_id = task.record.id();
     let journal = match &app.settings.journal {
@@ -78,6 +82,10 @@ pub(super) async fn accept(
         if let Err(e) = journal.accept(stored).await {
             return refuse(app, session, ctx, &task, &e).await;
         }
+    }
+    // Repeats of its Idempotency-Key get this answer from now on.
+    if let Some(claim) = task.idempotency.take() {
+        claim.accepted();
     }
     match journal {
         Some(j) if j.is_shared_queue() => {
@@ -202,6 +210,8 @@ async fn run(
         headers,
         body,
         deadline,
+        cancel,
+        idempotency: _,
     } = task;
     let task_id = record.id();
     let entered = AtomicBool::new(false);
@@ -224,6 +234,13 @@ async fn run(
         tokio::select! {
             d = &mut delivery => break d,
             _ = app.drain.aborted() => break Err(TaskError::ShuttingDown),
+            _ = cancel.cancelled() => {
+                crate::routes::task_control::record_cancelled(&app, &record, &spec);
+                if let Some(j) = &journal {
+                    j.finish(&task_id);
+                }
+                return;
+            }
             _ = &mut released, if !release_seen => {
                 release_seen = true;
                 // Once the dispatch mark is under way, the journal decides.
@@ -385,6 +402,8 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
         );
     }
     let accepted = Accepted {
+        cancel: app.cancels.register(&task.id, None),
+        idempotency: None,
         headers: ForwardHeaders::from_block(&task.headers, app.settings.lb_key.expose()),
         body: Bytes::from(task.body),
         record,

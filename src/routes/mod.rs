@@ -7,6 +7,7 @@ pub mod api;
 pub mod assets;
 pub mod guard;
 pub mod health;
+pub mod task_control;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -66,6 +67,8 @@ pub enum ApiCall<'a> {
     Task(&'a str),
     /// `GET /dashboard/api/whoami` (or `/bull/api/whoami`): the key's role.
     Whoami,
+    /// `DELETE /bull/api/tasks/<id>`: the task board's cancel action (admin key).
+    Cancel(&'a str),
     /// Under an API prefix, but no such call.
     NotFound,
 }
@@ -79,6 +82,8 @@ pub enum Route<'a> {
     TaskWrongMethod,
     /// `OPTIONS /task`: 200 with `Allow: POST, OPTIONS`, as Express answered.
     TaskOptions,
+    /// `/task/{id}` (both ports; any task with the admin key on the admin port).
+    TaskById(&'a str, task_control::TaskCall),
     /// An operator page asked for on the client port while it is served only on
     /// the admin port: a 404 that says where it is.
     OnAdminPort,
@@ -137,6 +142,9 @@ pub fn route<'a>(port: Port, method: &str, path: &'a str, pages: Pages) -> Route
         (_, "/logs") if get => return Route::Logs,
         _ => {}
     }
+    if let Some(id) = task_control::task_id_of(path) {
+        return Route::TaskById(id, task_control::TaskCall::of(method));
+    }
     match (port, path) {
         (Port::Admin, "/ready" | "/health/ready") if get => return Route::Ready,
         (Port::Admin, "/live" | "/health/live") if get => return Route::Live,
@@ -156,6 +164,11 @@ pub fn route<'a>(port: Port, method: &str, path: &'a str, pages: Pages) -> Route
 /// The operator pages' part of the table: `/metrics`, `/dashboard…`, `/bull…`,
 /// `/static/…`.
 fn page_route<'a>(method: &str, path: &'a str, pages: Pages) -> Route<'a> {
+    if method == "DELETE" && pages.bull {
+        if let Some(id) = path.strip_prefix("/bull/api/tasks/") {
+            return Route::Api("bull_api", ApiCall::Cancel(id));
+        }
+    }
     if method != "GET" && method != "HEAD" {
         return Route::NotFound;
     }
@@ -274,6 +287,10 @@ pub async fn serve(
             (if bull { "bull" } else { "dashboard" }, 200)
         }
         Route::Api(label, call) => (label, api_call(app, session, call).await?),
+        Route::TaskById(id, call) => (
+            "task_control",
+            task_control::serve(app, session, ctx, port, id, call).await?,
+        ),
     };
     ctx.route = label;
     Ok(status)
@@ -306,7 +323,12 @@ pub async fn require_operator(
 /// An API call: an operator key first (a viewer's is enough: every call reads),
 /// then the call.
 async fn api_call(app: &App, session: &mut Session, call: ApiCall<'_>) -> Result<u16> {
-    let role = match require_operator(app, session, Role::Viewer).await? {
+    // Cancelling changes a task: an admin key, not a viewer's.
+    let need = match call {
+        ApiCall::Cancel(_) => Role::Admin,
+        _ => Role::Viewer,
+    };
+    let role = match require_operator(app, session, need).await? {
         Ok(role) => role,
         Err(status) => return Ok(status),
     };
@@ -320,6 +342,7 @@ async fn api_call(app: &App, session: &mut Session, call: ApiCall<'_>) -> Result
         ApiCall::WorkerLogs(encoded) => api::worker_logs(app, session, encoded).await,
         ApiCall::Tasks => api::tasks(app, session).await,
         ApiCall::Task(id) => api::task(app, session, id).await,
+        ApiCall::Cancel(id) => task_control::cancel_any(app, session, id).await,
         ApiCall::NotFound => {
             respond::error(session, 404, "Not found", &[]).await?;
             Ok(404)

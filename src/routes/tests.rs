@@ -138,3 +138,33 @@ fn the_originals_routes_match_as_express_matched_them() {
     assert_eq!(on_client("POST", "/tasks"), Route::NotFound);
     assert_eq!(on_client("POST", "/"), Route::NotFound);
 }
+
+#[test]
+fn task_ids_route_to_task_control_on_both_ports() {
+    use super::task_control::TaskCall;
+    for port in [Port::Client, Port::Admin] {
+        assert_eq!(
+            route(port, "GET", "/task/abc", ALL),
+            Route::TaskById("abc", TaskCall::Get)
+        );
+        assert_eq!(
+            route(port, "DELETE", "/TASK/abc/", ALL),
+            Route::TaskById("abc", TaskCall::Delete)
+        );
+        assert_eq!(
+            route(port, "PUT", "/task/abc", ALL),
+            Route::TaskById("abc", TaskCall::WrongMethod)
+        );
+        assert_eq!(route(port, "GET", "/task/a/b", ALL), Route::NotFound);
+    }
+    // POST /task/ is still the original's POST /task.
+    assert_eq!(route(Port::Client, "POST", "/task/", ALL), Route::Task);
+    assert_eq!(
+        admin_route("DELETE", "/bull/api/tasks/abc", ALL),
+        Route::Api("bull_api", ApiCall::Cancel("abc"))
+    );
+    assert_eq!(
+        admin_route("DELETE", "/bull/api/workers", ALL),
+        Route::NotFound
+    );
+}

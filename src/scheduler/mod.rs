@@ -7,6 +7,7 @@
 //! waiter of the Worker's pool while the lock is held: no thundering herd, no lost
 //! wakeup.
 
+mod hold;
 mod outlier;
 mod pool;
 mod room;

@@ -29,6 +29,7 @@ use crate::app::{App, RequestCtx};
 use crate::dispatch::{ForwardHeaders, TaskError};
 use crate::reason::Reason;
 use crate::respond;
+use crate::routes::task_control;
 use crate::task::{self, Mode};
 
 /// Handles `POST /task` to the end; the response is always written here.
@@ -63,6 +64,14 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             return respond::refuse(session, 413, Reason::BodyTooLarge, &msg, &[]).await;
         }
         Err(BodyError::Read(e)) => return Err(e),
+    };
+    // Idempotency-Key: digests of the key and of the body as the client sent it.
+    let idempotency = match task_control::idempotency_of(session, &client.name, &body) {
+        Ok(i) => i,
+        Err(msg) => {
+            ctx.status = 400;
+            return respond::refuse(session, 400, Reason::BadRequest, msg, &[]).await;
+        }
     };
     // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
     let (mut spec, body, negative_priority) =
@@ -104,6 +113,11 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     }
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
+    // A repeat of an Idempotency-Key starts nothing new (routes::task_control).
+    let idempotency = match task_control::repeat(app, session, ctx, idempotency, &task_id).await? {
+        task_control::Repeat::First(claim) => claim,
+        task_control::Repeat::Answered => return Ok(()),
+    };
     if let Some(p) = negative_priority {
         compat::warn_negative_priority(&task_id, p);
     }
@@ -111,6 +125,8 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     if let Some(name) = &ctx.client {
         record.client(name);
     }
+    // DELETE /task/{id} fires this while the task waits or runs (routes::task_control).
+    let cancel = app.cancels.register(&task_id, ctx.client.clone());
     let headers = ForwardHeaders::new(
         session.req_header(),
         worker_key,
@@ -135,6 +151,8 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             headers,
             body,
             deadline,
+            cancel,
+            idempotency,
         };
         return super::webhook::accept(app, session, ctx, accepted).await;
     }
@@ -149,6 +167,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         d = delivery => Some(d),
         _ = client_gone => None,
         _ = app.drain.aborted() => Some(Err(TaskError::ShuttingDown)),
+        _ = cancel.cancelled() => return task_control::answer_cancelled(app, session, ctx, &record, &spec).await,
     };
     match outcome {
         None => {
@@ -162,7 +181,13 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             )
         }
         Some(Err(e)) => fail(app, session, ctx, &record, &spec, &e).await,
-        Some(Ok(delivered)) => Box::pin(relay(app, session, ctx, &record, &spec, delivered)).await,
+        Some(Ok(delivered)) => {
+            let relayed = Box::pin(relay(app, session, ctx, &record, &spec, delivered));
+            tokio::select! {
+                r = relayed => r,
+                _ = cancel.cancelled() => task_control::cut_cancelled(app, ctx, &record, &spec),
+            }
+        }
     }
 }
 

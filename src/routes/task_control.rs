@@ -1,0 +1,354 @@
+//! Task control for clients (issue #23): `GET /task/{id}` looks a task up and
+//! `DELETE /task/{id}` cancels it. A client sees only its own tasks: another
+//! client's id is `404`, as an unknown one is, so ids cannot be probed. On the
+//! admin port an operator key may look up (viewer or admin) and cancel (admin)
+//! any task; the task board's cancel action is `DELETE /bull/api/tasks/{id}`.
+
+use std::sync::Arc;
+
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::json;
+
+use super::Port;
+use crate::app::{App, RequestCtx};
+use crate::auth::keys::Role;
+use crate::board::{TaskHandle, TaskState};
+use crate::cancel::CancelOutcome;
+use crate::idempotency::{self, Seen};
+use crate::proxy::task::Outcome;
+use crate::reason::Reason;
+use crate::respond;
+use crate::task::TaskSpec;
+
+/// The status a waiting client of a cancelled sync or stream task gets: `409`
+/// Conflict, the task it waits for was taken back. Not a `5xx`, which clients
+/// retry by themselves, nor nginx's `499`, which means the client itself left.
+pub const CANCELLED_STATUS: u16 = 409;
+
+/// Longest task id looked up; ours are 36 bytes.
+const MAX_ID: usize = 128;
+
+/// What a `/task/{id}` request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskCall {
+    /// `GET` (or `HEAD`): the task's state.
+    Get,
+    /// `DELETE`: cancel it.
+    Delete,
+    /// Anything else: `405` with `Allow: GET, DELETE`.
+    WrongMethod,
+}
+
+impl TaskCall {
+    /// The call a method asks for.
+    pub fn of(method: &str) -> TaskCall {
+        match method {
+            "GET" | "HEAD" => TaskCall::Get,
+            "DELETE" => TaskCall::Delete,
+            _ => TaskCall::WrongMethod,
+        }
+    }
+}
+
+/// The id in `/task/{id}` (the prefix matched case-insensitively, as `/task` is;
+/// one trailing slash ignored), if `path` is one: not empty, no further `/`.
+pub fn task_id_of(path: &str) -> Option<&str> {
+    let prefix = path.get(..6)?;
+    if !prefix.eq_ignore_ascii_case("/task/") {
+        return None;
+    }
+    let rest = &path[6..];
+    let id = rest.strip_suffix('/').unwrap_or(rest);
+    (!id.is_empty() && id.len() <= MAX_ID && !id.contains('/')).then_some(id)
+}
+
+/// Whose tasks a request may see.
+#[derive(Debug, Clone)]
+enum Scope {
+    /// Any task: an operator key on the admin port.
+    Any,
+    /// Only this client's.
+    Client(Arc<str>),
+}
+
+impl Scope {
+    /// The client name a cancel is limited to (`None`: any).
+    fn client(&self) -> Option<&str> {
+        match self {
+            Scope::Any => None,
+            Scope::Client(c) => Some(c),
+        }
+    }
+
+    fn sees(&self, owner: Option<&str>) -> bool {
+        self.client().is_none_or(|c| owner == Some(c))
+    }
+}
+
+/// Answers `/task/{id}` and returns the status written.
+pub async fn serve(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    port: Port,
+    id: &str,
+    call: TaskCall,
+) -> Result<u16> {
+    if call == TaskCall::WrongMethod {
+        let allow = ("allow", "GET, DELETE".into());
+        respond::error(session, 405, "Use GET or DELETE /task/{id}", &[allow]).await?;
+        return Ok(405);
+    }
+    let need = match call {
+        TaskCall::Delete => Role::Admin,
+        _ => Role::Viewer,
+    };
+    let Some(principal) = app.principal(session) else {
+        respond::error(session, 401, "Unauthorized", &[]).await?;
+        return Ok(401);
+    };
+    let operator = port == Port::Admin && principal.role.is_some_and(|r| r >= need);
+    let scope = match (&principal.client, operator) {
+        (_, true) => Scope::Any,
+        (Some(client), false) => Scope::Client(client.name.clone()),
+        (None, false) => {
+            let message = match call {
+                TaskCall::Delete if port == Port::Admin => "Cancelling a task needs an admin key",
+                _ if port == Port::Admin => "This key cannot look tasks up",
+                _ => "This key runs no task: look tasks up with a client's key, or an operator key on the admin port",
+            };
+            respond::forbidden(session, message).await?;
+            return Ok(403);
+        }
+    };
+    if let Some(client) = &principal.client {
+        ctx.client = Some(client.name.clone());
+    }
+    ctx.task_id = Some(id.to_string());
+    match call {
+        TaskCall::Delete => cancel(app, session, id, &scope).await,
+        _ => lookup(app, session, id, &scope).await,
+    }
+}
+
+/// `404` for an unknown task and for another client's.
+async fn not_found(session: &mut Session) -> Result<u16> {
+    let message = "Unknown task (it may have ended long ago, or never existed)";
+    respond::error(session, 404, message, &[]).await?;
+    Ok(404)
+}
+
+/// `GET /task/{id}`: the task's record on the board, as its client sees it.
+async fn lookup(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Result<u16> {
+    let found = app
+        .board
+        .read(id, |r| scope.sees(r.client_name()).then(|| r.status_json()))
+        .flatten();
+    match found {
+        Some(body) => {
+            respond::json(session, 200, &body, &[]).await?;
+            Ok(200)
+        }
+        None => not_found(session).await,
+    }
+}
+
+/// The task board's cancel action: any task (the caller checked the admin key).
+pub async fn cancel_any(app: &App, session: &mut Session, id: &str) -> Result<u16> {
+    cancel(app, session, id, &Scope::Any).await
+}
+
+/// `DELETE /task/{id}`: tells a live task to stop. A running task's slot stays
+/// counted until its Worker reports it free (the Worker goes on running it).
+async fn cancel(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Result<u16> {
+    let on_board = app.board.read(id, |r| {
+        let owner = r.client_name().map(Arc::<str>::from);
+        (owner, r.state(), r.worker().map(str::to_string))
+    });
+    let live = app.cancels.client_of(id);
+    let (owner, state, worker) = match (on_board, live) {
+        (Some(found), _) => found,
+        // Still live, though the board has let its record go: queued or running.
+        (None, Some(owner)) => (owner, TaskState::Queued, None),
+        (None, None) => return not_found(session).await,
+    };
+    if !scope.sees(owner.as_deref()) {
+        return not_found(session).await;
+    }
+    if state.is_final() {
+        return finished(session, id, state).await;
+    }
+    if state == TaskState::Running {
+        if let Some(worker) = &worker {
+            app.dispatcher.scheduler.hold_cancelled_slot(worker);
+        }
+    }
+    match app.cancels.cancel(id, scope.client()) {
+        CancelOutcome::Cancelled => {
+            log::info!("task {id}: cancelled ({})", state.as_str());
+            let body = json!({"id": id, "state": "cancelled"});
+            respond::json(session, 200, &body, &[]).await?;
+            Ok(200)
+        }
+        CancelOutcome::OtherClient => not_found(session).await,
+        // It ended between the two looks.
+        CancelOutcome::NotLive => {
+            let state = app
+                .board
+                .read(id, |r| r.state())
+                .unwrap_or(TaskState::Unknown);
+            finished(session, id, state).await
+        }
+    }
+}
+
+/// `409` for a task that has already ended.
+async fn finished(session: &mut Session, id: &str, state: TaskState) -> Result<u16> {
+    let body = json!({
+        "error": "Task already finished: it cannot be cancelled",
+        "id": id,
+        "state": state.public(),
+    });
+    respond::json(session, 409, &body, &[]).await?;
+    Ok(409)
+}
+
+/// Closes the record of a task that was cancelled (state `cancelled`, counted
+/// under the outcome `cancelled`).
+pub(crate) fn record_cancelled(app: &App, record: &TaskHandle, spec: &TaskSpec) {
+    let why = "cancelled by DELETE /task/{id}".to_string();
+    let outcome = Outcome::new(
+        TaskState::Cancelled,
+        CANCELLED_STATUS,
+        Reason::Cancelled.as_str(),
+        Some(Reason::Cancelled),
+    );
+    record.close(&app.board, spec, outcome.detail(why));
+}
+
+/// Answers the waiting client of a cancelled sync or stream task:
+/// `409 {"error", "reason": "cancelled"}` with `x-andera-reason` and its task id.
+pub(crate) async fn answer_cancelled(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    record: &TaskHandle,
+    spec: &TaskSpec,
+) -> Result<()> {
+    record_cancelled(app, record, spec);
+    ctx.status = CANCELLED_STATUS;
+    log::info!("task {}: cancelled while its client waited", record.id());
+    let body = json!({"error": "Task cancelled", "reason": Reason::Cancelled.as_str()});
+    let extra = [
+        Reason::Cancelled.header(),
+        ("x-andera-task-id", record.id()),
+    ];
+    respond::json(session, CANCELLED_STATUS, &body, &extra).await
+}
+
+/// Ends a sync or stream task cancelled while its answer was being relayed: the
+/// Worker's head may be out already, so the connection is closed.
+pub(crate) fn cut_cancelled(
+    app: &App,
+    ctx: &mut RequestCtx,
+    record: &TaskHandle,
+    spec: &TaskSpec,
+) -> Result<()> {
+    record_cancelled(app, record, spec);
+    ctx.status = CANCELLED_STATUS;
+    log::info!(
+        "task {}: cancelled while its answer was relayed",
+        record.id()
+    );
+    Error::e_explain(
+        ConnectionClosed,
+        "task cancelled while its answer was relayed",
+    )
+}
+
+/// The request's `Idempotency-Key` as digests, if it sent one; a bad key is an error.
+pub(crate) fn idempotency_of(
+    session: &Session,
+    client: &str,
+    body: &[u8],
+) -> Result<Option<idempotency::Request>, &'static str> {
+    idempotency::Request::of(&session.req_header().headers, client, body)
+}
+
+/// Whether a task with an `Idempotency-Key` goes ahead.
+pub(crate) enum Repeat {
+    /// The first under its key (or no key): it goes ahead, holding the key.
+    First(Option<idempotency::Claim>),
+    /// A repeat, answered here.
+    Answered,
+}
+
+/// Looks a task's `Idempotency-Key` up; answers a repeat: a webhook task's with the
+/// first one's `200` and id, a live task's with `409 duplicate_in_progress`, another
+/// body under the same key with `422`.
+pub(crate) async fn repeat(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    req: Option<idempotency::Request>,
+    task_id: &str,
+) -> Result<Repeat> {
+    let Some(req) = req else {
+        return Ok(Repeat::First(None));
+    };
+    let first = match app.idempotency.begin(&req, task_id) {
+        Seen::New(claim) => return Ok(Repeat::First(Some(claim))),
+        Seen::Accepted(first) => {
+            ctx.status = 200;
+            let body = json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
+            let extra = [
+                ("x-andera-task-id", first.clone()),
+                ("x-andera-idempotent-replay", "true".to_string()),
+            ];
+            respond::json(session, 200, &body, &extra).await?;
+            first
+        }
+        Seen::InProgress(first) => {
+            ctx.status = 409;
+            let message = "A task with this Idempotency-Key is still in progress";
+            let body = json!({"error": message, "reason": Reason::DuplicateInProgress.as_str(), "id": first});
+            let extra = [
+                Reason::DuplicateInProgress.header(),
+                ("x-andera-task-id", first.clone()),
+            ];
+            respond::json(session, 409, &body, &extra).await?;
+            first
+        }
+        Seen::Mismatch(first) => {
+            ctx.status = 422;
+            let message = "This Idempotency-Key was used with another body";
+            respond::refuse(session, 422, Reason::BadRequest, message, &[]).await?;
+            first
+        }
+    };
+    log::info!(
+        "task {first}: a repeat of its Idempotency-Key answered {}",
+        ctx.status
+    );
+    ctx.task_id = Some(first);
+    Ok(Repeat::Answered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_paths_give_their_id() {
+        assert_eq!(task_id_of("/task/abc"), Some("abc"));
+        assert_eq!(task_id_of("/TASK/abc/"), Some("abc"));
+        assert_eq!(task_id_of("/task/"), None);
+        assert_eq!(task_id_of("/task"), None);
+        assert_eq!(task_id_of("/task/a/b"), None);
+        assert_eq!(task_id_of("/task/abc//"), None);
+        assert_eq!(task_id_of("/tasks/abc"), None);
+        assert_eq!(task_id_of("/taské"), None);
+        assert_eq!(task_id_of(&format!("/task/{}", "x".repeat(129))), None);
+    }
+}
