@@ -49,6 +49,10 @@ pub struct Metrics {
     /// [`Metrics::set_queue_source`] on each scrape.
     pub queue_depth_by_group: IntGaugeVec,
     queue_source: OnceLock<QueueSource>,
+    /// Failed lookups of `dns+` Worker list entries (their last good set stays).
+    pub dns_lookup_failures: IntCounter,
+    /// `dns+` entries whose last lookup failed.
+    pub dns_entries_failing: IntGauge,
     /// Body bytes of the tasks waiting now (bounded by `tasks.max_queued_bytes`).
     pub queued_bytes: IntGauge,
     /// Tasks that waited past `TASK_TIMEOUT`.
@@ -250,6 +254,23 @@ impl Metrics {
                 &["group"],
             ),
             queue_source: OnceLock::new(),
+            dns_lookup_failures: {
+                let c = IntCounter::with_opts(
+                    Opts::new(
+                        "dns_lookup_failures_total",
+                        "Failed DNS lookups of dns+ Worker list entries (the last good set of Workers stays).",
+                    )
+                    .namespace("andera_lb"),
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            dns_entries_failing: gauge(
+                &r,
+                "dns_entries_failing",
+                "dns+ Worker list entries whose last DNS lookup failed (their last good set of Workers stays).",
+            ),
             queued_bytes,
             queue_timeouts,
             queue_rejections,

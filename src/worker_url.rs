@@ -24,6 +24,10 @@ pub struct WorkerUrl {
     pub port: u16,
     /// Path prefix without trailing `/`, e.g. `` or `/base`.
     pub base_path: String,
+    /// The IP literal connected to instead of resolving `host`: set for a Worker found
+    /// by a `dns+https://NAME` entry, which keeps NAME for SNI, the certificate check
+    /// and `Host`. Default `None`: `host` is connected to.
+    pub dial: Option<String>,
 }
 
 impl PartialEq for WorkerUrl {
@@ -132,9 +136,15 @@ impl WorkerUrl {
             base_path,
             raw: String::new(),
             listed,
+            dial: None,
         };
         worker.raw = worker.canonical();
         Ok(worker)
+    }
+
+    /// The host connected to: [`WorkerUrl::dial`] if set, else `host`.
+    pub fn dial_host(&self) -> &str {
+        self.dial.as_deref().unwrap_or(&self.host)
     }
 
     /// `scheme://host[:port]/base`, the port only when not the scheme's default.
@@ -194,6 +204,87 @@ impl WorkerUrl {
             self.host.clone()
         };
         format!("{scheme}://{host}:{ws_port}/")
+    }
+}
+
+/// Checks one Worker list entry: a Worker URL or a `dns+` entry; the reason of a
+/// refusal shows the entry [`redacted`].
+pub fn check_entry(text: &str) -> Result<(), String> {
+    if DnsEntry::is_dns(text) {
+        DnsEntry::parse(text).map(|_| ())
+    } else {
+        WorkerUrl::parse(text).map(|_| ())
+    }
+}
+
+/// A Worker list entry `dns+http://NAME[:PORT][/base]` or `dns+https://…`: one
+/// Worker per A/AAAA record of NAME, kept up to date by the registry
+/// (`registry/dns.rs`). Credentials, queries and fragments are refused as in any
+/// Worker URL, and so is an IP literal (nothing to look up).
+#[derive(Clone, Debug)]
+pub struct DnsEntry {
+    /// The canonical form, e.g. `dns+http://workers.default.svc:3000`: the entry's
+    /// identity in logs, metrics and `/health`.
+    pub raw: String,
+    /// What each record's Worker is built from (its host is NAME).
+    template: WorkerUrl,
+}
+
+impl DnsEntry {
+    /// Parses a `dns+http://` or `dns+https://` entry; the reason of a refusal shows
+    /// the entry [`redacted`].
+    pub fn parse(text: &str) -> Result<DnsEntry, String> {
+        let listed = text.trim();
+        let shown = redacted(listed).to_string();
+        let rest = listed
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("dns+"))
+            .map(|_| &listed[4..])
+            .ok_or_else(|| format!("{shown:?} is not a dns+http:// or dns+https:// entry"))?;
+        let template = WorkerUrl::parse(rest).map_err(|e| format!("dns+ entry: {e}"))?;
+        if template.host.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!(
+                "{shown:?}: a dns+ entry names a host to look up, not an IP address (list {:?} instead)",
+                template.raw
+            ));
+        }
+        let mut raw = format!("dns+{}://", if template.tls { "https" } else { "http" });
+        let _ = template.write_authority(&mut raw);
+        raw.push_str(&template.base_path);
+        Ok(DnsEntry { raw, template })
+    }
+
+    /// True when `text` is spelled as a `dns+` entry (whether or not it is valid).
+    pub fn is_dns(text: &str) -> bool {
+        text.trim()
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("dns+"))
+    }
+
+    /// The name looked up.
+    pub fn name(&self) -> &str {
+        &self.template.host
+    }
+
+    /// The Worker at one of NAME's addresses: `http://IP:PORT/base` for `dns+http`;
+    /// for `dns+https`, `https://IP:PORT/base` connected to at IP but with NAME for
+    /// SNI, the certificate check and `Host`.
+    pub fn worker_at(&self, ip: std::net::IpAddr) -> WorkerUrl {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let mut at = self.template.clone();
+        at.host = ip.to_string();
+        at.raw = at.canonical();
+        at.listed = at.raw.clone();
+        if at.tls {
+            at.host = self.template.host.clone();
+            at.dial = Some(ip.to_string());
+        }
+        at
     }
 }
 
@@ -299,6 +390,38 @@ mod tests {
             "http://***@h/x"
         );
         assert_eq!(redacted("http://h/?t=s3cr3t").to_string(), "http://h/?***");
+    }
+
+    #[test]
+    fn dns_entries_give_one_worker_per_address() {
+        let e = DnsEntry::parse(" DNS+HTTP://Workers.Svc:3000/ ").unwrap();
+        assert_eq!(
+            (e.raw.as_str(), e.name()),
+            ("dns+http://workers.svc:3000", "workers.svc")
+        );
+        let w = e.worker_at("10.0.0.7".parse().unwrap());
+        assert_eq!(
+            (w.raw.as_str(), w.host.as_str(), w.dial_host()),
+            ("http://10.0.0.7:3000", "10.0.0.7", "10.0.0.7")
+        );
+        let s = DnsEntry::parse("dns+https://w.svc:8443/base").unwrap();
+        let w = s.worker_at("fd00::1".parse().unwrap());
+        assert_eq!(w.raw, "https://[fd00::1]:8443/base");
+        assert_eq!((w.host.as_str(), w.dial_host()), ("w.svc", "fd00::1"));
+        assert_eq!(w.host_header(), "w.svc:8443");
+        let mapped = s.worker_at("::ffff:10.0.0.8".parse().unwrap());
+        assert_eq!(mapped.raw, "https://10.0.0.8:8443/base");
+        for (bad, why) in [
+            ("dns+http://10.0.0.5:3000", "not an IP address"),
+            ("dns+ftp://h", "not an http:// or https://"),
+            ("dns+http://u:PassW0rd@h:1", "credentials"),
+            ("dns+http://h:1/?token=T0ken", "a query"),
+        ] {
+            let err = DnsEntry::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(!err.contains("PassW0rd") && !err.contains("T0ken"), "{err}");
+        }
+        assert!(DnsEntry::is_dns("dns+http://x") && !DnsEntry::is_dns("http://x"));
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct WorkersSection {
     pub list: Option<Vec<String>>,
     /// How often the file is checked for changes, ms. Default 1000.
     pub reload_interval_ms: u64,
+    /// `dns+http://NAME:PORT` entries: how NAME is looked up.
+    pub dns: DnsSection,
 }
 
 impl Default for WorkersSection {
@@ -129,6 +131,27 @@ impl Default for WorkersSection {
             file: None,
             list: None,
             reload_interval_ms: 1000,
+            dns: DnsSection::default(),
+        }
+    }
+}
+
+/// `workers.dns:` — Workers found by DNS (`dns+http://NAME:PORT` list entries).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// ms between lookups of every `dns+` entry's name. Default 5000.
+    pub refresh_ms: u64,
+    /// The DNS server asked, `ip:port` (e.g. `10.96.0.10:53`). Default `null`: the
+    /// system's resolver (`/etc/resolv.conf`).
+    pub server: Option<String>,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            refresh_ms: 5000,
+            server: None,
         }
     }
 }

@@ -106,6 +106,10 @@ pub struct Settings {
     pub workers: WorkerSource,
     /// Period of the Worker list file check.
     pub workers_reload_interval: Duration,
+    /// Period of the lookups of `dns+` entries (`workers.dns.refresh_ms`). Default 5 s.
+    pub dns_refresh: Duration,
+    /// DNS server of `dns+` entries (`workers.dns.server`). Default `None`: the system's.
+    pub dns_server: Option<std::net::SocketAddr>,
     /// Period of `/health` polls.
     pub discovery_interval: Duration,
     /// Timeout of one `/health` request.
@@ -314,7 +318,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
     };
     if let WorkerSource::Inline(list) = &workers {
         for url in list {
-            crate::worker_url::WorkerUrl::parse(url).map_err(|r| err("workers.list", r))?;
+            crate::worker_url::check_entry(url).map_err(|r| err("workers.list", r))?;
         }
     }
     let log_level = match cfg.logging.level.trim().to_ascii_lowercase().as_str() {
@@ -387,6 +391,21 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
             "workers.reload_interval_ms",
             cfg.workers.reload_interval_ms,
         )?,
+        dns_refresh: positive("workers.dns.refresh_ms", cfg.workers.dns.refresh_ms)?,
+        dns_server: cfg
+            .workers
+            .dns
+            .server
+            .as_deref()
+            .map(|s| {
+                s.trim().parse().map_err(|_| {
+                    err(
+                        "workers.dns.server",
+                        format!("expected ip:port of a DNS server (e.g. 10.96.0.10:53), got {s:?}"),
+                    )
+                })
+            })
+            .transpose()?,
         discovery_interval: positive("discovery.interval_ms", cfg.discovery.interval_ms)?,
         discovery_timeout: positive("discovery.timeout_ms", cfg.discovery.timeout_ms)?,
         discovery_retries: cfg.discovery.retries,

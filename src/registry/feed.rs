@@ -33,7 +33,8 @@ pub async fn feed_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<WorkerUrl
             continue;
         };
         let ws_url = url.websocket(port);
-        match run_feed(&registry, id, &ws_url).await {
+        let dial = url.dial.as_deref().map(|ip| (ip, port));
+        match run_feed(&registry, id, &ws_url, dial).await {
             FeedEnd::Failed(e) => {
                 log::debug!("slot feed {ws_url}: {e}");
                 registry.on_feed_state(
@@ -66,7 +67,14 @@ enum FeedEnd {
     Lost(String),
 }
 
-async fn run_feed(registry: &Registry, id: WorkerId, ws_url: &str) -> FeedEnd {
+/// Runs one feed connection to `ws_url`; `dial` is the address to connect to
+/// instead of resolving its host (a `dns+https` Worker, which keeps NAME for TLS).
+async fn run_feed(
+    registry: &Registry,
+    id: WorkerId,
+    ws_url: &str,
+    dial: Option<(&str, u16)>,
+) -> FeedEnd {
     let s = &registry.settings;
     let mut request = match ws_url.into_client_request() {
         Ok(r) => r,
@@ -86,8 +94,19 @@ async fn run_feed(registry: &Registry, id: WorkerId, ws_url: &str) -> FeedEnd {
         .write_buffer_size(0)
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20));
-    let connect =
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, Some(tls));
+    let connect = async {
+        let Some((ip, port)) = dial else {
+            return tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                Some(config),
+                false,
+                Some(tls),
+            )
+            .await;
+        };
+        let tcp = tokio::net::TcpStream::connect((ip, port)).await?;
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), Some(tls)).await
+    };
     let mut ws = match tokio::time::timeout(s.discovery_timeout, connect).await {
         Err(_) => return FeedEnd::Failed("connect timed out".into()),
         Ok(Err(e)) => return FeedEnd::Failed(e.to_string()),

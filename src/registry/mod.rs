@@ -4,6 +4,7 @@
 
 pub mod conflicts;
 pub mod discovery;
+pub mod dns;
 pub mod feed;
 pub mod record;
 pub mod watch;
@@ -46,6 +47,8 @@ pub struct Registry {
     pub settings: Arc<Settings>,
     /// TLS settings of `wss://` slot feeds.
     pub ws_tls: Arc<pingora::tls::ClientConfig>,
+    /// What the `dns+` entries of the list last resolved to (keyed `/health`).
+    pub dns: dns::DnsState,
     /// True once every Worker of the list has been polled at least once.
     warm: tokio::sync::watch::Sender<bool>,
     created: tokio::time::Instant,
@@ -75,6 +78,7 @@ impl Registry {
                 .unwrap_or_default()
         }));
         Arc::new(Registry {
+            dns: dns::DnsState::default(),
             warm: tokio::sync::watch::channel(false).0,
             created: tokio::time::Instant::now(),
             ws_tls,

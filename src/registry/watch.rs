@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use super::dns::LiveList;
 use super::Registry;
 use crate::config::{ConfigError, WorkerSource};
-use crate::worker_url::{redacted, WorkerUrl};
+use crate::worker_url::{redacted, DnsEntry, WorkerUrl};
 
 /// Parses the Worker list file: a JSON array of base URLs.
 pub fn parse_list(text: &str, origin: &str) -> Result<Vec<WorkerUrl>, ConfigError> {
@@ -34,6 +35,8 @@ pub struct Merged {
 pub struct ListedWorkers {
     /// The Workers, each once.
     pub urls: Vec<WorkerUrl>,
+    /// `dns+http://NAME:PORT` entries, each once: one Worker per address of NAME.
+    pub dns: Vec<DnsEntry>,
     /// Entries that named a Worker already listed.
     pub merged: Vec<Merged>,
 }
@@ -44,7 +47,7 @@ impl ListedWorkers {
     /// one spelling or two (both are named).
     pub fn warnings(&self, origin: &str) -> Vec<String> {
         let mut warnings = Vec::new();
-        if self.urls.is_empty() {
+        if self.urls.is_empty() && self.dns.is_empty() {
             warnings.push(format!(
                 "{origin}: the Worker list is empty: every task will be refused with 503 until Workers are listed"
             ));
@@ -107,11 +110,19 @@ fn parse_entries<'a>(
 ) -> Result<ListedWorkers, ConfigError> {
     let mut list = ListedWorkers {
         urls: Vec::new(),
+        dns: Vec::new(),
         merged: Vec::new(),
     };
     let mut seen: HashMap<(bool, String, u16, String), usize> = HashMap::new();
     let mut refused = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
+        if DnsEntry::is_dns(entry) {
+            match DnsEntry::parse(entry) {
+                Ok(dns) => add_dns(&mut list, entry, dns),
+                Err(reason) => refused.push(format!("entry {i} refused: {reason}")),
+            }
+            continue;
+        }
         let url = match WorkerUrl::parse(entry) {
             Ok(url) => url,
             Err(reason) => {
@@ -136,6 +147,19 @@ fn parse_entries<'a>(
         Ok(list)
     } else {
         Err(err(refused.join("; ")))
+    }
+}
+
+/// Adds a `dns+` entry unless it is listed already (then it is used once, with a
+/// warning).
+fn add_dns(list: &mut ListedWorkers, entry: &str, dns: DnsEntry) {
+    match list.dns.iter().find(|d| d.raw == dns.raw) {
+        Some(kept) => list.merged.push(Merged {
+            entry: entry.trim().to_string(),
+            kept: kept.raw.clone(),
+            target: dns.name().to_string(),
+        }),
+        None => list.dns.push(dns),
     }
 }
 
@@ -192,7 +216,8 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
         .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
 }
 
-/// Background service: registers the initial list, then re-reads the file when it changes.
+/// Background service: registers the initial list, then re-reads the file when it
+/// changes and looks the `dns+` entries up every `workers.dns.refresh_ms`.
 pub struct ListWatcher {
     /// The registry to feed.
     pub registry: Arc<Registry>,
@@ -204,52 +229,99 @@ pub struct ListWatcher {
 impl BackgroundService for ListWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let registry = &self.registry;
-        registry.set_list(&self.initial);
-        log::info!("watching {} worker(s)", self.initial.len());
-        let source = registry.settings.workers.clone();
+        let settings = registry.settings.clone();
+        // `initial` holds the URLs; the `dns+` entries are read again from the source.
+        let dns = load_listed(&settings.workers).map_or_else(|_| Vec::new(), |l| l.dns);
+        let mut list = LiveList::new(self.initial.clone(), dns, &settings);
+        if list.has_dns() {
+            list.refresh(&registry.dns).await;
+        }
+        let mut running = list.workers();
+        registry.set_list(&running);
+        log::info!("watching {} worker(s)", running.len());
         // On shutdown the Worker polls and feeds keep running: tasks being drained wait
         // for slots the Workers report freed. The drainer stops them when it is done.
-        let WorkerSource::File(path) = source else {
-            let _ = shutdown.changed().await;
-            return;
+        let mut file = match &settings.workers {
+            WorkerSource::File(path) => Some(FileWatch::new(path)),
+            WorkerSource::Inline(_) => None,
         };
-        let mut last_stamp = stamp(&path);
-        let mut last_text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut ticker = tokio::time::interval(registry.settings.workers_reload_interval);
+        let mut file_tick = tokio::time::interval(settings.workers_reload_interval);
+        let mut dns_tick = tokio::time::interval(settings.dns_refresh);
+        dns_tick.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = ticker.tick() => {}
-            }
-            let now = stamp(&path);
-            if now == last_stamp {
-                continue;
-            }
-            last_stamp = now;
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                log::error!(
-                    "{}: cannot read the Worker list; keeping the current one",
-                    path.display()
-                );
-                continue;
-            };
-            if text == last_text {
-                continue;
-            }
-            let origin = path.display().to_string();
-            match parse_file_list(&text, &origin) {
-                Ok(listed) => {
-                    log::info!(
-                        "{origin}: Worker list changed, {} worker(s)",
-                        listed.urls.len()
-                    );
-                    for w in listed.warnings(&origin) {
-                        log::warn!("{w}");
+                _ = file_tick.tick(), if file.is_some() => {
+                    let Some(listed) = file.as_mut().and_then(FileWatch::changed) else {
+                        continue;
+                    };
+                    list.set_entries(listed.urls, listed.dns);
+                    if list.has_dns() {
+                        list.refresh(&registry.dns).await;
                     }
-                    registry.set_list(&listed.urls);
-                    last_text = text;
                 }
-                Err(e) => log::error!("{e}; keeping the current Worker list"),
+                _ = dns_tick.tick(), if list.has_dns() => list.refresh(&registry.dns).await,
+            }
+            let now = list.workers();
+            if now != running {
+                registry.set_list(&now);
+                running = now;
+            }
+        }
+    }
+}
+
+/// The Worker list file, re-read when its modification time or size changes.
+struct FileWatch {
+    path: std::path::PathBuf,
+    stamp: Option<(SystemTime, u64)>,
+    text: String,
+}
+
+impl FileWatch {
+    fn new(path: &Path) -> FileWatch {
+        FileWatch {
+            path: path.to_path_buf(),
+            stamp: stamp(path),
+            text: std::fs::read_to_string(path).unwrap_or_default(),
+        }
+    }
+
+    /// The new list if the file changed and parses; a file that cannot be read or
+    /// parsed is logged and the current list kept.
+    fn changed(&mut self) -> Option<ListedWorkers> {
+        let now = stamp(&self.path);
+        if now == self.stamp {
+            return None;
+        }
+        self.stamp = now;
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            log::error!(
+                "{}: cannot read the Worker list; keeping the current one",
+                self.path.display()
+            );
+            return None;
+        };
+        if text == self.text {
+            return None;
+        }
+        let origin = self.path.display().to_string();
+        match parse_file_list(&text, &origin) {
+            Ok(listed) => {
+                log::info!(
+                    "{origin}: Worker list changed, {} worker(s), {} dns+ entr(ies)",
+                    listed.urls.len(),
+                    listed.dns.len()
+                );
+                for w in listed.warnings(&origin) {
+                    log::warn!("{w}");
+                }
+                self.text = text;
+                Some(listed)
+            }
+            Err(e) => {
+                log::error!("{e}; keeping the current Worker list");
+                None
             }
         }
     }

@@ -48,7 +48,8 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
                 "maxWaiting": app.settings.max_queued,
             },
             "scheduler": { "status": if app.is_draining() { "draining" } else { "up" }, "queued": queue.depth, "maxQueued": app.settings.max_queued },
-            "discovery": { "status": "up", "workers": registered, "available": up },
+            // `dns`: each `dns+` Worker list entry and its last lookup (registry/dns.rs).
+            "discovery": { "status": "up", "workers": registered, "available": up, "dns": app.registry.dns.snapshot() },
         },
         "queue": {
             "depth": queue.depth,

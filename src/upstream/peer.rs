@@ -18,9 +18,10 @@ use crate::worker_url::WorkerUrl;
 /// IP literals are never resolved and their peers never expire.
 pub(super) const DNS_TTL: Duration = Duration::from_secs(30);
 
-/// The address `url` names: its IP literal, or its host name resolved.
+/// The address `url` names: its IP literal (or the address a `dns+` entry found it
+/// at, [`WorkerUrl::dial`]), or its host name resolved.
 pub(super) async fn resolve(url: &WorkerUrl) -> Result<SocketAddr, ExchangeError> {
-    if let Ok(ip) = url.host.parse::<std::net::IpAddr>() {
+    if let Ok(ip) = url.dial_host().parse::<std::net::IpAddr>() {
         return Ok(SocketAddr::new(ip, url.port));
     }
     let key = url.authority();
@@ -45,7 +46,8 @@ struct Cached {
     expires: Option<Instant>,
 }
 
-/// The peers of the Workers tasks went to, by host. Entries past their TTL are
+/// The peers of the Workers tasks went to, by the host connected to (a `dns+https`
+/// Worker's address, not the NAME it shares with the others). Entries past their TTL are
 /// replaced on the next task, and swept out when a peer is added at most once per
 /// TTL (a sweep visits every entry: with 10,000 Workers, not on every insert), so the
 /// cache holds no more than the Workers in use.
@@ -67,7 +69,7 @@ impl PeerCache {
         let hosts = self.hosts.lock();
         let cached = hosts
             .by_host
-            .get(url.host.as_str())?
+            .get(url.dial_host())?
             .iter()
             .find(|c| c.port == url.port && c.tls == url.tls)?;
         match cached.expires {
@@ -89,7 +91,7 @@ impl PeerCache {
         peer.options.idle_timeout = Some(idle_timeout);
         let peer = Arc::new(WorkerPeer::new(peer));
         let now = Instant::now();
-        let literal = url.host.parse::<std::net::IpAddr>().is_ok();
+        let literal = url.dial_host().parse::<std::net::IpAddr>().is_ok();
         let entry = Cached {
             port: url.port,
             tls: url.tls,
@@ -105,7 +107,10 @@ impl PeerCache {
             hosts.next_sweep = None;
         }
         hosts.next_sweep.get_or_insert(now + DNS_TTL);
-        let entries = hosts.by_host.entry(url.host.clone()).or_default();
+        let entries = hosts
+            .by_host
+            .entry(url.dial_host().to_string())
+            .or_default();
         entries.retain(|c| !(c.port == url.port && c.tls == url.tls));
         entries.push(entry);
         peer
@@ -114,10 +119,10 @@ impl PeerCache {
     /// Drops the peer cached for `url`'s host, port and scheme, if any.
     pub(super) fn remove(&self, url: &WorkerUrl) {
         let mut hosts = self.hosts.lock();
-        if let Some(entries) = hosts.by_host.get_mut(url.host.as_str()) {
+        if let Some(entries) = hosts.by_host.get_mut(url.dial_host()) {
             entries.retain(|c| !(c.port == url.port && c.tls == url.tls));
             if entries.is_empty() {
-                hosts.by_host.remove(url.host.as_str());
+                hosts.by_host.remove(url.dial_host());
             }
         }
     }
