@@ -71,8 +71,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
-        (Some(location @ Location::Redis(_)), _) if !args.test => {
+        (Some(location @ Location::Redis(_)), _) => {
             // Nothing accepted could be kept: refuse to start rather than answer 503s.
+            // `-t` tries the connection too, so that `ExecStartPre=andera-lb -t`
+            // catches an unreachable Redis before the start does.
             if let Err(e) = Journal::check(location) {
                 eprintln!("andera-lb: {e}");
                 return ExitCode::from(2);

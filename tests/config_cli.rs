@@ -322,3 +322,22 @@ fn dash_t_refuses_forward_headers_that_cannot_be_forwarded() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn dash_t_tries_a_redis_journal() {
+    // `ExecStartPre=andera-lb -t` must catch what the start would refuse: a Redis
+    // journal nobody answers on.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
+    let port = free_port();
+    let out = lb_command(dir.path())
+        .env("LB_AUTH_KEY", "k")
+        .env("TASK_JOURNAL", format!("redis://127.0.0.1:{port}"))
+        .arg("-t")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+}
