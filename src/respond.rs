@@ -205,4 +205,19 @@ mod tests {
         assert_eq!(status(ErrorType::WriteTimedout), 0);
         assert_eq!(status(ErrorType::InternalError), 500);
     }
+
+    #[test]
+    fn failures_answered_with_a_status_name_their_reason() {
+        let reason = |t: ErrorType| failure_reason(failure_status(&Error::explain(t, "x")).0);
+        assert_eq!(
+            reason(ErrorType::HTTPStatus(413)),
+            Some(Reason::BodyTooLarge)
+        );
+        assert_eq!(reason(ErrorType::ReadTimedout), Some(Reason::BadRequest));
+        assert_eq!(
+            reason(ErrorType::InvalidHTTPHeader),
+            Some(Reason::BadRequest)
+        );
+        assert_eq!(reason(ErrorType::InternalError), None);
+    }
 }

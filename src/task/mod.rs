@@ -3,6 +3,8 @@
 //! missing), and the body its Worker receives: the client's bytes untouched unless
 //! the original would have sent something else.
 
+pub mod schema;
+
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
