@@ -15,8 +15,33 @@ use prometheus::{
 };
 use std::sync::{Arc, LazyLock, OnceLock};
 
-/// What `andera_lb_queue_depth_by_group` reads on each scrape: tasks waiting per group.
-pub type QueueSource = Box<dyn Fn() -> Vec<(Arc<str>, usize)> + Send + Sync>;
+/// One group's figures for autoscaling, read on each scrape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLoad {
+    /// The group (a bounded label value: see the scheduler's `group_load`).
+    pub group: Arc<str>,
+    /// Tasks waiting for a slot.
+    pub queued: usize,
+    /// Tasks this load balancer runs on the group's Workers.
+    pub running: u32,
+    /// Free slots on the group's usable Workers.
+    pub free: u32,
+}
+
+impl GroupLoad {
+    /// `group` with nothing queued, running or free.
+    pub fn idle(group: Arc<str>) -> GroupLoad {
+        GroupLoad {
+            group,
+            queued: 0,
+            running: 0,
+            free: 0,
+        }
+    }
+}
+
+/// What the per-group gauges read on each scrape (the scheduler).
+pub type QueueSource = Box<dyn Fn() -> Vec<GroupLoad> + Send + Sync>;
 
 /// Label value used for anything outside the known set.
 pub const OTHER: &str = "other";
@@ -48,6 +73,10 @@ pub struct Metrics {
     /// Tasks waiting now, by group (the autoscaling signal), read from
     /// [`Metrics::set_queue_source`] on each scrape.
     pub queue_depth_by_group: IntGaugeVec,
+    /// Tasks running now, by group, read like `queue_depth_by_group`.
+    pub group_tasks_running: IntGaugeVec,
+    /// Free slots now, by group, read like `queue_depth_by_group`.
+    pub group_slots_free: IntGaugeVec,
     queue_source: OnceLock<QueueSource>,
     /// Failed lookups of `dns+` Worker list entries (their last good set stays).
     pub dns_lookup_failures: IntCounter,
@@ -253,6 +282,18 @@ impl Metrics {
                 "Tasks waiting for a Worker slot now, by group (waiting-room tasks of a group no Worker has had count as other).",
                 &["group"],
             ),
+            group_tasks_running: gauge_vec(
+                &r,
+                "group_tasks_running",
+                "Tasks this load balancer runs on Workers now, by group.",
+                &["group"],
+            ),
+            group_slots_free: gauge_vec(
+                &r,
+                "group_slots_free",
+                "Free Worker slots now (usable Workers, this load balancer's count), by group.",
+                &["group"],
+            ),
             queue_source: OnceLock::new(),
             dns_lookup_failures: {
                 let c = IntCounter::with_opts(
@@ -394,11 +435,18 @@ impl Metrics {
         if let Some(source) = self.queue_source.get() {
             // The group set only grows (groups Workers have had, and `other`), so
             // setting every value leaves no stale series.
-            for (group, depth) in source() {
-                let depth = i64::try_from(depth).unwrap_or(i64::MAX);
+            for load in source() {
+                let group = [&*load.group];
+                let queued = i64::try_from(load.queued).unwrap_or(i64::MAX);
                 self.queue_depth_by_group
-                    .with_label_values(&[&*group])
-                    .set(depth);
+                    .with_label_values(&group)
+                    .set(queued);
+                self.group_tasks_running
+                    .with_label_values(&group)
+                    .set(i64::from(load.running));
+                self.group_slots_free
+                    .with_label_values(&group)
+                    .set(i64::from(load.free));
             }
         }
         let mut out = Vec::with_capacity(16 * 1024);

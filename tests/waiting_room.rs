@@ -107,6 +107,8 @@ async fn tasks_queued_when_the_last_worker_leaves_wait_for_the_next() {
     let queued = tokio::spawn(lb.task(task("hello", json!({"name": "next"}))).send());
     lb.wait_queued(1).await;
     wait_metric(&lb, r#"andera_lb_queue_depth_by_group{group="default"} 1"#).await;
+    wait_metric(&lb, r#"andera_lb_group_tasks_running{group="default"} 1"#).await;
+    wait_metric(&lb, r#"andera_lb_group_slots_free{group="default"} 0"#).await;
 
     // The Worker leaves the list (its running task finishes); a new one comes.
     std::fs::write(lb.workers_file(), "[]").unwrap();

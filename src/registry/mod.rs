@@ -68,14 +68,12 @@ impl Registry {
         // The registry is what makes Workers appear: it sets how long the scheduler
         // holds tasks of a group that has none (the waiting room).
         scheduler.set_no_worker_wait(settings.no_worker_wait);
-        // The per-group queue depth on /metrics is read from the scheduler on each
-        // scrape (the process has one registry; a second one, in unit tests, is ignored).
+        // The per-group queue, running and free figures on /metrics are read from the
+        // scheduler on each scrape (the process has one registry; a second one, in unit
+        // tests, is ignored).
         let queue = Arc::downgrade(&scheduler);
         crate::metrics::METRICS.set_queue_source(Box::new(move || {
-            queue
-                .upgrade()
-                .map(|s| s.queue_by_group())
-                .unwrap_or_default()
+            queue.upgrade().map(|s| s.group_load()).unwrap_or_default()
         }));
         Arc::new(Registry {
             dns: dns::DnsState::default(),

@@ -247,6 +247,8 @@ impl BackgroundService for ListWatcher {
         };
         let mut file_tick = tokio::time::interval(settings.workers_reload_interval);
         let mut dns_tick = tokio::time::interval(settings.dns_refresh);
+        // A round of lookups that ran long (timeouts) is not followed by a burst.
+        dns_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         dns_tick.tick().await;
         loop {
             tokio::select! {

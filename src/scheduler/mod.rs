@@ -8,6 +8,7 @@
 //! wakeup.
 
 mod hold;
+mod load;
 mod outlier;
 mod pool;
 mod room;
@@ -480,26 +481,6 @@ impl Scheduler {
             depth: st.queued,
             by_priority: counts.into_iter().collect(),
         }
-    }
-
-    /// Tasks waiting per group, for `andera_lb_queue_depth_by_group`: every group a
-    /// valid Worker has had since start (at 0 when none waits), and `other`: the
-    /// waiting room of groups no Worker has had, so that labels stay bounded.
-    pub fn queue_by_group(&self) -> Vec<(Arc<str>, usize)> {
-        let st = self.state.lock();
-        let other: Arc<str> = Arc::from(crate::metrics::OTHER);
-        let mut depth: std::collections::BTreeMap<Arc<str>, usize> =
-            st.known_groups.iter().map(|g| (g.clone(), 0)).collect();
-        depth.insert(other.clone(), 0);
-        for (group, by_contract) in &st.pools {
-            let waiting: usize = by_contract.values().map(|p| p.waiters.len()).sum();
-            let label = match st.known_groups.get(group) {
-                Some(g) => g.clone(),
-                None => other.clone(),
-            };
-            *depth.entry(label).or_default() += waiting;
-        }
-        depth.into_iter().collect()
     }
 
     /// True when a valid Worker has had `group` since start, so that it may be a
