@@ -158,7 +158,8 @@ pub type DispatchGate<'a> =
 pub struct Dispatcher {
     /// Slots and queue.
     pub scheduler: Arc<Scheduler>,
-    /// Connections to Workers (task traffic only).
+    /// Connections to Workers (tasks, and the webhook failure notices that share
+    /// its pool).
     pub upstream: Upstream,
     /// Settings (attempts, timeouts).
     pub settings: Arc<Settings>,

@@ -1,8 +1,10 @@
 //! HTTP/1.1 exchanges with Workers over Pingora's connector and its keep-alive pool.
 //!
-//! Every request the load balancer sends to a Worker — tasks, `/health` polls,
-//! `/logs` fetches — goes through [`Upstream`], so TLS settings, timeouts and
-//! connection reuse are decided in one place.
+//! Every HTTP request the load balancer sends to a Worker — tasks, `/health` polls,
+//! `/logs` fetches — and the webhook failure notices go through [`Upstream`], so
+//! their TLS settings, timeouts and connection reuse are decided here. (The slot
+//! feeds are WebSockets over tungstenite, with their own rustls configuration:
+//! `registry/feed.rs`.)
 
 mod peer;
 
