@@ -75,7 +75,9 @@ async fn without_a_waiting_room_no_worker_is_503_as_before() {
 async fn a_wait_with_no_worker_appearing_ends_in_503() {
     let yaml = format!("{FAST_RELOAD}tasks:\n  no_worker_wait_ms: 2000\n  timeout_ms: 60000\n");
     let lb = Lb::start_with(&[], &[], &yaml).await;
-    let pending = tokio::spawn(lb.task(task("hello", json!({}))).send());
+    let mut body = task("hello", json!({}));
+    body["group"] = json!("client-chosen-group");
+    let pending = tokio::spawn(lb.task(body).send());
     lb.wait_queued(1).await;
     let r = tokio::time::timeout(Duration::from_secs(30), pending)
         .await
@@ -89,6 +91,32 @@ async fn a_wait_with_no_worker_appearing_ends_in_503() {
         "{body}"
     );
     assert_eq!(lb.health().await["queue"]["depth"], 0);
+    let scrape = metrics(&lb).await;
+    assert!(
+        !scrape.contains("client-chosen-group"),
+        "a group no Worker has had is no label: {scrape}"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_task_for_a_function_the_first_worker_lacks_is_refused_then() {
+    let lb = Lb::start_with(&[], &[("NO_WORKER_WAIT_MS", "60000")], FAST_RELOAD).await;
+    let pending = tokio::spawn(lb.task(task("nope", json!({}))).send());
+    lb.wait_queued(1).await;
+    let w = sim(|_| {}).await;
+    std::fs::write(lb.workers_file(), json!([w.url()]).to_string()).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("refused when the Worker shows it lacks the function, not after the wait")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("exposes function"),
+        "{body}"
+    );
+    assert_eq!(w.stats().requests, 0);
 }
 
 #[tokio::test]
