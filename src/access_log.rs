@@ -296,9 +296,17 @@ pub fn log_request(app: &App, session: &Session, ctx: &RequestCtx, service: &'st
         })
     });
     let field = |name: &str| task.as_ref().map_or(Value::Null, |t| t[name].clone());
-    let reason = match field("reason") {
-        Value::Null if ctx.status >= 400 => json!(ctx.route),
-        r => r,
+    // The reason the balancer answered with (its `x-andera-reason`), else the task's
+    // outcome, else the route of a failed request.
+    let answered = session
+        .response_written()
+        .and_then(|h| h.headers.get("x-andera-reason"))
+        .and_then(|v| v.to_str().ok())
+        .map(|r| json!(r));
+    let reason = match (answered, field("reason")) {
+        (Some(r), _) => r,
+        (None, Value::Null) if ctx.status >= 400 => json!(ctx.route),
+        (None, r) => r,
     };
     let line = json!({
         "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),

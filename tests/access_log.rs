@@ -119,6 +119,7 @@ async fn every_request_on_both_ports_is_one_json_line_without_secrets() {
         .find(|l| l["status"] == 401)
         .expect("the 401's line");
     assert_eq!(unauthorized["client"], Value::Null);
+    assert_eq!(unauthorized["reason"], "unauthorized");
     assert_eq!(unauthorized["task_id"], Value::Null);
     let scrape = new
         .iter()
