@@ -369,3 +369,104 @@ async fn a_client_over_its_rate_gets_429_and_its_priority_is_clamped() {
     assert_eq!(low.await.unwrap().unwrap().status(), 200);
     assert_eq!(w.stats().order, ["p3", "low-p1"], "served as priority 5");
 }
+
+/// Sends a hello task labelled `label` as `key` (spawned; returns its status).
+fn spawn_labelled(lb: &Lb, key: &str, label: &str) -> tokio::task::JoinHandle<u16> {
+    let r = lb
+        .http
+        .post(lb.url("/task"))
+        .header("authorization", key)
+        .header("x-wr-auth", WK_KEY)
+        .json(&task("hello", json!({"label": label})));
+    tokio::spawn(async move { r.send().await.unwrap().status().as_u16() })
+}
+
+#[tokio::test]
+async fn a_client_flooding_the_queue_holds_another_back_by_one_task_at_most() {
+    let w = sim(|c| c.slots = 1).await;
+    let yaml = "auth:\n  clients:\n    - name: flood\n      keys: [flood-key]\n    \
+                - name: other\n      keys: [other-key]\n";
+    let lb = Lb::start_with(&[w.url()], &[], yaml).await;
+    lb.wait_available(1).await;
+    let blocker = lb
+        .http
+        .post(lb.url("/task"))
+        .header("authorization", "flood-key")
+        .header("x-wr-auth", WK_KEY)
+        .json(&task("sleep", json!({"ms": 600})));
+    let blocker = tokio::spawn(async move { blocker.send().await.unwrap().status() });
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(1),
+        "the slot is taken",
+    )
+    .await;
+    let mut waiting = Vec::new();
+    for i in 0..20 {
+        waiting.push(spawn_labelled(&lb, "flood-key", &format!("f{i}")));
+        lb.wait_queued(i + 1).await;
+    }
+    waiting.push(spawn_labelled(&lb, "other-key", "o"));
+    lb.wait_queued(21).await;
+    assert_eq!(blocker.await.unwrap(), 200);
+    for t in waiting {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let order = w.stats().order;
+    let at = order.iter().position(|l| l == "o").unwrap();
+    // First come, first served would run it 21st; clients take turns instead.
+    assert!(at <= 1, "the other client's task ran {at}th: {order:?}");
+    let floods: Vec<&String> = order.iter().filter(|l| l.starts_with('f')).collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    assert_eq!(
+        floods,
+        expected.iter().collect::<Vec<_>>(),
+        "a client's own tasks keep their order"
+    );
+}
+
+#[tokio::test]
+async fn max_running_and_max_queued_answer_429_with_their_reasons() {
+    let w = sim(|c| c.slots = 2).await;
+    let yaml = "auth:\n  clients:\n    - name: capped\n      keys: [capped-key]\n      \
+                max_running: 1\n    - name: queuer\n      keys: [queuer-key]\n      max_queued: 1\n";
+    let lb = Lb::start_with(&[w.url()], &[], yaml).await;
+    lb.wait_available(1).await;
+    let long = |key: &str| {
+        lb.http
+            .post(lb.url("/task"))
+            .header("authorization", key)
+            .header("x-wr-auth", WK_KEY)
+            .json(&task("sleep", json!({"ms": 1500})))
+    };
+    let first = long("capped-key");
+    let first = tokio::spawn(async move { first.send().await.unwrap().status() });
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(1),
+        "capped runs one",
+    )
+    .await;
+    let r = long("capped-key").send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-andera-reason"], "client_running");
+    assert!(r.headers().get("retry-after").is_some());
+    // The second slot is still there for everybody else.
+    let other = long(LB_KEY);
+    let other = tokio::spawn(async move { other.send().await.unwrap().status() });
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(2),
+        "both slots taken",
+    )
+    .await;
+    // Both slots busy: queuer's first task waits, its second is over max_queued.
+    let queued = long("queuer-key");
+    let queued = tokio::spawn(async move { queued.send().await.unwrap().status() });
+    lb.wait_queued(1).await;
+    let r = long("queuer-key").send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-andera-reason"], "client_queued");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "client_queued");
+    for t in [first, other, queued] {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+}

@@ -275,6 +275,7 @@ mod tests {
             contract: 1,
             priority: 1,
             mode: Mode::Sync,
+            client: None,
         }
     }
 

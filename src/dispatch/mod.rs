@@ -44,6 +44,14 @@ pub enum TaskError {
     HandedOver,
     /// The webhook task could not be written to the journal: 503.
     NotKept(String),
+    /// The task's client is at its `max_running` (`true`) or `max_queued` (`false`):
+    /// 429 with `Retry-After`.
+    ClientLimit {
+        /// The client's name.
+        client: Arc<str>,
+        /// Over `max_running` rather than `max_queued`.
+        running: bool,
+    },
 }
 
 /// A Pingora error for a client or a log line: type, context and causes, e.g.
@@ -81,6 +89,7 @@ impl TaskError {
             | TaskError::NotKept(_) => 503,
             TaskError::QueueTimeout | TaskError::Timeout => 504,
             TaskError::WorkerFailed { .. } => 502,
+            TaskError::ClientLimit { .. } => 429,
         }
     }
 
@@ -102,6 +111,13 @@ impl TaskError {
             TaskError::ShuttingDown => "Load balancer is shutting down".into(),
             TaskError::HandedOver => "Task handed over to another instance".into(),
             TaskError::NotKept(m) => format!("Task cannot be kept for later delivery: {m}"),
+            TaskError::ClientLimit {
+                client,
+                running: true,
+            } => format!("Client {client:?} already has its max_running tasks running"),
+            TaskError::ClientLimit { client, .. } => {
+                format!("Client {client:?} already has its max_queued tasks waiting")
+            }
         }
     }
 
@@ -116,6 +132,7 @@ impl TaskError {
             TaskError::ShuttingDown => "shutting_down",
             TaskError::HandedOver => "handed_over",
             TaskError::NotKept(_) => "not_kept",
+            TaskError::ClientLimit { .. } => "client_limit",
         }
     }
 
@@ -134,6 +151,13 @@ impl TaskError {
                 spec.group, spec.contract
             )),
             AcquireError::QueueFull => TaskError::QueueFull,
+            AcquireError::ClientRunning | AcquireError::ClientQueued => TaskError::ClientLimit {
+                client: spec
+                    .client
+                    .as_ref()
+                    .map_or_else(|| "".into(), |c| c.name.clone()),
+                running: e == AcquireError::ClientRunning,
+            },
             AcquireError::TimedOut => TaskError::QueueTimeout,
             AcquireError::ShuttingDown => TaskError::ShuttingDown,
         }
@@ -187,6 +211,12 @@ impl Dispatcher {
             contract: spec.contract,
             function: &spec.function,
             priority: spec.priority,
+            client: spec.client.as_ref().map(|c| crate::scheduler::ClientShare {
+                name: &c.name,
+                weight: c.weight,
+                max_running: c.max_running,
+                max_queued: c.max_queued,
+            }),
         };
         self.scheduler
             .acquire(&req)

@@ -29,7 +29,9 @@ pub const TASK_OUTCOMES: &[&str] = &[
     "timeout",
     "shutting_down",
     "handed_over",
+    "cancelled",
     "not_kept",
+    "client_limit",
 ];
 
 /// The outcome of a task no valid Worker can take (counted as `other`/`other`).

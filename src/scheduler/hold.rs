@@ -52,6 +52,7 @@ mod tests {
         contract: 1,
         function: "hello",
         priority: 1,
+        client: None,
     };
 
     #[test]

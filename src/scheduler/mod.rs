@@ -7,6 +7,7 @@
 //! waiter of the Worker's pool while the lock is held: no thundering herd, no lost
 //! wakeup.
 
+mod fair;
 mod hold;
 mod load;
 mod outlier;
@@ -23,6 +24,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::worker_url::WorkerUrl;
+pub use fair::ClientShare;
+use fair::{Counted, WaitKey};
 pub use outlier::{Ejection, OutlierPolicy};
 use pool::{Pool, SlotState, Waiter};
 pub use wait::{Lease, Waiting};
@@ -72,6 +75,10 @@ pub enum AcquireError {
     NoWorkerUp,
     /// The wait queue is full.
     QueueFull,
+    /// The task's client already holds `max_running` slots.
+    ClientRunning,
+    /// The task's client already has `max_queued` tasks waiting.
+    ClientQueued,
     /// The task waited until its deadline.
     TimedOut,
     /// The load balancer is shutting down.
@@ -89,6 +96,9 @@ pub struct SlotRequest<'a> {
     pub function: &'a str,
     /// 1 (most urgent) ..= 2097152.
     pub priority: u32,
+    /// The named client it runs for: its share and limits (`None`: no client, e.g. a
+    /// task resumed from a journal written before clients were recorded).
+    pub client: Option<ClientShare<'a>>,
 }
 
 /// A slot taken on a Worker, handed to a waiter or returned by [`Scheduler::acquire`].
@@ -96,6 +106,9 @@ pub struct SlotRequest<'a> {
 pub(crate) struct Grant {
     pub worker: WorkerId,
     pub url: Arc<WorkerUrl>,
+    /// Counts the slot in its client's running tasks while the grant (then its
+    /// lease) lives.
+    pub _client: Option<Arc<Counted>>,
 }
 
 /// Outcome of [`Scheduler::acquire`].
@@ -153,6 +166,8 @@ struct State {
     closed: bool,
     /// Groups a valid Worker has had since start: the bounded `group` label values.
     known_groups: HashSet<Arc<str>>,
+    /// Named clients' waiting and running tasks.
+    loads: fair::Loads,
 }
 
 /// Slot accounting and the priority wait queue. Default queue bound: set by the caller.
@@ -188,8 +203,15 @@ impl Scheduler {
             pools,
             next_seq,
             queued,
+            loads,
             ..
         } = &mut *st;
+        let load = req.client.as_ref().map(|c| (c, loads.of(c.name)));
+        if let Some((c, load)) = &load {
+            if c.max_running > 0 && load.running() >= c.max_running as usize {
+                return Err(AcquireError::ClientRunning);
+            }
+        }
         let room = !self.no_worker_wait().is_zero();
         let exists = pools
             .get(req.group)
@@ -221,20 +243,31 @@ impl Scheduler {
         }
         if pool.waiters.is_empty() {
             if let Some(id) = pool.best() {
-                let grant = pool.take(workers, id);
+                let running = load.as_ref().map(|(_, l)| Arc::new(Counted::new(l, true)));
+                let grant = pool.take(workers, id, running);
                 return Ok(Acquire::Ready(Lease::new(self.clone(), grant)));
             }
         }
         if *queued >= self.max_queued {
             return Err(AcquireError::QueueFull);
         }
+        if let Some((c, load)) = &load {
+            if c.max_queued > 0 && load.waiting() >= c.max_queued as usize {
+                return Err(AcquireError::ClientQueued);
+            }
+        }
         *next_seq += 1;
-        let key = (req.priority, *next_seq);
+        let key: WaitKey = (
+            req.priority,
+            pool.fair.tag(req.client.as_ref(), req.priority),
+            *next_seq,
+        );
         let (tx, rx) = oneshot::channel();
         let waiter = Waiter {
             tx,
             since: Instant::now(),
             deferred: deferred.then(|| req.function.into()),
+            client: load.map(|(_, l)| Counted::new(&l, false)),
         };
         pool.waiters.insert(key, waiter);
         *queued += 1;
@@ -272,7 +305,7 @@ impl Scheduler {
     }
 
     /// Removes a waiter that gave up (timeout, client gone). True if it was still queued.
-    pub(crate) fn cancel_wait(&self, pool_key: &(Arc<str>, u64), key: (u32, u64)) -> bool {
+    pub(crate) fn cancel_wait(&self, pool_key: &(Arc<str>, u64), key: WaitKey) -> bool {
         let mut st = self.state.lock();
         let removed = st
             .pools
@@ -472,7 +505,7 @@ impl Scheduler {
         let mut counts: std::collections::BTreeMap<u32, usize> = Default::default();
         for by_contract in st.pools.values() {
             for pool in by_contract.values() {
-                for (prio, _) in pool.waiters.keys() {
+                for (prio, _, _) in pool.waiters.keys() {
                     *counts.entry(*prio).or_default() += 1;
                 }
             }

@@ -92,6 +92,8 @@ pub(super) struct Waiter {
     /// task that joined the waiting room of a pool without Workers): checked when the
     /// first valid Worker arrives.
     pub deferred: Option<Box<str>>,
+    /// Counts it in its client's waiting tasks while it waits.
+    pub client: Option<super::Counted>,
 }
 
 /// Workers of one group and contract.
@@ -102,8 +104,10 @@ pub(super) struct Pool {
     pub functions: Arc<FunctionSet>,
     /// Usable Workers with at least one free slot, best score first.
     pub free: BTreeSet<(Reverse<i64>, WorkerId)>,
-    /// Waiting tasks by (priority, arrival).
-    pub waiters: BTreeMap<(u32, u64), Waiter>,
+    /// Waiting tasks by (priority, fair-share tag, arrival).
+    pub waiters: BTreeMap<super::WaitKey, Waiter>,
+    /// The virtual clocks that order clients within a priority.
+    pub fair: super::fair::Fair,
     /// Since when the pool has had no usable Worker while tasks wait in its waiting
     /// room (`tasks.no_worker_wait_ms`); `None` while a Worker is usable.
     pub empty_since: Option<tokio::time::Instant>,
@@ -120,6 +124,7 @@ impl Pool {
             functions: Arc::default(),
             free: BTreeSet::new(),
             waiters: BTreeMap::new(),
+            fair: Default::default(),
             empty_since: None,
             sweep_armed: false,
         }
@@ -154,8 +159,13 @@ impl Pool {
         }
     }
 
-    /// Takes a slot on `id`.
-    pub fn take(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) -> Grant {
+    /// Takes a slot on `id`, counted in its client's running tasks by `client`.
+    pub fn take(
+        &mut self,
+        workers: &mut HashMap<WorkerId, SlotState>,
+        id: WorkerId,
+        client: Option<Arc<super::Counted>>,
+    ) -> Grant {
         let w = workers
             .get_mut(&id)
             .expect("free set holds registered workers");
@@ -163,6 +173,7 @@ impl Pool {
         let grant = Grant {
             worker: id,
             url: w.url.clone(),
+            _client: client,
         };
         self.refresh(workers, id);
         grant
@@ -173,14 +184,17 @@ impl Pool {
         let mut served = 0;
         while !self.waiters.is_empty() {
             let Some(id) = self.best() else { break };
-            let Some((_, waiter)) = self.waiters.pop_first() else {
+            let Some(((priority, tag, _), waiter)) = self.waiters.pop_first() else {
                 break;
             };
             served += 1;
             if waiter.tx.is_closed() {
                 continue;
             }
-            let grant = self.take(workers, id);
+            self.fair.dispatched(priority, tag);
+            // From waiting to running in its client's figures.
+            let running = waiter.client.as_ref().map(|c| Arc::new(c.running_twin()));
+            let grant = self.take(workers, id, running);
             if waiter.tx.send(Ok(grant)).is_err() {
                 // The waiter vanished between the check and the send: undo the take.
                 if let Some(w) = workers.get_mut(&id) {

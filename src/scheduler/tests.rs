@@ -25,6 +25,7 @@ fn req(priority: u32) -> SlotRequest<'static> {
         contract: 1,
         function: "hello",
         priority,
+        client: None,
     }
 }
 

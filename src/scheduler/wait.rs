@@ -47,7 +47,7 @@ impl std::fmt::Debug for Lease {
 pub struct Waiting {
     scheduler: Arc<Scheduler>,
     pool: (Arc<str>, u64),
-    key: (u32, u64),
+    key: super::WaitKey,
     rx: Option<oneshot::Receiver<Result<Grant, AcquireError>>>,
 }
 
@@ -55,7 +55,7 @@ impl Waiting {
     pub(crate) fn new(
         scheduler: Arc<Scheduler>,
         pool: (Arc<str>, u64),
-        key: (u32, u64),
+        key: super::WaitKey,
         rx: oneshot::Receiver<Result<Grant, AcquireError>>,
     ) -> Waiting {
         Waiting {

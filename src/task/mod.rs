@@ -58,6 +58,28 @@ pub struct TaskSpec {
     pub priority: u32,
     /// Result mode, default sync.
     pub mode: Mode,
+    /// The named client it runs for (its share and limits in the queue); set once
+    /// the client's key is known, `None` before (and for tasks journaled without it).
+    pub client: Option<TaskClient>,
+}
+
+/// The named client of a task (compared by name: its limits may be reloaded).
+#[derive(Debug, Clone)]
+pub struct TaskClient(pub std::sync::Arc<crate::auth::clients::ClientSpec>);
+
+impl PartialEq for TaskClient {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for TaskClient {}
+
+impl std::ops::Deref for TaskClient {
+    type Target = crate::auth::clients::ClientSpec;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// The members of a JSON object in order, keys decoded, values raw. Repeated keys
@@ -395,6 +417,7 @@ fn read(f: &Members<'_>, limits: &Limits) -> Result<Read, String> {
             contract,
             priority,
             mode,
+            client: None,
         },
         priority_given: priority_raw.is_some(),
         contract_float,

@@ -54,6 +54,8 @@ pub(crate) async fn fail(
     ];
     if matches!(e, TaskError::QueueFull) {
         METRICS.queue_rejections.inc();
+    }
+    if matches!(e, TaskError::QueueFull | TaskError::ClientLimit { .. }) {
         extra.push(("retry-after", app.settings.retry_after_s.to_string()));
     }
     let original = app.settings.original_status_codes;

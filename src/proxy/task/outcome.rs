@@ -114,6 +114,8 @@ pub(crate) fn reason_of(e: &TaskError) -> Reason {
         TaskError::WorkerFailed { .. } => Reason::WorkerFailed,
         TaskError::ShuttingDown | TaskError::HandedOver => Reason::ShuttingDown,
         TaskError::NotKept(_) => Reason::JournalUnavailable,
+        TaskError::ClientLimit { running: true, .. } => Reason::ClientRunning,
+        TaskError::ClientLimit { .. } => Reason::ClientQueued,
     }
 }
 
