@@ -212,26 +212,6 @@ fn startup_warnings(
     if settings.uses_default_key() {
         all.push(DEFAULT_KEY_WARNING.into());
     }
-    all.extend(unenforced_client_limits(settings));
     all
 }
 
-/// A warning per named client whose limits include ones not enforced yet
-/// (`max_running`, `max_queued`, `weight`: they need the scheduler's per-client
-/// queues); `rate`, `burst` and `max_priority` are.
-fn unenforced_client_limits(settings: &config::Settings) -> Vec<String> {
-    let Ok(ring) = andera_lb::auth::ring_of(settings) else {
-        return Vec::new();
-    };
-    ring.clients()
-        .iter()
-        .filter(|c| c.max_running > 0 || c.max_queued > 0 || c.weight != 1)
-        .map(|c| {
-            format!(
-                "client {:?}: max_running, max_queued and weight are not enforced yet \
-                 (rate, burst and max_priority are)",
-                &*c.name
-            )
-        })
-        .collect()
-}
