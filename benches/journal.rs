@@ -27,6 +27,8 @@ fn task(i: usize) -> StoredTask {
         deadline_ms: 1_765_000_300_000,
         headers: b"authorization: demo-worker-key\r\ncontent-type: application/json\r\nx-andera-task-id: 0193a4c2-7b1e-7000-8000-000000000000\r\n".to_vec(),
         body: body.into_bytes(),
+        client: None,
+        idempotency: None,
     }
 }
 

@@ -246,6 +246,13 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// The key's and the body's digests.
+    pub fn digests(&self) -> (Digest, Digest) {
+        let inner = self.store.inner.lock();
+        let body = inner.by_key.get(&self.key).map_or([0; 32], |e| e.body);
+        (self.key, body)
+    }
+
     /// The webhook task was accepted: repeats get its answer for the TTL.
     pub fn accepted(mut self) {
         self.kept = true;

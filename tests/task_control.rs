@@ -403,3 +403,155 @@ async fn an_idempotent_sync_task_repeated_while_it_runs_is_409_duplicate_in_prog
     assert_ne!(again, task_id(&first));
     assert_eq!(w.stats().order, ["first", "first"]);
 }
+
+#[tokio::test]
+async fn a_journaled_webhook_task_keeps_its_client_across_a_restart() {
+    let (_rx, hook) = Receiver::start().await;
+    let w = sim(|c| c.slots = 1).await;
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("tasks.db");
+    let yaml = format!("{CLIENTS}tasks:\n  journal: {}\n", journal.display());
+    let mut lb = Lb::start_with(&[w.url()], &[], &yaml).await;
+    lb.wait_available(1).await;
+    let blocker = labelled("hello", "blocker", json!({"sleepMs": 3000}));
+    let blocker = tokio::spawn(lb.task(blocker).send());
+    wait_running(&w, 1).await;
+    let r = task_as(&lb, "billing-key", webhook("kept", &hook))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let id = task_id(&r);
+    lb.kill();
+    let _ = blocker.await;
+    let lb = Lb::start_with(&[w.url()], &[], &yaml).await;
+    lb.wait_available(1).await;
+    let url = lb.url(&format!("/task/{id}"));
+    let start = Instant::now();
+    let body = loop {
+        let (status, _, body) = call(&lb, "GET", &url, "billing-key").await;
+        if status == 200 {
+            break body;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (&body["client"], &body["mode"]),
+        (&json!("billing"), &json!("webhook"))
+    );
+    assert_eq!(call(&lb, "GET", &url, "other-key").await.0, 404);
+}
+
+#[tokio::test]
+async fn an_idempotent_webhook_task_retried_across_a_kill_9_and_restart_runs_once() {
+    let (rx, hook) = Receiver::start().await;
+    let w = sim(|_| {}).await;
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("tasks.db");
+    let env = [("TASK_JOURNAL", journal.to_str().unwrap())];
+    let mut lb = Lb::start(&[w.url()], &env).await;
+    lb.wait_available(1).await;
+    let body = webhook("once", &hook);
+    let (status, first, _, _) = send_keyed(&lb, "pay-1", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(send_keyed(&lb, "pay-1", &body).await.1, first);
+    delivered(&rx, "once").await;
+    lb.kill();
+    let lb = Lb::start(&[w.url()], &env).await;
+    lb.wait_available(1).await;
+    for _ in 0..2 {
+        let (status, id, _, _) = send_keyed(&lb, "pay-1", &body).await;
+        assert_eq!((status, &id), (200, &first), "{}", lb.log());
+    }
+    let (status, _, reason, _) = send_keyed(&lb, "pay-1", &webhook("other", &hook)).await;
+    assert_eq!((status, reason.as_str()), (422, "bad_request"));
+    // A task sent after the retries is delivered; the first ran once.
+    assert_eq!(lb.run(webhook("control", &hook)).await.0, 200);
+    delivered(&rx, "control").await;
+    assert_eq!(rx.snapshot().get("once"), Some(&1), "{:?}", rx.snapshot());
+}
+
+/// A throw-away `redis-server` on a free port (`None`, said, when not installed);
+/// its directory lives as long as it does.
+struct Redis(
+    std::process::Child,
+    u16,
+    #[allow(dead_code)] tempfile::TempDir,
+);
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        use std::process::{Command, Stdio};
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var("ANDERA_REDIS_TEST").as_deref() != Ok("required"),
+                "redis-server is not installed and ANDERA_REDIS_TEST=required"
+            );
+            println!("skipped: redis-server not installed");
+            return None;
+        }
+        let (dir, port) = (tempfile::tempdir().unwrap(), free_port());
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Redis(child, port, dir);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server silent"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.1)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn with_redis_an_idempotency_key_is_shared_by_every_instance() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (rx, hook) = Receiver::start().await;
+    let w = sim(|_| {}).await;
+    let env = [("TASK_JOURNAL", redis.url())];
+    let env: Vec<_> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Lb::start(&[w.url()], &env).await;
+    let b = Lb::start(&[w.url()], &env).await;
+    a.wait_available(1).await;
+    b.wait_available(1).await;
+    let body = webhook("shared", &hook);
+    let (status, first, _, _) = send_keyed(&a, "order-9", &body).await;
+    assert_eq!(status, 200, "{}", a.log());
+    for lb in [&b, &a, &b] {
+        let (status, id, _, _) = send_keyed(lb, "order-9", &body).await;
+        assert_eq!((status, &id), (200, &first));
+    }
+    let (status, _, reason, _) = send_keyed(&b, "order-9", &webhook("other", &hook)).await;
+    assert_eq!((status, reason.as_str()), (422, "bad_request"));
+    delivered(&rx, "shared").await;
+    assert_eq!(b.run(webhook("control", &hook)).await.0, 200);
+    delivered(&rx, "control").await;
+    assert_eq!(rx.snapshot().get("shared"), Some(&1), "{:?}", rx.snapshot());
+}

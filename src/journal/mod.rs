@@ -10,6 +10,7 @@
 
 mod disk;
 mod handoff;
+mod keys;
 mod recreate;
 pub mod sqlite;
 mod state;
@@ -175,6 +176,44 @@ pub struct StoredTask {
     pub headers: Vec<u8>,
     /// The body to forward.
     pub body: Vec<u8>,
+    /// The named client that sent it (`None` in journals written before clients
+    /// were kept: such a task is visible to operator keys only).
+    pub client: Option<String>,
+    /// Its `Idempotency-Key`, kept (SQLite) until it expires, beyond the task.
+    pub idempotency: Option<StoredKey>,
+}
+
+/// An accepted webhook task's `Idempotency-Key`, as digests (see `crate::idempotency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredKey {
+    /// SHA-256 of the client's name and the key.
+    pub key: [u8; 32],
+    /// SHA-256 of the body the client sent.
+    pub body: [u8; 32],
+    /// When it is forgotten, ms since the Unix epoch.
+    pub expires_ms: u64,
+}
+
+/// Who holds an `Idempotency-Key` in a journal shared by instances (Redis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyHolder {
+    /// Nobody did: the asking task takes it.
+    Mine,
+    /// Task (id) is being accepted under it.
+    Pending(String),
+    /// Task (id) was accepted under it.
+    Accepted(String),
+    /// Task (id) was sent under it with another body.
+    OtherBody(String),
+}
+
+/// A kept `Idempotency-Key` read back at start-up, with its task's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredKey {
+    /// The key.
+    pub key: StoredKey,
+    /// The task accepted under it.
+    pub task_id: String,
 }
 
 /// How a claimed task came to this instance.
@@ -354,6 +393,31 @@ impl Journal {
         match self {
             Journal::Sqlite(j) => j.health(),
             Journal::Redis(j) => j.health(),
+        }
+    }
+
+    /// The `Idempotency-Key`s of accepted webhook tasks still valid (SQLite: kept
+    /// beyond their tasks), at most `max`, newest last; read once at start-up. With
+    /// Redis, keys live in Redis and are asked for there: none.
+    pub fn restored_keys(&self, max: usize) -> Vec<RestoredKey> {
+        let Journal::Sqlite(j) = self else {
+            return Vec::new();
+        };
+        keys::read_file(j.path(), max).unwrap_or_else(|e| {
+            log::warn!(
+                "task journal {}: cannot read its Idempotency-Keys: {e}",
+                j.path().display()
+            );
+            Vec::new()
+        })
+    }
+
+    /// Takes `key` for task `id`, or tells who holds it. With SQLite the instance's
+    /// own store decides (the keys are read back at start-up): always `Mine`.
+    pub async fn take_key(&self, key: &StoredKey, id: &str) -> Result<KeyHolder, JournalError> {
+        match self {
+            Journal::Sqlite(_) => Ok(KeyHolder::Mine),
+            Journal::Redis(j) => j.take_key(key, id).await,
         }
     }
 

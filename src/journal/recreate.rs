@@ -35,11 +35,11 @@ pub fn recreate(
 
 fn copy_rows(old: &Connection, new: &Connection) -> rusqlite::Result<u64> {
     let mut read = old.prepare(
-        "SELECT id, state, owner, priority, accepted_ms, deadline_ms, headers, body FROM tasks",
+        "SELECT id, state, owner, priority, accepted_ms, deadline_ms, headers, body, client FROM tasks",
     )?;
     let mut insert = new.prepare(
-        "INSERT OR IGNORE INTO tasks (id, state, owner, priority, accepted_ms, deadline_ms, headers, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR IGNORE INTO tasks (id, state, owner, priority, accepted_ms, deadline_ms, headers, body, client)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     let mut rows = read.query([])?;
     let mut copied = 0;
@@ -53,9 +53,11 @@ fn copy_rows(old: &Connection, new: &Connection) -> rusqlite::Result<u64> {
             r.get::<_, i64>(5)?,
             r.get::<_, Vec<u8>>(6)?,
             r.get::<_, Vec<u8>>(7)?,
+            r.get::<_, Option<String>>(8)?,
         ])?;
         copied += 1;
     }
+    super::keys::copy(old, new)?;
     let mut read = old.prepare("SELECT id, heartbeat_ms FROM instances")?;
     let mut rows = read.query([])?;
     while let Some(r) = rows.next()? {
@@ -77,7 +79,7 @@ mod tests {
         let path = dir.path().join("j.db");
         let old = store::open(&path, u64::MAX).unwrap();
         old.execute(
-            "INSERT INTO tasks VALUES ('a', 0, 'me', 1, 1, 2, x'00', x'7b7d')",
+            "INSERT INTO tasks VALUES ('a', 0, 'me', 1, 1, 2, x'00', x'7b7d', 'billing')",
             [],
         )
         .unwrap();

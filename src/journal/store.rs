@@ -108,6 +108,7 @@ pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
          PRAGMA user_version = 1;",
     )
     .map_err(|e| open_err(path, e))?;
+    super::keys::ensure_schema(&conn).map_err(|e| open_err(path, e))?;
     Ok(conn)
 }
 
@@ -289,6 +290,7 @@ impl Writer {
             if !shutting_down {
                 claimed = claim(tx, me, alive_after, redeliver).map_err(write_err)?;
             }
+            super::keys::expire(tx, now).map_err(write_err)?;
             let rows: i64 = tx
                 .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
                 .map_err(write_err)?;
@@ -324,7 +326,7 @@ impl Writer {
     }
 }
 
-const COLUMNS: &str = "id, priority, accepted_ms, deadline_ms, headers, body";
+const COLUMNS: &str = "id, priority, accepted_ms, deadline_ms, headers, body, client";
 
 fn row_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTask> {
     Ok(StoredTask {
@@ -334,6 +336,8 @@ fn row_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTask> {
         deadline_ms: r.get::<_, i64>(3)? as u64,
         headers: r.get(4)?,
         body: r.get(5)?,
+        client: r.get(6)?,
+        idempotency: None,
     })
 }
 
@@ -379,8 +383,8 @@ fn claim(
 /// Inserts an accepted task owned by `me`.
 pub fn insert(tx: &Transaction<'_>, me: &str, t: &StoredTask) -> Result<(), JournalError> {
     tx.prepare_cached(
-        "INSERT INTO tasks (id, state, owner, priority, accepted_ms, deadline_ms, headers, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO tasks (id, state, owner, priority, accepted_ms, deadline_ms, headers, body, client)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -391,10 +395,11 @@ pub fn insert(tx: &Transaction<'_>, me: &str, t: &StoredTask) -> Result<(), Jour
             t.accepted_ms as i64,
             t.deadline_ms as i64,
             t.headers,
-            t.body
+            t.body,
+            t.client
         ])
     })
-    .map(drop)
+    .and_then(|_| super::keys::insert(tx, t))
     .map_err(write_err)
 }
 
@@ -449,6 +454,8 @@ mod tests {
             deadline_ms: u64::MAX >> 1,
             headers: b"x-wr-auth: k\r\n".to_vec(),
             body: b"{}".to_vec(),
+            client: Some("billing".into()),
+            idempotency: None,
         }
     }
 

@@ -137,6 +137,9 @@ pub fn task(fields: Value) -> Option<StoredTask> {
         deadline_ms: num("deadline_ms")?,
         headers: map.remove("headers")?,
         body: map.remove("body")?,
+        // Entries written before clients were kept have none.
+        client: map.remove("client").and_then(|c| String::from_utf8(c).ok()),
+        idempotency: None,
     })
 }
 

@@ -78,6 +78,16 @@ pub(super) async fn accept(
             deadline_ms: unix_ms(now + left),
             headers: task.headers.to_block(),
             body: task.body.to_vec(),
+            client: ctx.client.as_deref().map(str::to_string),
+            idempotency: task.idempotency.as_ref().map(|c| {
+                let (key, body) = c.digests();
+                let expires_ms = unix_ms(now + app.idempotency.ttl());
+                crate::journal::StoredKey {
+                    key,
+                    body,
+                    expires_ms,
+                }
+            }),
         };
         if let Err(e) = journal.accept(stored).await {
             return refuse(app, session, ctx, &task, &e).await;
@@ -351,6 +361,9 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
         }
     };
     let record = app.board.open(&task.id, &spec);
+    if let Some(name) = &task.client {
+        record.client(name);
+    }
     if kind == ClaimKind::Unknown {
         JOURNAL_METRICS.unknown.inc();
         let why = "sent to a Worker by an instance that stopped before the answer: it may or may not have run";
@@ -402,7 +415,9 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
         );
     }
     let accepted = Accepted {
-        cancel: app.cancels.register(&task.id, None),
+        cancel: app
+            .cancels
+            .register(&task.id, task.client.as_deref().map(Arc::from)),
         idempotency: None,
         headers: ForwardHeaders::from_block(&task.headers, app.settings.lb_key.expose()),
         body: Bytes::from(task.body),
@@ -485,6 +500,7 @@ impl pingora::services::background::BackgroundService for JournalService {
             .engine
             .with_label_values(&[journal.engine()])
             .set(1);
+        crate::routes::idempotent::restore_keys(app, &journal);
         app.journal_is_open(journal.clone());
         loop {
             tokio::select! {

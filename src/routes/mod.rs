@@ -7,6 +7,7 @@ pub mod api;
 pub mod assets;
 pub mod guard;
 pub mod health;
+pub mod idempotent;
 pub mod task_control;
 
 use bytes::Bytes;

@@ -15,7 +15,6 @@ use crate::app::{App, RequestCtx};
 use crate::auth::keys::Role;
 use crate::board::{TaskHandle, TaskState};
 use crate::cancel::CancelOutcome;
-use crate::idempotency::{self, Seen};
 use crate::proxy::task::Outcome;
 use crate::reason::Reason;
 use crate::respond;
@@ -265,74 +264,6 @@ pub(crate) fn cut_cancelled(
         ConnectionClosed,
         "task cancelled while its answer was relayed",
     )
-}
-
-/// The request's `Idempotency-Key` as digests, if it sent one; a bad key is an error.
-pub(crate) fn idempotency_of(
-    session: &Session,
-    client: &str,
-    body: &[u8],
-) -> Result<Option<idempotency::Request>, &'static str> {
-    idempotency::Request::of(&session.req_header().headers, client, body)
-}
-
-/// Whether a task with an `Idempotency-Key` goes ahead.
-pub(crate) enum Repeat {
-    /// The first under its key (or no key): it goes ahead, holding the key.
-    First(Option<idempotency::Claim>),
-    /// A repeat, answered here.
-    Answered,
-}
-
-/// Looks a task's `Idempotency-Key` up; answers a repeat: a webhook task's with the
-/// first one's `200` and id, a live task's with `409 duplicate_in_progress`, another
-/// body under the same key with `422`.
-pub(crate) async fn repeat(
-    app: &App,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    req: Option<idempotency::Request>,
-    task_id: &str,
-) -> Result<Repeat> {
-    let Some(req) = req else {
-        return Ok(Repeat::First(None));
-    };
-    let first = match app.idempotency.begin(&req, task_id) {
-        Seen::New(claim) => return Ok(Repeat::First(Some(claim))),
-        Seen::Accepted(first) => {
-            ctx.status = 200;
-            let body = json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
-            let extra = [
-                ("x-andera-task-id", first.clone()),
-                ("x-andera-idempotent-replay", "true".to_string()),
-            ];
-            respond::json(session, 200, &body, &extra).await?;
-            first
-        }
-        Seen::InProgress(first) => {
-            ctx.status = 409;
-            let message = "A task with this Idempotency-Key is still in progress";
-            let body = json!({"error": message, "reason": Reason::DuplicateInProgress.as_str(), "id": first});
-            let extra = [
-                Reason::DuplicateInProgress.header(),
-                ("x-andera-task-id", first.clone()),
-            ];
-            respond::json(session, 409, &body, &extra).await?;
-            first
-        }
-        Seen::Mismatch(first) => {
-            ctx.status = 422;
-            let message = "This Idempotency-Key was used with another body";
-            respond::refuse(session, 422, Reason::BadRequest, message, &[]).await?;
-            first
-        }
-    };
-    log::info!(
-        "task {first}: a repeat of its Idempotency-Key answered {}",
-        ctx.status
-    );
-    ctx.task_id = Some(first);
-    Ok(Repeat::Answered)
 }
 
 #[cfg(test)]

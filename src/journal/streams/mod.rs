@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use tokio::sync::Notify;
 
+pub mod keys;
 mod upkeep;
 
 use super::handoff::{ClaimBox, ReleaseFlag};
@@ -210,8 +211,8 @@ impl RedisJournal {
 
     async fn add(&self, t: &StoredTask) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("XADD")
-            .arg(STREAM)
+        let mut add = redis::cmd("XADD");
+        add.arg(STREAM)
             .arg("*")
             .arg("id")
             .arg(&t.id)
@@ -224,10 +225,21 @@ impl RedisJournal {
             .arg("headers")
             .arg(&t.headers)
             .arg("body")
-            .arg(&t.body)
-            .query_async::<String>(&mut conn)
-            .await
-            .map(drop)
+            .arg(&t.body);
+        if let Some(client) = &t.client {
+            add.arg("client").arg(client);
+        }
+        if t.idempotency.is_none() {
+            return add.query_async::<String>(&mut conn).await.map(drop);
+        }
+        // With its Idempotency-Key, in one transaction.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut pipe = redis::pipe();
+        pipe.atomic().add_command(add).ignore();
+        keys::accept_in(&mut pipe, t, now);
+        pipe.query_async::<redis::Value>(&mut conn).await.map(drop)
     }
 
     /// Marks a task as sent, if this instance still owns its entry.

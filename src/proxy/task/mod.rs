@@ -29,7 +29,7 @@ use crate::app::{App, RequestCtx};
 use crate::dispatch::{ForwardHeaders, TaskError};
 use crate::reason::Reason;
 use crate::respond;
-use crate::routes::task_control;
+use crate::routes::{idempotent, task_control};
 use crate::task::{self, Mode};
 
 /// Handles `POST /task` to the end; the response is always written here.
@@ -66,7 +66,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         Err(BodyError::Read(e)) => return Err(e),
     };
     // Idempotency-Key: digests of the key and of the body as the client sent it.
-    let idempotency = match task_control::idempotency_of(session, &client.name, &body) {
+    let idempotency = match idempotent::idempotency_of(session, &client.name, &body) {
         Ok(i) => i,
         Err(msg) => {
             ctx.status = 400;
@@ -113,11 +113,12 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     }
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
-    // A repeat of an Idempotency-Key starts nothing new (routes::task_control).
-    let idempotency = match task_control::repeat(app, session, ctx, idempotency, &task_id).await? {
-        task_control::Repeat::First(claim) => claim,
-        task_control::Repeat::Answered => return Ok(()),
-    };
+    // A repeat of an Idempotency-Key starts nothing new (routes::idempotent).
+    let idempotency =
+        match idempotent::repeat(app, session, ctx, idempotency, &task_id, spec.mode).await? {
+            idempotent::Repeat::First(claim) => claim,
+            idempotent::Repeat::Answered => return Ok(()),
+        };
     if let Some(p) = negative_priority {
         compat::warn_negative_priority(&task_id, p);
     }
