@@ -471,6 +471,21 @@ pub fn priority_class(priority: u32) -> &'static str {
     }
 }
 
+/// Groups a valid Worker has had since start (the scheduler adds them): the only
+/// `group` label values, so that a client naming groups cannot grow the label set.
+static KNOWN_GROUPS: std::sync::LazyLock<parking_lot::RwLock<foldhash::HashSet<Box<str>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Notes that a valid Worker of `group` appeared.
+pub fn group_became_known(group: &str) {
+    KNOWN_GROUPS.write().insert(group.into());
+}
+
+/// True once a valid Worker of `group` has been seen.
+pub fn known_group(group: &str) -> bool {
+    KNOWN_GROUPS.read().contains(group)
+}
+
 /// A label value for a client-supplied name: kept only when `known`, else [`OTHER`].
 pub fn bounded_label(value: &str, known: bool) -> &str {
     if known && value.len() <= MAX_LABEL_LEN {

@@ -178,3 +178,35 @@ async fn a_bad_waiting_room_value_names_the_key() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("NO_WORKER_WAIT_MS"), "{text}");
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_the_waiting_room_of_an_unknown_group_adds_no_label() {
+    // A group no Worker has had is a client's string: it must not become a label
+    // value, whichever way its task ends (here: the client leaves while it waits).
+    let lb = Lb::start_with(&[], &[("NO_WORKER_WAIT_MS", "30000")], FAST_RELOAD).await;
+    let mut body = task("hello", json!({}));
+    body["group"] = json!("made-up-group-1234");
+    let leaver = lb.task(body);
+    let leaver = tokio::spawn(async move { leaver.send().await });
+    lb.wait_queued(1).await;
+    leaver.abort();
+    lb.wait_queued(0).await;
+    let counted = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with("andera_lb_tasks_total")
+                && l.contains("outcome=\"client_gone\"")
+                && !l.ends_with(" 0")
+        })
+    };
+    let start = std::time::Instant::now();
+    let mut text = metrics(&lb).await;
+    while !counted(&text) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the task is counted: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = metrics(&lb).await;
+    }
+    assert!(!text.contains("made-up-group-1234"), "{text}");
+}

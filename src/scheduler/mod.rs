@@ -358,6 +358,7 @@ impl Scheduler {
             count_down(queued, pool.settle_deferred(), "queued");
             if !known_groups.contains(&key.0) {
                 known_groups.insert(key.0.clone());
+                crate::metrics::group_became_known(&key.0);
             }
         }
         pool.refresh(workers, id);

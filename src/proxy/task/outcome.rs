@@ -133,6 +133,9 @@ impl TaskHandle {
             ..
         } = outcome;
         self.finished(state, status, label, detail);
+        // A task of a group no valid Worker has had (one that waited in the waiting
+        // room, then left) counts as `other`, like one refused at once.
+        let listed = listed && crate::metrics::known_group(&spec.group);
         let group = bounded_label(&spec.group, listed);
         let function = bounded_label(&spec.function, listed);
         METRICS
