@@ -101,6 +101,8 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         }
     };
     spec.priority = crate::auth::quota::clamp_priority(&client, spec.priority);
+    // Its share of the queue and its max_running / max_queued (scheduler::fair).
+    spec.client = Some(task::TaskClient(client.clone()));
     if let Err(wait) = app.rate_limits.take(&client, std::time::Instant::now()) {
         ctx.status = 429;
         let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
