@@ -65,6 +65,7 @@ fn req() -> SlotRequest<'static> {
         contract: 1,
         function: "hello",
         priority: 1,
+        client: None,
     }
 }
 
