@@ -306,7 +306,8 @@
       cell(box, ['err', id, entry.error], () => [el('h2', null, el('span', { class: 'mono' }, id)), el('p', { class: 'bad-text' }, 'Cannot load the task: ' + str(entry.error))]);
       return;
     }
-    cell(box, entry.record, () => detailNode(entry.record));
+    // The role is in the signature: the Cancel action appears once whoami answers.
+    cell(box, { record: entry.record, role: document.body.dataset.role || '' }, () => detailNode(entry.record));
   }
 
   // ------------------------------------------------------------------ refresh

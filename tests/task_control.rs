@@ -555,3 +555,58 @@ async fn with_redis_an_idempotency_key_is_shared_by_every_instance() {
     delivered(&rx, "control").await;
     assert_eq!(rx.snapshot().get("shared"), Some(&1), "{:?}", rx.snapshot());
 }
+
+/// What the browser test needs that is missing (node, Chromium, playwright-core).
+fn browser_missing(root: &std::path::Path) -> Option<String> {
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let chromium = std::path::Path::new("/usr/bin/chromium").exists();
+    let playwright = root
+        .join("tests/browser/node_modules/playwright-core/package.json")
+        .exists();
+    (!(node && chromium && playwright))
+        .then(|| format!("node {node}, /usr/bin/chromium {chromium}, playwright-core {playwright}"))
+}
+
+#[tokio::test]
+async fn the_task_boards_cancel_action_is_for_admin_keys_in_a_browser() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if let Some(why) = browser_missing(&root) {
+        assert!(
+            std::env::var("ANDERA_BROWSER_TEST").as_deref() != Ok("required"),
+            "the browser test cannot run: {why}"
+        );
+        eprintln!("SKIPPED: the browser test cannot run: {why}");
+        return;
+    }
+    let w = sim(|c| c.slots = 1).await;
+    let lb = Lb::start_with(&[w.url()], &[], CLIENTS).await;
+    lb.wait_available(1).await;
+    let blocker = labelled("hello", "blocker", json!({"sleepMs": 20000}));
+    let _blocker = tokio::spawn(lb.task(blocker).send());
+    wait_running(&w, 1).await;
+    let waiting = tokio::spawn(lb.task(labelled("hello", "waiter", json!({}))).send());
+    lb.wait_queued(1).await;
+    let id = board_id(&lb, "queued").await;
+    let run = tokio::process::Command::new("node")
+        .current_dir(&root)
+        .arg("tests/browser/cancel.mjs")
+        .arg(lb.admin_url(""))
+        .args([LB_KEY, "viewer-key", &id])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the browser test ends")
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{}", lb.log());
+    println!("{text}");
+    let r = waiting.await.unwrap().unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    assert_eq!(r.headers()["x-andera-reason"], "cancelled");
+}
