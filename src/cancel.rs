@@ -19,6 +19,8 @@ struct Entry {
     token: CancellationToken,
     client: Option<Arc<str>>,
     serial: u64,
+    /// Where it waits for a slot, while it does.
+    place: Option<crate::scheduler::QueuePlace>,
 }
 
 /// The cancel signals of this instance's live tasks, by task id.
@@ -51,6 +53,7 @@ impl Cancels {
             token: token.clone(),
             client,
             serial,
+            place: None,
         };
         self.live.lock().insert(id.into(), entry);
         CancelGuard {
@@ -77,6 +80,12 @@ impl Cancels {
     /// The client of live task `id`, if it is live here (`Some(None)`: no client).
     pub fn client_of(&self, id: &str) -> Option<Option<Arc<str>>> {
         self.live.lock().get(id).map(|e| e.client.clone())
+    }
+
+    /// Task `id`'s position in its queue (1: next), if it is live here and waiting.
+    pub fn queue_position(&self, id: &str) -> Option<usize> {
+        let place = self.live.lock().get(id)?.place.clone()?;
+        place.position()
     }
 
     /// Live tasks registered right now.
@@ -107,6 +116,18 @@ impl CancelGuard {
     /// True once the task was cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.token.is_cancelled()
+    }
+
+    /// Notes where the task waits for a slot, for `queuePosition`.
+    pub fn waits_at(&self, admission: &crate::scheduler::Acquire) {
+        let crate::scheduler::Acquire::Queued(waiting) = admission else {
+            return;
+        };
+        if let Some(e) = self.cancels.live.lock().get_mut(&*self.id) {
+            if e.serial == self.serial {
+                e.place = Some(waiting.place());
+            }
+        }
     }
 }
 

@@ -142,6 +142,13 @@ async fn get_shows_a_clients_own_task_through_its_life_and_nobody_elses() {
     let queued = task_id(&r);
     let body = wait_state(&lb, &queued, "billing-key", "queued").await;
     assert!(body.get("startedAt").is_none(), "{body}");
+    assert_eq!(body["queuePosition"], 1, "{body}");
+    let mut second = labelled("hello", "c", json!({}));
+    second["mode"] = json!("webhook");
+    second["webhook"] = json!({"url": "http://127.0.0.1:9/hook"});
+    let r = task_as(&lb, "billing-key", second).send().await.unwrap();
+    let body = wait_state(&lb, &task_id(&r), "billing-key", "queued").await;
+    assert_eq!(body["queuePosition"], 2, "{body}");
     // The admin key (the LB key, with no admin_keys) on the admin port sees any task;
     // a viewer may look up, and a client key on the admin port sees its own only.
     let admin = lb.admin_url(&format!("/task/{queued}"));

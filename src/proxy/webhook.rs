@@ -426,6 +426,7 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
         admission,
         deadline,
     };
+    accepted.cancel.waits_at(&accepted.admission);
     let active = app.drain.track();
     tokio::spawn(run(app.clone(), accepted, Some(journal.clone()), active));
 }

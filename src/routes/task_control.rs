@@ -145,7 +145,10 @@ async fn lookup(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Re
         .read(id, |r| scope.sees(r.client_name()).then(|| r.status_json()))
         .flatten();
     match found {
-        Some(body) => {
+        Some(mut body) => {
+            if let Some(n) = app.cancels.queue_position(id) {
+                body["queuePosition"] = json!(n);
+            }
             respond::json(session, 200, &body, &[]).await?;
             Ok(200)
         }

@@ -11,6 +11,7 @@ mod fair;
 mod hold;
 mod load;
 mod outlier;
+mod place;
 mod pool;
 mod room;
 mod wait;
@@ -27,6 +28,7 @@ use crate::worker_url::WorkerUrl;
 pub use fair::ClientShare;
 use fair::{Counted, WaitKey};
 pub use outlier::{Ejection, OutlierPolicy};
+pub use place::QueuePlace;
 use pool::{Pool, SlotState, Waiter};
 pub use wait::{Lease, Waiting};
 

@@ -66,6 +66,15 @@ impl Waiting {
         }
     }
 
+    /// Where the task waits, to ask its position later (`GET /task/{id}`).
+    pub fn place(&self) -> super::QueuePlace {
+        super::QueuePlace {
+            scheduler: Arc::downgrade(&self.scheduler),
+            pool: self.pool.clone(),
+            key: self.key,
+        }
+    }
+
     /// Waits for a slot until `deadline`.
     pub async fn until(mut self, deadline: Instant) -> Result<Lease, AcquireError> {
         let Some(rx) = self.rx.as_mut() else {

@@ -146,6 +146,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         drop(admission);
         return fail(app, session, ctx, &record, &spec, &e).await;
     }
+    cancel.waits_at(&admission);
     if spec.mode == Mode::Webhook {
         let accepted = super::webhook::Accepted {
             record,
