@@ -5,7 +5,7 @@
 //! connection.
 //!
 //! Memory: one entry per live task of this instance (bounded by the queue,
-//! `tasks.max_queued`, plus the Worker slots), about 150 bytes each; an entry is
+//! `tasks.max_queued`, plus the Worker slots), about 300 bytes each; an entry is
 //! removed when its task ends.
 
 use std::sync::Arc;
