@@ -214,4 +214,3 @@ fn startup_warnings(
     }
     all
 }
-
