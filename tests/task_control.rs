@@ -133,7 +133,8 @@ async fn get_shows_a_clients_own_task_through_its_life_and_nobody_elses() {
         (404, &other),
         "no way to tell them apart"
     );
-    assert_eq!(call(&lb, "GET", &url, "nobody").await.0, 401);
+    let (status, reason, _) = call(&lb, "GET", &url, "nobody").await;
+    assert_eq!((status, reason.as_str()), (401, "unauthorized"));
     // A queued one (a webhook task answers at once with its id).
     let mut hook = labelled("hello", "b", json!({}));
     hook["mode"] = json!("webhook");

@@ -104,7 +104,7 @@ pub async fn serve(
         _ => Role::Viewer,
     };
     let Some(principal) = app.principal(session) else {
-        respond::error(session, 401, "Unauthorized", &[]).await?;
+        respond::refuse(session, 401, Reason::Unauthorized, "Unauthorized", &[]).await?;
         return Ok(401);
     };
     let operator = port == Port::Admin && principal.role.is_some_and(|r| r >= need);
