@@ -108,6 +108,9 @@ impl App {
 
     /// Puts a rebuilt key ring in force (the clients file changed).
     pub fn replace_keys(&self, ring: KeyRing) {
+        for client in ring.clients() {
+            METRICS.client_configured(&client.name);
+        }
         *self.keys.write() = Arc::new(ring);
     }
 
@@ -157,7 +160,7 @@ impl App {
 /// The key ring at start-up; `main` checked the clients file, so a failure here is
 /// a race with an edit: the inline clients and operator keys still hold.
 fn initial_ring(settings: &Settings) -> KeyRing {
-    crate::auth::ring_of(settings).unwrap_or_else(|e| {
+    let ring = crate::auth::ring_of(settings).unwrap_or_else(|e| {
         log::error!("named clients: {e}; using the inline auth.clients only");
         let a = &settings.auth;
         KeyRing::build(
@@ -167,7 +170,11 @@ fn initial_ring(settings: &Settings) -> KeyRing {
             &a.viewer_keys,
         )
         .unwrap_or_default()
-    })
+    });
+    for client in ring.clients() {
+        METRICS.client_configured(&client.name);
+    }
+    ring
 }
 
 /// Per-request state: what was decided, for logging and metrics.

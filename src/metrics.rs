@@ -114,6 +114,14 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     /// Reloads of the clients file, by result (`ok`, `error`).
     pub clients_reloads: IntCounterVec,
+    /// Tasks by named client and outcome (`client`: configured names only).
+    pub client_tasks: IntCounterVec,
+    /// Tasks refused by a client's own limits, by client and reason.
+    pub client_refused: IntCounterVec,
+    /// Tasks of each named client holding a Worker slot now.
+    pub client_running: IntGaugeVec,
+    /// Tasks of each named client waiting for a slot now.
+    pub client_queued: IntGaugeVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -378,10 +386,42 @@ impl Metrics {
                 "Reloads of the named clients file, by result (ok, error: the last good list stays).",
                 &["result"],
             ),
+            client_tasks: counter_vec(
+                &r,
+                "client_tasks_total",
+                "Tasks by named client (configured names only) and outcome.",
+                &["client", "outcome"],
+            ),
+            client_refused: counter_vec(
+                &r,
+                "client_refused_total",
+                "Tasks refused by their client's own limits (429), by client and reason.",
+                &["client", "reason"],
+            ),
+            client_running: gauge_vec(
+                &r,
+                "client_tasks_running",
+                "Tasks of each named client holding a Worker slot now.",
+                &["client"],
+            ),
+            client_queued: gauge_vec(
+                &r,
+                "client_tasks_queued",
+                "Tasks of each named client waiting for a Worker slot now.",
+                &["client"],
+            ),
             registry: r,
         };
         m.init_known_series();
         m
+    }
+
+    /// Creates at 0 the refusal series of a configured client (its name is bounded:
+    /// it comes from the configuration, never from a request).
+    pub fn client_configured(&self, name: &str) {
+        for reason in ["client_rate", "client_running", "client_queued"] {
+            self.client_refused.with_label_values(&[name, reason]);
+        }
     }
 
     /// Creates at 0 the labelled counters whose label values are known up front.

@@ -470,3 +470,64 @@ async fn max_running_and_max_queued_answer_429_with_their_reasons() {
         assert_eq!(t.await.unwrap(), 200);
     }
 }
+
+#[tokio::test]
+async fn metrics_count_each_named_clients_tasks_and_refusals_and_never_a_key() {
+    let w = sim(|_| {}).await;
+    let yaml = "auth:\n  clients:\n    - name: billing\n      keys: [billing-key]\n      \
+                rate: 0.1\n      burst: 1\n";
+    let lb = Lb::start_with(&[w.url()], &[], yaml).await;
+    lb.wait_available(1).await;
+    assert_eq!(run_as(&lb, "billing-key").await.0, 200);
+    assert_eq!(run_as(&lb, "billing-key").await.0, 429);
+    assert_eq!(run_as(&lb, LB_KEY).await.0, 200);
+    let text = lb
+        .http
+        .get(lb.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let has = |family: &str, labels: &[&str], value: &str| {
+        text.lines().any(|l| {
+            l.starts_with(family)
+                && labels.iter().all(|x| l.contains(x))
+                && l.ends_with(&format!(" {value}"))
+        })
+    };
+    assert!(
+        has(
+            "andera_lb_client_tasks_total",
+            &["client=\"billing\"", "outcome=\"ok\""],
+            "1"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            "andera_lb_client_tasks_total",
+            &["client=\"default\"", "outcome=\"ok\""],
+            "1"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            "andera_lb_client_refused_total",
+            &["client=\"billing\"", "reason=\"client_rate\""],
+            "1"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            "andera_lb_client_tasks_running",
+            &["client=\"billing\""],
+            "0"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("billing-key"));
+}

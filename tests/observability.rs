@@ -120,6 +120,13 @@ async fn live_scrape() -> (String, String) {
     .await;
     let lb = Lb::start(&[w.url()], &[("TASK_JOURNAL", "tasks.db")]).await;
     lb.wait_available(1).await;
+    // The journal opens in the background (its engine series appears then): sync
+    // tasks do not wait for it, the scrape must.
+    lb.wait_until(
+        |h| h["components"]["journal"]["engine"] == json!("sqlite"),
+        "the journal is open",
+    )
+    .await;
     assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
     assert_eq!(
         lb.run(task("fail", json!({"message": "boom"}))).await.0,

@@ -370,6 +370,16 @@ async fn index(app: &App, session: &mut Session) -> Result<u16> {
 /// `GET /metrics` in the Prometheus text format, with per-Worker gauges refreshed.
 async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
     app.refresh_worker_gauges();
+    for (client, waiting, running) in app.dispatcher.scheduler.client_load() {
+        METRICS
+            .client_queued
+            .with_label_values(&[&client])
+            .set(waiting as i64);
+        METRICS
+            .client_running
+            .with_label_values(&[&client])
+            .set(running as i64);
+    }
     METRICS
         .queue_depth
         .set(app.dispatcher.scheduler.queued() as i64);

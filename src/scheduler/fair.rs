@@ -99,6 +99,14 @@ impl Drop for Counted {
 pub(crate) struct Loads(HashMap<Arc<str>, Arc<ClientLoad>>);
 
 impl Loads {
+    /// Each client's (name, waiting, running).
+    pub(crate) fn figures(&self) -> Vec<(Arc<str>, usize, usize)> {
+        self.0
+            .iter()
+            .map(|(name, l)| (name.clone(), l.waiting(), l.running()))
+            .collect()
+    }
+
     /// `name`'s load (created at zero).
     pub(crate) fn of(&mut self, name: &Arc<str>) -> Arc<ClientLoad> {
         self.0.entry(name.clone()).or_default().clone()

@@ -8,6 +8,12 @@ use super::{Scheduler, State};
 use crate::metrics::{GroupLoad, OTHER};
 
 impl Scheduler {
+    /// Each named client's (name, waiting, running) tasks, for every client that has
+    /// sent a task since start.
+    pub fn client_load(&self) -> Vec<(Arc<str>, usize, usize)> {
+        self.state.lock().loads.figures()
+    }
+
     /// Each group's queue, running tasks and free slots: every group a valid Worker
     /// has had since start (at 0 when idle), and `other`, where the waiting room of
     /// groups no Worker has had (and Workers of such groups) count, so that labels

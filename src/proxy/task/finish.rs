@@ -55,6 +55,12 @@ pub(crate) async fn fail(
     if matches!(e, TaskError::QueueFull) {
         METRICS.queue_rejections.inc();
     }
+    if let TaskError::ClientLimit { client, .. } = e {
+        METRICS
+            .client_refused
+            .with_label_values(&[client, reason.as_str()])
+            .inc();
+    }
     if matches!(e, TaskError::QueueFull | TaskError::ClientLimit { .. }) {
         extra.push(("retry-after", app.settings.retry_after_s.to_string()));
     }

@@ -105,6 +105,10 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     spec.client = Some(task::TaskClient(client.clone()));
     if let Err(wait) = app.rate_limits.take(&client, std::time::Instant::now()) {
         ctx.status = 429;
+        crate::metrics::METRICS
+            .client_refused
+            .with_label_values(&[&client.name, "client_rate"])
+            .inc();
         let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
         let msg = format!(
             "Client {:?} is over its rate of {} task(s) a second",

@@ -147,6 +147,12 @@ impl TaskHandle {
             .with_label_values(&[group, function, label])
             .observe(seconds);
         board.observe(seconds, state != TaskState::Completed);
+        if let Some(client) = &spec.client {
+            METRICS
+                .client_tasks
+                .with_label_values(&[&client.name, label])
+                .inc();
+        }
     }
 }
 
