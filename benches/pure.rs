@@ -155,11 +155,93 @@ fn bench_handoff(c: &mut Criterion) {
     });
 }
 
+/// A request of named client `name` (weight 1, no limits) at `priority`.
+fn client_req(name: &Arc<str>, priority: u32) -> SlotRequest<'_> {
+    SlotRequest {
+        priority,
+        client: Some(andera_lb::scheduler::ClientShare {
+            name,
+            weight: 1,
+            max_running: 0,
+            max_queued: 0,
+        }),
+        ..req()
+    }
+}
+
+/// Named clients' fair sharing (#22): queueing a task behind 10,000 waiting tasks of
+/// 1 or 1,000 clients (tag + ordered insert, then cancel), and the hand-off of a
+/// freed slot with 10,000 tasks of 100 clients queued.
+fn bench_clients(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fair queue push+cancel, 10,000 waiting");
+    for clients in [1usize, 1_000] {
+        let s = scheduler_with(1, 1);
+        let names: Vec<Arc<str>> = (0..clients).map(|i| format!("c{i}").into()).collect();
+        let _held = match s.acquire(&client_req(&names[0], 1)).unwrap() {
+            Acquire::Ready(l) => l,
+            Acquire::Queued(_) => unreachable!(),
+        };
+        let _queue: Vec<Waiting> = (0..10_000)
+            .map(
+                |i| match s.acquire(&client_req(&names[i % clients], 1)).unwrap() {
+                    Acquire::Queued(w) => w,
+                    Acquire::Ready(_) => unreachable!(),
+                },
+            )
+            .collect();
+        let mut next = 0;
+        g.bench_with_input(BenchmarkId::new("clients", clients), &clients, |b, _| {
+            b.iter(|| {
+                next = (next + 1) % clients;
+                match s.acquire(black_box(&client_req(&names[next], 1))).unwrap() {
+                    Acquire::Queued(w) => drop(w),
+                    Acquire::Ready(_) => unreachable!("the only slot is held"),
+                }
+            })
+        });
+    }
+    g.finish();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let s = scheduler_with(1, 1);
+    let names: Vec<Arc<str>> = (0..100).map(|i| format!("c{i}").into()).collect();
+    // 10,000 tasks of 100 clients wait at priority 2; the measured one at 1 is next.
+    let mut lease = Some(match s.acquire(&client_req(&names[0], 1)).unwrap() {
+        Acquire::Ready(l) => l,
+        Acquire::Queued(_) => unreachable!(),
+    });
+    let _behind: Vec<Waiting> = (0..10_000)
+        .map(
+            |i| match s.acquire(&client_req(&names[i % 100], 2)).unwrap() {
+                Acquire::Queued(w) => w,
+                Acquire::Ready(_) => unreachable!(),
+            },
+        )
+        .collect();
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut next = 0;
+    c.bench_function("fair hand-off, 10,000 queued over 100 clients", |b| {
+        b.iter(|| {
+            next = (next + 1) % 100;
+            let w = match s.acquire(black_box(&client_req(&names[next], 1))).unwrap() {
+                Acquire::Queued(w) => w,
+                Acquire::Ready(_) => unreachable!("the only slot is held"),
+            };
+            drop(lease.take());
+            lease = Some(rt.block_on(w.until(far)).expect("hand-off"));
+        })
+    });
+}
+
 criterion_group!(
     benches,
     bench_parse,
     bench_select,
     bench_queue,
-    bench_handoff
+    bench_handoff,
+    bench_clients
 );
 criterion_main!(benches);
