@@ -530,4 +530,11 @@ async fn metrics_count_each_named_clients_tasks_and_refusals_and_never_a_key() {
         "{text}"
     );
     assert!(!text.contains("billing-key"));
+    // The task's log line names its client, never its key.
+    assert!(
+        lb.log().contains("client billing default/hello"),
+        "{}",
+        lb.log()
+    );
+    assert!(!lb.log().contains("billing-key"));
 }

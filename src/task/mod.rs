@@ -63,6 +63,13 @@ pub struct TaskSpec {
     pub client: Option<TaskClient>,
 }
 
+impl TaskSpec {
+    /// The name of its client, for log lines (`-` when it has none).
+    pub fn client_name(&self) -> &str {
+        self.client.as_ref().map_or("-", |c| &c.name)
+    }
+}
+
 /// The named client of a task (compared by name: its limits may be reloaded).
 #[derive(Debug, Clone)]
 pub struct TaskClient(pub std::sync::Arc<crate::auth::clients::ClientSpec>);

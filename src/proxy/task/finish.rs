@@ -36,7 +36,8 @@ pub(crate) async fn fail(
     let task_id = record.id();
     let message = e.message();
     log::warn!(
-        "task {task_id} {}/{} c{} p{} {}: {} {message}",
+        "task {task_id} client {} {}/{} c{} p{} {}: {} {message}",
+        spec.client_name(),
         bounded_label(&spec.group, true),
         bounded_label(&spec.function, true),
         spec.contract,

@@ -44,7 +44,8 @@ pub(super) async fn relay(
     ctx.status = header.status.as_u16();
     // One line per task, like an access log: id, route, answer, Worker, attempts.
     log::info!(
-        "task {task_id} {}/{} c{} p{} {}: {} by {} (attempt {attempts})",
+        "task {task_id} client {} {}/{} c{} p{} {}: {} by {} (attempt {attempts})",
+        spec.client_name(),
         spec.group,
         spec.function,
         spec.contract,
