@@ -111,6 +111,30 @@
     cell(sr, String(rate), () => ['success ', el('b', null, rate == null ? '–' : rate.toFixed(rate === 100 ? 0 : 1) + ' %')]);
   }
 
+  /** Named clients: running, queued and refused tasks (as text: names are escaped). */
+  function renderClients(ov) {
+    const list = arr(ov.clients).filter((c) => A.isObj(c));
+    const box = $('clients');
+    if (!box) return;
+    cell(box, JSON.stringify(list), () => {
+      if (!list.length) return el('p', { class: 'empty' }, 'No task from any client yet.');
+      return el(
+        'table',
+        { class: 'prio-table' },
+        el('tbody', null, list.slice(0, 100).map((c) =>
+          el(
+            'tr',
+            null,
+            el('th', { scope: 'row' }, str(c.name)),
+            el('td', { class: 'num', title: 'running' }, A.fmtInt(num(c.running) || 0)),
+            el('td', { class: 'num', title: 'queued' }, A.fmtInt(num(c.queued) || 0)),
+            el('td', { class: 'num', title: 'refused (429)' }, A.fmtInt(num(c.refused) || 0))
+          )
+        ))
+      );
+    });
+  }
+
   function renderPriorities(ov) {
     const q = obj(ov.queue);
     const list = arr(q.byPriority)
@@ -573,6 +597,7 @@
       charts.latency.set(series);
       charts.queue.set(series);
       renderPriorities(overview);
+      renderClients(overview);
       renderTasks(arr(overview.recentTasks));
       lbLines = arr(overview.logs).map(str);
       renderLbLogs();

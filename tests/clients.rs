@@ -530,6 +530,19 @@ async fn metrics_count_each_named_clients_tasks_and_refusals_and_never_a_key() {
         "{text}"
     );
     assert!(!text.contains("billing-key"));
+    // The dashboard shows each client's running, queued and refused tasks.
+    let (_, overview) = get(&lb, &lb.admin_url("/dashboard/api/overview"), LB_KEY).await;
+    let billing = overview["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "billing")
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", overview["clients"]));
+    assert_eq!(
+        billing,
+        json!({"name": "billing", "running": 0, "queued": 0, "refused": 1})
+    );
     // The task's log line names its client, never its key.
     assert!(
         lb.log().contains("client billing default/hello"),

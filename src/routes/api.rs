@@ -93,6 +93,21 @@ fn metric_sum(name: &str, by_label: Option<(&str, &[&str])>) -> u64 {
 }
 
 /// `GET /dashboard/api/overview`: status, queue, totals, series, recent tasks, LB logs.
+/// Each named client's tasks running and waiting now, and refused by its limits.
+fn clients(app: &App) -> Vec<serde_json::Value> {
+    let mut load = app.dispatcher.scheduler.client_load();
+    load.sort_by(|a, b| a.0.cmp(&b.0));
+    load.into_iter()
+        .map(|(name, queued, running)| {
+            let refused = metric_sum(
+                "andera_lb_client_refused_total",
+                Some(("client", &[&*name])),
+            );
+            json!({"name": &*name, "running": running, "queued": queued, "refused": refused})
+        })
+        .collect()
+}
+
 pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
     let queue = app.dispatcher.scheduler.queue_snapshot();
     let (counts, _) = app.board.counts(None);
@@ -123,6 +138,7 @@ pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
             "running": running,
             "queued": queue.depth,
         },
+        "clients": clients(app),
         "series": app.board.series(),
         "recentTasks": app.board.list(50, |_| true),
         "logs": tail,
