@@ -281,6 +281,19 @@ async fn dash_t_checks_the_clients_file_and_sha256_keys_work() {
         err.contains("bad.yaml") && err.contains("Bad Name"),
         "{err}"
     );
+    // The shipped example passes.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/clients.example.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_andera-lb"))
+        .arg("-t")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("LB_AUTH_KEY", LB_KEY)
+        .env("CLIENTS_FILE", &example)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
 
     // The file may hold a key's SHA-256 instead of the key.
     let key = key_and_sha256("hashed-client-key");
