@@ -190,6 +190,8 @@ pub struct RequestCtx {
     pub started: Option<std::time::Instant>,
     /// The client's name once its key was accepted (`default`: the LB key).
     pub client: Option<Arc<str>>,
+    /// The request's connection (set once its header was read).
+    pub conn: Option<crate::conn::ConnHandle>,
 }
 
 impl RequestCtx {

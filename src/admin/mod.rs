@@ -55,10 +55,10 @@ impl ProxyHttp for AdminProxy {
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         prev_ctx: Box<dyn std::any::Any + Send + Sync>,
     ) {
-        crate::conn::header_read(prev_ctx.as_ref());
+        ctx.conn = crate::conn::header_read(prev_ctx.as_ref());
     }
 
     async fn fail_to_proxy(
@@ -77,5 +77,8 @@ impl ProxyHttp for AdminProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         routes::count_response("admin", ctx, e);
         crate::access_log::log_request(&self.app, session, ctx, "admin");
+        if let Some(conn) = &ctx.conn {
+            conn.request_ended(session.as_downstream_mut().is_body_done(), e);
+        }
     }
 }

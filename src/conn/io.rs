@@ -61,6 +61,8 @@ pub(super) struct HeaderState {
 /// State shared by a connection's [`GuardedIo`] and its loop in [`GuardedApp`].
 pub(super) struct ConnGuard {
     phase: AtomicU8,
+    /// The last request ended with its body unread: a close lingers.
+    pub(super) body_unread: std::sync::atomic::AtomicBool,
     pub(super) state: Mutex<HeaderState>,
     /// The socket, handed back when Pingora drops the session.
     pub(super) orphan: Mutex<Option<Stream>>,
@@ -72,6 +74,7 @@ impl ConnGuard {
     pub(super) fn new() -> Self {
         ConnGuard {
             phase: AtomicU8::new(Phase::Header as u8),
+            body_unread: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(HeaderState {
                 since: Instant::now(),
                 first_byte: Some(Instant::now()),
@@ -135,10 +138,33 @@ impl fmt::Debug for ConnGuard {
 pub(super) struct HeaderDone(pub(super) Arc<ConnGuard>);
 
 /// Called by the proxies' `on_connection_reuse` hook, which Pingora runs right after
-/// it parsed a request header: from here on the request is the proxy's.
-pub fn header_read(prev_ctx: &(dyn std::any::Any + Send + Sync)) {
-    if let Some(HeaderDone(guard)) = prev_ctx.downcast_ref::<HeaderDone>() {
-        guard.set_phase(Phase::Body);
+/// it parsed a request header: from here on the request is the proxy's. Returns the
+/// connection's handle, for [`ConnHandle::request_ended`].
+pub fn header_read(prev_ctx: &(dyn std::any::Any + Send + Sync)) -> Option<ConnHandle> {
+    let HeaderDone(guard) = prev_ctx.downcast_ref::<HeaderDone>()?;
+    guard.set_phase(Phase::Body);
+    Some(ConnHandle(guard.clone()))
+}
+
+/// A request's view of its connection's guard.
+#[derive(Debug, Clone)]
+pub struct ConnHandle(Arc<ConnGuard>);
+
+impl ConnHandle {
+    /// Notes how the request ended: when its body was not read to the end (an early
+    /// answer: `413`, `401`, a malformed body), a close of the connection lingers,
+    /// for the client may still be writing it. A request whose body was read whole
+    /// (a send timeout, a client that stopped reading) closes at once.
+    pub fn request_ended(&self, body_done: bool, error: Option<&pingora::Error>) {
+        use pingora::ErrorType::{ConnectionClosed, WriteError, WriteTimedout};
+        // A request that failed reading (a malformed or oversized body) may have left
+        // bytes unread whatever the reader says; one that failed writing (the client
+        // stopped reading) has nothing more coming.
+        let failed_reading = error
+            .is_some_and(|e| !matches!(e.etype(), WriteTimedout | WriteError | ConnectionClosed));
+        self.0
+            .body_unread
+            .store(!body_done || failed_reading, Ordering::Release);
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use io::{header_read, GuardedIo};
+pub use io::{header_read, ConnHandle, GuardedIo};
 use io::{ConnGuard, HeaderDone, Phase};
 
 use crate::config::client::ClientLimits;
@@ -277,7 +277,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 Err(ended) => ended,
             };
             // The request future is gone: a socket Pingora dropped is back in `orphan`.
-            let linger = matches!(verdict, Verdict::Done(None) | Verdict::TooLarge);
+            // Only where the client may still be writing: a header too large, or a
+            // request answered before its body was read to the end.
+            let linger = match verdict {
+                Verdict::TooLarge => true,
+                Verdict::Done(None) => {
+                    guard.state.lock().refused.is_some()
+                        || guard.body_unread.load(Ordering::Acquire)
+                }
+                _ => false,
+            };
             let refusal = match verdict {
                 Verdict::Done(Some(reused)) => {
                     let (stream, settings) = reused.consume();
