@@ -9,6 +9,7 @@
 //!   a consumer group; a task is run by whichever instance reads it first.
 
 mod disk;
+mod error;
 mod handoff;
 mod keys;
 mod recreate;
@@ -22,6 +23,7 @@ mod wire;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use error::{Detail, JournalError};
 pub use sqlite::{SqliteJournal, HEARTBEAT, OWNER_STALE};
 pub use state::{JournalHealth, JournalState};
 pub use streams::RedisJournal;
@@ -99,57 +101,6 @@ pub static JOURNAL_METRICS: std::sync::LazyLock<JournalMetrics> = std::sync::Laz
         state,
     }
 });
-
-/// Why the journal could not do what was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JournalError {
-    /// The journal cannot be opened or reached, or is not a journal (names the file or URL).
-    Open(String),
-    /// A write failed (I/O error, Redis unreachable): the task is not kept.
-    Write(String),
-    /// No room for new tasks (disk full, `tasks.journal_max_size`, Redis `maxmemory`).
-    Full(String),
-    /// The journal cannot be used now (its file was deleted or replaced).
-    Unavailable(String),
-    /// The journal's file or directory cannot be written by this process (names it).
-    Denied(String),
-    /// The writer thread is gone.
-    Closed,
-}
-
-impl JournalError {
-    /// What to add to a start-up refusal: `--recover` for a file that is not a
-    /// journal, nothing for a permission problem (which it cannot fix).
-    pub fn recover_hint(&self) -> &'static str {
-        match self {
-            JournalError::Open(_) => "; start with --recover to move it aside and begin a new one",
-            _ => "",
-        }
-    }
-
-    /// The `reason` of a refused task's JSON: `journal_full` or `journal_unavailable`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            JournalError::Full(_) => "journal_full",
-            _ => "journal_unavailable",
-        }
-    }
-}
-
-impl std::fmt::Display for JournalError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            JournalError::Open(m) => write!(f, "cannot open the task journal: {m}"),
-            JournalError::Write(m) => write!(f, "cannot write the task journal: {m}"),
-            JournalError::Full(m) => write!(f, "the task journal is full: {m}"),
-            JournalError::Unavailable(m) => write!(f, "the task journal is unavailable: {m}"),
-            JournalError::Denied(m) => write!(f, "cannot write the task journal: {m}"),
-            JournalError::Closed => f.write_str("the task journal is closed"),
-        }
-    }
-}
-
-impl std::error::Error for JournalError {}
 
 /// What a dispatch mark found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

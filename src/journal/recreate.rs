@@ -7,10 +7,13 @@ use std::path::Path;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::store;
-use super::JournalError;
+use super::{Detail, JournalError};
 
 fn copy_err(path: &Path, e: rusqlite::Error) -> JournalError {
-    JournalError::Open(format!("{}: re-creating the journal: {e}", path.display()))
+    JournalError::Open(Detail::caused(
+        format!("{}: re-creating the journal", path.display()),
+        e,
+    ))
 }
 
 /// Creates a fresh journal at `path` (removing the deleted file's `-wal` and

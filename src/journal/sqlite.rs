@@ -24,7 +24,9 @@ use tokio::sync::oneshot;
 use super::handoff::{ClaimBox, ReleaseFlag};
 use super::store;
 use super::upkeep::Upkeep;
-use super::{Claimed, DispatchMark, JournalError, JournalHealth, StoredTask, JOURNAL_METRICS};
+use super::{
+    Claimed, Detail, DispatchMark, JournalError, JournalHealth, StoredTask, JOURNAL_METRICS,
+};
 
 /// How often an instance proves it is alive, and claims free rows.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -77,8 +79,9 @@ impl SqliteJournal {
                     path.display(),
                     aside.display()
                 );
-                std::fs::rename(path, &aside)
-                    .map_err(|e| JournalError::Open(format!("{}: {e}", path.display())))?;
+                std::fs::rename(path, &aside).map_err(|e| {
+                    JournalError::Open(Detail::caused(path.display().to_string(), e))
+                })?;
                 for suffix in ["-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
@@ -112,7 +115,7 @@ impl SqliteJournal {
         std::thread::Builder::new()
             .name("task-journal".into())
             .spawn(move || writer_loop(writer, upkeep, rx, weak))
-            .map_err(|e| JournalError::Open(e.to_string()))?;
+            .map_err(|e| JournalError::Open(Detail::caused("starting the journal thread", e)))?;
         Ok(journal)
     }
 

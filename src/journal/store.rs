@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::disk;
-use super::{ClaimKind, Claimed, DispatchMark, JournalError, StoredTask};
+use super::{ClaimKind, Claimed, Detail, DispatchMark, JournalError, StoredTask};
 
 /// Journal format version, kept in SQLite's `user_version`.
 const FORMAT: i64 = 1;
@@ -28,8 +28,13 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn open_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
-    JournalError::Open(format!("{}: {e}", path.display()))
+fn open_err(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> JournalError {
+    JournalError::Open(Detail::caused(path.display().to_string(), e))
+}
+
+/// A journal that opened but is not one we can use (names what is wrong).
+fn not_usable(path: &Path, what: String) -> JournalError {
+    JournalError::Open(Detail::new(format!("{}: {what}", path.display())))
 }
 
 /// Opens the journal, creating it if missing, and checks that it is one. Writes
@@ -45,7 +50,10 @@ pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(|e| open_err(path, e))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(open_err(path, format!("cannot use WAL mode (got {mode})")));
+        return Err(not_usable(
+            path,
+            format!("cannot use WAL mode (got {mode})"),
+        ));
     }
     // secure_delete: a deleted row is overwritten with zeros (its pages too), so
     // finished tasks' bodies and Worker keys do not stay in the database's free
@@ -78,7 +86,7 @@ pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(|e| open_err(path, e))?;
     if check != "ok" {
-        return Err(open_err(path, format!("integrity check failed: {check}")));
+        return Err(not_usable(path, format!("integrity check failed: {check}")));
     }
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -87,7 +95,7 @@ pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(|e| open_err(path, e))?;
     if version != FORMAT && !(version == 0 && tables == 0) {
-        return Err(open_err(
+        return Err(not_usable(
             path,
             format!("not an andera-lb task journal (format {version}, expected {FORMAT})"),
         ));
@@ -117,23 +125,26 @@ pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
 /// such ([`JournalError::Denied`]), since `--recover` cannot help with it.
 fn prepare_files(path: &Path) -> Result<(), JournalError> {
     let dir = disk::dir_of(path);
-    let denied = |what: &str, e: &std::io::Error| {
+    let denied = |what: &str, e: std::io::Error| {
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
-        JournalError::Denied(format!(
-            "{}: {what} is not writable by this process (uid {uid}): {e}; give it to the service's user or choose another tasks.journal (--recover cannot help)",
-            path.display()
+        JournalError::Denied(Detail::caused(
+            format!(
+                "{}: {what} is not writable by this process (uid {uid}); give it to the service's user or choose another tasks.journal (--recover cannot help)",
+                path.display()
+            ),
+            e,
         ))
     };
     disk::create_dirs(&dir).map_err(|e| match disk::is_denied(&e) {
-        true => denied(&format!("the directory {}", dir.display()), &e),
+        true => denied(&format!("the directory {}", dir.display()), e),
         false => open_err(path, e),
     })?;
     if let Err(e) = disk::writable_dir(&dir) {
-        return Err(denied(&format!("the directory {}", dir.display()), &e));
+        return Err(denied(&format!("the directory {}", dir.display()), e));
     }
     disk::create_private(path).map_err(|e| match disk::is_denied(&e) {
-        true => denied("the file", &e),
+        true => denied("the file", e),
         false => open_err(path, e),
     })?;
     for (file, mode) in disk::readable_by_others(path) {
@@ -154,8 +165,8 @@ pub struct Writer {
 
 fn write_err(e: rusqlite::Error) -> JournalError {
     match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DiskFull) => JournalError::Full(e.to_string()),
-        _ => JournalError::Write(e.to_string()),
+        Some(rusqlite::ErrorCode::DiskFull) => JournalError::Full(Detail::caused("", e)),
+        _ => JournalError::Write(Detail::caused("", e)),
     }
 }
 

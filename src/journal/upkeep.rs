@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::disk::{self, Found, Reserve, Watch, SLACK_BYTES};
 use super::recreate::recreate;
 use super::store::Writer;
-use super::{JournalError, JournalHealth, JournalState, JOURNAL_METRICS};
+use super::{Detail, JournalError, JournalHealth, JournalState, JOURNAL_METRICS};
 
 /// Idle time (no task written) after which the WAL is checkpointed and
 /// truncated to zero bytes. Default 1 s.
@@ -113,8 +113,8 @@ impl Upkeep {
     fn refusal(&self) -> JournalError {
         let (state, detail) = self.health.get();
         match state {
-            JournalState::Full => JournalError::Full(detail),
-            _ => JournalError::Unavailable(detail),
+            JournalState::Full => JournalError::Full(Detail::new(detail)),
+            _ => JournalError::Unavailable(Detail::new(detail)),
         }
     }
 
@@ -213,7 +213,7 @@ impl Upkeep {
             return;
         }
         self.growth = w.checkpoint_growth();
-        if self.checkpoint_fits() && w.checkpoint(false) == Ok(true) {
+        if self.checkpoint_fits() && matches!(w.checkpoint(false), Ok(true)) {
             self.growth = 0;
         }
     }

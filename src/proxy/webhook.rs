@@ -18,8 +18,8 @@ use crate::app::{App, RequestCtx};
 use crate::board::{TaskHandle, TaskState};
 use crate::dispatch::{Delivered, DispatchGate, ForwardHeaders, TaskError};
 use crate::journal::{
-    ClaimKind, Claimed, DispatchMark, Journal, JournalError, Location, RedisJournal, SqliteJournal,
-    StoredTask, JOURNAL_METRICS,
+    ClaimKind, Claimed, Detail, DispatchMark, Journal, JournalError, Location, RedisJournal,
+    SqliteJournal, StoredTask, JOURNAL_METRICS,
 };
 use crate::reason::Reason;
 use crate::respond;
@@ -63,7 +63,9 @@ pub(super) async fn accept(
         Some(location) => match app.journal_within(JOURNAL_OPEN_WAIT).await {
             Some(j) => Some(j),
             None => {
-                let e = JournalError::Unavailable(format!("task journal {location} is not open"));
+                let e = JournalError::Unavailable(Detail::new(format!(
+                    "task journal {location} is not open"
+                )));
                 return refuse(app, session, ctx, &task, &e).await;
             }
         },

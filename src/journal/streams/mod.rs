@@ -28,7 +28,9 @@ use super::handoff::{ClaimBox, ReleaseFlag};
 use super::wire::{
     create_group, end_entries, entries, DISPATCHED, GROUP, MARK, REFRESH, RELEASE, RELEASED, STREAM,
 };
-use super::{redact, ClaimKind, Claimed, DispatchMark, JournalError, StoredTask, JOURNAL_METRICS};
+use super::{
+    redact, ClaimKind, Claimed, Detail, DispatchMark, JournalError, StoredTask, JOURNAL_METRICS,
+};
 
 /// Tasks an instance may hold beyond its free slots (waiting locally for one).
 pub const LOCAL_QUEUE: usize = 8;
@@ -73,12 +75,12 @@ pub struct RedisJournal {
     health: super::JournalHealth,
 }
 
-fn open_err(url: &str, e: impl std::fmt::Display) -> JournalError {
-    JournalError::Open(format!("{}: {e}", redact(url)))
+fn open_err(url: &str, e: impl std::error::Error + Send + Sync + 'static) -> JournalError {
+    JournalError::Open(Detail::caused(redact(url), e))
 }
 
 fn write_err(e: redis::RedisError) -> JournalError {
-    JournalError::Write(format!("redis: {e}"))
+    JournalError::Write(Detail::caused("redis", e))
 }
 
 /// True when the connection was found broken (e.g. Redis restarted): the
@@ -204,7 +206,7 @@ impl RedisJournal {
         }
         self.wrote(&result);
         result.map_err(|e| match e.code() {
-            Some("OOM") => JournalError::Full(format!("redis: {e}")),
+            Some("OOM") => JournalError::Full(Detail::caused("redis", e)),
             _ => write_err(e),
         })
     }
