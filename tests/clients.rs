@@ -111,7 +111,10 @@ async fn a_viewer_sees_the_pages_but_not_the_logs_or_the_workers_detail() {
 #[tokio::test]
 async fn admin_keys_open_every_operator_surface_and_take_it_from_the_lb_key() {
     let w = sim(|_| {}).await;
-    let lb = Lb::start_with(&[w.url()], &[("ADMIN_KEYS", "ops-1, ops-2")], CLIENTS).await;
+    // A third admin key given as its SHA-256, as client keys may be.
+    let (ops_3, ops_3_hash) = key_and_sha256("ops-3");
+    let admin_keys = format!("ops-1, ops-2, sha256:{ops_3_hash}");
+    let lb = Lb::start_with(&[w.url()], &[("ADMIN_KEYS", &admin_keys)], CLIENTS).await;
     // Keyed /health detail is the admin keys' now, not the LB key's.
     let start = std::time::Instant::now();
     while get(&lb, &lb.url("/health"), "ops-1").await.1["components"]["discovery"]["available"]
@@ -123,7 +126,7 @@ async fn admin_keys_open_every_operator_surface_and_take_it_from_the_lb_key() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for key in ["ops-1", "ops-2"] {
+    for key in ["ops-1", "ops-2", &ops_3] {
         for url in operator_routes(&lb) {
             assert_eq!(get(&lb, &url, key).await.0, 200, "{key} {url}");
         }

@@ -683,3 +683,58 @@ async fn keyed_health_services_are_the_originals_strings_and_components_are_besi
         json!(journal.to_str().unwrap())
     );
 }
+
+/// #20 item 8: a webhook task that cannot run (a group or function no Worker has,
+/// or a group whose only Worker is gone) is `503` at once with its reason, where the
+/// original answered `200 accepted` and dropped it: nothing is journaled, nothing
+/// reaches a Worker, and the client knows to retry elsewhere.
+#[tokio::test]
+async fn a_webhook_task_that_cannot_run_is_503_at_once_and_never_journaled() {
+    let w = sim(|_| {}).await;
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("tasks.db");
+    let lb = Lb::start(&[w.url()], &[("TASK_JOURNAL", journal.to_str().unwrap())]).await;
+    lb.wait_available(1).await;
+    let webhook = |mut body: Value| {
+        body["mode"] = json!("webhook");
+        body["webhook"] = json!({"url": "http://127.0.0.1:9/hook"});
+        body
+    };
+    let mut unknown_group = task("hello", json!({}));
+    unknown_group["group"] = json!("nobody-runs-this");
+    let cases = [
+        ("an unknown group", webhook(unknown_group)),
+        (
+            "an unknown function",
+            webhook(task("no-such-function", json!({}))),
+        ),
+    ];
+    for (what, body) in &cases {
+        let (status, answer) = lb.run(body.clone()).await;
+        assert_eq!(status, 503, "{what}: {answer}");
+        assert!(answer["error"].is_string(), "{what}: {answer}");
+        assert_eq!(answer["reason"], "no_worker", "{what}: {answer}");
+    }
+    w.shutdown().await;
+    lb.wait_available(0).await;
+    let (status, answer) = lb.run(webhook(task("hello", json!({})))).await;
+    assert_eq!(status, 503, "no usable Worker: {answer}");
+    assert_eq!(answer["reason"], "no_worker", "{answer}");
+
+    let metrics = lb
+        .http
+        .get(lb.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let kept = metrics.lines().find_map(|l| {
+        l.strip_prefix("andera_lb_journal_tasks ")?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    });
+    assert_eq!(kept, Some(0.0), "nothing journaled");
+}

@@ -231,6 +231,10 @@ async fn delete_of_a_running_task_closes_its_worker_connection() {
     // The admin key cancels it from the task board's action.
     let board = lb.admin_url(&format!("/bull/api/tasks/{id}"));
     assert_eq!(call(&lb, "DELETE", &board, "viewer-key").await.0, 403);
+    // The board is an operator surface: even the task's own client may not use it
+    // (it cancels through DELETE /task/{id}).
+    let (status, reason, _) = call(&lb, "DELETE", &board, "billing-key").await;
+    assert_eq!((status, reason.as_str()), (403, "forbidden"));
     let (status, _, body) = call(&lb, "DELETE", &board, LB_KEY).await;
     assert_eq!(
         (status, &body["state"]),
