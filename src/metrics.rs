@@ -22,6 +22,8 @@ pub struct GroupLoad {
     pub group: Arc<str>,
     /// Tasks waiting for a slot.
     pub queued: usize,
+    /// Tasks waiting for a slot, by priority class (indexed as [`PRIORITY_CLASSES`]).
+    pub queued_by_class: [usize; PRIORITY_CLASSES.len()],
     /// Tasks this load balancer runs on the group's Workers.
     pub running: u32,
     /// Free slots on the group's usable Workers.
@@ -34,6 +36,7 @@ impl GroupLoad {
         GroupLoad {
             group,
             queued: 0,
+            queued_by_class: [0; PRIORITY_CLASSES.len()],
             running: 0,
             free: 0,
         }
@@ -73,6 +76,8 @@ pub struct Metrics {
     /// Tasks waiting now, by group (the autoscaling signal), read from
     /// [`Metrics::set_queue_source`] on each scrape.
     pub queue_depth_by_group: IntGaugeVec,
+    /// Tasks waiting now, by group and priority class, read like `queue_depth_by_group`.
+    pub queue_depth_by_priority_class: IntGaugeVec,
     /// Tasks running now, by group, read like `queue_depth_by_group`.
     pub group_tasks_running: IntGaugeVec,
     /// Free slots now, by group, read like `queue_depth_by_group`.
@@ -290,6 +295,12 @@ impl Metrics {
                 "Tasks waiting for a Worker slot now, by group (waiting-room tasks of a group no Worker has had count as other).",
                 &["group"],
             ),
+            queue_depth_by_priority_class: gauge_vec(
+                &r,
+                "queue_depth_by_priority_class",
+                "Tasks waiting for a Worker slot now, by group and priority class.",
+                &["group", "priority_class"],
+            ),
             group_tasks_running: gauge_vec(
                 &r,
                 "group_tasks_running",
@@ -481,6 +492,11 @@ impl Metrics {
                 self.queue_depth_by_group
                     .with_label_values(&group)
                     .set(queued);
+                for (class, n) in PRIORITY_CLASSES.iter().zip(load.queued_by_class) {
+                    self.queue_depth_by_priority_class
+                        .with_label_values(&[&*load.group, class])
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
                 self.group_tasks_running
                     .with_label_values(&group)
                     .set(i64::from(load.running));
@@ -498,17 +514,33 @@ impl Metrics {
 /// The process-wide metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
+/// The `priority_class` label values, most urgent first.
+pub const PRIORITY_CLASSES: [&str; 7] = [
+    "1",
+    "2-10",
+    "11-100",
+    "101-1000",
+    "1001-10000",
+    "10001-100000",
+    "100001-2097152",
+];
+
+/// The index in [`PRIORITY_CLASSES`] of `priority`'s class.
+pub fn priority_class_index(priority: u32) -> usize {
+    match priority {
+        0..=1 => 0,
+        2..=10 => 1,
+        11..=100 => 2,
+        101..=1_000 => 3,
+        1_001..=10_000 => 4,
+        10_001..=100_000 => 5,
+        _ => 6,
+    }
+}
+
 /// Bounded priority classes for the 1..2097152 range.
 pub fn priority_class(priority: u32) -> &'static str {
-    match priority {
-        0..=1 => "1",
-        2..=10 => "2-10",
-        11..=100 => "11-100",
-        101..=1_000 => "101-1000",
-        1_001..=10_000 => "1001-10000",
-        10_001..=100_000 => "10001-100000",
-        _ => "100001-2097152",
-    }
+    PRIORITY_CLASSES[priority_class_index(priority)]
 }
 
 /// Groups a valid Worker has had since start (the scheduler adds them): the only

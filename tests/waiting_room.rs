@@ -1,7 +1,7 @@
 //! The waiting room (`tasks.no_worker_wait_ms` / `NO_WORKER_WAIT_MS`): a task for a
 //! group with no usable Worker waits in the queue for one to appear instead of an
 //! instant `503`; off (0) by default, as the original. And the per-group queue depth
-//! an autoscaler reads (`andera_lb_queue_depth_by_group`).
+//! an autoscaler reads (`andera_lb_queue_depth_by_group`, `_by_priority_class`).
 
 mod common;
 
@@ -132,9 +132,22 @@ async fn tasks_queued_when_the_last_worker_leaves_wait_for_the_next() {
         "the first task runs",
     )
     .await;
-    let queued = tokio::spawn(lb.task(task("hello", json!({"name": "next"}))).send());
+    let mut next = task("hello", json!({"name": "next"}));
+    next["priority"] = json!(7);
+    let queued = tokio::spawn(lb.task(next).send());
     lb.wait_queued(1).await;
     wait_metric(&lb, r#"andera_lb_queue_depth_by_group{group="default"} 1"#).await;
+    // Counted under its priority class; the other classes are there at 0.
+    wait_metric(
+        &lb,
+        r#"andera_lb_queue_depth_by_priority_class{group="default",priority_class="2-10"} 1"#,
+    )
+    .await;
+    wait_metric(
+        &lb,
+        r#"andera_lb_queue_depth_by_priority_class{group="default",priority_class="1"} 0"#,
+    )
+    .await;
     wait_metric(&lb, r#"andera_lb_group_tasks_running{group="default"} 1"#).await;
     wait_metric(&lb, r#"andera_lb_group_slots_free{group="default"} 0"#).await;
 

@@ -1,11 +1,12 @@
-//! Per-group figures for autoscaling (`andera_lb_queue_depth_by_group`,
+//! Per-group figures for autoscaling (`andera_lb_queue_depth_by_group` and
+//! `_by_priority_class`,
 //! `andera_lb_group_tasks_running`, `andera_lb_group_slots_free`), read on each scrape.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Scheduler, State};
-use crate::metrics::{GroupLoad, OTHER};
+use crate::metrics::{priority_class_index, GroupLoad, OTHER};
 
 impl Scheduler {
     /// Each named client's (name, waiting, running) tasks, for every client that has
@@ -32,9 +33,14 @@ impl Scheduler {
             None => other.clone(),
         };
         for (group, by_contract) in &st.pools {
-            let waiting: usize = by_contract.values().map(|p| p.waiters.len()).sum();
-            if let Some(l) = load.get_mut(&label(&st, group)) {
-                l.queued += waiting;
+            let Some(l) = load.get_mut(&label(&st, group)) else {
+                continue;
+            };
+            for pool in by_contract.values() {
+                l.queued += pool.waiters.len();
+                for (priority, _, _) in pool.waiters.keys() {
+                    l.queued_by_class[priority_class_index(*priority)] += 1;
+                }
             }
         }
         for w in st.workers.values() {
