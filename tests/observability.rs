@@ -384,6 +384,8 @@ async fn every_metric_the_dashboard_and_alerts_name_exists() {
         "andera_lb_task_duration_seconds",
         "andera_lb_queue_wait_seconds",
         "andera_lb_queue_depth",
+        "andera_lb_queue_depth_by_group",
+        "andera_lb_queue_depth_by_priority_class",
         "andera_lb_queue_limit",
         "andera_lb_worker_slots_used",
         "andera_lb_worker_slots_free",
