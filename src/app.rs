@@ -43,6 +43,8 @@ pub struct App {
     pub cancels: Arc<crate::cancel::Cancels>,
     /// `Idempotency-Key`s seen (`tasks.idempotency_ttl_ms`, `tasks.idempotency_max_keys`).
     pub idempotency: Arc<crate::idempotency::Idempotency>,
+    /// Slots and queue shared with other instances (`cluster.redis`); `None`: off.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// What a request's key may do on an operator route.
@@ -61,6 +63,12 @@ impl App {
     pub fn new(settings: Arc<Settings>) -> Arc<App> {
         let settings_for_keys = settings.clone();
         let scheduler = crate::scheduler::Scheduler::new(settings.max_queued);
+        // Before any Worker is registered: every pool is made under the link.
+        let cluster = settings
+            .cluster
+            .as_ref()
+            .map(|c| crate::cluster::Cluster::new(c, scheduler.clone()));
+        std::sync::LazyLock::force(&crate::cluster::CLUSTER_METRICS);
         let registry = Registry::new(settings.clone(), scheduler.clone());
         let dispatcher = Arc::new(Dispatcher::new(settings.clone(), scheduler));
         let board = Arc::new(TaskBoard::with_byte_budget(
@@ -86,6 +94,7 @@ impl App {
                 settings_for_keys.idempotency_ttl,
                 settings_for_keys.idempotency_max_keys,
             ),
+            cluster,
         })
     }
 

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod board;
 pub mod budget;
 pub mod cancel;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod dispatch;

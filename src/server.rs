@@ -121,6 +121,14 @@ pub fn build(
         );
         server.add_service(journal);
     }
+    if let Some(cluster) = &app.cluster {
+        server.add_service(background_service(
+            "cluster",
+            crate::cluster::ClusterService {
+                cluster: cluster.clone(),
+            },
+        ));
+    }
     if let Some(path) = &settings.auth.clients.file {
         server.add_service(background_service(
             "clients file",

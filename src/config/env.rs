@@ -207,6 +207,9 @@ pub(super) fn apply_env(
     t.no_worker_wait_ms = e
         .millis("NO_WORKER_WAIT_MS")?
         .unwrap_or(t.no_worker_wait_ms);
+    if let Some(url) = env("CLUSTER_REDIS") {
+        cfg.cluster.redis = Some(url).filter(|u| !u.trim().is_empty());
+    }
     if let Some(path) = env("TASK_JOURNAL") {
         t.journal = Some(path).filter(|p| !p.trim().is_empty());
     }

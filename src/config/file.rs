@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub webhook: WebhookSection,
     /// Compatibility with clients written for the original's answers.
     pub compat: CompatSection,
+    /// Several instances sharing Worker slots and one queue through Redis.
+    pub cluster: super::cluster::ClusterSection,
 }
 
 impl Default for FileConfig {
@@ -53,6 +55,7 @@ impl Default for FileConfig {
             client: ClientSection::default(),
             webhook: WebhookSection::default(),
             compat: CompatSection::default(),
+            cluster: super::cluster::ClusterSection::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 mod env;
 pub mod file;
 pub mod headers;
@@ -147,6 +148,9 @@ pub struct Settings {
     pub journal_max_bytes: u64,
     /// Re-run webhook tasks a crashed instance sent but never saw confirmed.
     pub redeliver_unconfirmed: bool,
+    /// Slots and queue shared with other instances through Redis (`cluster.redis`);
+    /// `None`: this instance counts on its own.
+    pub cluster: Option<cluster::ClusterSettings>,
     /// Total bytes of task bodies waiting for a slot.
     pub max_queued_bytes: usize,
     /// Byte caps on client strings in a task.
@@ -437,6 +441,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         journal_max_bytes: parse_size(&cfg.tasks.journal_max_size)
             .map_err(|r| err("tasks.journal_max_size", r))? as u64,
         redeliver_unconfirmed: cfg.tasks.redeliver_unconfirmed,
+        cluster: cfg.cluster.resolve().map_err(|(key, r)| err(key, r))?,
         max_queued_bytes,
         task_limits: crate::task::Limits {
             max_name_bytes: cfg.tasks.max_name_bytes,

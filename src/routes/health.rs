@@ -41,6 +41,8 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
         },
         "components": {
             "journal": journal_component(app),
+            // Slots and queue shared through Redis (`cluster.redis`), or `off`.
+            "cluster": app.cluster.as_ref().map_or_else(crate::cluster::health_off, |c| c.health()),
             "queue": {
                 "status": if app.is_draining() { "draining" } else { "ok" },
                 "engine": "in-process",

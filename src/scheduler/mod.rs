@@ -14,6 +14,7 @@ mod outlier;
 mod place;
 mod pool;
 mod room;
+mod shared;
 mod wait;
 
 use foldhash::{HashMap, HashSet};
@@ -30,6 +31,7 @@ use fair::{Counted, WaitKey};
 pub use outlier::{Ejection, OutlierPolicy};
 pub use place::QueuePlace;
 use pool::{Pool, SlotState, Waiter};
+pub use shared::{Candidate, ClusterEvent, ClusterLink, GrantOutcome, PoolKey};
 pub use wait::{Lease, Waiting};
 
 /// Identifies a registered Worker for the life of its registration (never reused).
@@ -111,6 +113,8 @@ pub(crate) struct Grant {
     /// Counts the slot in its client's running tasks while the grant (then its
     /// lease) lives.
     pub _client: Option<Arc<Counted>>,
+    /// Its number as a cluster lease (`cluster.redis` set), else `None`.
+    pub tag: Option<u64>,
 }
 
 /// Outcome of [`Scheduler::acquire`].
@@ -170,6 +174,8 @@ struct State {
     known_groups: HashSet<Arc<str>>,
     /// Named clients' waiting and running tasks.
     loads: fair::Loads,
+    /// The cluster link, with `cluster.redis`.
+    link: Option<Arc<ClusterLink>>,
 }
 
 /// Slot accounting and the priority wait queue. Default queue bound: set by the caller.
@@ -206,6 +212,7 @@ impl Scheduler {
             next_seq,
             queued,
             loads,
+            link,
             ..
         } = &mut *st;
         let load = req.client.as_ref().map(|c| (c, loads.of(c.name)));
@@ -229,7 +236,7 @@ impl Scheduler {
             pools
                 .entry(group.clone())
                 .or_default()
-                .insert(req.contract, Pool::new(group));
+                .insert(req.contract, Pool::new(group, req.contract, link.clone()));
         }
         let pool = pools
             .get_mut(req.group)
@@ -246,7 +253,13 @@ impl Scheduler {
         if pool.waiters.is_empty() {
             if let Some(id) = pool.best() {
                 let running = load.as_ref().map(|(_, l)| Arc::new(Counted::new(l, true)));
-                let grant = pool.take(workers, id, running);
+                // Numbered as a lease when a cluster is configured (fallback here).
+                let lease = link.is_some().then(|| {
+                    *next_seq += 1;
+                    *next_seq
+                });
+                let grant = pool.take(workers, id, running, lease);
+                pool.started(lease, grant.url.clone());
                 return Ok(Acquire::Ready(Lease::new(self.clone(), grant)));
             }
         }
@@ -277,6 +290,16 @@ impl Scheduler {
         if pool.usable == 0 {
             self.no_worker_left(pool, req.contract, AcquireError::NoWorkerUp);
         }
+        if let Some(link) = link.as_ref().filter(|l| l.gated()) {
+            let pool_key = (pool.group.clone(), req.contract);
+            let candidates = State::candidates_of(workers, pool);
+            link.send(ClusterEvent::Wait {
+                seq: key.2,
+                pool: pool_key,
+                key,
+                candidates,
+            });
+        }
         count_down(queued, pool.pump(workers), "queued");
         Ok(Acquire::Queued(Waiting::new(
             self.clone(),
@@ -286,16 +309,23 @@ impl Scheduler {
         )))
     }
 
-    /// Gives a slot back and hands it to the head waiter of the Worker's pool.
-    pub(crate) fn release(&self, worker: WorkerId) {
+    /// Gives a slot back and hands it to the head waiter of the Worker's pool (or,
+    /// for a cluster lease `tag`, back to the cluster).
+    pub(crate) fn release(&self, worker: WorkerId, tag: Option<u64>) {
         let mut st = self.state.lock();
         let State {
             workers,
             pools,
             queued,
+            link,
             ..
         } = &mut *st;
-        let Some(w) = workers.get_mut(&worker) else {
+        let w = workers.get_mut(&worker);
+        if let (Some(link), Some(seq)) = (link.as_ref(), tag) {
+            let limit = w.as_ref().map(|w| w.limit);
+            link.send(ClusterEvent::Released { seq, limit });
+        }
+        let Some(w) = w else {
             return; // removed from the list since: nothing to give back
         };
         count_down(&mut w.in_flight, 1, "in_flight");
@@ -316,6 +346,9 @@ impl Scheduler {
             .and_then(|pool| pool.waiters.remove(&key))
             .is_some();
         if removed {
+            if let Some(link) = &st.link {
+                link.send(ClusterEvent::Left { seq: key.2 });
+            }
             count_down(&mut st.queued, 1, "queued");
             room::drop_if_idle(&mut st.pools, pool_key);
         }
@@ -330,6 +363,7 @@ impl Scheduler {
             pools,
             queued,
             known_groups,
+            link,
             ..
         } = &mut *st;
         let key = (info.group.clone(), info.contract);
@@ -343,7 +377,7 @@ impl Scheduler {
             .entry(key.0.clone())
             .or_default()
             .entry(key.1)
-            .or_insert_with(|| Pool::new(key.0.clone()));
+            .or_insert_with(|| Pool::new(key.0.clone(), key.1, link.clone()));
         // Counted as usable in this pool before the update? (Kept incremental: a feed
         // message per slot change must not cost a walk over the pool.)
         let counted = pool.members.contains(&id) && workers.get(&id).is_some_and(SlotState::usable);

@@ -99,6 +99,7 @@ pub(super) struct Waiter {
 /// Workers of one group and contract.
 pub(super) struct Pool {
     pub group: Arc<str>,
+    pub contract: u64,
     pub members: HashSet<WorkerId>,
     pub usable: usize,
     pub functions: Arc<FunctionSet>,
@@ -113,12 +114,20 @@ pub(super) struct Pool {
     pub empty_since: Option<tokio::time::Instant>,
     /// A sweep of the waiting room is scheduled.
     pub sweep_armed: bool,
+    /// The cluster link (`cluster.redis`): while it is gated no slot is taken here
+    /// by local counting, and every slot taken is numbered as a lease.
+    pub link: Option<Arc<super::shared::ClusterLink>>,
 }
 
 impl Pool {
-    pub fn new(group: Arc<str>) -> Self {
+    pub fn new(
+        group: Arc<str>,
+        contract: u64,
+        link: Option<Arc<super::shared::ClusterLink>>,
+    ) -> Self {
         Pool {
             group,
+            contract,
             members: HashSet::default(),
             usable: 0,
             functions: Arc::default(),
@@ -127,11 +136,16 @@ impl Pool {
             fair: Default::default(),
             empty_since: None,
             sweep_armed: false,
+            link,
         }
     }
 
-    /// The best Worker with a free slot.
+    /// The best Worker with a free slot; none while the cluster link is gated (the
+    /// cluster grants slots then).
     pub fn best(&self) -> Option<WorkerId> {
+        if self.link.as_ref().is_some_and(|l| l.gated()) {
+            return None;
+        }
         self.free.first().map(|(_, id)| *id)
     }
 
@@ -159,12 +173,14 @@ impl Pool {
         }
     }
 
-    /// Takes a slot on `id`, counted in its client's running tasks by `client`.
+    /// Takes a slot on `id`, counted in its client's running tasks by `client`;
+    /// `tag` numbers it as a cluster lease.
     pub fn take(
         &mut self,
         workers: &mut HashMap<WorkerId, SlotState>,
         id: WorkerId,
         client: Option<Arc<super::Counted>>,
+        tag: Option<u64>,
     ) -> Grant {
         let w = workers
             .get_mut(&id)
@@ -174,6 +190,7 @@ impl Pool {
             worker: id,
             url: w.url.clone(),
             _client: client,
+            tag,
         };
         self.refresh(workers, id);
         grant
@@ -184,7 +201,7 @@ impl Pool {
         let mut served = 0;
         while !self.waiters.is_empty() {
             let Some(id) = self.best() else { break };
-            let Some(((priority, tag, _), waiter)) = self.waiters.pop_first() else {
+            let Some(((priority, tag, seq), waiter)) = self.waiters.pop_first() else {
                 break;
             };
             served += 1;
@@ -194,8 +211,12 @@ impl Pool {
             self.fair.dispatched(priority, tag);
             // From waiting to running in its client's figures.
             let running = waiter.client.as_ref().map(|c| Arc::new(c.running_twin()));
-            let grant = self.take(workers, id, running);
-            if waiter.tx.send(Ok(grant)).is_err() {
+            let lease = self.link.is_some().then_some(seq);
+            let grant = self.take(workers, id, running, lease);
+            let url = grant.url.clone();
+            if waiter.tx.send(Ok(grant)).is_ok() {
+                self.started(lease, url);
+            } else {
                 // The waiter vanished between the check and the send: undo the take.
                 if let Some(w) = workers.get_mut(&id) {
                     super::count_down(&mut w.in_flight, 1, "in_flight");
@@ -204,6 +225,17 @@ impl Pool {
             }
         }
         served
+    }
+
+    /// Tells the cluster about a slot taken by local counting (fallback).
+    pub fn started(&self, lease: Option<u64>, url: Arc<WorkerUrl>) {
+        if let (Some(link), Some(seq)) = (&self.link, lease) {
+            link.send(super::shared::ClusterEvent::Started {
+                seq,
+                url,
+                pool: (self.group.clone(), self.contract),
+            });
+        }
     }
 
     /// Fails every waiter with `why`. Returns how many left the queue.

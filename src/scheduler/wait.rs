@@ -32,7 +32,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.scheduler.release(self.grant.worker);
+        self.scheduler.release(self.grant.worker, self.grant.tag);
     }
 }
 
@@ -105,7 +105,7 @@ impl Drop for Waiting {
             self.scheduler.cancel_wait(&self.pool, self.key);
             rx.close();
             if let Ok(Ok(grant)) = rx.try_recv() {
-                self.scheduler.release(grant.worker);
+                self.scheduler.release(grant.worker, grant.tag);
             }
         }
     }

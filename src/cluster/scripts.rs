@@ -1,0 +1,153 @@
+//! The cluster's Redis keys and Lua scripts. Each script runs atomically in Redis,
+//! so "at most `limit` leases on a Worker across all instances" holds whatever the
+//! instances do at once. Times are Redis's own clock (`TIME`), in ms.
+//!
+//! Keys (`andera-lb:cluster:` prefix):
+//! - `queue:<contract>:<group>`: the pool's waiting tasks, a sorted set of
+//!   `<instance>|<seq>` scored `priority × 2³¹ + arrival` (arrival from `seq`, a
+//!   counter shared by all instances), so the first member is the most urgent task
+//!   anywhere, first come first served within a priority;
+//! - `leases:<worker url>`: that Worker's leases, `<instance>|<seq>` scored by expiry;
+//! - `instances`: live instances scored by expiry (renewed with their leases);
+//! - `inbox:<instance>`: grants to an instance's waiting tasks made by another
+//!   instance (a list the holder reads with `BLPOP`: unlike pub/sub, a grant sent
+//!   while the holder reconnects is not lost);
+//! - `epoch`: set once per Redis data set; a changed value tells an instance that
+//!   Redis lost its state (restarted empty), so it writes its leases again.
+
+/// Prefix of every cluster key.
+pub const PREFIX: &str = "andera-lb:cluster:";
+/// Live instances.
+pub const INSTANCES: &str = "andera-lb:cluster:instances";
+/// The shared arrival counter.
+pub const SEQ: &str = "andera-lb:cluster:seq";
+/// The data set's epoch.
+pub const EPOCH: &str = "andera-lb:cluster:epoch";
+/// Prefix of the inboxes.
+pub const INBOX: &str = "andera-lb:cluster:inbox:";
+
+/// The queue key of the pool (`group`, `contract`).
+pub fn queue_key(group: &str, contract: u64) -> String {
+    format!("{PREFIX}queue:{contract}:{group}")
+}
+
+/// The pool of a queue key, the inverse of [`queue_key`].
+pub fn pool_of(queue: &str) -> Option<(String, u64)> {
+    let rest = queue.strip_prefix(PREFIX)?.strip_prefix("queue:")?;
+    let (contract, group) = rest.split_once(':')?;
+    Some((group.to_string(), contract.parse().ok()?))
+}
+
+/// The lease key of the Worker at `url`.
+pub fn lease_key(url: &str) -> String {
+    format!("{PREFIX}leases:{url}")
+}
+
+/// Enqueue, release and hand over, in one step.
+///
+/// KEYS: queue, instances, seq, then one lease key per candidate Worker.
+/// ARGV: me, ttl ms, the caller's clock in µs (carried in grants, for the hand-off
+/// latency), a lease to remove from the first lease key (`""`: none), a member to
+/// enqueue (`""`: none), its priority, the inbox prefix, then (url, limit) of each
+/// candidate.
+///
+/// Then, Worker by Worker, while it has fewer live leases than its limit and the
+/// queue has a task of a live instance, the head task gets a lease: the caller's
+/// own tasks are returned, the others' are pushed to their inbox.
+///
+/// Returns `{index of the candidate the enqueued member got (0: it waits), queue
+/// depth, member, url, member, url, ...}` (the caller's other tasks granted).
+pub const SCHED: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me, ttl = ARGV[1], tonumber(ARGV[2])
+-- Lua would print large numbers as %.14g (rounded): scores go as exact integers.
+local exp = string.format('%.0f', now + ttl)
+redis.call('ZADD', KEYS[2], exp, me)
+local n = #KEYS - 3
+if ARGV[4] ~= '' and n > 0 then
+  redis.call('ZREM', KEYS[4], ARGV[4])
+end
+if ARGV[5] ~= '' then
+  local s = redis.call('INCR', KEYS[3]) % 2147483648
+  local score = string.format('%.0f', tonumber(ARGV[6]) * 2147483648 + s)
+  redis.call('ZADD', KEYS[1], 'NX', score, ARGV[5])
+end
+local out = {0, 0}
+for i = 1, n do
+  local lk = KEYS[3 + i]
+  local url = ARGV[6 + 2 * i]
+  local limit = tonumber(ARGV[7 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', lk, '-inf', now)
+  local free = limit - redis.call('ZCARD', lk)
+  while free > 0 do
+    local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+    if not head then break end
+    redis.call('ZREM', KEYS[1], head)
+    local inst = string.match(head, '^(.*)|')
+    local alive = inst and redis.call('ZSCORE', KEYS[2], inst)
+    if alive and tonumber(alive) >= now then
+      redis.call('ZADD', lk, exp, head)
+      free = free - 1
+      if head == ARGV[5] then
+        out[1] = i
+      elseif inst == me then
+        table.insert(out, head)
+        table.insert(out, url)
+      else
+        local inbox = ARGV[7] .. inst
+        redis.call('RPUSH', inbox, head .. '\t' .. url .. '\t' .. KEYS[1] .. '\t' .. ARGV[3])
+        redis.call('PEXPIRE', inbox, ttl)
+      end
+    end
+  end
+end
+out[2] = redis.call('ZCARD', KEYS[1])
+return out
+"#;
+
+/// Renews this instance and its leases.
+///
+/// KEYS: instances, epoch, then one lease key per lease held. ARGV: me, ttl ms, the
+/// epoch this instance last saw (`""`: none), a fresh epoch (used if Redis has
+/// none), `1` to write the leases even where they are missing (after a fallback),
+/// then the lease members (one per lease key).
+///
+/// A lease is only extended (`XX`) unless Redis lost its state (the epoch changed)
+/// or the caller asks: then the leases are written again from the instance's own
+/// count. Returns `{epoch, 1 if the leases were written again}`.
+pub const RENEW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me, ttl = ARGV[1], tonumber(ARGV[2])
+local e = redis.call('GET', KEYS[2])
+if not e then
+  e = ARGV[4]
+  redis.call('SET', KEYS[2], e)
+end
+local rebuild = ARGV[5] == '1' or e ~= ARGV[3]
+local exp = string.format('%.0f', now + ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], exp, me)
+for i = 3, #KEYS do
+  if rebuild then
+    redis.call('ZADD', KEYS[i], exp, ARGV[i + 3])
+  else
+    redis.call('ZADD', KEYS[i], 'XX', exp, ARGV[i + 3])
+  end
+end
+return {e, rebuild and 1 or 0}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_key_gives_its_pool_back() {
+        let k = queue_key("gpu:a", 3);
+        assert_eq!(k, "andera-lb:cluster:queue:3:gpu:a");
+        assert_eq!(pool_of(&k), Some(("gpu:a".to_string(), 3)));
+        assert_eq!(pool_of("andera-lb:cluster:leases:x"), None);
+    }
+}
