@@ -1,0 +1,481 @@
+//! The cluster (`cluster.redis`): several real load balancers share Worker slots and
+//! one priority queue through a real `redis-server` (started here on a free port;
+//! "skipped" when it is not installed, a failure under `ANDERA_REDIS_TEST=required`),
+//! in front of simulated Workers that record how many tasks they had at once.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use andera_worker_sim::{SimWorker, TaskFault};
+use common::*;
+use serde_json::{json, Value};
+
+const QUEUE: &str = "andera-lb:cluster:queue:1:default";
+
+/// A throw-away `redis-server` on a free loopback port, without persistence.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one, or `None` (after saying so) when `redis-server` is not installed.
+    fn start(test: &str) -> Option<Redis> {
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var("ANDERA_REDIS_TEST").as_deref() != Ok("required"),
+                "{test}: redis-server is not installed and ANDERA_REDIS_TEST=required"
+            );
+            println!("{test}: skipped: redis-server not installed (scripts/test installs it)");
+            return None;
+        }
+        Some(Redis::start_on(free_port()))
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while redis.conn().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn conn(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut c).ok()?;
+        Some(c)
+    }
+
+    /// `ZCARD key`.
+    fn zcard(&self, key: &str) -> u64 {
+        let mut c = self.conn().expect("redis answers");
+        redis::cmd("ZCARD").arg(key).query(&mut c).unwrap_or(0)
+    }
+
+    /// The members and scores of the sorted set `key`.
+    fn zrange(&self, key: &str) -> Vec<(String, f64)> {
+        let mut c = self.conn().expect("redis answers");
+        redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(&mut c)
+            .unwrap_or_default()
+    }
+
+    fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn leases_of(w: &SimWorker) -> String {
+    format!("andera-lb:cluster:leases:{}", w.url())
+}
+
+/// A load balancer in the cluster at `redis`, with `yaml` under `cluster:`.
+async fn member(w: &[String], redis: &Redis, cluster_yaml: &str) -> Lb {
+    let yaml = format!("cluster:\n  timeout_ms: 500\n{cluster_yaml}");
+    let lb = Lb::start_with(w, &[("CLUSTER_REDIS", redis.url().as_str())], &yaml).await;
+    lb.wait_available(w.len() as u64).await;
+    lb.wait_until(
+        |h| h["components"]["cluster"]["status"] == json!("ok"),
+        "the cluster is joined",
+    )
+    .await;
+    lb
+}
+
+fn labelled(label: &str, priority: u32) -> Value {
+    let mut t = task("hello", json!({ "label": label }));
+    t["priority"] = json!(priority);
+    t
+}
+
+async fn wait_redis(what: &str, mut cond: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(30), &mut cond).await;
+}
+
+async fn scrape(lb: &Lb) -> String {
+    let r = lb.http.get(lb.admin_url("/metrics")).send().await.unwrap();
+    r.text().await.unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_never_overfill_a_worker_and_keep_one_priority_order() {
+    let Some(redis) = Redis::start("cluster order") else {
+        return;
+    };
+    let w = sim(|c| c.slots = 2).await;
+    let list = [w.url()];
+    let (a, b, c) = (
+        member(&list, &redis, "").await,
+        member(&list, &redis, "").await,
+        member(&list, &redis, "").await,
+    );
+    // Hold every task at the Worker until all 88 wait in the cluster's queue.
+    w.set_task_fault(TaskFault::Hold);
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        runs.push(tokio::spawn(
+            a.task(labelled(&format!("block-{i}"), 3)).send(),
+        ));
+    }
+    wait_for("both slots taken", Duration::from_secs(30), || {
+        w.stats().received == 2
+    })
+    .await;
+    let batches: [(&Lb, &str, u32, usize); 3] =
+        [(&b, "p5", 5, 30), (&c, "p1", 1, 30), (&a, "p3", 3, 28)];
+    let mut queued = 0;
+    for (lb, name, priority, n) in batches {
+        for i in 0..n {
+            runs.push(tokio::spawn(
+                lb.task(labelled(&format!("{name}-{i}"), priority)).send(),
+            ));
+            if name == "p5" {
+                // One at a time: their arrival order is known (checked below).
+                queued += 1;
+                wait_redis(&format!("{queued} tasks in the cluster's queue"), || {
+                    redis.zcard(QUEUE) == queued
+                })
+                .await;
+            }
+        }
+        if name != "p5" {
+            queued += n as u64;
+        }
+        wait_redis(&format!("{queued} tasks in the cluster's queue"), || {
+            redis.zcard(QUEUE) == queued
+        })
+        .await;
+    }
+    assert_eq!(w.stats().received, 2, "nothing ran past the 2 slots");
+    // The one order, kept in Redis: C's priority-1 tasks, then A's priority-3, then
+    // B's priority-5, each instance's in the order they arrived.
+    let mut names = Vec::new();
+    for lb in [&a, &b, &c] {
+        let h = lb.health().await;
+        names.push(
+            h["components"]["cluster"]["instance"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let order: Vec<(String, u64)> = redis
+        .zrange(QUEUE)
+        .into_iter()
+        .map(|(m, _)| {
+            let (inst, seq) = m.rsplit_once('|').unwrap();
+            (inst.to_string(), seq.parse().unwrap())
+        })
+        .collect();
+    let runs_of: Vec<&str> = order
+        .iter()
+        .map(|(i, _)| i.as_str())
+        .fold(Vec::new(), |mut v, i| {
+            if v.last() != Some(&i) {
+                v.push(i);
+            }
+            v
+        });
+    assert_eq!(runs_of, [&names[2], &names[0], &names[1]], "{order:?}");
+    let b_seqs: Vec<u64> = order
+        .iter()
+        .filter(|(i, _)| *i == names[1])
+        .map(|(_, s)| *s)
+        .collect();
+    assert!(
+        b_seqs.windows(2).all(|p| p[0] < p[1]),
+        "arrival order: {b_seqs:?}"
+    );
+    assert_eq!(redis.zcard(&leases_of(&w)), 2, "two leases, no more");
+    w.set_task_fault(TaskFault::None);
+    for r in runs {
+        let r = r.await.unwrap().expect("the load balancer answers");
+        assert_eq!(r.status(), 200);
+    }
+    let stats = w.stats();
+    assert_eq!(stats.received, 90);
+    assert_eq!(
+        stats.max_in_flight, 2,
+        "the Worker never had more than its 2 slots' worth at once"
+    );
+    let pos = |p: &str| -> Vec<usize> {
+        stats
+            .order
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with(p))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (p1, p5) = (pos("p1-"), pos("p5-"));
+    assert!(
+        p1.iter().max() < p5.iter().min(),
+        "every priority-1 task (instance C) started before any priority-5 task queued \
+         earlier on instance B: {:?}",
+        stats.order
+    );
+    wait_redis("every lease returned", || redis.zcard(&leases_of(&w)) == 0).await;
+    // The hand-off between instances was measured.
+    let text = scrape(&c).await;
+    assert!(
+        metric(&text, "andera_lb_cluster_handoff_seconds_count") > 0.0,
+        "{text}"
+    );
+    let h = a.health().await;
+    assert_eq!(
+        h["components"]["cluster"]["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_instance_leases_lapse_and_nothing_runs_twice() {
+    let Some(redis) = Redis::start("cluster kill") else {
+        return;
+    };
+    let ttl_ms = 2000;
+    let w = sim(|c| c.slots = 2).await;
+    let list = [w.url()];
+    let ttl = format!("  lease_ttl_ms: {ttl_ms}\n");
+    let a = member(&list, &redis, &ttl).await;
+    let mut doomed = member(&list, &redis, &ttl).await;
+    w.set_task_fault(TaskFault::Hold);
+    let mut lost = Vec::new();
+    for i in 0..2 {
+        lost.push(tokio::spawn(
+            doomed.task(labelled(&format!("dead-{i}"), 1)).send(),
+        ));
+    }
+    wait_for(
+        "the doomed instance holds both slots",
+        Duration::from_secs(30),
+        || w.stats().received == 2,
+    )
+    .await;
+    let mut after = Vec::new();
+    for i in 0..2 {
+        after.push(tokio::spawn(
+            a.task(labelled(&format!("alive-{i}"), 1)).send(),
+        ));
+    }
+    wait_redis("the survivor's tasks wait in the cluster", || {
+        redis.zcard(QUEUE) == 2
+    })
+    .await;
+    doomed.kill(); // SIGKILL: no release, no goodbye
+    let killed_at = Instant::now();
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    let leases = redis.zrange(&leases_of(&w));
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    for (_, expiry) in &leases {
+        assert!(
+            *expiry <= killed_ms + ttl_ms as f64,
+            "a lease outlives its lease_ttl_ms: {leases:?}"
+        );
+    }
+    // The Worker finishes the dead instance's tasks (nobody reads the answers).
+    w.set_task_fault(TaskFault::None);
+    for r in after {
+        let r = r.await.unwrap().expect("the survivor answers");
+        assert_eq!(r.status(), 200);
+    }
+    println!(
+        "slots usable again {} ms after kill -9 (lease_ttl_ms {ttl_ms})",
+        killed_at.elapsed().as_millis()
+    );
+    for r in lost {
+        let r = r.await.unwrap();
+        assert!(
+            r.is_err() || r.unwrap().status() != 200,
+            "no answer from a dead instance"
+        );
+    }
+    let stats = w.stats();
+    assert_eq!(stats.received, 4, "nothing ran twice: {:?}", stats.order);
+    let mut order = stats.order.clone();
+    order.sort();
+    assert_eq!(order, ["alive-0", "alive-1", "dead-0", "dead-1"]);
+    wait_redis("the survivor gave its leases back", || {
+        redis.zcard(&leases_of(&w)) == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_lost_falls_back_and_returns_without_failing_a_sync_task() {
+    let Some(redis) = Redis::start("cluster fallback") else {
+        return;
+    };
+    let w = sim(|c| c.slots = 2).await;
+    // A second pool whose one task is held across the Redis restart.
+    let slow = sim(|c| {
+        c.slots = 1;
+        c.group = "slow".into();
+        c.task_fault = TaskFault::Hold;
+    })
+    .await;
+    let list = [w.url(), slow.url()];
+    let a = member(&list, &redis, "  lease_ttl_ms: 2000\n").await;
+    let b = member(&list, &redis, "  lease_ttl_ms: 2000\n").await;
+    let mut held = task("hello", json!({"label": "held"}));
+    held["group"] = json!("slow");
+    let held = tokio::spawn(a.task(held).send());
+    wait_redis("the held task has its lease", || {
+        redis.zcard(&leases_of(&slow)) == 1
+    })
+    .await;
+
+    // Sync tasks through both instances the whole time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for lb in [&a, &b] {
+        let (http, url, stop) = (lb.http.clone(), lb.url("/task"), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = http
+                    .post(&url)
+                    .header("authorization", LB_KEY)
+                    .header("x-wr-auth", WK_KEY)
+                    .json(&task("hello", json!({"sleepMs": 5})))
+                    .send()
+                    .await
+                    .expect("the load balancer answers");
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let port = redis.stop();
+    for lb in [&a, &b] {
+        lb.wait_until(
+            |h| h["components"]["cluster"]["status"] == json!("fallback"),
+            "the instance falls back",
+        )
+        .await;
+        let text = scrape(lb).await;
+        assert_eq!(metric(&text, "andera_lb_cluster_fallback"), 1.0);
+        assert!(metric(&text, "andera_lb_cluster_fallbacks_total") >= 1.0);
+    }
+    assert!(a.log().contains("CLUSTER FALLBACK"), "a loud warning");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Back, empty: the held task's lease is written again from A's own count.
+    let redis = Redis::start_on(port);
+    for lb in [&a, &b] {
+        lb.wait_until(
+            |h| h["components"]["cluster"]["status"] == json!("ok"),
+            "the instance shares slots again",
+        )
+        .await;
+        assert_eq!(metric(&scrape(lb).await, "andera_lb_cluster_fallback"), 0.0);
+    }
+    wait_redis("the held task's lease is rebuilt", || {
+        redis.zcard(&leases_of(&slow)) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        let statuses = l.await.unwrap();
+        assert!(statuses.len() > 2, "tasks ran meanwhile: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "no sync task failed: {statuses:?}"
+        );
+    }
+    slow.set_task_fault(TaskFault::None);
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    wait_redis("the held task's lease is returned", || {
+        redis.zcard(&leases_of(&slow)) == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_cluster_redis_each_instance_counts_alone_as_before() {
+    let w = sim(|c| c.slots = 1).await;
+    let lb = Lb::start(&[w.url()], &[]).await;
+    lb.wait_available(1).await;
+    let h = lb.health().await;
+    assert_eq!(h["components"]["cluster"]["status"], json!("off"));
+    // A free slot is taken at once, without asking anyone.
+    assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
+    w.set_task_fault(TaskFault::Hold);
+    let first = tokio::spawn(lb.task(labelled("first", 1)).send());
+    wait_for("the slot is taken", Duration::from_secs(30), || {
+        w.stats().received == 2
+    })
+    .await;
+    let second = tokio::spawn(lb.task(labelled("second", 1)).send());
+    lb.wait_queued(1).await;
+    w.set_task_fault(TaskFault::None);
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    assert_eq!(second.await.unwrap().unwrap().status(), 200);
+    let text = scrape(&lb).await;
+    for op in ["take", "release", "renew", "inbox"] {
+        let name = format!("andera_lb_cluster_redis_calls_total{{op=\"{op}\"}}");
+        assert_eq!(metric(&text, &name), 0.0, "no Redis call: {name}");
+    }
+    assert_eq!(metric(&text, "andera_lb_cluster_fallback"), 0.0);
+    assert_eq!(metric(&text, "andera_lb_cluster_leases"), 0.0);
+}
