@@ -264,7 +264,8 @@ pub fn remote_addr(session: &Session, trusted: &[ipnet::IpNet]) -> Option<String
         .or(Some(peer.to_string()))
 }
 
-/// The trace id of the client's W3C `traceparent`, if it sent a valid one.
+/// The trace id of the client's W3C `traceparent`, if it sent a valid one (the
+/// trace id of a request that is not a traced task).
 fn trace_id(session: &Session) -> Option<String> {
     let value = session
         .req_header()
@@ -328,7 +329,7 @@ pub fn log_request(app: &App, session: &Session, ctx: &RequestCtx, service: &'st
         "bytes_in": session.as_downstream().body_bytes_read(),
         "bytes_out": session.body_bytes_sent(),
         "remote_addr": remote_addr(session, &app.settings.client.trusted_proxies),
-        "trace_id": trace_id(session),
+        "trace_id": ctx.trace_id.clone().or_else(|| trace_id(session)),
     });
     log.write(serde_json::to_vec(&line).unwrap_or_default());
 }

@@ -201,6 +201,8 @@ pub struct RequestCtx {
     pub client: Option<Arc<str>>,
     /// The request's connection (set once its header was read).
     pub conn: Option<crate::conn::ConnHandle>,
+    /// The trace id of its task, when tracing is on (for the access log).
+    pub trace_id: Option<String>,
 }
 
 impl RequestCtx {

@@ -3,7 +3,8 @@
 //! Modules by concern: [`config`] (YAML + environment), [`registry`] (Workers,
 //! discovery, slot feeds), [`scheduler`] (slots and the priority queue),
 //! [`dispatch`] (the one path from a task to a Worker), [`proxy`] (the client
-//! service), [`admin`] (the sidecar), [`journal`] (durable webhook tasks). The
+//! service), [`admin`] (the sidecar), [`journal`] (durable webhook tasks), [`traces`]
+//! (OpenTelemetry spans of each task). The
 //! Andera Worker simulator is its own crate, `andera-worker-sim`
 //! (crates/andera-worker-sim), a dev-dependency only.
 
@@ -36,5 +37,6 @@ pub mod server;
 pub mod shutdown;
 pub mod task;
 pub mod text;
+pub mod traces;
 pub mod upstream;
 pub mod worker_url;

@@ -109,6 +109,10 @@ pub fn build(
     server.add_service(sampler);
     let drainer = background_service("drain", crate::shutdown::Drainer { app: app.clone() });
     server.add_service(drainer);
+    crate::traces::configure(settings.tracing.as_ref());
+    if settings.tracing.is_some() {
+        server.add_service(background_service("tracing", crate::traces::TraceService));
+    }
     // Without a journal there is nothing to run (and Pingora would log the
     // service's immediate end as "exited").
     if settings.journal.is_some() {

@@ -108,6 +108,8 @@ impl BackgroundService for Drainer {
             journal.close().await;
         }
         app.registry.stop();
+        // The spans of the tasks just ended are still queued for export.
+        crate::traces::shutdown().await;
         // Pingora would sleep out its whole grace period; there is nothing left to wait for.
         std::process::exit(0);
     }

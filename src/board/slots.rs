@@ -123,6 +123,8 @@ pub struct TaskHandle {
     received_at: SystemTime,
     /// The task's share of the queued-bytes budget, held until it leaves the queue.
     queued_bytes: Mutex<Option<Reserved>>,
+    /// Its spans, when tracing is on (boxed: a handle without one stays small).
+    trace: Option<Box<crate::traces::TaskTrace>>,
 }
 
 impl TaskHandle {
@@ -134,7 +136,18 @@ impl TaskHandle {
             id,
             received_at,
             queued_bytes: Mutex::new(None),
+            trace: None,
         }
+    }
+
+    /// Traces the task with `trace` (its SERVER span ends at the task's close).
+    pub fn traced(&mut self, trace: crate::traces::TaskTrace) {
+        self.trace = Some(Box::new(trace));
+    }
+
+    /// The task's spans, when it is traced.
+    pub fn trace(&self) -> Option<&crate::traces::TaskTrace> {
+        self.trace.as_deref()
     }
 
     /// The task's number on the board.
@@ -155,18 +168,33 @@ impl TaskHandle {
 
     /// The task waits for a slot.
     pub fn queued(&self, depth_ahead: usize) {
+        if let Some(t) = &self.trace {
+            t.queued();
+        }
         self.shelf.update(self.seq, |r| r.queued(depth_ahead));
     }
 
-    /// The task was sent to `worker`.
-    pub fn dispatched(&self, worker: &str, attempt: u32) {
+    /// The task was sent to `worker`. Returns the `traceparent` the Worker gets
+    /// when the task is traced (its parent: this attempt's span).
+    pub fn dispatched(&self, worker: &str, attempt: u32) -> Option<crate::traces::Traceparent> {
         self.queued_bytes.lock().take();
         self.shelf
             .update(self.seq, |r| r.dispatched(worker, attempt));
+        self.trace.as_ref().map(|t| t.dispatched(worker, attempt))
+    }
+
+    /// The Worker of the attempt under way answered `status` (its head).
+    pub fn answered(&self, status: u16) {
+        if let Some(t) = &self.trace {
+            t.answered(status);
+        }
     }
 
     /// An attempt failed before the Worker started the task.
     pub fn retried(&self, why: &str) {
+        if let Some(t) = &self.trace {
+            t.retried(why);
+        }
         self.shelf.update(self.seq, |r| r.retried(why));
     }
 

@@ -213,6 +213,7 @@ pub(super) fn apply_env(
     if let Some(path) = env("TASK_JOURNAL") {
         t.journal = Some(path).filter(|p| !p.trim().is_empty());
     }
+    super::traces::apply_env(&mut cfg.tracing, env)?;
     if let Some(limit) = e.text("REQUEST_BODY_LIMIT") {
         parse_size(&limit).map_err(|r| env_err("REQUEST_BODY_LIMIT", r))?;
         t.body_limit = limit;

@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub webhook: WebhookSection,
     /// Compatibility with clients written for the original's answers.
     pub compat: CompatSection,
+    /// OpenTelemetry traces over OTLP/HTTP; off without an endpoint.
+    pub tracing: super::traces::TracingSection,
     /// Several instances sharing Worker slots and one queue through Redis.
     pub cluster: super::cluster::ClusterSection,
 }
@@ -55,6 +57,7 @@ impl Default for FileConfig {
             client: ClientSection::default(),
             webhook: WebhookSection::default(),
             compat: CompatSection::default(),
+            tracing: super::traces::TracingSection::default(),
             cluster: super::cluster::ClusterSection::default(),
         }
     }

@@ -7,6 +7,7 @@ pub mod cluster;
 mod env;
 pub mod file;
 pub mod headers;
+pub mod traces;
 pub mod webhook;
 
 use std::fmt;
@@ -192,6 +193,8 @@ pub struct Settings {
     pub client: client::ClientLimits,
     /// Failure notices posted to webhooks.
     pub webhook_notify: webhook::NotifyPolicy,
+    /// OpenTelemetry traces (`tracing:`, `OTEL_*`); `None`: off (no endpoint).
+    pub tracing: Option<traces::TraceSettings>,
 }
 
 impl Settings {
@@ -486,6 +489,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         client: client::ClientLimits::resolve(&cfg.client).map_err(|(key, r)| err(key, r))?,
         webhook_notify: webhook::NotifyPolicy::resolve(&cfg.webhook)
             .map_err(|(key, r)| err(key, r))?,
+        tracing: cfg.tracing.resolve().map_err(|(key, r)| err(key, r))?,
         origin,
     })
 }

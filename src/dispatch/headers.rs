@@ -144,10 +144,13 @@ impl ForwardHeaders {
     /// The request head for the Worker at `url`, written straight to the wire
     /// (`POST <base>/task`, `host`, these headers, `content-length`): the names and
     /// values were validated when parsed, so no header map is built per attempt.
+    /// With `traceparent` (a traced task: its attempt's span), that replaces the
+    /// client's; the client's `tracestate` goes on as it came.
     pub(super) fn request_head(
         &self,
         url: &crate::worker_url::WorkerUrl,
         body_len: usize,
+        traceparent: Option<&crate::traces::Traceparent>,
     ) -> BytesMut {
         let lines: usize = self
             .headers
@@ -160,7 +163,15 @@ impl ForwardHeaders {
         head.extend_from_slice(b"/task HTTP/1.1\r\nhost: ");
         let _ = url.write_host_header(&mut head);
         head.extend_from_slice(b"\r\n");
-        self.write_lines(&mut head, |_| true);
+        match traceparent {
+            None => self.write_lines(&mut head, |_| true),
+            Some(parent) => {
+                self.write_lines(&mut head, |name| *name != TRACE_CONTEXT[0]);
+                head.extend_from_slice(b"traceparent: ");
+                head.extend_from_slice(parent.as_str().as_bytes());
+                head.extend_from_slice(b"\r\n");
+            }
+        }
         let _ = write!(head, "content-length: {body_len}\r\n\r\n");
         head
     }
@@ -305,12 +316,54 @@ mod tests {
             &list(&["x-kept"]),
         );
         let url = crate::worker_url::WorkerUrl::parse("http://10.0.0.5:3000/w3/").unwrap();
-        let head = fwd.request_head(&url, 62);
+        let head = fwd.request_head(&url, 62, None);
         assert_eq!(
             std::str::from_utf8(&head).unwrap(),
             "POST /w3/task HTTP/1.1\r\nhost: 10.0.0.5:3000\r\nauthorization: wk\r\n\
              x-lb-auth: lb\r\ncontent-type: application/json\r\n\
              x-andera-task-id: id-1\r\nx-kept: 1\r\ncontent-length: 62\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_traced_attempt_sends_its_own_traceparent_and_the_clients_tracestate() {
+        let c = client(&[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("tracestate", "vendor=1"),
+        ]);
+        let fwd = ForwardHeaders::new(
+            &c,
+            HeaderValue::from_static("wk"),
+            "lb",
+            "id-1",
+            &ForwardList::default(),
+        );
+        let url = crate::worker_url::WorkerUrl::parse("http://10.0.0.5:3000").unwrap();
+        let span = opentelemetry::trace::SpanContext::new(
+            opentelemetry::trace::TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            opentelemetry::trace::TraceFlags::SAMPLED,
+            false,
+            Default::default(),
+        );
+        let ours = crate::traces::Traceparent::of(&span);
+        let head = fwd.request_head(&url, 2, Some(&ours));
+        let head = std::str::from_utf8(&head).unwrap();
+        let trace_lines: Vec<&str> = head.lines().filter(|l| l.starts_with("trace")).collect();
+        assert_eq!(
+            trace_lines,
+            [
+                "tracestate: vendor=1",
+                "traceparent: 00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+            ]
+        );
+        // Untraced, the client's own pass as before.
+        let plain = fwd.request_head(&url, 2, None);
+        assert!(std::str::from_utf8(&plain)
+            .unwrap()
+            .contains("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"));
     }
 }

@@ -307,8 +307,8 @@ impl Dispatcher {
             if let Some(gate) = gate.take() {
                 gate.await?;
             }
-            task.dispatched(&lease.url().raw, attempt);
-            let request = headers.request_head(lease.url(), body.len());
+            let traceparent = task.dispatched(&lease.url().raw, attempt);
+            let request = headers.request_head(lease.url(), body.len(), traceparent.as_ref());
             let limits = Limits {
                 deadline,
                 response_header: self.settings.response_header_timeout,
@@ -328,6 +328,7 @@ impl Dispatcher {
                 Ok(exchange) => {
                     let status = exchange.header().status.as_u16();
                     self.answered(&lease, status);
+                    task.answered(status);
                     if status == 503 && attempt < max {
                         // Maintenance: the Worker refused the task without starting it.
                         log::warn!("worker {} answered 503, trying another", lease.url());

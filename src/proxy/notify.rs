@@ -43,8 +43,16 @@ const RESERVED: &[&str] = &[
 ];
 
 /// Posts the failure of the webhook task whose body is `task_body`, in the
-/// background, if the policy allows its webhook's host. Returns at once.
-pub fn failure(app: &App, task_id: &str, task_body: &[u8], error: &str) {
+/// background, if the policy allows its webhook's host. Returns at once. A traced
+/// task (`trace`) gets a span for the notice, which the webhook receives as the
+/// parent in its `traceparent`.
+pub fn failure(
+    app: &App,
+    task_id: &str,
+    task_body: &[u8],
+    error: &str,
+    trace: Option<&crate::traces::TaskTrace>,
+) {
     let policy = &app.settings.webhook_notify;
     if !policy.enabled {
         return;
@@ -69,9 +77,15 @@ pub fn failure(app: &App, task_id: &str, task_body: &[u8], error: &str) {
         );
         return;
     }
-    let Ok(request) = request(&url, &target.headers) else {
+    let Ok(mut request) = request(&url, &target.headers) else {
         return;
     };
+    // Named by its host alone: the URL's path and query may carry a secret.
+    let span = trace.map(|t| t.notice(&url.authority()));
+    if let Some(span) = &span {
+        // Replaces a `traceparent` of `webhook.headers`: the notice is our span.
+        let _ = request.insert_header("traceparent", span.traceparent.as_str());
+    }
     let body = Bytes::from(
         serde_json::to_vec(&serde_json::json!({"success": false, "error": error}))
             .unwrap_or_default(),
@@ -80,7 +94,6 @@ pub fn failure(app: &App, task_id: &str, task_body: &[u8], error: &str) {
     let task_id = task_id.to_string();
     tokio::spawn(async move {
         let deadline = Instant::now() + NOTIFY_TIMEOUT;
-        let mut request = request;
         let _ = request.insert_header(http::header::CONTENT_LENGTH, body.len());
         let limits = crate::upstream::Limits {
             deadline,
@@ -97,8 +110,16 @@ pub fn failure(app: &App, task_id: &str, task_body: &[u8], error: &str) {
                 while let Ok(Some(_)) = exchange.next_chunk().await {}
                 exchange.finish();
                 log::info!("task {task_id}: failure posted to its webhook ({status})");
+                if let Some(span) = span {
+                    span.posted(status);
+                }
             }
-            Err(e) => log::warn!("task {task_id}: failure not posted to its webhook: {e}"),
+            Err(e) => {
+                log::warn!("task {task_id}: failure not posted to its webhook: {e}");
+                if let Some(span) = span {
+                    span.failed(e.to_string());
+                }
+            }
         }
     });
 }

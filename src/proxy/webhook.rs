@@ -280,7 +280,7 @@ async fn run(
         Err(e) => {
             let message = e.message();
             log::warn!("webhook task {task_id} failed ({}): {message}", e.status());
-            super::notify::failure(&app, &task_id, &body, &message);
+            super::notify::failure(&app, &task_id, &body, &message, record.trace());
             record.close(&app.board, &spec, Outcome::failed(&e, message));
             done(e.outcome());
         }
@@ -315,7 +315,7 @@ async fn run(
                     if status >= 400 {
                         // The Worker refused the task: it will not call the webhook.
                         let why = refusal_message(status, &answer);
-                        super::notify::failure(&app, &task_id, &body, &why);
+                        super::notify::failure(&app, &task_id, &body, &why, record.trace());
                     }
                     record.close(&app.board, &spec, Outcome::answered(status));
                 }
@@ -393,7 +393,7 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
                 task.id,
                 e.status()
             );
-            super::notify::failure(app, &task.id, &task.body, &message);
+            super::notify::failure(app, &task.id, &task.body, &message, record.trace());
             record.close(&app.board, &spec, Outcome::failed(&e, message));
             journal.finish(&task.id);
             return;

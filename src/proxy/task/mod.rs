@@ -128,9 +128,18 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     if let Some(p) = negative_priority {
         compat::warn_negative_priority(&task_id, p);
     }
-    let record = app.board.open(&task_id, &spec);
+    let mut record = app.board.open(&task_id, &spec);
     if let Some(name) = &ctx.client {
         record.client(name);
+    }
+    // Tracing on: the task's SERVER span, from its receipt (it ends at its close).
+    if let Some(tracer) = crate::traces::tracer() {
+        let now = std::time::SystemTime::now();
+        let received_at = now.checked_sub(received.elapsed()).unwrap_or(now);
+        let headers = &session.req_header().headers;
+        let trace = crate::traces::TaskTrace::start(tracer, headers, &spec, &task_id, received_at);
+        ctx.trace_id = Some(trace.trace_id());
+        record.traced(trace);
     }
     // DELETE /task/{id} fires this while the task waits or runs (routes::task_control).
     let cancel = app.cancels.register(&task_id, ctx.client.clone());

@@ -1,6 +1,6 @@
 //! How a task ended, as one typed [`Outcome`], and [`TaskHandle::close`], which
 //! writes it everywhere at once: the board record (which the access log and the
-//! task board read), the task metrics and the dashboard's series.
+//! task board read), the task metrics, the dashboard's series and the task's trace.
 
 use crate::board::{TaskBoard, TaskHandle, TaskState};
 use crate::dispatch::TaskError;
@@ -128,10 +128,14 @@ impl TaskHandle {
             state,
             status,
             label,
+            reason,
             detail,
             listed,
-            ..
         } = outcome;
+        // Every exit of a task comes through here: its SERVER span ends with it.
+        if let Some(trace) = self.trace() {
+            trace.close(status, label, reason.map(Reason::as_str), detail.as_deref());
+        }
         self.finished(state, status, label, detail);
         // A task of a group no valid Worker has had (one that waited in the waiting
         // room, then left) counts as `other`, like one refused at once.
