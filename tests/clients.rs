@@ -567,3 +567,66 @@ async fn metrics_count_each_named_clients_tasks_and_refusals_and_never_a_key() {
     );
     assert!(!lb.log().contains("billing-key"));
 }
+
+/// `max_running` holds when slots free up: a client's tasks that queued while every
+/// slot was busy start no more than `max_running` at once when the slots come back,
+/// the rest keep their place and start as the client's own tasks end.
+#[tokio::test]
+async fn queued_tasks_of_a_client_at_max_running_wait_for_its_own_to_end() {
+    let w = sim(|c| c.slots = 4).await;
+    let yaml = "auth:\n  clients:\n    - name: capped\n      keys: [capped-key]\n      \
+                max_running: 2\n";
+    let lb = Lb::start_with(&[w.url()], &[], yaml).await;
+    lb.wait_available(1).await;
+    let sleep_as = |key: &str, ms: u64| {
+        let r = lb
+            .http
+            .post(lb.url("/task"))
+            .header("authorization", key)
+            .header("x-wr-auth", WK_KEY)
+            .json(&task("sleep", json!({"ms": ms})));
+        tokio::spawn(async move { r.send().await.unwrap().status().as_u16() })
+    };
+    let blockers: Vec<_> = (0..4).map(|_| sleep_as(LB_KEY, 1500)).collect();
+    lb.wait_until(
+        |h| h["workers"][0]["lbInFlight"] == json!(4),
+        "every slot is busy",
+    )
+    .await;
+    let capped: Vec<_> = (0..4).map(|_| sleep_as("capped-key", 1000)).collect();
+    lb.wait_queued(4).await;
+    // Watch the client's running count until all of its tasks have ended.
+    let running_line = r#"andera_lb_client_tasks_running{client="capped"} "#;
+    let mut most = 0;
+    let mut seen = 0;
+    let start = std::time::Instant::now();
+    while !capped.iter().all(|t| t.is_finished()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "capped tasks end"
+        );
+        let text = lb
+            .http
+            .get(lb.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if let Some(n) = text
+            .lines()
+            .find_map(|l| l.strip_prefix(running_line)?.parse::<u32>().ok())
+        {
+            most = most.max(n);
+            seen += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("capped: at most {most} running at once over {seen} scrapes");
+    assert!(seen > 0, "the client's running series is scraped");
+    assert_eq!(most, 2, "max_running 2 held when the four slots came back");
+    for t in blockers.into_iter().chain(capped) {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+}

@@ -80,6 +80,11 @@ impl Counted {
 }
 
 impl Counted {
+    /// The client's tasks holding a slot now.
+    pub(crate) fn running(&self) -> usize {
+        self.load.running()
+    }
+
     /// A count of the same client's task as running.
     pub(crate) fn running_twin(&self) -> Counted {
         Counted::new(&self.load, true)

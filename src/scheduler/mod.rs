@@ -112,7 +112,7 @@ pub(crate) struct Grant {
     pub url: Arc<WorkerUrl>,
     /// Counts the slot in its client's running tasks while the grant (then its
     /// lease) lives.
-    pub _client: Option<Arc<Counted>>,
+    pub client: Option<Arc<Counted>>,
     /// Its number as a cluster lease (`cluster.redis` set), else `None`.
     pub tag: Option<u64>,
 }
@@ -283,6 +283,7 @@ impl Scheduler {
             since: Instant::now(),
             deferred: deferred.then(|| req.function.into()),
             client: load.map(|(_, l)| Counted::new(&l, false)),
+            running_limit: req.client.as_ref().map_or(0, |c| c.max_running),
         };
         pool.waiters.insert(key, waiter);
         *queued += 1;

@@ -94,6 +94,20 @@ pub(super) struct Waiter {
     pub deferred: Option<Box<str>>,
     /// Counts it in its client's waiting tasks while it waits.
     pub client: Option<super::Counted>,
+    /// Its client's `max_running` (0: no limit): while the client holds that many
+    /// slots, the waiter is passed over and keeps its place.
+    pub running_limit: u32,
+}
+
+impl Waiter {
+    /// True while its client holds its `max_running` slots.
+    fn held_back(&self) -> bool {
+        self.running_limit > 0
+            && self
+                .client
+                .as_ref()
+                .is_some_and(|c| c.running() >= self.running_limit as usize)
+    }
 }
 
 /// Workers of one group and contract.
@@ -189,19 +203,30 @@ impl Pool {
         let grant = Grant {
             worker: id,
             url: w.url.clone(),
-            _client: client,
+            client,
             tag,
         };
         self.refresh(workers, id);
         grant
     }
 
-    /// Hands free slots to waiters, head first. Returns how many waiters left the queue.
+    /// The first waiter that may take a slot now, or one that gave up (to be
+    /// dropped): waiters whose client is at its `max_running` are passed over.
+    fn next_waiter(&self) -> Option<super::WaitKey> {
+        self.waiters
+            .iter()
+            .find(|(_, w)| w.tx.is_closed() || !w.held_back())
+            .map(|(key, _)| *key)
+    }
+
+    /// Hands free slots to waiters, head first, passing over those whose client is at
+    /// its `max_running`. Returns how many waiters left the queue.
     pub fn pump(&mut self, workers: &mut HashMap<WorkerId, SlotState>) -> usize {
         let mut served = 0;
         while !self.waiters.is_empty() {
             let Some(id) = self.best() else { break };
-            let Some(((priority, tag, seq), waiter)) = self.waiters.pop_first() else {
+            let Some(key) = self.next_waiter() else { break };
+            let Some(((priority, tag, seq), waiter)) = self.waiters.remove_entry(&key) else {
                 break;
             };
             served += 1;

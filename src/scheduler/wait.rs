@@ -32,6 +32,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        // The client's running count goes down first, so that the hand-off below
+        // may pass the slot to a waiter of the same client held at `max_running`.
+        drop(self.grant.client.take());
         self.scheduler.release(self.grant.worker, self.grant.tag);
     }
 }
@@ -104,7 +107,9 @@ impl Drop for Waiting {
         if let Some(mut rx) = self.rx.take() {
             self.scheduler.cancel_wait(&self.pool, self.key);
             rx.close();
-            if let Ok(Ok(grant)) = rx.try_recv() {
+            if let Ok(Ok(mut grant)) = rx.try_recv() {
+                // As for a lease: the client's count first, then the hand-off.
+                drop(grant.client.take());
                 self.scheduler.release(grant.worker, grant.tag);
             }
         }
