@@ -54,7 +54,7 @@ PERF_TOP = int(env_num("BENCH_PERF_TOP", 10))
 REPEAT = max(1, int(env_num("BENCH_REPEAT", 3)))
 FLOOR_TARGET = 1.1
 IDLE_TARGET_KIB = 16
-ONLY = os.environ.get("BENCH_ONLY", "abcpdefgivs").lower()
+ONLY = os.environ.get("BENCH_ONLY", "abcpdefgwivs").lower()
 # Seconds of load per target in (v), counted under callgrind.
 VALGRIND_SECONDS = int(env_num("BENCH_VALGRIND_SECONDS", 8))
 # BENCH_CACHE_SIM=1: (v) also simulates the caches (callgrind --cache-sim=yes; slower);
@@ -451,7 +451,9 @@ class Bench:
             q0 = time.monotonic()
             try:
                 h = self.lb_health()
-                last = h["services"]["discovery"]["available"]
+                # Keyed /health keeps the LB's own components under "components"
+                # ("services" holds the original's strings).
+                last = h["components"]["discovery"]["available"]
                 if last >= n:
                     return time.monotonic() - t0, last
             except (OSError, ValueError, KeyError, http.client.HTTPException):
@@ -1010,7 +1012,7 @@ class Bench:
             if k == "sys":
                 return f"{v:.2f}"
             if k == "rss":
-                return (f"+{v:.1f}" if r.get("id") == "f" else f"{v:.1f}")
+                return (f"+{v:.1f}" if r.get("id") in ("f", "w") else f"{v:.1f}")
             return str(v)
 
         body = [[cell(r, k) for k, _, _ in cols] for r in self.rows]
@@ -1068,7 +1070,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)  # bash starts background jobs with SIGINT ignored
     try:
-        needed = ([b.lb_bin] if any(s in ONLY for s in "defgivs") else []) + \
+        needed = ([b.lb_bin] if any(s in ONLY for s in "defgwivs") else []) + \
             ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if any(s in ONLY for s in "pivs") else [])
         for binary in needed:
             if not os.access(binary, os.X_OK):
@@ -1082,6 +1084,9 @@ def main():
             b.queue()
         if "g" in ONLY:
             b.handoff()
+        if "w" in ONLY:
+            import waiting  # bench/waiting.py: row w, many tasks waiting for one slot
+            waiting.row(b)
         if "i" in ONLY:
             b.idle()
         if "v" in ONLY:

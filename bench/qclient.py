@@ -6,6 +6,10 @@ Standard library only (asyncio + raw sockets). Writes a JSON report to --out:
    "allSentAt": t, "done": [t, ...]}   (times: time.monotonic(), CLOCK_MONOTONIC,
                                           comparable with the orchestrator's clock)
 Prints "sent N" on stdout once every request has been written.
+
+--sources K spreads the connections over the local addresses 127.0.0.1 … 127.0.0.K
+(all loopback on Linux): one source address has about 28,000 ephemeral ports
+(net.ipv4.ip_local_port_range), too few for 100,000 connections to one port.
 """
 
 import argparse
@@ -15,10 +19,11 @@ import sys
 import time
 
 
-async def one(a, req, connect_sem, state):
+async def one(a, i, req, connect_sem, state):
     try:
+        source = (f"127.0.0.{1 + i % a.sources}", 0) if a.sources > 1 else None
         async with connect_sem:
-            reader, writer = await asyncio.open_connection(a.host, a.port)
+            reader, writer = await asyncio.open_connection(a.host, a.port, local_addr=source)
         state["connected"] += 1
         writer.write(req)
         await writer.drain()
@@ -58,6 +63,7 @@ async def main():
     ap.add_argument("--wk-key", required=True)
     ap.add_argument("--connecting", type=int, default=512, help="connects in progress at once")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--sources", type=int, default=1, help="local addresses 127.0.0.1..K")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     body = a.body.encode()
@@ -69,7 +75,7 @@ async def main():
     state = {"n": a.n, "connected": 0, "sent": 0, "statuses": {}, "errors": {}, "allSentAt": None,
              "done": [], "startedAt": time.monotonic()}
     sem = asyncio.Semaphore(a.connecting)
-    tasks = [asyncio.ensure_future(one(a, req, sem, state)) for _ in range(a.n)]
+    tasks = [asyncio.ensure_future(one(a, i, req, sem, state)) for i in range(a.n)]
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), a.timeout)
     except asyncio.TimeoutError:

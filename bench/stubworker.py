@@ -6,6 +6,8 @@ Standard library only. HTTP on --port:
   POST /task    answers {"success":true,"result":{"message":"Hello Andera!"}} after --delay-ms
   GET  /stats   {"tasks": [[arrival_ns, sent_ns], ...], "maxInFlight": n}
   POST /reset   forgets the recorded tasks
+  POST /hold    tasks that arrive from now on are kept unanswered (the slot stays busy)
+  POST /release answers the held tasks (each --delay-ms after it arrived, or at once)
 WebSocket slot feed on --ws-port (see wsfeed.py), answering pings with the same limit.
 
 arrival_ns is time.monotonic_ns() in the event-loop callback that received the
@@ -38,6 +40,9 @@ class State:
         self.tasks = []
         self.in_flight = 0
         self.max_in_flight = 0
+        # /hold: finish callbacks parked until /release (protocols, arrival times).
+        self.holding = False
+        self.held = []
 
     def health(self):
         return json.dumps(
@@ -99,7 +104,10 @@ class Http(asyncio.Protocol):
         if path == "/task" and method == "POST":
             s.in_flight += 1
             s.max_in_flight = max(s.max_in_flight, s.in_flight)
-            asyncio.get_running_loop().call_later(s.delay, self.finish_task, arrival)
+            if s.holding:
+                s.held.append((self, arrival))
+            else:
+                asyncio.get_running_loop().call_later(s.delay, self.finish_task, arrival)
         elif path == "/health":
             ok = wsfeed.strip_bearer(headers.get("x-lb-auth")) == s.key
             self.send(response(200, s.health() if ok else b'{"status":"ready"}'))
@@ -110,6 +118,17 @@ class Http(asyncio.Protocol):
             s.tasks = []
             s.max_in_flight = s.in_flight
             self.send(response(200, b"{}"))
+        elif path == "/hold":
+            s.holding = True
+            self.send(response(200, b"{}"))
+        elif path == "/release":
+            s.holding = False
+            held, s.held = s.held, []
+            self.send(response(200, json.dumps({"released": len(held)}).encode()))
+            loop = asyncio.get_running_loop()
+            for proto, arrival in held:
+                wait = max(0.0, s.delay - (time.monotonic_ns() - arrival) / 1e9)
+                loop.call_later(wait, proto.finish_task, arrival)
         elif path == "/logs":
             self.send(response(200, b'{"logs":[]}'))
         else:
