@@ -76,11 +76,14 @@ impl TaskTrace {
     ) -> TaskTrace {
         let extractor = opentelemetry_http::HeaderExtractor(client);
         let parent = TraceContextPropagator::new().extract(&extractor);
-        let span = tracer
+        let mut span = tracer
             .span_builder("POST /task")
             .with_kind(SpanKind::Server)
             .with_start_time(received)
-            .with_attributes([
+            .start_with_context(tracer, &parent);
+        // Attributes only for a sampled task: one sampled out copies no string.
+        if span.is_recording() {
+            span.set_attributes([
                 KeyValue::new("http.request.method", "POST"),
                 KeyValue::new("url.path", "/task"),
                 KeyValue::new("andera.task_id", task_id.to_string()),
@@ -89,8 +92,8 @@ impl TaskTrace {
                 KeyValue::new("andera.mode", spec.mode.as_str()),
                 KeyValue::new("andera.priority", i64::from(spec.priority)),
                 KeyValue::new("andera.client", spec.client_name().to_string()),
-            ])
-            .start_with_context(tracer, &parent);
+            ]);
+        }
         TaskTrace {
             tracer: tracer.clone(),
             server: Context::new().with_span(span),
@@ -117,16 +120,18 @@ impl TaskTrace {
     /// and the attempt's CLIENT span starts. Returns the `traceparent` the Worker
     /// receives: its parent is this attempt's span.
     pub fn dispatched(&self, worker: &str, attempt: u32) -> Traceparent {
-        let span = self
+        let mut span = self
             .tracer
             .span_builder("POST /task")
             .with_kind(SpanKind::Client)
-            .with_attributes([
+            .start_with_context(&self.tracer, &self.server);
+        if span.is_recording() {
+            span.set_attributes([
                 KeyValue::new("andera.worker", worker.to_string()),
                 KeyValue::new("andera.attempt", i64::from(attempt)),
                 KeyValue::new("http.request.method", "POST"),
-            ])
-            .start_with_context(&self.tracer, &self.server);
+            ]);
+        }
         let parent = Traceparent::of(span.span_context());
         let mut children = self.children.lock();
         if let Some(mut queue) = children.queue.take() {
@@ -163,15 +168,17 @@ impl TaskTrace {
     /// The `traceparent` of a webhook failure notice, under its own CLIENT span
     /// (a child of the task's), which the returned [`NoticeSpan`] ends.
     pub fn notice(&self, host: &str) -> NoticeSpan {
-        let span = self
+        let mut span = self
             .tracer
             .span_builder("webhook failure notice")
             .with_kind(SpanKind::Client)
-            .with_attributes([
+            .start_with_context(&self.tracer, &self.server);
+        if span.is_recording() {
+            span.set_attributes([
                 KeyValue::new("http.request.method", "POST"),
                 KeyValue::new("server.address", host.to_string()),
-            ])
-            .start_with_context(&self.tracer, &self.server);
+            ]);
+        }
         NoticeSpan {
             traceparent: Traceparent::of(span.span_context()),
             span,
@@ -198,6 +205,10 @@ impl TaskTrace {
         }
         drop(children);
         let server = self.server.span();
+        if !server.is_recording() {
+            server.end();
+            return;
+        }
         server.set_attribute(KeyValue::new(
             "http.response.status_code",
             i64::from(status),
@@ -326,6 +337,41 @@ mod tests {
         }
         assert!(matches!(spans[1].status, Status::Error { .. }));
         assert_eq!(spans[2].status, Status::Unset);
+    }
+
+    #[test]
+    fn a_sampled_out_task_exports_nothing_and_tells_the_worker_so() {
+        let exporter = Collect::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+                opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(0.0),
+            )))
+            .build();
+        let tracer = provider.tracer("test");
+        let spec = crate::task::parse(br#"{"group":"g","function":"f","contract":1}"#).unwrap();
+        let trace = TaskTrace::start(
+            &tracer,
+            &http::HeaderMap::new(),
+            &spec,
+            "t3",
+            SystemTime::now(),
+        );
+        let sent = trace.dispatched("http://w:3000", 1);
+        trace.close(200, "ok", None, None);
+        assert!(exporter.get_finished_spans().unwrap().is_empty());
+        // The Worker still joins the trace, told that it is not sampled.
+        assert!(sent
+            .as_str()
+            .starts_with(&format!("00-{}-", trace.trace_id())));
+        assert!(sent.as_str().ends_with("-00"), "{}", sent.as_str());
+        // A client's sampled flag wins over the ratio (parent-based).
+        let mut headers = http::HeaderMap::new();
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        headers.insert("traceparent", parent.parse().unwrap());
+        let trace = TaskTrace::start(&tracer, &headers, &spec, "t4", SystemTime::now());
+        trace.close(200, "ok", None, None);
+        assert_eq!(exporter.get_finished_spans().unwrap().len(), 1);
     }
 
     #[test]

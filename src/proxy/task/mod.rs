@@ -138,7 +138,9 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         let received_at = now.checked_sub(received.elapsed()).unwrap_or(now);
         let headers = &session.req_header().headers;
         let trace = crate::traces::TaskTrace::start(tracer, headers, &spec, &task_id, received_at);
-        ctx.trace_id = Some(trace.trace_id());
+        if app.access_log.get().is_some() {
+            ctx.trace_id = Some(trace.trace_id());
+        }
         record.traced(trace);
     }
     // DELETE /task/{id} fires this while the task waits or runs (routes::task_control).
