@@ -130,6 +130,19 @@ impl App {
 
     /// Sets the journal once it is open and wakes the tasks waiting for it.
     pub fn journal_is_open(&self, journal: Arc<crate::journal::Journal>) {
+        if let crate::journal::Journal::Redis(shared) = &*journal {
+            // Another instance's DELETE /task/{id} for a task held here.
+            if let Some(mut asked) = shared.cancel_requests() {
+                let cancels = self.cancels.clone();
+                tokio::spawn(async move {
+                    while let Some(id) = asked.recv().await {
+                        if cancels.cancel(&id, None) == crate::cancel::CancelOutcome::Cancelled {
+                            log::info!("task {id}: cancelled at another instance's request");
+                        }
+                    }
+                });
+            }
+        }
         let _ = self.journal.set(journal);
         self.journal_opened.notify_waiters();
     }

@@ -255,6 +255,12 @@ async fn two_instances_share_the_queue_and_one_killed_mid_run_loses_and_duplicat
         "{text}"
     );
     assert_eq!(redis.queued(), 0, "finished tasks leave the stream");
+    let mut c = redis.conn().expect("redis answers");
+    let indexed: i64 = redis::cmd("HLEN")
+        .arg("andera-lb:webhook-index")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(indexed, 0, "finished tasks leave the index of task ids");
 }
 
 #[tokio::test]

@@ -622,3 +622,57 @@ async fn the_task_boards_cancel_action_is_for_admin_keys_in_a_browser() {
     assert_eq!(r.status().as_u16(), 409);
     assert_eq!(r.headers()["x-andera-reason"], "cancelled");
 }
+
+/// With the Redis engine, a named client's webhook task accepted by one instance is
+/// its own on every instance: looked up there with its client (404 for another
+/// client), and cancelled there, so that the instance holding it drops it at once
+/// and no Worker runs it.
+#[tokio::test]
+async fn with_redis_a_clients_task_is_looked_up_and_cancelled_on_another_instance() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (rx, hook) = Receiver::start().await;
+    let w = sim(|c| c.slots = 1).await;
+    let yaml = format!("{CLIENTS}tasks:\n  journal: {}\n", redis.url());
+    let a = Lb::start_with(&[w.url()], &[], &yaml).await;
+    // b has no Worker, so it never takes a task from the shared queue: the task is
+    // a's, and b answers from the shared queue alone.
+    let b = Lb::start_with(&[], &[], &yaml).await;
+    a.wait_available(1).await;
+    // a's only slot busy: the webhook task waits in a's own queue.
+    let body = labelled("hello", "blocker", json!({"sleepMs": 3000}));
+    let blocker = tokio::spawn(a.task(body).send());
+    wait_running(&w, 1).await;
+    let r = task_as(&a, "billing-key", webhook("kept", &hook))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", a.log());
+    let id = task_id(&r);
+    let url = b.url(&format!("/task/{id}"));
+    let (status, _, body) = call(&b, "GET", &url, "billing-key").await;
+    assert_eq!(status, 200, "{body}\n{}", b.log());
+    assert_eq!(
+        (&body["client"], &body["mode"], &body["state"]),
+        (&json!("billing"), &json!("webhook"), &json!("queued")),
+        "{body}"
+    );
+    assert_eq!(call(&b, "GET", &url, "other-key").await.0, 404);
+    assert_eq!(call(&b, "DELETE", &url, "other-key").await.0, 404);
+    let (status, _, body) = call(&b, "DELETE", &url, "billing-key").await;
+    assert_eq!(
+        (status, &body["state"]),
+        (200, &json!("cancelled")),
+        "{body}"
+    );
+    // The instance holding it heard and took it out of its own queue at once.
+    let on_a = wait_state(&a, &id, "billing-key", "cancelled").await;
+    assert!(on_a["finishedAt"].is_string(), "{on_a}");
+    assert_eq!(blocker.await.unwrap().unwrap().status(), 200);
+    // The slot is free now: a later task runs, the cancelled one never does.
+    assert_eq!(a.run(webhook("control", &hook)).await.0, 200);
+    delivered(&rx, "control").await;
+    assert!(!rx.snapshot().contains_key("kept"), "{:?}", rx.snapshot());
+    assert!(!w.stats().order.contains(&"kept".to_string()));
+}

@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub use error::{Detail, JournalError};
 pub use sqlite::{SqliteJournal, HEARTBEAT, OWNER_STALE};
 pub use state::{JournalHealth, JournalState};
-pub use streams::RedisJournal;
+pub use streams::{RedisJournal, SharedCancel, SharedTask};
 
 /// The journal's Prometheus series (registered in the process registry).
 pub struct JournalMetrics {
@@ -277,6 +277,24 @@ impl Journal {
         match self {
             Journal::Sqlite(j) => j.dispatch(id).await,
             Journal::Redis(j) => j.dispatch(id).await,
+        }
+    }
+
+    /// Task `id` in the queue shared by several instances (Redis engine), when
+    /// another instance holds it; `None` for a local journal or an unknown task.
+    pub async fn find_shared(&self, id: &str) -> Result<Option<SharedTask>, JournalError> {
+        match self {
+            Journal::Sqlite(_) => Ok(None),
+            Journal::Redis(j) => j.find(id).await,
+        }
+    }
+
+    /// Cancels task `id` in the shared queue and on the instance holding it (Redis
+    /// engine); a local journal has no other instance to ask.
+    pub async fn cancel_shared(&self, id: &str) -> Result<SharedCancel, JournalError> {
+        match self {
+            Journal::Sqlite(_) => Ok(SharedCancel::Gone),
+            Journal::Redis(j) => j.cancel_shared(id).await,
         }
     }
 

@@ -12,6 +12,17 @@ use super::StoredTask;
 pub const STREAM: &str = "andera-lb:webhook-tasks";
 /// Hash of entries sent to a Worker: entry id → consumer that sent it.
 pub const DISPATCHED: &str = "andera-lb:webhook-dispatched";
+/// Hash of unfinished tasks: task id → stream entry id, so that any instance can
+/// look a task up or cancel it (`GET`/`DELETE /task/{id}`).
+pub const INDEX: &str = "andera-lb:webhook-index";
+/// Channel on which an instance asks the others to cancel a task they hold.
+pub const CANCELS: &str = "andera-lb:webhook-cancel";
+/// Adds a task to the stream (`ARGV[2..]`: its fields) and indexes it under its
+/// task id (`ARGV[1]`) at once. Returns the entry id.
+pub const ACCEPT: &str = r"
+local e = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('HSET', KEYS[2], ARGV[1], e)
+return e";
 /// The consumer group every instance reads through.
 pub const GROUP: &str = "andera-lb";
 /// Pseudo-consumer that holds entries released by an instance shutting down,
@@ -63,13 +74,18 @@ pub async fn create_group(conn: &mut ConnectionManager) -> Result<(), redis::Red
     }
 }
 
-/// Acknowledges and deletes entries, and forgets their dispatch marks, at once.
+/// Acknowledges and deletes entries, and forgets their dispatch marks and the index
+/// entries of their task `ids` (those known), at once.
 pub async fn end_entries(
     conn: &mut ConnectionManager,
     entries: &[String],
+    ids: &[String],
 ) -> Result<(), redis::RedisError> {
-    redis::pipe()
-        .atomic()
+    let mut pipe = redis::pipe();
+    if !ids.is_empty() {
+        pipe.cmd("HDEL").arg(INDEX).arg(ids).ignore();
+    }
+    pipe.atomic()
         .cmd("XACK")
         .arg(STREAM)
         .arg(GROUP)

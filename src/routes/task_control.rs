@@ -20,6 +20,8 @@ use crate::reason::Reason;
 use crate::respond;
 use crate::task::TaskSpec;
 
+mod shared;
+
 /// The status a waiting client of a cancelled sync or stream task gets: `409`
 /// Conflict, the task it waits for was taken back. Not a `5xx`, which clients
 /// retry by themselves, nor nginx's `499`, which means the client itself left.
@@ -144,16 +146,25 @@ async fn lookup(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Re
         .board
         .read(id, |r| scope.sees(r.client_name()).then(|| r.status_json()))
         .flatten();
-    match found {
-        Some(mut body) => {
+    let body = match found {
+        // `unknown` here may be a task handed to the shared queue (Redis engine),
+        // which the shared queue knows better.
+        Some(mut body) if body["state"] != "unknown" => {
             if let Some(n) = app.cancels.queue_position(id) {
                 body["queuePosition"] = json!(n);
             }
-            respond::json(session, 200, &body, &[]).await?;
-            Ok(200)
+            body
         }
-        None => not_found(session).await,
-    }
+        // Not here, or handed on: another instance may hold it (Redis engine).
+        local => match (shared::find(app, id).await, local) {
+            (Ok(Some(t)), _) if scope.sees(t.task.client.as_deref()) => shared::status_json(&t),
+            (_, Some(body)) => body,
+            (Ok(_), None) => return not_found(session).await,
+            (Err(e), None) => return shared::unavailable(session, &e).await,
+        },
+    };
+    respond::json(session, 200, &body, &[]).await?;
+    Ok(200)
 }
 
 /// The task board's cancel action: any task (the caller checked the admin key).
@@ -173,10 +184,24 @@ async fn cancel(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Re
         (Some(found), _) => found,
         // Still live, though the board has let its record go: queued or running.
         (None, Some(owner)) => (owner, TaskState::Queued, None),
-        (None, None) => return not_found(session).await,
+        (None, None) => {
+            return match shared::cancel(app, id, |c| scope.sees(c)).await {
+                Ok(Some(done)) => shared::answer(session, id, done).await,
+                Ok(None) => not_found(session).await,
+                Err(e) => shared::unavailable(session, &e).await,
+            };
+        }
     };
     if !scope.sees(owner.as_deref()) {
         return not_found(session).await;
+    }
+    if state == TaskState::Unknown && app.cancels.client_of(id).is_none() {
+        // Handed to the shared queue (Redis engine): another instance may hold it.
+        match shared::cancel(app, id, |c| scope.sees(c)).await {
+            Ok(Some(done)) => return shared::answer(session, id, done).await,
+            Ok(None) => {}
+            Err(e) => return shared::unavailable(session, &e).await,
+        }
     }
     if state.is_final() {
         return finished(session, id, state).await;

@@ -21,12 +21,16 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use tokio::sync::Notify;
 
+mod control;
 pub mod keys;
 mod upkeep;
 
+pub use control::{SharedCancel, SharedTask};
+
 use super::handoff::{ClaimBox, ReleaseFlag};
 use super::wire::{
-    create_group, end_entries, entries, DISPATCHED, GROUP, MARK, REFRESH, RELEASE, RELEASED, STREAM,
+    create_group, end_entries, entries, ACCEPT, DISPATCHED, GROUP, INDEX, MARK, REFRESH, RELEASE,
+    RELEASED, STREAM,
 };
 use super::{
     redact, ClaimKind, Claimed, Detail, DispatchMark, JournalError, StoredTask, JOURNAL_METRICS,
@@ -51,6 +55,29 @@ static RELEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script:
 /// when it has no usable Worker).
 pub type Capacity = Box<dyn Fn() -> usize + Send + Sync>;
 
+/// Finished tasks still in the stream: their entries and task ids.
+#[derive(Debug, Default)]
+struct Unfinished {
+    entries: Vec<String>,
+    ids: Vec<String>,
+}
+
+impl Unfinished {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn push(&mut self, entry: String, id: String) {
+        self.entries.push(entry);
+        self.ids.push(id);
+    }
+
+    fn extend(&mut self, other: Unfinished) {
+        self.entries.extend(other.entries);
+        self.ids.extend(other.ids);
+    }
+}
+
 /// A task this instance took from the stream and has not finished.
 struct Held {
     entry: String,
@@ -65,14 +92,17 @@ pub struct RedisJournal {
     claim_idle: Duration,
     redeliver_unconfirmed: bool,
     held: parking_lot::Mutex<HashMap<String, Held>>,
-    /// Entries whose end could not be written yet (Redis unreachable): retried.
-    unfinished: Arc<parking_lot::Mutex<Vec<String>>>,
+    /// Entries (and their task ids) whose end could not be written yet (Redis
+    /// unreachable): retried.
+    unfinished: Arc<parking_lot::Mutex<Unfinished>>,
     claims: ClaimBox,
     room: Notify,
     released: ReleaseFlag,
     stopped: AtomicBool,
     peers: AtomicU64,
     health: super::JournalHealth,
+    /// Ids other instances asked to cancel, until the caller takes them.
+    cancel_requests: parking_lot::Mutex<Option<tokio::sync::mpsc::Receiver<String>>>,
 }
 
 fn open_err(url: &str, e: impl std::error::Error + Send + Sync + 'static) -> JournalError {
@@ -146,6 +176,8 @@ impl RedisJournal {
         create_group(&mut conn)
             .await
             .map_err(|e| open_err(url, e))?;
+        let (cancel_tx, cancel_rx) = tokio::sync::mpsc::channel(control::CANCEL_BACKLOG);
+        tokio::spawn(control::listen_for_cancels(client, cancel_tx));
         let journal = Arc::new(RedisJournal {
             url: redact(url),
             me: consumer_name(),
@@ -160,6 +192,7 @@ impl RedisJournal {
             stopped: AtomicBool::new(false),
             peers: AtomicU64::new(0),
             health: super::JournalHealth::new(redact(url)),
+            cancel_requests: parking_lot::Mutex::new(Some(cancel_rx)),
         });
         tokio::spawn(read_loop(Arc::downgrade(&journal), reader, capacity));
         tokio::spawn(upkeep::upkeep_loop(Arc::downgrade(&journal)));
@@ -213,9 +246,14 @@ impl RedisJournal {
 
     async fn add(&self, t: &StoredTask) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        let mut add = redis::cmd("XADD");
-        add.arg(STREAM)
-            .arg("*")
+        // XADD and the index entry in one script (EVAL: it also runs inside the
+        // idempotency key's transaction below).
+        let mut add = redis::cmd("EVAL");
+        add.arg(ACCEPT)
+            .arg(2)
+            .arg(STREAM)
+            .arg(INDEX)
+            .arg(&t.id)
             .arg("id")
             .arg(&t.id)
             .arg("priority")
@@ -286,10 +324,16 @@ impl RedisJournal {
         self.room.notify_one();
         let mut conn = self.conn.clone();
         let unfinished = self.unfinished.clone();
+        let id = id.to_string();
         tokio::spawn(async move {
-            if let Err(e) = end_entries(&mut conn, std::slice::from_ref(&held.entry)).await {
+            let ended = end_entries(
+                &mut conn,
+                std::slice::from_ref(&held.entry),
+                std::slice::from_ref(&id),
+            );
+            if let Err(e) = ended.await {
                 log::warn!("task journal: cannot remove a finished task yet ({e}); will retry");
-                unfinished.lock().push(held.entry);
+                unfinished.lock().push(held.entry, id);
             }
         });
     }
@@ -351,10 +395,11 @@ impl RedisJournal {
     pub async fn close(&self) {
         self.stopped.store(true, Ordering::Release);
         self.room.notify_waiters();
-        let entries = std::mem::take(&mut *self.unfinished.lock());
-        if !entries.is_empty() {
+        let left = std::mem::take(&mut *self.unfinished.lock());
+        if !left.is_empty() {
             let mut conn = self.conn.clone();
-            let _ = tokio::time::timeout(COMMAND_TIMEOUT, end_entries(&mut conn, &entries)).await;
+            let ended = end_entries(&mut conn, &left.entries, &left.ids);
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT, ended).await;
         }
     }
 
@@ -412,7 +457,7 @@ impl RedisJournal {
         let mut claims = Vec::new();
         for (entry, task) in entries {
             let Some(task) = task else {
-                end_entries(conn, std::slice::from_ref(&entry)).await?;
+                end_entries(conn, std::slice::from_ref(&entry), &[]).await?;
                 continue;
             };
             let sent_by: Option<String> = redis::cmd("HGET")
@@ -431,7 +476,12 @@ impl RedisJournal {
                     ClaimKind::Redeliver
                 }
                 Some(_) => {
-                    end_entries(conn, std::slice::from_ref(&entry)).await?;
+                    end_entries(
+                        conn,
+                        std::slice::from_ref(&entry),
+                        std::slice::from_ref(&task.id),
+                    )
+                    .await?;
                     ClaimKind::Unknown
                 }
             };
@@ -481,7 +531,7 @@ impl RedisJournal {
                 )),
                 None => {
                     log::warn!("task journal: stream entry {entry} is not a task; removed");
-                    end_entries(conn, std::slice::from_ref(&entry)).await?;
+                    end_entries(conn, std::slice::from_ref(&entry), &[]).await?;
                 }
             }
         }

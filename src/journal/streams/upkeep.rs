@@ -47,7 +47,7 @@ async fn upkeep(j: &RedisJournal) -> Result<(), redis::RedisError> {
     }
     let retry = std::mem::take(&mut *j.unfinished.lock());
     if !retry.is_empty() {
-        if let Err(e) = end_entries(&mut conn, &retry).await {
+        if let Err(e) = end_entries(&mut conn, &retry.entries, &retry.ids).await {
             j.unfinished.lock().extend(retry);
             return Err(e);
         }
