@@ -264,17 +264,19 @@ async fn log_lines_escape_control_characters_and_stay_bounded() {
     // A Worker-supplied status far longer than a log line.
     let status = format!("maint{}", "x".repeat(20_000));
     w.set_status(&status);
-    let logs = loop {
-        let logs = lb.get_json(&lb.url("/logs"), true).await;
-        let lines = logs["logs"].as_array().unwrap().clone();
-        if lines
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("is now maint"))
-        {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let logs = eventually(
+        "the status change in /logs",
+        Duration::from_secs(10),
+        || async {
+            let logs = lb.get_json(&lb.url("/logs"), true).await;
+            let lines = logs["logs"].as_array().unwrap().clone();
+            lines
+                .iter()
+                .any(|l| l.as_str().unwrap().contains("is now maint"))
+                .then_some(lines)
+        },
+    )
+    .await;
     let stderr = lb.log();
     for text in logs
         .iter()

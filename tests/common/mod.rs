@@ -52,6 +52,24 @@ pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> boo
     }
 }
 
+/// Polls `probe` every 20 ms until it gives `Some`, and returns that; panics naming
+/// `what` after `limit`. The async counterpart of [`wait_for`], for conditions that
+/// need a request to find out.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A simulated Worker with the test keys.
 pub async fn sim(configure: impl FnOnce(&mut SimConfig)) -> SimWorker {
     let mut cfg = SimConfig::new(LB_KEY, WK_KEY);
