@@ -479,3 +479,47 @@ async fn without_cluster_redis_each_instance_counts_alone_as_before() {
     assert_eq!(metric(&text, "andera_lb_cluster_fallback"), 0.0);
     assert_eq!(metric(&text, "andera_lb_cluster_leases"), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_redis_is_a_bounded_wait_then_the_fallback() {
+    let Some(redis) = Redis::start("cluster slow") else {
+        return;
+    };
+    let w = sim(|c| c.slots = 2).await;
+    let list = [w.url()];
+    let lb = member(&list, &redis, "").await;
+    assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
+    // Redis stops answering every client for 3 s (it still accepts connections).
+    let mut c = redis.conn().unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("ALL")
+        .query::<String>(&mut c)
+        .unwrap();
+    // A task arriving now waits for Redis at most cluster.timeout_ms, then runs.
+    let (status, body) = lb.run(task("hello", json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let h = lb.health().await;
+    assert_eq!(
+        h["components"]["cluster"]["status"],
+        json!("fallback"),
+        "{h}"
+    );
+    assert!(lb.log().contains("CLUSTER FALLBACK"), "{}", lb.log());
+    lb.wait_until(
+        |h| h["components"]["cluster"]["status"] == json!("ok"),
+        "Redis answers again",
+    )
+    .await;
+    // The call that timed out still ran once Redis woke, and granted a lease nobody
+    // got: the renewal that ended the fallback removed it.
+    assert_eq!(
+        redis.zcard(&leases_of(&w)),
+        0,
+        "{:?}",
+        redis.zrange(&leases_of(&w))
+    );
+    assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
+    wait_redis("its lease is returned", || redis.zcard(&leases_of(&w)) == 0).await;
+}

@@ -62,14 +62,11 @@ impl Cluster {
         );
         tokio::spawn(self.clone().read_inbox(inbox));
         tokio::spawn(self.clone().upkeep(conn.clone()));
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                event = events.recv() => match event {
-                    Some(e) => self.on_event(e, &conn),
-                    None => return,
-                },
-            }
+        // Not stopped by the shutdown: the tasks that finish during the grace period
+        // give their leases back, so the other instances need not wait for them to
+        // lapse.
+        while let Some(e) = events.recv().await {
+            self.on_event(e, &conn);
         }
     }
 
@@ -424,7 +421,8 @@ impl Cluster {
         }
     }
 
-    /// One [`scripts::RENEW`] call; true when it wrote the leases again.
+    /// One [`scripts::RENEW`] call; true when Redis had lost the cluster's state
+    /// (the leases were written again).
     async fn renew(&self, conn: &ConnectionManager) -> Result<bool, String> {
         let held: Vec<(u64, String)> = self
             .held
@@ -439,11 +437,20 @@ impl Cluster {
         for (_, url) in &held {
             inv.key(scripts::lease_key(url));
         }
+        if rebuild {
+            // Swept for leases of this instance it does not hold.
+            for (_, urls) in self.scheduler.cluster_layout() {
+                for url in urls {
+                    inv.key(scripts::lease_key(&url));
+                }
+            }
+        }
         inv.arg(&self.me)
             .arg(self.settings.lease_ttl.as_millis() as u64)
             .arg(&known)
             .arg(format!("{}-{}", self.me, now_us()))
-            .arg(if rebuild { "1" } else { "0" });
+            .arg(if rebuild { "1" } else { "0" })
+            .arg(held.len());
         for (seq, _) in &held {
             inv.arg(self.member(*seq));
         }
@@ -451,9 +458,10 @@ impl Cluster {
         let mut c = conn.clone();
         let (epoch, rebuilt): (String, i64) = self.bounded(inv.invoke_async(&mut c)).await?;
         self.rebuild.store(false, Ordering::Release);
-        let changed = !known.is_empty() && epoch != known;
+        // A new epoch after one was seen: Redis lost the cluster's state.
+        let lost = !known.is_empty() && epoch != known;
         *self.epoch.lock() = epoch;
-        Ok(rebuilt == 1 && (changed || rebuild))
+        Ok(rebuilt == 1 && lost)
     }
 
     /// Reads the instances, the leases on this instance's Workers and the depth of

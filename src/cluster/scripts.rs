@@ -108,14 +108,17 @@ return out
 
 /// Renews this instance and its leases.
 ///
-/// KEYS: instances, epoch, then one lease key per lease held. ARGV: me, ttl ms, the
-/// epoch this instance last saw (`""`: none), a fresh epoch (used if Redis has
-/// none), `1` to write the leases even where they are missing (after a fallback),
-/// then the lease members (one per lease key).
+/// KEYS: instances, epoch, one lease key per lease held, then the lease keys of
+/// every Worker this instance knows. ARGV: me, ttl ms, the epoch this instance
+/// last saw (`""`: none), a fresh epoch (used if Redis has none), `1` to write the
+/// leases again (after a fallback), the number of leases held, then their members
+/// (one per held lease key).
 ///
 /// A lease is only extended (`XX`) unless Redis lost its state (the epoch changed)
 /// or the caller asks: then the leases are written again from the instance's own
-/// count. Returns `{epoch, 1 if the leases were written again}`.
+/// count, and its leases Redis has but the instance does not (granted by a call
+/// whose answer was lost, returned by one that failed) are removed. Returns
+/// `{epoch, 1 if the leases were written again}`.
 pub const RENEW: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -126,14 +129,28 @@ if not e then
   redis.call('SET', KEYS[2], e)
 end
 local rebuild = ARGV[5] == '1' or e ~= ARGV[3]
+local held = tonumber(ARGV[6])
 local exp = string.format('%.0f', now + ttl)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], exp, me)
-for i = 3, #KEYS do
+local mine = {}
+for i = 1, held do
+  local key, member = KEYS[2 + i], ARGV[6 + i]
+  mine[key .. '\n' .. member] = true
   if rebuild then
-    redis.call('ZADD', KEYS[i], exp, ARGV[i + 3])
+    redis.call('ZADD', key, exp, member)
   else
-    redis.call('ZADD', KEYS[i], 'XX', exp, ARGV[i + 3])
+    redis.call('ZADD', key, 'XX', exp, member)
+  end
+end
+if rebuild then
+  local prefix = me .. '|'
+  for i = 3 + held, #KEYS do
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
+      if string.sub(member, 1, #prefix) == prefix and not mine[KEYS[i] .. '\n' .. member] then
+        redis.call('ZREM', KEYS[i], member)
+      end
+    end
   end
 end
 return {e, rebuild and 1 or 0}
