@@ -7,34 +7,15 @@ use base64::Engine;
 use common::*;
 use serde_json::{json, Value};
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
-
-async fn scrape(lb: &Lb) -> String {
-    lb.http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn metrics_move_with_real_tasks() {
     let w = sim(|_| {}).await;
     let lb = Lb::start(&[w.url()], &[]).await;
     lb.wait_available(1).await;
-    let before = scrape(&lb).await;
+    let before = lb.scrape().await;
     // Known groups and functions are counted from 0, before their first task.
     let ok = r#"andera_lb_tasks_total{function="hello",group="default",outcome="ok"}"#;
-    assert_eq!(metric(&before, ok), 0.0);
+    assert_eq!(metric(&before, ok).expect("the series is scraped"), 0.0);
     for _ in 0..3 {
         assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
     }
@@ -44,31 +25,40 @@ async fn metrics_move_with_real_tasks() {
             json!({"group": format!("random-{i}"), "function": format!("f{i}"), "contract": 1});
         assert_eq!(lb.run(body).await.0, 503);
     }
-    let text = scrape(&lb).await;
-    assert_eq!(metric(&text, ok), 3.0);
+    let text = lb.scrape().await;
+    assert_eq!(metric(&text, ok).expect("the series is scraped"), 3.0);
     let failed =
         r#"andera_lb_tasks_total{function="fail",group="default",outcome="function_error"}"#;
-    assert_eq!(metric(&text, failed), 1.0);
+    assert_eq!(metric(&text, failed).expect("the series is scraped"), 1.0);
     // Client-chosen names fold into one label value.
     let other = r#"andera_lb_tasks_total{function="other",group="other",outcome="no_worker"}"#;
-    assert_eq!(metric(&text, other), 5.0);
+    assert_eq!(metric(&text, other).expect("the series is scraped"), 5.0);
     assert!(!text.contains("random-"));
     let wait = r#"andera_lb_queue_wait_seconds_count{group="default",priority_class="1"}"#;
-    assert_eq!(metric(&text, wait), 4.0);
+    assert_eq!(metric(&text, wait).expect("the series is scraped"), 4.0);
     let dur =
         r#"andera_lb_task_duration_seconds_count{function="hello",group="default",outcome="ok"}"#;
-    assert_eq!(metric(&text, dur), 3.0);
+    assert_eq!(metric(&text, dur).expect("the series is scraped"), 3.0);
     let up = format!(
         r#"andera_lb_worker_up{{group="default",worker="{}"}}"#,
         w.url()
     );
-    assert_eq!(metric(&text, &up), 1.0);
+    assert_eq!(metric(&text, &up).expect("the series is scraped"), 1.0);
     let limit = format!(r#"andera_lb_worker_slots_limit{{worker="{}"}}"#, w.url());
-    assert_eq!(metric(&text, &limit), 4.0);
+    assert_eq!(metric(&text, &limit).expect("the series is scraped"), 4.0);
     let responses = r#"andera_lb_http_responses_total{route="task",service="client",status="200"}"#;
-    assert_eq!(metric(&text, responses), 3.0);
-    assert_eq!(metric(&text, "andera_lb_queue_depth"), 0.0);
-    assert!(metric(&text, "andera_lb_process_resident_memory_bytes") > 1e6);
+    assert_eq!(
+        metric(&text, responses).expect("the series is scraped"),
+        3.0
+    );
+    assert_eq!(
+        metric(&text, "andera_lb_queue_depth").expect("the series is scraped"),
+        0.0
+    );
+    assert!(
+        metric(&text, "andera_lb_process_resident_memory_bytes").expect("the series is scraped")
+            > 1e6
+    );
     assert!(text.contains("andera_lb_process_cpu_seconds_total"));
     // Not on the client port unless configured.
     let r = lb.http.get(lb.url("/metrics")).send().await.unwrap();
@@ -81,19 +71,20 @@ async fn discovery_errors_and_worker_down_are_counted() {
     let lb = Lb::start(std::slice::from_ref(&dead), &[]).await;
     lb.wait_until(|h| h["workers"][0]["error"].is_string(), "the poll fails")
         .await;
-    let text = scrape(&lb).await;
+    let text = lb.scrape().await;
     assert!(
         metric(
             &text,
             &format!(r#"andera_lb_discovery_errors_total{{worker="{dead}"}}"#)
-        ) >= 1.0
+        )
+        .is_some_and(|n| n >= 1.0)
     );
     assert_eq!(
         metric(
             &text,
             &format!(r#"andera_lb_worker_up{{group="unknown",worker="{dead}"}}"#)
         ),
-        0.0
+        Some(0.0)
     );
 }
 

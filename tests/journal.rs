@@ -28,23 +28,6 @@ async fn accept_all(lb: &Lb, n: usize, hook: &str) {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics(lb: &Lb) -> String {
-    lb.http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn kill_9_with_200_queued_webhook_tasks_loses_and_duplicates_none() {
     let (rx, hook) = Receiver::start().await;
@@ -78,9 +61,9 @@ async fn kill_9_with_200_queued_webhook_tasks_loses_and_duplicates_none() {
     let lb = Lb::start(&[w.url()], &env).await;
     lb.wait_available(1).await;
     let counts = settle(&rx, |c| c.len() >= 200).await;
-    let text = metrics(&lb).await;
-    let unknown = metric(&text, "andera_lb_journal_unknown_total");
-    let resumed = metric(&text, "andera_lb_journal_resumed_total");
+    let text = lb.scrape().await;
+    let unknown = metric(&text, "andera_lb_journal_unknown_total").unwrap_or(0.0);
+    let resumed = metric(&text, "andera_lb_journal_resumed_total").unwrap_or(0.0);
     let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     let lost = (0..200)
         .map(|i| format!("t{i}"))

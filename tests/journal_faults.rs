@@ -24,19 +24,6 @@ fn webhook_task(name: &str, hook: &str, padding: usize) -> Value {
     body
 }
 
-async fn metrics(lb: &Lb) -> String {
-    match lb.http.get(lb.admin_url("/metrics")).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The admin `/ready` status and body.
 async fn ready(lb: &Lb) -> (u16, Value) {
     let r = lb.http.get(lb.admin_url("/ready")).send().await.unwrap();
@@ -186,9 +173,9 @@ async fn a_full_disk_never_delivers_a_task_twice_and_the_journal_recovers_by_its
     let h = journal_state(&lb, "full").await;
     assert_eq!(h["services"]["redis"], "error", "{h}");
     assert_eq!(ready(&lb).await.0, 503);
-    let text = metrics(&lb).await;
+    let text = lb.scrape().await;
     assert_eq!(
-        metric(&text, "andera_lb_journal_state{state=\"full\"}"),
+        metric(&text, "andera_lb_journal_state{state=\"full\"}").unwrap_or(0.0),
         1.0,
         "{text}"
     );
@@ -207,8 +194,8 @@ async fn a_full_disk_never_delivers_a_task_twice_and_the_journal_recovers_by_its
         "accepted, not delivered: {missing:?}\n{}",
         lb.log()
     );
-    let text = metrics(&lb).await;
-    let write_errors = metric(&text, "andera_lb_journal_write_errors_total");
+    let text = lb.scrape().await;
+    let write_errors = metric(&text, "andera_lb_journal_write_errors_total").unwrap_or(0.0);
     for line in lb
         .log()
         .lines()
@@ -231,12 +218,12 @@ async fn a_full_disk_never_delivers_a_task_twice_and_the_journal_recovers_by_its
     lb.wait_available(1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = settle(&rx, |_| true).await;
-    let text = metrics(&lb).await;
+    let text = lb.scrape().await;
     println!(
         "full disk: {} accepted of 80, {} delivered, {write_errors} write errors while full, resumed {} after the restart",
         accepted.len(),
         counts.len(),
-        metric(&text, "andera_lb_journal_resumed_total")
+        metric(&text, "andera_lb_journal_resumed_total").unwrap_or(0.0)
     );
     assert_eq!(duplicated(&counts), vec![], "delivered twice\n{}", lb.log());
     drop(lb);
@@ -302,7 +289,7 @@ async fn a_journal_deleted_under_the_process_is_re_created_with_its_tasks_and_no
     let lb = Lb::start(&[w.url()], &env).await;
     lb.wait_available(1).await;
     let counts = settle(&rx, |c| accepted.iter().all(|n| c.contains_key(n))).await;
-    let text = metrics(&lb).await;
+    let text = lb.scrape().await;
     let lost: Vec<_> = accepted
         .iter()
         .filter(|n| !counts.contains_key(*n))
@@ -312,7 +299,7 @@ async fn a_journal_deleted_under_the_process_is_re_created_with_its_tasks_and_no
         accepted.len(),
         refused.len(),
         lost.len(),
-        metric(&text, "andera_lb_journal_resumed_total")
+        metric(&text, "andera_lb_journal_resumed_total").unwrap_or(0.0)
     );
     assert!(
         lost.is_empty(),
@@ -397,9 +384,9 @@ async fn a_journal_replaced_under_the_process_refuses_webhook_tasks_until_it_is_
     let (status, body) = ready(&lb).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["journal"], "unavailable", "{body}");
-    let text = metrics(&lb).await;
+    let text = lb.scrape().await;
     assert_eq!(
-        metric(&text, "andera_lb_journal_state{state=\"unavailable\"}"),
+        metric(&text, "andera_lb_journal_state{state=\"unavailable\"}").unwrap_or(0.0),
         1.0
     );
     // Sync tasks do not need the journal.

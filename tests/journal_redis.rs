@@ -111,20 +111,6 @@ fn webhook_task(name: &str, hook: &str, sleep_ms: u64) -> serde_json::Value {
     body
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics(lb: &Lb) -> String {
-    let r = lb.http.get(lb.admin_url("/metrics")).send().await;
-    match r {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
 /// A sync task that holds the Worker's only slot for `ms`.
 async fn block_worker(lb: &Lb, w: &andera_worker_sim::SimWorker, ms: u64) {
     let blocker = lb
@@ -231,9 +217,9 @@ async fn two_instances_share_the_queue_and_one_killed_mid_run_loses_and_duplicat
         c.len() >= N || (redis.queued() == 0 && idle(&w1) && idle(&w2))
     })
     .await;
-    let text = metrics(&lb2).await;
-    let unknown = metric(&text, "andera_lb_journal_unknown_total");
-    let resumed = metric(&text, "andera_lb_journal_resumed_total");
+    let text = lb2.scrape().await;
+    let unknown = metric(&text, "andera_lb_journal_unknown_total").unwrap_or(0.0);
+    let resumed = metric(&text, "andera_lb_journal_resumed_total").unwrap_or(0.0);
     let (duplicated, lost) = report(&counts, N);
     println!(
         "two instances on Redis, one killed: accepted {N}, delivered {} ({before} before the kill; \
@@ -327,9 +313,9 @@ async fn a_task_sent_by_an_instance_that_died_is_unknown_not_run_twice() {
     let b = Lb::start_with(&[w2.url()], &env, yaml).await;
     b.wait_available(1).await;
     let counts = settle(&rx, |c| c.len() >= 2).await;
-    let text = metrics(&b).await;
-    let unknown = metric(&text, "andera_lb_journal_unknown_total");
-    let resumed = metric(&text, "andera_lb_journal_resumed_total");
+    let text = b.scrape().await;
+    let unknown = metric(&text, "andera_lb_journal_unknown_total").unwrap_or(0.0);
+    let resumed = metric(&text, "andera_lb_journal_resumed_total").unwrap_or(0.0);
     println!("take-over: counts {counts:?}, resumed {resumed}, unknown {unknown}");
     assert_eq!(counts.get("t0"), Some(&1));
     assert_eq!(counts.get("t2"), Some(&1));

@@ -264,15 +264,6 @@ fn journal_rows(path: &std::path::Path, id: &str) -> i64 {
     .unwrap()
 }
 
-async fn metric(lb: &Lb, name: &str) -> Option<f64> {
-    let url = lb.admin_url("/metrics");
-    let text = lb.http.get(url).send().await.unwrap().text().await.unwrap();
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
-    line.and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn a_cancelled_queued_webhook_task_is_not_run_after_kill_9_and_a_restart() {
     let (rx, hook) = Receiver::start().await;
@@ -311,7 +302,7 @@ async fn a_cancelled_queued_webhook_task_is_not_run_after_kill_9_and_a_restart()
         rx.snapshot()
     );
     assert_eq!(
-        metric(&lb, "andera_lb_journal_resumed_total").await,
+        metric(&lb.scrape().await, "andera_lb_journal_resumed_total"),
         Some(0.0)
     );
     let (status, _, _) = call(&lb, "GET", &lb.url(&format!("/task/{id}")), LB_KEY).await;

@@ -13,16 +13,11 @@ use serde_json::json;
 /// Re-reads `workers.json` every 100 ms.
 const FAST_RELOAD: &str = "workers:\n  reload_interval_ms: 100\n";
 
-async fn metrics(lb: &Lb) -> String {
-    let r = lb.http.get(lb.admin_url("/metrics")).send().await.unwrap();
-    r.text().await.unwrap()
-}
-
 /// Polls `/metrics` until it has the line `want` (10 s at most).
 async fn wait_metric(lb: &Lb, want: &str) {
     let start = std::time::Instant::now();
     loop {
-        let text = metrics(lb).await;
+        let text = lb.scrape().await;
         if text.lines().any(|l| l == want) {
             return;
         }
@@ -91,7 +86,7 @@ async fn a_wait_with_no_worker_appearing_ends_in_503() {
         "{body}"
     );
     assert_eq!(lb.health().await["queue"]["depth"], 0);
-    let scrape = metrics(&lb).await;
+    let scrape = lb.scrape().await;
     assert!(
         !scrape.contains("client-chosen-group"),
         "a group no Worker has had is no label: {scrape}"
@@ -212,14 +207,14 @@ async fn a_client_that_leaves_the_waiting_room_of_an_unknown_group_adds_no_label
         })
     };
     let start = std::time::Instant::now();
-    let mut text = metrics(&lb).await;
+    let mut text = lb.scrape().await;
     while !counted(&text) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "the task is counted: {text}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        text = metrics(&lb).await;
+        text = lb.scrape().await;
     }
     assert!(!text.contains("made-up-group-1234"), "{text}");
 }

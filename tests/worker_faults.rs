@@ -32,22 +32,6 @@ async fn wait_worker(lb: &Lb, url: &str, pred: impl Fn(&Value) -> bool, what: &s
         .clone()
 }
 
-async fn metrics(lb: &Lb) -> String {
-    lb.http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn interim_answers_are_skipped_and_the_final_answer_is_relayed() {
     for code in [100, 103] {
@@ -140,7 +124,7 @@ async fn a_worker_that_never_answers_is_ejected_after_max_fails() {
     );
     let good_rec = wait_worker(&lb, &good.url(), |_| true, "the good Worker is listed").await;
     assert!(good_rec.get("ejected").is_none(), "{good_rec}");
-    let text = metrics(&lb).await;
+    let text = lb.scrape().await;
     let gauge = format!("andera_lb_worker_ejected{{worker=\"{}\"}}", bad.url());
     let total = format!(
         "andera_lb_worker_ejections_total{{worker=\"{}\"}}",

@@ -35,17 +35,6 @@ fn run_in(lb: &Lb, args: &[&str]) -> (String, Option<i32>) {
     (text, out.status.code())
 }
 
-async fn metrics(lb: &Lb) -> String {
-    lb.http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Lines of `/metrics` that belong to the Worker `url`.
 fn series_of(text: &str, url: &str) -> Vec<String> {
     let label = format!("worker=\"{url}\"");
@@ -113,7 +102,7 @@ async fn removed_workers_leave_no_metric_series() {
     lb.wait_available(3).await;
     let mut text = String::new();
     for _ in 0..200 {
-        text = metrics(&lb).await;
+        text = lb.scrape().await;
         let counted = gone.iter().all(|g| {
             text.contains(&format!(
                 "andera_lb_websocket_errors_total{{worker=\"{}\"}}",
@@ -132,7 +121,7 @@ async fn removed_workers_leave_no_metric_series() {
     std::fs::write(lb.workers_file(), json!([kept.url()]).to_string()).unwrap();
     let mut left = Vec::new();
     for _ in 0..200 {
-        text = metrics(&lb).await;
+        text = lb.scrape().await;
         left = gone
             .iter()
             .flat_map(|g| series_of(&text, &g.url()))

@@ -52,6 +52,18 @@ pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> boo
     }
 }
 
+/// The value of `series` in a Prometheus text scrape: a family name, with its labels
+/// as the scrape renders them (`andera_lb_tasks_total{group="default",…}`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// Polls `probe` every 20 ms until it gives `Some`, and returns that; panics naming
 /// `what` after `limit`. The async counterpart of [`wait_for`], for conditions that
 /// need a request to find out.
@@ -199,6 +211,14 @@ impl Lb {
         {
             Ok(r) => r.json().await.unwrap_or(Value::Null),
             Err(_) => Value::Null,
+        }
+    }
+
+    /// `/metrics` of the admin port (empty while it does not answer).
+    pub async fn scrape(&self) -> String {
+        match self.http.get(self.admin_url("/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
         }
     }
 
