@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::config::headers::HOP_BY_HOP;
 use crate::worker_url::WorkerUrl;
 
 /// Longest wait for the webhook's answer.
@@ -29,18 +30,15 @@ struct Target {
     headers: Map<String, Value>,
 }
 
-/// Headers of `webhook.headers` never sent: framing and hop-by-hop ones are ours.
-const RESERVED: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-type",
-];
+/// Headers of `webhook.headers` the notice writes itself: its framing and type.
+const WRITTEN_BY_NOTICE: &[&str] = &["host", "content-length", "content-type"];
+
+/// True for a `webhook.headers` name never sent: one the notice writes itself, or a
+/// hop-by-hop one (the same list the Worker requests keep, [`HOP_BY_HOP`]).
+fn reserved(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    WRITTEN_BY_NOTICE.contains(&name.as_str()) || HOP_BY_HOP.contains(&name.as_str())
+}
 
 /// Posts the failure of the webhook task whose body is `task_body`, in the
 /// background, if the policy allows its webhook's host. Returns at once. A traced
@@ -134,11 +132,26 @@ fn request(url: &WorkerUrl, extra: &Map<String, Value>) -> pingora::Result<Reque
         let Some(value) = value.as_str() else {
             continue;
         };
-        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+        if reserved(name) {
             continue;
         }
         // A name or value that is not a valid header is skipped, not fatal.
         let _ = req.append_header(name.clone(), value);
     }
     Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_keeps_its_own_framing_and_no_hop_by_hop_header() {
+        for name in ["Host", "content-length", "Content-Type", "Connection", "TE"] {
+            assert!(reserved(name), "{name}");
+        }
+        // In the shared hop-by-hop list, missing from the notice's own copy before.
+        assert!(reserved("Proxy-Connection"));
+        assert!(!reserved("x-signature"));
+    }
 }
