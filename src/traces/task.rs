@@ -61,6 +61,8 @@ pub struct TaskTrace {
     tracer: SdkTracer,
     /// Holds the SERVER span: the parent of every other span of the task.
     server: Context,
+    /// The task is sampled: its spans are recorded and exported.
+    recording: bool,
     children: Mutex<Children>,
 }
 
@@ -82,7 +84,8 @@ impl TaskTrace {
             .with_start_time(received)
             .start_with_context(tracer, &parent);
         // Attributes only for a sampled task: one sampled out copies no string.
-        if span.is_recording() {
+        let recording = span.is_recording();
+        if recording {
             span.set_attributes([
                 KeyValue::new("http.request.method", "POST"),
                 KeyValue::new("url.path", "/task"),
@@ -97,6 +100,7 @@ impl TaskTrace {
         TaskTrace {
             tracer: tracer.clone(),
             server: Context::new().with_span(span),
+            recording,
             children: Mutex::default(),
         }
     }
@@ -108,6 +112,9 @@ impl TaskTrace {
 
     /// The task starts waiting for a slot.
     pub fn queued(&self) {
+        if !self.recording {
+            return;
+        }
         let span = self
             .tracer
             .span_builder("queue wait")
@@ -120,6 +127,11 @@ impl TaskTrace {
     /// and the attempt's CLIENT span starts. Returns the `traceparent` the Worker
     /// receives: its parent is this attempt's span.
     pub fn dispatched(&self, worker: &str, attempt: u32) -> Traceparent {
+        if !self.recording {
+            // Sampled out: no span would be exported, so none is made; the Worker
+            // still joins the trace (as not sampled), under the task's span.
+            return Traceparent::of(self.server.span().span_context());
+        }
         let mut span = self
             .tracer
             .span_builder("POST /task")
