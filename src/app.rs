@@ -19,6 +19,9 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// The dispatch path.
     pub dispatcher: Arc<Dispatcher>,
+    /// Connections for webhook failure notices, apart from the Workers' pool: a
+    /// receiver is another host, and its connections are no Worker's to reuse.
+    pub notices: Arc<crate::upstream::Upstream>,
     /// Recent task records and the dashboard's series.
     pub board: Arc<TaskBoard>,
     /// When the process started.
@@ -71,6 +74,11 @@ impl App {
         std::sync::LazyLock::force(&crate::cluster::CLUSTER_METRICS);
         let registry = Registry::new(settings.clone(), scheduler.clone());
         let dispatcher = Arc::new(Dispatcher::new(settings.clone(), scheduler));
+        let notices = Arc::new(crate::upstream::Upstream::new(
+            settings.connect_timeout,
+            settings.pool_idle_timeout,
+            settings.ca_file.as_ref().and_then(|p| p.to_str()),
+        ));
         let board = Arc::new(TaskBoard::with_byte_budget(
             settings.task_records,
             settings.task_records_bytes,
@@ -80,6 +88,7 @@ impl App {
             settings,
             registry,
             dispatcher,
+            notices,
             board,
             started: std::time::Instant::now(),
             draining: AtomicBool::new(false),

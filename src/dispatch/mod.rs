@@ -182,8 +182,8 @@ pub type DispatchGate<'a> =
 pub struct Dispatcher {
     /// Slots and queue.
     pub scheduler: Arc<Scheduler>,
-    /// Connections to Workers (tasks, and the webhook failure notices that share
-    /// its pool).
+    /// Connections to Workers, for tasks only (webhook failure notices have their
+    /// own, `App::notices`).
     pub upstream: Upstream,
     /// Settings (attempts, timeouts).
     pub settings: Arc<Settings>,

@@ -88,7 +88,7 @@ pub fn failure(
         serde_json::to_vec(&serde_json::json!({"success": false, "error": error}))
             .unwrap_or_default(),
     );
-    let dispatcher = app.dispatcher.clone();
+    let notices = app.notices.clone();
     let task_id = task_id.to_string();
     tokio::spawn(async move {
         let deadline = Instant::now() + NOTIFY_TIMEOUT;
@@ -99,7 +99,7 @@ pub fn failure(
             body_idle: None,
         };
         let posted = match crate::upstream::wire_head(&request) {
-            Ok(head) => dispatcher.upstream.send(&url, head, &body, limits).await,
+            Ok(head) => notices.send(&url, head, &body, limits).await,
             Err(e) => Err(e),
         };
         match posted {
