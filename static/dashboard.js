@@ -135,6 +135,32 @@
     });
   }
 
+  /** The cluster (cluster.redis): state, instances, global queue, leases per Worker (as text). */
+  function renderCluster(ov) {
+    const c = obj(ov.cluster);
+    const box = $('cluster');
+    if (!box) return;
+    cell(box, JSON.stringify(c), () => {
+      if (str(c.status) === 'off' || !c.status) {
+        return el('p', { class: 'empty' }, 'Off: this instance counts Worker slots on its own (cluster.redis unset).');
+      }
+      const leases = obj(c.leases);
+      const rows = [
+        ['state', str(c.status) + (c.detail ? ' (' + str(c.detail) + ')' : '')],
+        ['instances', A.fmtInt(arr(c.instances).length)],
+        ['queued (all instances)', A.fmtInt(num(c.queueDepth) || 0)],
+        ['leases held here', A.fmtInt(num(c.leasesHere) || 0)],
+      ].concat(Object.keys(leases).slice(0, 100).map((url) => [url, A.fmtInt(num(leases[url]) || 0) + ' leased']));
+      return el(
+        'table',
+        { class: 'prio-table' },
+        el('tbody', null, rows.map(([k, v]) =>
+          el('tr', null, el('th', { scope: 'row' }, k), el('td', null, v))
+        ))
+      );
+    });
+  }
+
   function renderPriorities(ov) {
     const q = obj(ov.queue);
     const list = arr(q.byPriority)
@@ -598,6 +624,7 @@
       charts.queue.set(series);
       renderPriorities(overview);
       renderClients(overview);
+      renderCluster(overview);
       renderTasks(arr(overview.recentTasks));
       lbLines = arr(overview.logs).map(str);
       renderLbLogs();

@@ -274,14 +274,24 @@ async fn three_instances_never_overfill_a_worker_and_keep_one_priority_order() {
         metric(&text, "andera_lb_cluster_handoff_seconds_count") > 0.0,
         "{text}"
     );
-    let h = a.health().await;
+    let ov = a
+        .get_json(&a.admin_url("/dashboard/api/overview"), true)
+        .await;
     assert_eq!(
-        h["components"]["cluster"]["instances"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
+        ov["cluster"]["status"],
+        json!("ok"),
+        "the dashboard's cluster: {ov}"
     );
+    a.wait_until(
+        |h| {
+            h["components"]["cluster"]["instances"]
+                .as_array()
+                .map(Vec::len)
+                == Some(3)
+        },
+        "keyed /health lists the 3 instances",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -458,6 +468,10 @@ async fn without_cluster_redis_each_instance_counts_alone_as_before() {
     lb.wait_available(1).await;
     let h = lb.health().await;
     assert_eq!(h["components"]["cluster"]["status"], json!("off"));
+    let ov = lb
+        .get_json(&lb.admin_url("/dashboard/api/overview"), true)
+        .await;
+    assert_eq!(ov["cluster"]["status"], json!("off"));
     // A free slot is taken at once, without asking anyone.
     assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
     w.set_task_fault(TaskFault::Hold);

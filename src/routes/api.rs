@@ -139,6 +139,8 @@ pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
             "queued": queue.depth,
         },
         "clients": clients(app),
+        // The cluster (`cluster.redis`) as keyed /health shows it, or `off`.
+        "cluster": app.cluster.as_ref().map_or_else(crate::cluster::health_off, |c| c.health()),
         "series": app.board.series(),
         "recentTasks": app.board.list(50, |_| true),
         "logs": tail,

@@ -215,6 +215,9 @@ async function main() {
       await page.waitForTimeout(300);
       noProblems('after rendering the hostile tag');
       ok('(e) the tag value <img src=x onerror=alert(1)> shows as literal text; no img[src=x], no dialog');
+      // The Cluster panel (this load balancer has no cluster.redis: it says so).
+      await page.waitForFunction(() => (document.querySelector('#cluster') || {}).innerText?.includes('cluster.redis unset'), null, { timeout: 10000 }).catch(() => fail('the Cluster panel does not say the cluster is off'));
+      ok('(e) the Cluster panel says this instance counts slots on its own');
     }
 
     // refresh every 2 s, and Pause stops it
