@@ -217,15 +217,7 @@ async fn queued_bodies_have_a_byte_budget() {
         .await;
     assert_eq!(h["queue"]["bytes"], json!(held_len), "{h}");
     assert_eq!(h["queue"]["maxBytes"], json!(1 << 20));
-    let metrics = lb
-        .http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = lb.scrape().await;
     assert!(
         metrics.contains(&format!("andera_lb_queued_bytes {held_len}")),
         "{metrics}"

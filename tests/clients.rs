@@ -253,8 +253,7 @@ async fn a_key_is_rotated_by_editing_the_clients_file_without_a_restart() {
         200,
         "the last good list stays"
     );
-    let metrics = lb.http.get(lb.admin_url("/metrics")).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = lb.scrape().await;
     assert!(
         metrics.contains("andera_lb_clients_reloads_total{result=\"error\"} 1"),
         "{metrics}"
@@ -497,15 +496,7 @@ async fn metrics_count_each_named_clients_tasks_and_refusals_and_never_a_key() {
     assert_eq!(run_as(&lb, "billing-key").await.0, 200);
     assert_eq!(run_as(&lb, "billing-key").await.0, 429);
     assert_eq!(run_as(&lb, LB_KEY).await.0, 200);
-    let text = lb
-        .http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = lb.scrape().await;
     let has = |family: &str, labels: &[&str], value: &str| {
         text.lines().any(|l| {
             l.starts_with(family)
@@ -596,7 +587,7 @@ async fn queued_tasks_of_a_client_at_max_running_wait_for_its_own_to_end() {
     let capped: Vec<_> = (0..4).map(|_| sleep_as("capped-key", 1000)).collect();
     lb.wait_queued(4).await;
     // Watch the client's running count until all of its tasks have ended.
-    let running_line = r#"andera_lb_client_tasks_running{client="capped"} "#;
+    let running_line = r#"andera_lb_client_tasks_running{client="capped"}"#;
     let mut most = 0;
     let mut seen = 0;
     let start = std::time::Instant::now();
@@ -605,20 +596,9 @@ async fn queued_tasks_of_a_client_at_max_running_wait_for_its_own_to_end() {
             start.elapsed() < Duration::from_secs(30),
             "capped tasks end"
         );
-        let text = lb
-            .http
-            .get(lb.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if let Some(n) = text
-            .lines()
-            .find_map(|l| l.strip_prefix(running_line)?.parse::<u32>().ok())
-        {
-            most = most.max(n);
+        let text = lb.scrape().await;
+        if let Some(n) = metric(&text, running_line) {
+            most = most.max(n as u32);
             seen += 1;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -221,15 +221,7 @@ async fn a_failed_lookup_keeps_the_last_good_set() {
         "{h}"
     );
     assert_eq!(listed(&h), urls(port, &[1, 2]), "the last good set stays");
-    let metrics = lb
-        .http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = lb.scrape().await;
     assert!(
         metrics
             .lines()

@@ -721,20 +721,7 @@ async fn a_webhook_task_that_cannot_run_is_503_at_once_and_never_journaled() {
     assert_eq!(status, 503, "no usable Worker: {answer}");
     assert_eq!(answer["reason"], "no_worker", "{answer}");
 
-    let metrics = lb
-        .http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let kept = metrics.lines().find_map(|l| {
-        l.strip_prefix("andera_lb_journal_tasks ")?
-            .trim()
-            .parse::<f64>()
-            .ok()
-    });
+    let metrics = lb.scrape().await;
+    let kept = metric(&metrics, "andera_lb_journal_tasks");
     assert_eq!(kept, Some(0.0), "nothing journaled");
 }

@@ -84,8 +84,7 @@ async fn an_oversized_header_gets_431_json_on_both_ports() {
     );
     let a = refused(lb.port, fits.as_bytes()).await;
     assert_eq!(a.status, 200);
-    let metrics = lb.http.get(lb.admin_url("/metrics")).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = lb.scrape().await;
     assert!(
         metrics
             .lines()

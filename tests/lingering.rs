@@ -60,13 +60,8 @@ async fn python_clients_read_the_413_and_the_401_after_writing_an_11_mb_body() {
             "{library}, bad key"
         );
     }
-    let metrics = lb.http.get(lb.admin_url("/metrics")).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
-    let discarded: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("andera_lb_lingering_bytes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let metrics = lb.scrape().await;
+    let discarded = metric(&metrics, "andera_lb_lingering_bytes_total").unwrap_or(0.0);
     assert!(
         discarded > 1e6,
         "the rest of the bodies was read and discarded: {discarded}"
