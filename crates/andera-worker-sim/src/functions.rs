@@ -39,22 +39,42 @@ impl std::str::FromStr for FunctionSet {
 /// One exposed function: its name and parameter schema.
 #[derive(Debug, Clone)]
 pub(crate) struct FunctionDef {
-    pub name: &'static str,
+    pub name: String,
     /// `{param: {type, required, default, ...}}` as published in `/health`.
     pub params: Map<String, Value>,
-    /// Whether input keys outside the schema are accepted (`echo`).
+    /// Published without `params` and takes any input, unchecked (`echo`, which
+    /// reports its own request; a real Worker would refuse every input key there).
     pub open: bool,
+    /// A function of [`crate::SimConfig::custom_functions`]: it answers its input.
+    pub custom: bool,
 }
 
-fn schema(value: Value) -> Map<String, Value> {
-    match value {
+/// The params every simulated function but `echo` publishes on top of its own:
+/// `label` (recorded in the stats) and `sleepMs` (delay before answering).
+fn with_common(value: Value) -> Map<String, Value> {
+    let mut map = match value {
         Value::Object(map) => map,
         _ => Map::new(),
+    };
+    map.insert("label".into(), json!({"type": "string", "required": false}));
+    map.insert(
+        "sleepMs".into(),
+        json!({"type": "number", "required": false, "min": 0}),
+    );
+    map
+}
+
+fn def(name: &str, params: Value) -> FunctionDef {
+    FunctionDef {
+        name: name.to_string(),
+        params: with_common(params),
+        open: false,
+        custom: false,
     }
 }
 
-/// The catalogue of `set`.
-pub(crate) fn catalog(set: FunctionSet) -> Vec<FunctionDef> {
+/// The catalogue of `set`, then `custom` functions (name, published `params`).
+pub(crate) fn catalog(set: FunctionSet, custom: &[(String, Value)]) -> Vec<FunctionDef> {
     let hello = match set {
         FunctionSet::Standard | FunctionSet::Extended => json!({
             "name": {"type": "string", "required": false, "default": "World"}
@@ -65,44 +85,41 @@ pub(crate) fn catalog(set: FunctionSet) -> Vec<FunctionDef> {
         }),
     };
     let mut defs = vec![
+        def("hello", hello),
+        def(
+            "sleep",
+            json!({"ms": {"type": "number", "required": true, "min": 0}}),
+        ),
+        def(
+            "fail",
+            json!({"message": {"type": "string", "required": false, "default": "boom"}}),
+        ),
         FunctionDef {
-            name: "hello",
-            params: schema(hello),
-            open: false,
-        },
-        FunctionDef {
-            name: "sleep",
-            params: schema(json!({"ms": {"type": "number", "required": true, "min": 0}})),
-            open: false,
-        },
-        FunctionDef {
-            name: "fail",
-            params: schema(json!({
-                "message": {"type": "string", "required": false, "default": "boom"}
-            })),
-            open: false,
-        },
-        FunctionDef {
-            name: "echo",
+            name: "echo".into(),
             params: Map::new(),
             open: true,
+            custom: false,
         },
-        FunctionDef {
-            name: "ticker",
-            params: schema(json!({
+        def(
+            "ticker",
+            json!({
                 "count": {"type": "number", "required": false, "default": 5, "min": 0},
                 "intervalMs": {"type": "number", "required": false, "default": 100, "min": 0}
-            })),
-            open: false,
-        },
+            }),
+        ),
     ];
     if set == FunctionSet::Extended {
+        defs.push(def(
+            "shout",
+            json!({"text": {"type": "string", "required": false, "default": "hey"}}),
+        ));
+    }
+    for (name, params) in custom {
         defs.push(FunctionDef {
-            name: "shout",
-            params: schema(json!({
-                "text": {"type": "string", "required": false, "default": "hey"}
-            })),
+            name: name.clone(),
+            params: params.as_object().cloned().unwrap_or_default(),
             open: false,
+            custom: true,
         });
     }
     defs
@@ -112,95 +129,28 @@ pub(crate) fn catalog(set: FunctionSet) -> Vec<FunctionDef> {
 pub(crate) fn catalog_json(defs: &[FunctionDef]) -> Value {
     Value::Array(
         defs.iter()
-            .map(|d| json!({"name": d.name, "params": Value::Object(d.params.clone())}))
+            .map(|d| {
+                if d.open {
+                    json!({"name": d.name})
+                } else {
+                    json!({"name": d.name, "params": Value::Object(d.params.clone())})
+                }
+            })
             .collect(),
     )
 }
 
-/// Input keys every function accepts on top of its schema: `label` (recorded
-/// in the stats) and `sleepMs` (delay before answering). (`echo` also takes
-/// `responseHeaders`, an object of headers it adds to its answer.)
-fn common_param(key: &str) -> Option<Value> {
-    match key {
-        "label" => Some(json!({"type": "string", "required": false})),
-        "sleepMs" => Some(json!({"type": "number", "required": false, "min": 0})),
-        _ => None,
-    }
-}
-
-fn type_matches(ty: &str, value: &Value) -> bool {
-    match ty {
-        "string" => value.is_string(),
-        "number" => value.is_number(),
-        "boolean" => value.is_boolean(),
-        "object" => value.is_object(),
-        "array" => value.is_array(),
-        _ => true,
-    }
-}
-
-fn check_value(key: &str, spec: &Value, value: &Value) -> Result<(), String> {
-    if let Some(ty) = spec.get("type").and_then(Value::as_str) {
-        if !type_matches(ty, value) {
-            return Err(format!("Invalid type for parameter {key}: expected {ty}"));
-        }
-    }
-    if let Some(options) = spec.get("enum").and_then(Value::as_array) {
-        if !options.contains(value) {
-            return Err(format!("Invalid value for parameter {key}: not in enum"));
-        }
-    }
-    let measure = match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => Some(s.chars().count() as f64),
-        Value::Array(a) => Some(a.len() as f64),
-        _ => None,
-    };
-    if let Some(m) = measure {
-        if let Some(min) = spec.get("min").and_then(Value::as_f64) {
-            if m < min {
-                return Err(format!(
-                    "Invalid value for parameter {key}: below min {min}"
-                ));
-            }
-        }
-        if let Some(max) = spec.get("max").and_then(Value::as_f64) {
-            if m > max {
-                return Err(format!(
-                    "Invalid value for parameter {key}: above max {max}"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Validates `input` against `def`'s schema and applies defaults.
-/// (The `pattern` keyword is not evaluated: no simulated function uses it.)
-pub(crate) fn validate_input(
+/// The input with the defaults of absent params filled in, as the function sees it.
+pub(crate) fn with_defaults(
     def: &FunctionDef,
     mut input: Map<String, Value>,
-) -> Result<Map<String, Value>, String> {
-    for (key, value) in &input {
-        if let Some(spec) = def.params.get(key) {
-            check_value(key, spec, value)?;
-        } else if let Some(spec) = common_param(key) {
-            check_value(key, &spec, value)?;
-        } else if !def.open {
-            return Err(format!("Unknown input parameter: {key}"));
-        }
-    }
+) -> Map<String, Value> {
     for (key, spec) in &def.params {
-        if input.contains_key(key) {
-            continue;
-        }
-        if let Some(default) = spec.get("default") {
+        if let (false, Some(default)) = (input.contains_key(key), spec.get("default")) {
             input.insert(key.clone(), default.clone());
-        } else if spec.get("required").and_then(Value::as_bool) == Some(true) {
-            return Err(format!("Missing required parameter: {key}"));
         }
     }
-    Ok(input)
+    input
 }
 
 /// What `echo` reports about its own request.
@@ -216,12 +166,28 @@ pub(crate) struct RequestInfo {
 /// A validated call, ready to run.
 #[derive(Debug, Clone)]
 pub(crate) enum Call {
-    Hello { greeting: String, name: String },
-    Sleep { ms: Value },
-    Fail { message: String },
+    Hello {
+        greeting: String,
+        name: String,
+    },
+    Sleep {
+        ms: Value,
+    },
+    Fail {
+        message: String,
+    },
     Echo(RequestInfo),
-    Ticker { count: u64, interval: Duration },
-    Shout { text: String },
+    Ticker {
+        count: u64,
+        interval: Duration,
+    },
+    Shout {
+        text: String,
+    },
+    /// A custom function: answers `{"input": ...}`.
+    Custom {
+        input: Value,
+    },
 }
 
 fn str_of(input: &Map<String, Value>, key: &str, default: &str) -> String {
@@ -307,6 +273,7 @@ pub(crate) async fn run_sync(call: &Call) -> (bool, Value) {
             true,
             json!({"success": true, "result": {"message": text.to_uppercase()}}),
         ),
+        Call::Custom { input } => (true, json!({"success": true, "result": {"input": input}})),
     }
 }
 

@@ -21,6 +21,7 @@ mod state;
 mod stats;
 mod task;
 mod tls;
+mod validate;
 mod ws;
 
 #[cfg(test)]
@@ -38,6 +39,7 @@ pub use faults::TaskFault;
 pub use functions::FunctionSet;
 pub use stats::{fnv1a64_hex, SimStatsSnapshot};
 pub use tls::{test_ca_and_cert, SimTls};
+pub use validate::validate_input;
 
 use net::{ConnRegistry, TrackedListener};
 use state::SimState;
@@ -93,6 +95,10 @@ pub struct SimConfig {
     pub services: Vec<(String, String)>,
     /// Which function catalogue to expose.
     pub function_set: FunctionSet,
+    /// More functions, as `(name, params)`: each publishes `params` in `/health`,
+    /// checks its input against it as a Worker does (protocol §5) and answers
+    /// `{"success":true,"result":{"input": <its input>}}`. Default none.
+    pub custom_functions: Vec<(String, serde_json::Value)>,
     /// WebSocket behaviour.
     pub ws_mode: WsMode,
     /// How `POST /task` misbehaves, if at all (plain HTTP only); see
@@ -130,6 +136,7 @@ impl SimConfig {
             tags: BTreeMap::new(),
             services: Vec::new(),
             function_set: FunctionSet::Standard,
+            custom_functions: Vec::new(),
             ws_mode: WsMode::Normal,
             task_fault: TaskFault::None,
             cpu_load: 0.0,

@@ -51,7 +51,7 @@ impl SimState {
             });
         let (shutdown, _) = watch::channel(false);
         Arc::new(SimState {
-            functions: catalog(cfg.function_set),
+            functions: catalog(cfg.function_set, &cfg.custom_functions),
             slots: Slots::new(cfg.slots),
             status: RwLock::new(cfg.status.clone()),
             websocket_port,

@@ -123,43 +123,87 @@ async fn hello_sync_stream_and_errors() {
     assert!(t.elapsed() >= Duration::from_millis(30));
     assert!(resp.chunk().await.unwrap().is_none());
 
+    // Protocol §5: the checks before the slot answer `{"error"}` with their own
+    // status; the input is checked once the task holds a slot, as a failed function.
+    let error = |status: u16, msg: &str| (status, json!({"error": msg}));
+    let failed = |msg: &str| (500, json!({"success": false, "error": msg}));
     let cases = [
-        (json!({"function":"hello","contract":2}), 400),
-        (json!({"function":"hello","contract":1,"priority":0}), 400),
+        (
+            json!({"function":"hello","contract":2}),
+            error(400, "Contract version mismatch: requested 2, worker is 1"),
+        ),
+        (
+            json!({"function":"hello","contract":0}),
+            error(400, "Missing or invalid contract"),
+        ),
+        (
+            json!({"function":"hello","contract":"1"}),
+            error(400, "Missing or invalid contract"),
+        ),
+        (
+            json!({"function":"hello","contract":1,"priority":0}),
+            error(400, "Invalid priority: must be between 1 and 2097152"),
+        ),
         // The real Worker refuses `priority: null` (the LB never forwards priority).
         (
             json!({"function":"hello","contract":1,"priority":null}),
-            400,
+            error(400, "Invalid priority: must be between 1 and 2097152"),
         ),
-        (json!({"function":"hello","contract":1,"priority":1.5}), 400),
         (
             json!({"function":"hello","contract":1,"priority":2097153}),
-            400,
+            error(400, "Invalid priority: must be between 1 and 2097152"),
+        ),
+        (
+            json!({"function":"","contract":1}),
+            error(400, "Missing or invalid function name"),
         ),
         (
             json!({"function":"hello","contract":1,"mode":"carrier-pigeon"}),
-            400,
+            error(400, "Invalid mode"),
         ),
-        (json!({"function":"nope","contract":1}), 404),
+        (
+            json!({"function":"hello","contract":1,"input":"x"}),
+            error(400, "Invalid input: must be an object"),
+        ),
+        (
+            json!({"function":"nope","contract":1}),
+            error(404, "Function 'nope' not found"),
+        ),
+        (
+            json!({"function":"sleep","contract":1,"mode":"stream","input":{"ms":1}}),
+            error(400, "Function 'sleep' does not support streaming"),
+        ),
         (
             json!({"function":"hello","contract":1,"input":{"bogus":1}}),
-            400,
+            failed("Unexpected param: bogus"),
         ),
         (
             json!({"function":"hello","contract":1,"input":{"name":5}}),
-            400,
+            failed("Invalid type for param: name, expected string"),
         ),
-        (json!({"function":"sleep","contract":1}), 400),
+        (
+            json!({"function":"sleep","contract":1}),
+            failed("Missing required param: ms"),
+        ),
         (
             json!({"function":"fail","contract":1,"input":{"message":"bad"}}),
-            500,
+            failed("bad"),
         ),
-        (json!([1, 2]), 400),
+        (
+            json!([1, 2]),
+            error(400, "Missing or invalid function name"),
+        ),
+        (json!(5), error(500, "Internal server error")),
     ];
     for (body, want) in cases {
+        let got = json_of(post_task(&w, &body).await).await;
+        assert_eq!(got, want, "{body}");
+    }
+    // `priority` as JavaScript's Number() reads it: "5", true and 1.5 are accepted.
+    for p in [json!("5"), json!(true), json!(1.5)] {
+        let body = json!({"function":"hello","contract":1,"priority":p});
         let (status, v) = json_of(post_task(&w, &body).await).await;
-        assert_eq!(status, want, "{body} -> {v}");
-        assert_eq!(v["success"], false, "{body} -> {v}");
+        assert_eq!(status, 200, "{body} -> {v}");
     }
     let bad_key = client()
         .post(format!("{}/task", w.url()))
@@ -180,8 +224,10 @@ async fn hello_sync_stream_and_errors() {
         (503, json!({"error":"Worker is in maintenance mode"}))
     );
     let stats = w.stats();
-    assert_eq!(stats.received, 3);
-    assert_eq!(stats.requests, 16);
+    // hello, its stream, the four whose input is checked after the slot, and the
+    // three priorities.
+    assert_eq!(stats.received, 9);
+    assert_eq!(stats.requests, 24);
     w.shutdown().await;
 }
 
@@ -306,6 +352,7 @@ async fn shutdown_cuts_in_flight_tasks() {
             .post(format!("{url}/task"))
             .header("x-lb-auth", LB)
             .header("authorization", WK)
+            .header("content-type", "application/json")
             .body(json!({"function":"sleep","contract":1,"input":{"ms":10000}}).to_string())
             .send()
             .await
@@ -339,6 +386,7 @@ async fn abandoned_request_leaves_the_queue() {
             .post(format!("{}/task", w.url()))
             .header("x-lb-auth", LB)
             .header("authorization", WK)
+            .header("content-type", "application/json")
             .timeout(Duration::from_millis(150))
             .body(json!({"function":"hello","contract":1}).to_string());
         let result = req.send().await;
@@ -355,6 +403,34 @@ async fn abandoned_request_leaves_the_queue() {
 }
 
 #[tokio::test]
+async fn the_input_is_checked_only_once_the_task_holds_a_slot() {
+    let w = start(1).await;
+    let sleep = json!({"function":"sleep","contract":1,"input":{"ms":400}});
+    let unexpected = json!({"function":"hello","contract":1,"input":{"x":1}});
+    let busy = post_task(&w, &sleep);
+    let bad = async {
+        while w.stats().running == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let answer = post_task(&w, &unexpected);
+        let watch = async {
+            // Protocol §5: it waits in the Worker's queue like any task.
+            while w.stats().queued == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let (resp, ()) = tokio::join!(answer, watch);
+        json_of(resp).await
+    };
+    let (_, got) = tokio::join!(busy, bad);
+    assert_eq!(
+        got,
+        (500, json!({"success":false,"error":"Unexpected param: x"}))
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test]
 async fn alternate_function_set_differs() {
     let mut cfg = SimConfig::new(LB, WK);
     cfg.function_set = super::FunctionSet::Alternate;
@@ -366,8 +442,14 @@ async fn alternate_function_set_differs() {
         (200, json!({"success":true,"result":{"message":"Hi A!"}}))
     );
     let std = start(1).await;
-    let (s, _) = json_of(post_task(&std, &body).await).await;
-    assert_eq!(s, 400);
+    let got = json_of(post_task(&std, &body).await).await;
+    assert_eq!(
+        got,
+        (
+            500,
+            json!({"success":false,"error":"Unexpected param: greeting"})
+        )
+    );
     w.shutdown().await;
     std.shutdown().await;
 }
