@@ -537,3 +537,34 @@ async fn a_slow_redis_is_a_bounded_wait_then_the_fallback() {
     assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
     wait_redis("its lease is returned", || redis.zcard(&leases_of(&w)) == 0).await;
 }
+
+#[test]
+fn cluster_redis_is_read_from_the_environment_and_a_bad_url_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
+    let check = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_andera-lb"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("LB_AUTH_KEY", "k")
+            .env("CLUSTER_REDIS", url)
+            .arg("-t")
+            .output()
+            .unwrap()
+    };
+    let out = check("http://user:hunter2@10.0.0.1:6379");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster.redis / CLUSTER_REDIS"), "{err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the password is never printed: {err}"
+    );
+    // A valid URL passes -t (Redis is only reached once the server runs).
+    let out = check("redis://127.0.0.1:1/2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
