@@ -6,102 +6,21 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::receiver::{settle, Receiver};
+use common::redis_server::Redis;
 use common::*;
 use serde_json::json;
 
 const STREAM: &str = "andera-lb:webhook-tasks";
 const GROUP: &str = "andera-lb";
 
-/// A throw-away `redis-server` on a free loopback port, without persistence.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// Starts one, or `None` (after saying so) when `redis-server` is not installed.
-    fn start(test: &str) -> Option<Redis> {
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            // scripts/test installs it and sets this: there, a missing Redis fails.
-            assert!(
-                std::env::var("ANDERA_REDIS_TEST").as_deref() != Ok("required"),
-                "{test}: redis-server is not installed and ANDERA_REDIS_TEST=required"
-            );
-            println!("{test}: skipped: redis-server not installed (scripts/test installs it)");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        Some(Redis::start_in(dir, free_port()))
-    }
-
-    fn start_in(dir: tempfile::TempDir, port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let redis = Redis {
-            child,
-            port,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while redis.conn().is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not answer"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn conn(&self) -> Option<redis::Connection> {
-        let client = redis::Client::open(self.url()).ok()?;
-        let mut c = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .ok()?;
-        redis::cmd("PING").query::<String>(&mut c).ok()?;
-        Some(c)
-    }
-
-    /// Unfinished tasks in the shared queue.
-    fn queued(&self) -> i64 {
-        let mut c = self.conn().expect("redis answers");
-        redis::cmd("XLEN").arg(STREAM).query(&mut c).unwrap_or(0)
-    }
-
-    fn stop(mut self) -> tempfile::TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let dir = tempfile::tempdir().unwrap();
-        std::mem::replace(&mut self._dir, dir)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Unfinished tasks in the shared queue.
+fn stream_len(redis: &Redis) -> i64 {
+    let mut c = redis.conn().expect("redis answers");
+    redis::cmd("XLEN").arg(STREAM).query(&mut c).unwrap_or(0)
 }
 
 fn webhook_task(name: &str, hook: &str, sleep_ms: u64) -> serde_json::Value {
@@ -200,7 +119,7 @@ async fn two_instances_share_the_queue_and_one_killed_mid_run_loses_and_duplicat
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let held = pending_of(&redis, lb1.pid());
-    let queued = redis.queued();
+    let queued = stream_len(&redis);
     lb1.kill();
     let before = rx.snapshot().len();
     assert!(
@@ -214,7 +133,7 @@ async fn two_instances_share_the_queue_and_one_killed_mid_run_loses_and_duplicat
         s.completed == s.received
     };
     let counts = settle(&rx, |c| {
-        c.len() >= N || (redis.queued() == 0 && idle(&w1) && idle(&w2))
+        c.len() >= N || (stream_len(&redis) == 0 && idle(&w1) && idle(&w2))
     })
     .await;
     let text = lb2.scrape().await;
@@ -240,7 +159,7 @@ async fn two_instances_share_the_queue_and_one_killed_mid_run_loses_and_duplicat
         text.contains("andera_lb_journal_engine{engine=\"redis\"} 1"),
         "{text}"
     );
-    assert_eq!(redis.queued(), 0, "finished tasks leave the stream");
+    assert_eq!(stream_len(&redis), 0, "finished tasks leave the stream");
     let mut c = redis.conn().expect("redis answers");
     let indexed: i64 = redis::cmd("HLEN")
         .arg("andera-lb:webhook-index")
@@ -325,7 +244,7 @@ async fn a_task_sent_by_an_instance_that_died_is_unknown_not_run_twice() {
         "a task that may have run is not run again"
     );
     assert_eq!((resumed, unknown), (2.0, 1.0));
-    assert_eq!(redis.queued(), 0);
+    assert_eq!(stream_len(&redis), 0);
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::receiver::Receiver;
+use common::redis_server::Redis;
 use common::*;
 use serde_json::{json, Value};
 
@@ -475,65 +476,9 @@ async fn an_idempotent_webhook_task_retried_across_a_kill_9_and_restart_runs_onc
     assert_eq!(rx.snapshot().get("once"), Some(&1), "{:?}", rx.snapshot());
 }
 
-/// A throw-away `redis-server` on a free port (`None`, said, when not installed);
-/// its directory lives as long as it does.
-struct Redis(
-    std::process::Child,
-    u16,
-    #[allow(dead_code)] tempfile::TempDir,
-);
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        use std::process::{Command, Stdio};
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            assert!(
-                std::env::var("ANDERA_REDIS_TEST").as_deref() != Ok("required"),
-                "redis-server is not installed and ANDERA_REDIS_TEST=required"
-            );
-            println!("skipped: redis-server not installed");
-            return None;
-        }
-        let (dir, port) = (tempfile::tempdir().unwrap(), free_port());
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let redis = Redis(child, port, dir);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server silent"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.1)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn with_redis_an_idempotency_key_is_shared_by_every_instance() {
-    let Some(redis) = Redis::start() else {
+    let Some(redis) = Redis::start("task_control") else {
         return;
     };
     let (rx, hook) = Receiver::start().await;
@@ -620,7 +565,7 @@ async fn the_task_boards_cancel_action_is_for_admin_keys_in_a_browser() {
 /// and no Worker runs it.
 #[tokio::test]
 async fn with_redis_a_clients_task_is_looked_up_and_cancelled_on_another_instance() {
-    let Some(redis) = Redis::start() else {
+    let Some(redis) = Redis::start("task_control") else {
         return;
     };
     let (rx, hook) = Receiver::start().await;

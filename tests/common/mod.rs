@@ -5,6 +5,7 @@
 pub mod front;
 pub mod raw;
 pub mod receiver;
+pub mod redis_server;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
