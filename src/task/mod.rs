@@ -3,6 +3,7 @@
 //! missing), and the body its Worker receives: the client's bytes untouched unless
 //! the original would have sent something else.
 
+pub mod pattern;
 pub mod schema;
 
 use std::borrow::Cow;

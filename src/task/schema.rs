@@ -4,10 +4,18 @@
 //!
 //! A false refusal breaks a client; a missed one only costs a slot. So a schema is
 //! compiled only when it is well formed ([`Schema::compile`]), and a check that
-//! cannot be sure of the Worker's message (the first of several failures, whose
-//! order JSON objects do not keep here) says [`Verdict::Unsure`]: forward.
+//! cannot be sure of the Worker's message (the first of several failing params,
+//! whose schema order is not kept here; a `pattern` test that could be slow or
+//! meets characters beyond U+FFFF) says [`Verdict::Unsure`]: forward.
 
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::pattern::Pattern;
 
 /// Names a JS object inherits from `Object.prototype`: as input keys they pass the
 /// Worker's unknown-key check and are dropped.
@@ -94,6 +102,8 @@ struct Param {
     default: Option<Value>,
     /// The members, and their `JSON.stringify` for the message.
     one_of: Option<(Vec<Value>, String)>,
+    /// A truthy `pattern`: its source (for the message) and compiled form.
+    pattern: Option<(String, Pattern)>,
     min: Option<f64>,
     max: Option<f64>,
 }
@@ -169,55 +179,86 @@ impl Param {
             Some(Value::Array(members)) => Some((members.clone(), enum_json(members)?)),
             Some(_) => return None,
         };
-        match spec.get("pattern") {
-            // A falsy pattern is not checked; a real one needs a JavaScript regex
-            // engine, which is not here yet: forward.
-            None => {}
-            Some(Value::String(p)) if p.is_empty() => {}
+        let pattern = match spec.get("pattern") {
+            // A falsy pattern is not checked.
+            None => None,
+            Some(Value::String(p)) if p.is_empty() => None,
+            Some(Value::String(p)) => Some((p.clone(), Pattern::compile(p)?)),
             Some(_) => return None,
-        }
+        };
         Some(Param {
             key: key.to_string(),
             ty,
             required,
             default,
             one_of,
+            pattern,
             min: bound(spec, "min").ok()?,
             max: bound(spec, "max").ok()?,
         })
     }
 
-    /// The Worker's message for `value` of this param, if it fails.
-    fn failure(&self, value: &Value) -> Option<String> {
+    /// How `value` of this param fares: `Pass`, the Worker's message, or `Unsure`
+    /// (a `pattern` test that cannot be told surely).
+    fn judge(&self, value: &Value) -> Verdict {
         let key = &self.key;
         if !self.ty.admits(value) {
-            return Some(format!(
+            return Verdict::Refuse(format!(
                 "Invalid type for param: {key}, expected {}",
                 self.ty.name()
             ));
         }
         if let Some((members, json)) = &self.one_of {
             if !members.iter().any(|m| same_value_zero(m, value)) {
-                return Some(format!(
+                return Verdict::Refuse(format!(
                     "Invalid value for param: {key}, expected one of {json}"
                 ));
             }
         }
+        if let (Some((source, pattern)), Value::String(s)) = (&self.pattern, value) {
+            match pattern.test(s) {
+                Some(true) => {}
+                Some(false) => {
+                    return Verdict::Refuse(format!(
+                        "Invalid format for param: {key}, does not match pattern {source}"
+                    ))
+                }
+                None => return Verdict::Unsure,
+            }
+        }
         let (measure, what) = match value {
-            Value::Number(n) => (n.as_f64()?, "Value for"),
+            Value::Number(n) => match n.as_f64() {
+                Some(x) => (x, "Value for"),
+                None => return Verdict::Unsure,
+            },
             Value::String(s) => (s.encode_utf16().count() as f64, "Length of"),
             Value::Array(a) => (a.len() as f64, "Length of"),
-            _ => return None,
+            _ => return Verdict::Pass,
         };
         let shown = |x: f64| js_number(x).unwrap_or_default();
         match (self.min, self.max) {
             (Some(min), _) if measure < min => {
-                Some(format!("{what} param: {key} must be >= {}", shown(min)))
+                Verdict::Refuse(format!("{what} param: {key} must be >= {}", shown(min)))
             }
             (_, Some(max)) if measure > max => {
-                Some(format!("{what} param: {key} must be <= {}", shown(max)))
+                Verdict::Refuse(format!("{what} param: {key} must be <= {}", shown(max)))
             }
-            _ => None,
+            _ => Verdict::Pass,
+        }
+    }
+
+    /// How the default fares when the param is absent. Only its type check is
+    /// stated by the protocol: another failure of a default is `Unsure`.
+    fn judge_default(&self) -> Verdict {
+        let Some(default) = &self.default else {
+            return Verdict::Pass;
+        };
+        if !self.ty.admits(default) {
+            return self.judge(default);
+        }
+        match self.judge(default) {
+            Verdict::Pass => Verdict::Pass,
+            _ => Verdict::Unsure,
         }
     }
 }
@@ -252,28 +293,53 @@ impl Schema {
         Some(Schema { params })
     }
 
-    /// What the Worker would answer for a task whose `input` is `input`.
+    /// What the Worker would answer for a task whose `input` is `input`, a parsed
+    /// JSON value (whose object keys are sorted, not in the client's order: where
+    /// that order decides, the answer is `Unsure`).
     pub fn check(&self, input: Option<&Value>) -> Verdict {
-        let empty = Map::new();
-        let input = match input {
-            None | Some(Value::Null) => &empty,
-            Some(Value::Array(a)) if a.is_empty() => &empty,
+        let members: Vec<(String, Value)> = match input {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) if a.is_empty() => Vec::new(),
             Some(Value::Array(_)) => return self.unexpected_index(),
-            Some(Value::Object(m)) => m,
+            Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             // Not an object: the Worker refuses it with 400 before queueing.
             Some(_) => return Verdict::Pass,
         };
-        if let Some(verdict) = self.unexpected(input) {
+        self.check_members(&members, false)
+    }
+
+    /// What the Worker would answer for a task whose `input` member is the JSON text
+    /// `input` (`None`: absent), read in the client's key order as `JSON.parse`
+    /// does (a repeated key keeps its first place and its last value).
+    pub fn check_json(&self, input: Option<&str>) -> Verdict {
+        let Some(text) = input else {
+            return self.check_members(&[], true);
+        };
+        match serde_json::from_str::<Input>(text) {
+            Ok(Input::Object(members)) => self.check_members(&members, true),
+            Ok(Input::Other(v)) => self.check(Some(&v)),
+            // Numbers beyond f64, lone surrogates: not what serde reads; forward.
+            Err(_) => Verdict::Unsure,
+        }
+    }
+
+    /// The checks on the input's own members; `ordered` when they are in the
+    /// client's order.
+    fn check_members(&self, input: &[(String, Value)], ordered: bool) -> Verdict {
+        if let Some(verdict) = self.unexpected(input, ordered) {
             return verdict;
         }
-        let mut failures = self.params.iter().filter_map(|p| match input.get(&p.key) {
-            Some(v) => p.failure(v),
-            None if p.required => Some(format!("Missing required param: {}", p.key)),
-            None => p.default.as_ref().and_then(|d| p.failure(d)),
+        let mut failures = self.params.iter().filter_map(|p| {
+            let verdict = match input.iter().find(|(k, _)| *k == p.key) {
+                Some((_, v)) => p.judge(v),
+                None if p.required => Verdict::Refuse(format!("Missing required param: {}", p.key)),
+                None => p.judge_default(),
+            };
+            (verdict != Verdict::Pass).then_some(verdict)
         });
         match (failures.next(), failures.next()) {
             (None, _) => Verdict::Pass,
-            (Some(message), None) => Verdict::Refuse(message),
+            (Some(verdict), None) => verdict,
             // The Worker reports the first in schema order, which is not kept here.
             (Some(_), Some(_)) => Verdict::Unsure,
         }
@@ -288,24 +354,86 @@ impl Schema {
     }
 
     /// The refusal for input keys outside the schema, if any: the first in JS key
-    /// order, when it can be told.
-    fn unexpected(&self, input: &Map<String, Value>) -> Option<Verdict> {
-        let mut unknown = input.keys().filter(|k| {
-            !PROTOTYPE_KEYS.contains(&k.as_str()) && !self.params.iter().any(|p| &p.key == *k)
-        });
-        let first = unknown.next()?;
-        let rest: Vec<&String> = unknown.collect();
-        let lowest_index = std::iter::once(first)
-            .chain(rest.iter().copied())
-            .filter_map(|k| array_index(k).map(|n| (n, k)))
+    /// order (array indexes ascending, then the others in the client's order), when
+    /// it can be told.
+    fn unexpected(&self, input: &[(String, Value)], ordered: bool) -> Option<Verdict> {
+        let unknown: Vec<&String> = input
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                !PROTOTYPE_KEYS.contains(&k.as_str()) && !self.params.iter().any(|p| &p.key == *k)
+            })
+            .collect();
+        let first = *unknown.first()?;
+        let lowest_index = unknown
+            .iter()
+            .filter_map(|k| array_index(k).map(|n| (n, *k)))
             .min();
         let key = match lowest_index {
             Some((_, k)) => k,
-            None if rest.is_empty() => first,
+            None if ordered || unknown.len() == 1 => first,
             // Insertion order decides, and it is not kept here.
             None => return Some(Verdict::Unsure),
         };
         Some(Verdict::Refuse(format!("Unexpected param: {key}")))
+    }
+}
+
+/// A task's `input` as `JSON.parse` reads it: an object's members in first-seen
+/// order with their last value, or any other value.
+enum Input {
+    Object(Vec<(String, Value)>),
+    Other(Value),
+}
+
+impl<'de> Deserialize<'de> for Input {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Input;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Input, A::Error> {
+                let mut out: Vec<(String, Value)> = Vec::new();
+                // Where each key was first seen: a body of many keys stays linear.
+                let mut place: HashMap<String, usize> = HashMap::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let v: Value = map.next_value()?;
+                    match place.get(&k) {
+                        Some(&i) => out[i].1 = v,
+                        None => {
+                            place.insert(k.clone(), out.len());
+                            out.push((k, v));
+                        }
+                    }
+                }
+                Ok(Input::Object(out))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Input, A::Error> {
+                let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Input::Other(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Input, E> {
+                Ok(Input::Other(Value::Null))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Input, E> {
+                Ok(Input::Other(Value::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Input, E> {
+                Ok(Input::Other(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Input, E> {
+                Ok(Input::Other(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Input, E> {
+                Ok(Input::Other(v.into()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Input, E> {
+                Ok(Input::Other(Value::String(v.into())))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -377,11 +505,74 @@ mod tests {
     }
 
     #[test]
-    fn a_pattern_is_forwarded_until_a_javascript_regex_engine_checks_it() {
+    fn a_pattern_is_tested_as_javascript_would() {
         let p = json!({"s": {"type": "string", "pattern": "^[a-z]+$", "min": 2, "max": 5}});
-        assert!(Schema::compile(Some(&p)).is_none());
+        assert_eq!(
+            verdict(p.clone(), json!({"s": "aBc"})),
+            Verdict::Refuse("Invalid format for param: s, does not match pattern ^[a-z]+$".into())
+        );
+        assert_eq!(
+            verdict(p.clone(), json!({"s": "a"})),
+            Verdict::Refuse("Length of param: s must be >= 2".into()),
+            "the pattern passes, then the length fails"
+        );
+        assert_eq!(verdict(p, json!({"s": "abc"})), Verdict::Pass);
+        let anywhere = json!({"s": {"type": "string", "pattern": "abc"}});
+        assert_eq!(
+            verdict(anywhere.clone(), json!({"s": "xxabcxx"})),
+            Verdict::Pass
+        );
+        assert_eq!(
+            verdict(anywhere, json!({"s": 5})),
+            Verdict::Refuse("Invalid type for param: s, expected string".into())
+        );
         let empty = json!({"s": {"type": "string", "pattern": ""}});
         assert_eq!(verdict(empty, json!({"s": "x"})), Verdict::Pass);
+        // Only strings are tested: a number passes a pattern.
+        let n = json!({"n": {"type": "number", "pattern": "^x$"}});
+        assert_eq!(verdict(n, json!({"n": 5})), Verdict::Pass);
+        // A string beyond the BMP: JavaScript matches UTF-16 units, forward.
+        let dot = json!({"s": {"type": "string", "pattern": "^.$"}});
+        assert_eq!(verdict(dot, json!({"s": "😀"})), Verdict::Unsure);
+        for bad in [json!("(a+)+"), json!("a{"), json!(5), json!(true)] {
+            let schema = json!({"s": {"type": "string", "pattern": bad}});
+            assert!(Schema::compile(Some(&schema)).is_none(), "{schema}");
+        }
+    }
+
+    #[test]
+    fn the_clients_key_order_decides_the_first_unexpected_key() {
+        let x = Schema::compile(Some(&json!({"x": {"type": "string"}}))).unwrap();
+        let first = |text: &str| x.check_json(Some(text));
+        assert_eq!(
+            first(r#"{"b":1,"a":1}"#),
+            Verdict::Refuse("Unexpected param: b".into())
+        );
+        assert_eq!(
+            first(r#"{"a":1,"b":1,"a":2}"#),
+            Verdict::Refuse("Unexpected param: a".into()),
+            "a repeated key keeps its first place"
+        );
+        assert_eq!(
+            first(r#"{"b":1,"7":1,"3":1}"#),
+            Verdict::Refuse("Unexpected param: 3".into()),
+            "array indexes first, ascending"
+        );
+        assert_eq!(
+            first(r#"{"x":"a","x":5}"#),
+            Verdict::Refuse("Invalid type for param: x, expected string".into()),
+            "the last value counts"
+        );
+        assert_eq!(first(r#"{"__proto__":1,"valueOf":2}"#), Verdict::Pass);
+        assert_eq!(first("null"), Verdict::Pass);
+        assert_eq!(x.check_json(None), Verdict::Pass);
+        // A lone surrogate is a JS string but no Rust one: forward.
+        assert_eq!(first(r#"{"x":"\ud800"}"#), Verdict::Unsure);
+        assert_eq!(
+            first(r#"{"x":1e400}"#),
+            Verdict::Unsure,
+            "not an f64: forward"
+        );
     }
 
     #[test]
