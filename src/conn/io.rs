@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
@@ -177,8 +177,9 @@ pub struct GuardedIo {
     guard: Arc<ConnGuard>,
     cap: usize,
     /// The start of the next request, read by [`GuardedIo::poll_prefetch`] and
-    /// handed to Pingora by the next reads (already counted as header bytes).
-    prefetched: Option<Bytes>,
+    /// handed to Pingora as the session's first bytes (already counted as header
+    /// bytes): by [`GuardedIo::take_prefetched`], else by the next reads.
+    prefetched: Option<BytesMut>,
 }
 
 /// The most a prefetch reads: a typical request header in one read, as Pingora's
@@ -210,8 +211,19 @@ impl GuardedIo {
             return Poll::Ready(Ok(false));
         }
         as_http11(read.filled_mut());
-        self.prefetched = Some(Bytes::copy_from_slice(read.filled()));
+        // Sized to what arrived: it becomes the buffer the request header is parsed
+        // (and kept) in, see `take_prefetched`.
+        self.prefetched = Some(BytesMut::from(read.filled()));
         Poll::Ready(Ok(true))
+    }
+
+    /// The prefetched start of the next request, for the session to parse first
+    /// (`set_pipelined_prefix`). Pingora's own first read would allocate a 4 KiB
+    /// buffer and keep it, whole, for the life of the request (the header's values
+    /// point into it): with this one, a request that arrived in one read keeps a
+    /// buffer of its own size, which for a task waiting for a slot is most of 4 KiB.
+    pub(super) fn take_prefetched(&mut self) -> Option<BytesMut> {
+        self.prefetched.take()
     }
 
     fn inner(&mut self) -> &mut Stream {

@@ -92,12 +92,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
     /// Prepares the session for the next request on this connection.
     fn session(
         &self,
-        io: Box<GuardedIo>,
+        mut io: Box<GuardedIo>,
         persisted: Option<HttpPersistentSettings>,
         guard: &Arc<ConnGuard>,
         shutdown: &ShutdownWatch,
     ) -> ServerSession {
+        let prefetched = io.take_prefetched();
         let mut session = ServerSession::new_http1(io);
+        if let Some(head) = prefetched {
+            // Only read ahead when no pipelined prefix was kept (`process_new`), so
+            // this is the session's only prefix.
+            session.set_pipelined_prefix(head);
+        }
         match persisted {
             Some(p) => p.apply_to_session(&mut session),
             None => session.set_keepalive_reuses_remaining(

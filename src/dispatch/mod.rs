@@ -315,7 +315,9 @@ impl Dispatcher {
                 body_idle: Some(self.settings.body_idle_timeout),
             };
             let sent_at = Instant::now();
-            let sent = self.upstream.send(lease.url(), request, body, limits).await;
+            // Boxed: the exchange's state would otherwise size the whole delivery,
+            // which mostly waits for a slot (`slot` above) before it is sent.
+            let sent = Box::pin(self.upstream.send(lease.url(), request, body, limits)).await;
             match &sent {
                 // The task's own deadline: the Worker is to blame only if it had the
                 // task for a good part of it, not if queueing used the time up.

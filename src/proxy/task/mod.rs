@@ -5,6 +5,7 @@
 mod admission;
 mod body;
 mod compat;
+mod edge;
 mod finish;
 mod outcome;
 mod relay;
@@ -33,6 +34,12 @@ use crate::routes::{idempotent, task_control};
 use crate::task::{self, Mode};
 
 /// Handles `POST /task` to the end; the response is always written here.
+///
+/// This future lives as long as its task, and most tasks spend that time waiting
+/// for a slot: the steps that run before the wait or only on a rare path (the
+/// refusals, the body read, an idempotent repeat, a failure, a cancellation, the
+/// webhook hand-over) are boxed, so that their states, not live while the task
+/// waits, do not size it (an async fn is as large as its largest state).
 pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
     let received = Instant::now();
     let settings = &app.settings;
@@ -41,18 +48,31 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     // (routes::guard).
     let Some(principal) = app.principal(session) else {
         ctx.status = 401;
-        return respond::refuse(session, 401, Reason::Unauthorized, "Unauthorized", &[]).await;
+        return Box::pin(respond::refuse(
+            session,
+            401,
+            Reason::Unauthorized,
+            "Unauthorized",
+            &[],
+        ))
+        .await;
     };
     let Some(client) = principal.client else {
         ctx.status = 403;
-        return respond::forbidden(
+        return Box::pin(respond::forbidden(
             session,
             "This key opens operator pages; it cannot run tasks",
-        )
+        ))
         .await;
     };
     ctx.client = Some(client.name.clone());
-    let body = match read_body(session, settings.body_limit, settings.client.body_timeout).await {
+    let body = match Box::pin(read_body(
+        session,
+        settings.body_limit,
+        settings.client.body_timeout,
+    ))
+    .await
+    {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             ctx.status = 413;
@@ -61,7 +81,14 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
                 "Request body too large (limit {} bytes)",
                 settings.body_limit
             );
-            return respond::refuse(session, 413, Reason::BodyTooLarge, &msg, &[]).await;
+            return Box::pin(respond::refuse(
+                session,
+                413,
+                Reason::BodyTooLarge,
+                &msg,
+                &[],
+            ))
+            .await;
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
@@ -70,7 +97,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         Ok(i) => i,
         Err(msg) => {
             ctx.status = 400;
-            return respond::refuse(session, 400, Reason::BadRequest, msg, &[]).await;
+            return Box::pin(respond::refuse(session, 400, Reason::BadRequest, msg, &[])).await;
         }
     };
     // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
@@ -79,7 +106,8 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             Ok(p) => (p.spec, p.forward, p.negative_priority),
             Err(msg) => {
                 ctx.status = 400;
-                return respond::refuse(session, 400, Reason::BadRequest, &msg, &[]).await;
+                return Box::pin(respond::refuse(session, 400, Reason::BadRequest, &msg, &[]))
+                    .await;
             }
         };
     // Blank is missing, as for the original (Node trims header values).
@@ -87,7 +115,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     let Some(worker_key) = worker_key.filter(|k| !k.as_bytes().trim_ascii().is_empty()) else {
         ctx.status = 400;
         let msg = "Missing x-wr-auth header (worker AUTH_KEY) in request";
-        return respond::refuse(session, 400, Reason::BadRequest, msg, &[]).await;
+        return Box::pin(respond::refuse(session, 400, Reason::BadRequest, msg, &[])).await;
     };
     let worker_key = worker_key.clone();
     let limit = match admission::task_limit(
@@ -97,7 +125,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         Ok(l) => l,
         Err(msg) => {
             ctx.status = 400;
-            return respond::refuse(session, 400, Reason::BadRequest, msg, &[]).await;
+            return Box::pin(respond::refuse(session, 400, Reason::BadRequest, msg, &[])).await;
         }
     };
     spec.priority = crate::auth::quota::clamp_priority(&client, spec.priority);
@@ -115,16 +143,31 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             &*client.name, client.rate
         );
         let extra = [("retry-after", retry.to_string())];
-        return respond::refuse(session, 429, Reason::ClientRate, &msg, &extra).await;
+        return Box::pin(respond::refuse(
+            session,
+            429,
+            Reason::ClientRate,
+            &msg,
+            &extra,
+        ))
+        .await;
     }
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
     // A repeat of an Idempotency-Key starts nothing new (routes::idempotent).
-    let idempotency =
-        match idempotent::repeat(app, session, ctx, idempotency, &task_id, spec.mode).await? {
-            idempotent::Repeat::First(claim) => claim,
-            idempotent::Repeat::Answered => return Ok(()),
-        };
+    let idempotency = match Box::pin(idempotent::repeat(
+        app,
+        session,
+        ctx,
+        idempotency,
+        &task_id,
+        spec.mode,
+    ))
+    .await?
+    {
+        idempotent::Repeat::First(claim) => claim,
+        idempotent::Repeat::Answered => return Ok(()),
+    };
     if let Some(p) = negative_priority {
         compat::warn_negative_priority(&task_id, p);
     }
@@ -143,6 +186,10 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         }
         record.traced(trace);
     }
+    // Input checked at the edge: the Worker's own refusal, without a slot (edge.rs).
+    if let Some(message) = edge::refusal(app, &spec, &body) {
+        return Box::pin(edge::refuse(app, session, ctx, &record, &spec, message)).await;
+    }
     // DELETE /task/{id} fires this while the task waits or runs (routes::task_control).
     let cancel = app.cancels.register(&task_id, ctx.client.clone());
     let headers = ForwardHeaders::new(
@@ -155,11 +202,11 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     let deadline = received + limit;
     let admission = match admit(app, &spec, deadline).await {
         Ok(a) => a,
-        Err(e) => return fail(app, session, ctx, &record, &spec, &e).await,
+        Err(e) => return Box::pin(fail(app, session, ctx, &record, &spec, &e)).await,
     };
     if let Err(e) = hold_queued_bytes(app, &admission, &record, body.len()) {
         drop(admission);
-        return fail(app, session, ctx, &record, &spec, &e).await;
+        return Box::pin(fail(app, session, ctx, &record, &spec, &e)).await;
     }
     cancel.waits_at(&admission);
     if spec.mode == Mode::Webhook {
@@ -173,7 +220,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             cancel,
             idempotency,
         };
-        return super::webhook::accept(app, session, ctx, accepted).await;
+        return Box::pin(super::webhook::accept(app, session, ctx, accepted)).await;
     }
     let delivery = app
         .dispatcher
@@ -186,7 +233,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         d = delivery => Some(d),
         _ = client_gone => None,
         _ = app.drain.aborted() => Some(Err(TaskError::ShuttingDown)),
-        _ = cancel.cancelled() => return task_control::answer_cancelled(app, session, ctx, &record, &spec).await,
+        _ = cancel.cancelled() => return Box::pin(task_control::answer_cancelled(app, session, ctx, &record, &spec)).await,
     };
     match outcome {
         None => {
@@ -199,7 +246,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
                 "client disconnected while its task was pending",
             )
         }
-        Some(Err(e)) => fail(app, session, ctx, &record, &spec, &e).await,
+        Some(Err(e)) => Box::pin(fail(app, session, ctx, &record, &spec, &e)).await,
         Some(Ok(delivered)) => {
             let relayed = Box::pin(relay(app, session, ctx, &record, &spec, delivered));
             tokio::select! {
