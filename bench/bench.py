@@ -54,7 +54,7 @@ PERF_TOP = int(env_num("BENCH_PERF_TOP", 10))
 REPEAT = max(1, int(env_num("BENCH_REPEAT", 3)))
 FLOOR_TARGET = 1.1
 IDLE_TARGET_KIB = 16
-ONLY = os.environ.get("BENCH_ONLY", "abcpdefgwivsk").lower()
+ONLY = os.environ.get("BENCH_ONLY", "abcpdtefgwivsk").lower()
 # Seconds of load per target in (v), counted under callgrind.
 VALGRIND_SECONDS = int(env_num("BENCH_VALGRIND_SECONDS", 8))
 # BENCH_CACHE_SIM=1: (v) also simulates the caches (callgrind --cache-sim=yes; slower);
@@ -1070,7 +1070,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)  # bash starts background jobs with SIGINT ignored
     try:
-        needed = ([b.lb_bin] if any(s in ONLY for s in "defgwivsk") else []) + \
+        needed = ([b.lb_bin] if any(s in ONLY for s in "dtefgwivsk") else []) + \
             ([b.sim_bin] if "f" in ONLY else []) + ([b.floor_bin] if any(s in ONLY for s in "pivs") else [])
         for binary in needed:
             if not os.access(binary, os.X_OK):
@@ -1078,6 +1078,9 @@ def main():
         b.start_stub()
         if any(s in ONLY for s in "abcpd"):
             b.throughput()
+        if "t" in ONLY:
+            import traces  # bench/traces.py: row t, tracing off / on at 1.0 / at 0.01
+            traces.row(b, sys.modules[__name__])
         if "e" in ONLY:
             b.selection()
         if "f" in ONLY:
