@@ -127,6 +127,9 @@ pub struct Metrics {
     pub client_running: IntGaugeVec,
     /// Tasks of each named client waiting for a slot now.
     pub client_queued: IntGaugeVec,
+    /// Tasks refused at the edge because their input fails the function's published
+    /// schema (the Worker's own `500`, without queueing or a slot), by group.
+    pub input_refused: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -420,6 +423,12 @@ impl Metrics {
                 "client_tasks_queued",
                 "Tasks of each named client waiting for a Worker slot now.",
                 &["client"],
+            ),
+            input_refused: counter_vec(
+                &r,
+                "input_refused_total",
+                "Tasks refused at the edge because their input fails the function's published params schema (the Worker's 500, given at once: a slot saved), by group.",
+                &["group"],
             ),
             registry: r,
         };

@@ -207,6 +207,7 @@ pub(super) fn apply_env(
     t.no_worker_wait_ms = e
         .millis("NO_WORKER_WAIT_MS")?
         .unwrap_or(t.no_worker_wait_ms);
+    t.validate_input = e.boolean("TASK_VALIDATE_INPUT", t.validate_input);
     if let Some(url) = env("CLUSTER_REDIS") {
         cfg.cluster.redis = Some(url).filter(|u| !u.trim().is_empty());
     }

@@ -252,6 +252,10 @@ pub struct TasksSection {
     /// Most `Idempotency-Key`s remembered at once (about 224 bytes each); the oldest
     /// are dropped first. Default 100000 (about 22 MB at most).
     pub idempotency_max_keys: usize,
+    /// Check a sync task's `input` against its function's published `params` before
+    /// it queues, and give the Worker's own `500` at once when it fails
+    /// (`TASK_VALIDATE_INPUT`; README "Task control"). Default true.
+    pub validate_input: bool,
 }
 
 impl Default for TasksSection {
@@ -272,6 +276,7 @@ impl Default for TasksSection {
             no_worker_wait_ms: 0,
             idempotency_ttl_ms: crate::idempotency::DEFAULT_TTL_MS,
             idempotency_max_keys: crate::idempotency::DEFAULT_MAX_KEYS,
+            validate_input: true,
         }
     }
 }

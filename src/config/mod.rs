@@ -141,6 +141,8 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// Most `Idempotency-Key`s remembered at once.
     pub idempotency_max_keys: usize,
+    /// Check a sync task's input at the edge (`tasks.validate_input`). Default true.
+    pub validate_input: bool,
     /// Journal of accepted webhook tasks; `None` keeps them in memory only.
     pub journal: Option<crate::journal::Location>,
     /// Redis journal: silence after which another instance takes a task over.
@@ -433,6 +435,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
         retry_after_s: cfg.tasks.retry_after_s.max(1),
         idempotency_ttl: positive("tasks.idempotency_ttl_ms", cfg.tasks.idempotency_ttl_ms)?,
         idempotency_max_keys: cfg.tasks.idempotency_max_keys.max(1),
+        validate_input: cfg.tasks.validate_input,
         journal: cfg
             .tasks
             .journal

@@ -32,6 +32,7 @@ pub const TASK_OUTCOMES: &[&str] = &[
     "cancelled",
     "not_kept",
     "client_limit",
+    "input_refused",
 ];
 
 /// The outcome of a task no valid Worker can take (counted as `other`/`other`).

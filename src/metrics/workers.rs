@@ -179,6 +179,10 @@ impl Metrics {
                 .set(i64::from(w.limit));
             self.workers.set(w);
             let group = bounded_label(&w.group, true);
+            if w.functions.is_some() {
+                // A valid Worker's group: its edge refusals start at 0.
+                self.input_refused.with_label_values(&[group]);
+            }
             for function in w.functions.iter().flat_map(|f| f.iter()) {
                 let function = bounded_label(function, true);
                 if known.insert((group, function)) {

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod dns;
 pub mod feed;
 pub mod record;
+pub mod schemas;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::scheduler::{Scheduler, WorkerId};
+use crate::task::schema::Schema;
 use crate::upstream::Upstream;
 use crate::worker_url::WorkerUrl;
 use record::{FeedState, HealthReport, WorkerRecord};
@@ -33,6 +35,7 @@ struct State {
     by_url: HashMap<String, WorkerId>,
     tasks: HashMap<WorkerId, Vec<JoinHandle<()>>>,
     pools: conflicts::Pools,
+    schemas: schemas::PoolSchemas,
 }
 
 /// Shared registry of Workers. Cheap to clone through `Arc`.
@@ -181,7 +184,12 @@ impl Registry {
         let mut touched = vec![id];
         {
             let mut st = self.state.write();
-            let State { workers, pools, .. } = &mut *st;
+            let State {
+                workers,
+                pools,
+                schemas,
+                ..
+            } = &mut *st;
             let Some(w) = workers.get_mut(&id) else {
                 return;
             };
@@ -213,6 +221,10 @@ impl Registry {
                     vec![id]
                 };
                 touched.extend(conflicts::validate(workers, pools, &new_key, &ids));
+                if let Some(old) = old_key.filter(|old| *old != new_key) {
+                    schemas.refresh(workers, pools, &old);
+                }
+                schemas.refresh(workers, pools, &new_key);
             }
         }
         touched.sort_unstable();
@@ -341,18 +353,31 @@ impl Registry {
     fn revalidate_all(&self) {
         let touched: Vec<WorkerId> = {
             let mut st = self.state.write();
-            let State { workers, pools, .. } = &mut *st;
+            let State {
+                workers,
+                pools,
+                schemas,
+                ..
+            } = &mut *st;
             *pools = conflicts::Pools::rebuild(workers);
             let mut touched = Vec::new();
             for key in pools.keys() {
                 let members = pools.members(&key);
                 touched.extend(conflicts::validate(workers, pools, &key, &members));
             }
+            schemas.rebuild(workers, pools);
             touched
         };
         for id in touched {
             self.push(id, true);
         }
+    }
+
+    /// The published `params` schema of `function` for tasks of `group` and
+    /// `contract`: `Some` only when every valid Worker of that pool publishes the
+    /// same one and it is well formed (the edge input check).
+    pub fn schema(&self, group: &str, contract: u64, function: &str) -> Option<Arc<Schema>> {
+        self.state.read().schemas.get(group, contract, function)
     }
 
     /// Looks a Worker up by its base URL, in any spelling of a listed one (used to

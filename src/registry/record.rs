@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::scheduler::{FunctionSet, WorkerId, WorkerSlots};
+use crate::task::schema::Schema;
 use crate::worker_url::WorkerUrl;
 
 /// Slot figures as a Worker reports them.
@@ -89,6 +90,9 @@ pub struct HealthReport {
     pub function_names: Arc<FunctionSet>,
     /// Hash of the whole function list (names and params), for conflict checks.
     pub fingerprint: u64,
+    /// The well-formed `params` schemas, compiled, by function name (for the edge
+    /// input check, registry/schemas.rs).
+    pub schemas: Arc<super::schemas::FunctionSchemas>,
     /// Slot figures.
     pub slots: Option<Slots>,
     /// The answer as received, for `/health` and the dashboard.
@@ -112,6 +116,15 @@ impl HealthReport {
         let mut functions = wire.functions;
         functions.sort_by(|a, b| a.name.cmp(&b.name));
         let names: FunctionSet = functions.iter().map(|f| f.name.clone()).collect();
+        let mut schemas = super::schemas::FunctionSchemas::new();
+        for (i, f) in functions.iter().enumerate() {
+            // A name listed twice (sorted, so side by side) has no one schema.
+            let twice = i > 0 && functions[i - 1].name == f.name
+                || functions.get(i + 1).is_some_and(|n| n.name == f.name);
+            if let Some(schema) = Schema::compile(f.rest.get("params")).filter(|_| !twice) {
+                schemas.insert(f.name.clone(), Arc::new(schema));
+            }
+        }
         let mut h = DefaultHasher::new();
         // serde_json maps are ordered by key, so equal lists serialise equally.
         serde_json::to_string(&functions)
@@ -124,6 +137,7 @@ impl HealthReport {
             websocket_port: wire.websocket_port,
             function_names: Arc::new(names),
             fingerprint: h.finish(),
+            schemas: Arc::new(schemas),
             slots: wire.slots.as_ref().and_then(Slots::parse),
             raw,
         })

@@ -279,6 +279,13 @@ pub fn parse_for_worker(body: &Bytes, limits: &Limits) -> Result<Parsed, String>
     })
 }
 
+/// The JSON text of a task body's `input` member (the last one, as `JSON.parse`
+/// reads it); `None` when it has none or is not a JSON object.
+pub fn input_json(body: &[u8]) -> Option<&str> {
+    let members = members(body).ok()?;
+    members.last("input").map(RawValue::get)
+}
+
 /// The body's top-level members (after a leading BOM), or the message for a `400`.
 fn members(body: &[u8]) -> Result<Members<'_>, String> {
     let body = body.strip_prefix(BOM).unwrap_or(body);
