@@ -54,7 +54,10 @@ pub struct Registry {
     pub dns: dns::DnsState,
     /// True once every Worker of the list has been polled at least once.
     warm: tokio::sync::watch::Sender<bool>,
-    created: tokio::time::Instant,
+    /// When the first Worker list was set, so when polling began: after an upgrade
+    /// that is once the old process handed the listeners over, which may be long
+    /// after this registry was made.
+    watching_since: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 impl Registry {
@@ -81,7 +84,7 @@ impl Registry {
         Arc::new(Registry {
             dns: dns::DnsState::default(),
             warm: tokio::sync::watch::channel(false).0,
-            created: tokio::time::Instant::now(),
+            watching_since: std::sync::OnceLock::new(),
             ws_tls,
             state: RwLock::new(State::default()),
             next_id: AtomicU64::new(1),
@@ -94,6 +97,7 @@ impl Registry {
     /// Replaces the Worker list: new URLs start being polled, removed ones stop.
     /// Tasks in flight on removed Workers are left to finish.
     pub fn set_list(self: &Arc<Self>, urls: &[WorkerUrl]) {
+        self.watching_since.get_or_init(tokio::time::Instant::now);
         let mut added = Vec::new();
         let mut removed = Vec::new();
         {
@@ -276,13 +280,23 @@ impl Registry {
     }
 
     /// Waits until the registry is warm, `deadline` passes, or one discovery timeout
-    /// (plus a second) after start-up: by then every live Worker has answered once,
-    /// and a dead one must not hold tasks back.
+    /// (plus a second) after polling began: by then every live Worker has answered
+    /// once, and a dead one must not hold tasks back.
     pub async fn wait_warm(&self, deadline: tokio::time::Instant) {
-        let warm_up_end = self.created + self.settings.discovery_timeout + Duration::from_secs(1);
         let mut rx = self.warm.subscribe();
-        let until = deadline.min(warm_up_end);
+        let until = deadline.min(self.warm_up_end());
         let _ = tokio::time::timeout_at(until, rx.wait_for(|warm| *warm)).await;
+    }
+
+    /// When the warm-up ends: one discovery timeout plus a second after polling
+    /// began (from now while no list is set yet).
+    fn warm_up_end(&self) -> tokio::time::Instant {
+        let since = self
+            .watching_since
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        since + self.settings.discovery_timeout + Duration::from_secs(1)
     }
 
     /// Records a slot feed message.
@@ -483,4 +497,25 @@ fn ejection_json(e: &crate::scheduler::Ejection) -> Value {
         "reason": e.reason,
         "consecutiveFailures": e.consecutive_failures,
     })
+}
+
+#[cfg(test)]
+mod warm_up_tests {
+    use super::*;
+
+    /// After an upgrade the listeners (and the Worker list) come long after the
+    /// process started: the warm-up counts from the list, not from start.
+    #[tokio::test(start_paused = true)]
+    async fn the_warm_up_counts_from_when_polling_began() {
+        let env = |k: &str| (k == "LB_AUTH_KEY").then(|| "k".to_string());
+        let settings = Arc::new(crate::config::load(None, &env).unwrap());
+        let scheduler = crate::scheduler::Scheduler::new(16);
+        let registry = Registry::new(settings.clone(), scheduler);
+        let window = settings.discovery_timeout + Duration::from_secs(1);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        registry.set_list(&[]);
+        let began = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(registry.warm_up_end(), began + window);
+    }
 }
