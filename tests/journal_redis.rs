@@ -91,7 +91,8 @@ fn report(counts: &HashMap<String, u32>, n: usize) -> (Vec<String>, usize) {
 }
 
 #[tokio::test]
-async fn two_instances_share_the_queue_and_one_killed_mid_run_loses_and_duplicates_none() {
+async fn two_instances_share_the_queue_and_one_killed_mid_run_duplicates_none_and_reports_each_loss_unknown(
+) {
     let Some(redis) = Redis::start("two_instances") else {
         return;
     };
