@@ -19,6 +19,10 @@ static RENEW: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(scri
 
 /// Longest wait of one inbox read.
 const INBOX_BLOCK: Duration = Duration::from_secs(1);
+/// How late an inbox read's empty answer may come: Redis times blocked reads out
+/// in its periodic task (every 100 ms by default), and a late "nothing" is no slow
+/// answer to a task.
+const INBOX_SLACK: Duration = Duration::from_secs(2);
 
 /// What one [`scripts::SCHED`] call gave.
 struct Sched {
@@ -84,7 +88,9 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         // The inbox blocks: on its own connection, or it would hold up every call.
         let inbox = client
-            .get_connection_manager_with_config(config.set_response_timeout(Some(INBOX_BLOCK + t)))
+            .get_connection_manager_with_config(
+                config.set_response_timeout(Some(INBOX_BLOCK + INBOX_SLACK)),
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok((conn, inbox))
@@ -340,7 +346,7 @@ impl Cluster {
             let mut pop = redis::cmd("BLPOP");
             pop.arg(&key).arg(INBOX_BLOCK.as_secs_f64());
             let pop = pop.query_async::<Option<(String, String)>>(&mut conn);
-            match timeout(INBOX_BLOCK + self.settings.timeout, pop).await {
+            match timeout(INBOX_BLOCK + INBOX_SLACK, pop).await {
                 Ok(Ok(Some((_, grant)))) => self.on_grant(&conn, &grant),
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => {
