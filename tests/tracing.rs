@@ -266,6 +266,14 @@ async fn sync_stream_and_retried_tasks_continue_the_clients_trace() {
         );
         assert!(head.contains("x-collector-key: c=k1"), "{head}");
     }
+    // The log names the collector, never the export header's value.
+    let log = lb.log();
+    let collector_addr = endpoint.trim_start_matches("http://");
+    assert!(
+        log.contains(&format!("exporting spans to {collector_addr}")),
+        "{log}"
+    );
+    assert!(!log.contains("c=k1") && !log.contains("c%3Dk1"), "{log}");
 }
 
 /// A webhook receiver that hands the test each request head it gets.
@@ -420,6 +428,31 @@ async fn webhook_tasks_trace_their_queue_wait_and_their_failure_notice() {
         "{head}"
     );
     blocker.abort();
+}
+
+#[tokio::test]
+async fn the_spans_still_queued_at_shutdown_are_exported_before_the_exit() {
+    let (collector, endpoint) = Collector::start().await;
+    let w = sim(|_| {}).await;
+    let mut env = otel(&endpoint);
+    // No export would come before a minute: only the exit's flush sends these.
+    env.push(("OTEL_BSP_SCHEDULE_DELAY", "60000".into()));
+    let mut lb = Lb::start(&[w.url()], &env_of(&env)).await;
+    lb.wait_available(1).await;
+    let trace = "9bf92f3577b34da6a3ce929d0e0e473b";
+    let r = lb
+        .task(task("hello", json!({})))
+        .header("traceparent", traceparent(trace))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    assert!(collector.spans.lock().unwrap().is_empty());
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit(Duration::from_secs(30)).await, Some(0));
+    let spans = collector.trace(trace, 1).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
 }
 
 /// The value of a counter in a scrape of `lb`.
