@@ -7,6 +7,8 @@ pub mod cluster;
 mod env;
 pub mod file;
 pub mod headers;
+pub mod journal;
+pub mod outlier;
 pub mod traces;
 pub mod webhook;
 
@@ -144,7 +146,7 @@ pub struct Settings {
     /// Check a sync task's input at the edge (`tasks.validate_input`). Default true.
     pub validate_input: bool,
     /// Journal of accepted webhook tasks; `None` keeps them in memory only.
-    pub journal: Option<crate::journal::Location>,
+    pub journal: Option<journal::Location>,
     /// Redis journal: silence after which another instance takes a task over.
     pub claim_idle: Duration,
     /// Largest journal database, bytes.
@@ -170,7 +172,7 @@ pub struct Settings {
     /// Longest pause between two body chunks of a Worker's answer.
     pub body_idle_timeout: Duration,
     /// When Workers that keep failing leave the rotation, and for how long.
-    pub outlier: crate::scheduler::OutlierPolicy,
+    pub outlier: outlier::OutlierPolicy,
     /// Client headers a Worker receives besides the fixed set. Default none.
     pub forward_headers: headers::ForwardList,
     /// Answer the load balancer's own 502/503/504 as the original's `500`. Default false.
@@ -440,7 +442,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
             .tasks
             .journal
             .as_deref()
-            .map(crate::journal::Location::parse)
+            .map(journal::Location::parse)
             .transpose()
             .map_err(|r| err("tasks.journal / TASK_JOURNAL", r))?,
         claim_idle: positive("tasks.claim_idle_ms", cfg.tasks.claim_idle_ms)?,
@@ -470,7 +472,7 @@ fn resolve(cfg: FileConfig, origin: String) -> Result<Settings, ConfigError> {
             "upstream.body_idle_timeout_ms",
             cfg.upstream.body_idle_timeout_ms,
         )?,
-        outlier: crate::scheduler::OutlierPolicy {
+        outlier: outlier::OutlierPolicy {
             max_fails: cfg.upstream.max_fails,
             fail_timeout: positive("upstream.fail_timeout_ms", cfg.upstream.fail_timeout_ms)?,
         },

@@ -6,27 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+pub use crate::config::outlier::OutlierPolicy;
+
 /// The longest ejection, as a multiple of [`OutlierPolicy::fail_timeout`].
 const MAX_BACKOFF_FACTOR: u32 = 32;
-
-/// When Workers leave the rotation and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutlierPolicy {
-    /// Failures in a row that eject a Worker; 0 never ejects. Default 3.
-    pub max_fails: u32,
-    /// First ejection time; doubles per ejection without a success in between,
-    /// up to 32 times. Default 10 s.
-    pub fail_timeout: Duration,
-}
-
-impl Default for OutlierPolicy {
-    fn default() -> Self {
-        OutlierPolicy {
-            max_fails: 3,
-            fail_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// A Worker out of rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
