@@ -84,3 +84,66 @@ fn agreed(
         .all(|h| h.fingerprint == first.fingerprint)
         .then(|| first.schemas.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::record::HealthReport;
+    use crate::worker_url::WorkerUrl;
+
+    fn record(id: WorkerId, functions: &str) -> WorkerRecord {
+        let url = WorkerUrl::parse(&format!("http://10.0.0.{id}:3000")).unwrap();
+        let mut w = WorkerRecord::new(id, Arc::new(url), id as usize);
+        let body =
+            format!(r#"{{"status":"ready","group":"g","contract":1,"functions":{functions}}}"#);
+        w.apply_health(HealthReport::parse(body.as_bytes()).unwrap());
+        w
+    }
+
+    #[test]
+    fn a_pool_has_a_schema_only_while_its_valid_workers_agree() {
+        let strict = r#"[{"name":"f","params":{"s":{"type":"string","max":2}}}]"#;
+        let loose = r#"[{"name":"f","params":{"s":{"type":"string","max":5}}}]"#;
+        let key: PoolKey = (Arc::from("g"), 1);
+        let mut workers = HashMap::new();
+        let mut pools = Pools::default();
+        for (id, functions) in [(1, strict), (2, strict)] {
+            workers.insert(id, record(id, functions));
+            pools.insert(key.clone(), id as usize, id);
+        }
+        let mut schemas = PoolSchemas::default();
+        schemas.refresh(&workers, &pools, &key);
+        assert!(schemas.get("g", 1, "f").is_some());
+        assert!(schemas.get("g", 2, "f").is_none(), "another contract");
+        assert!(schemas.get("g", 1, "other").is_none());
+        // Two valid Workers that disagree (were §3's rule ever relaxed): forward.
+        workers.insert(2, record(2, loose));
+        schemas.refresh(&workers, &pools, &key);
+        assert!(schemas.get("g", 1, "f").is_none());
+        // The disagreeing one excluded: the valid one's schema again.
+        workers.get_mut(&2).unwrap().invalid_reason = Some("functions differ".into());
+        schemas.refresh(&workers, &pools, &key);
+        assert!(schemas.get("g", 1, "f").is_some());
+        // No valid Worker left: nothing.
+        workers.get_mut(&1).unwrap().invalid_reason = Some("gone".into());
+        schemas.rebuild(&workers, &pools);
+        assert!(schemas.get("g", 1, "f").is_none());
+    }
+
+    #[test]
+    fn only_well_formed_schemas_of_functions_listed_once_are_kept() {
+        let w = record(
+            1,
+            r#"[{"name":"ok","params":{"a":{"type":"string"}}},
+                {"name":"bad","params":{"a":{"type":"integer"}}},
+                {"name":"none"},
+                {"name":"twice","params":{}},{"name":"twice","params":{"a":{"type":"string"}}}]"#,
+        );
+        let names: Vec<&String> = {
+            let mut n: Vec<&String> = w.health.as_ref().unwrap().schemas.keys().collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names, ["ok"]);
+    }
+}

@@ -16,7 +16,8 @@ const MAX_ORDER: usize = 100_000;
 pub struct SimStatsSnapshot {
     /// Every `POST /task` request that reached the Worker, valid or not.
     pub requests: u64,
-    /// Tasks accepted past authentication and validation.
+    /// Tasks accepted past authentication and the checks made before a slot (their
+    /// input is checked once they hold one, protocol §5).
     pub received: u64,
     /// Tasks whose function finished (successfully or not).
     pub completed: u64,
