@@ -129,6 +129,13 @@ async fn member(w: &[String], redis: &Redis, cluster_yaml: &str) -> Lb {
     lb
 }
 
+/// The instance and sequence number of a queue entry `<tag><arrival>|<instance>|<seq>`.
+fn entry_of(member: &str) -> (String, u64) {
+    let mut parts = member.split('|');
+    let (_, inst, seq) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+    (inst.to_string(), seq.parse().unwrap())
+}
+
 fn labelled(label: &str, priority: u32) -> Value {
     let mut t = task("hello", json!({ "label": label }));
     t["priority"] = json!(priority);
@@ -215,10 +222,7 @@ async fn three_instances_never_overfill_a_worker_and_keep_one_priority_order() {
     let order: Vec<(String, u64)> = redis
         .zrange(QUEUE)
         .into_iter()
-        .map(|(m, _)| {
-            let (inst, seq) = m.rsplit_once('|').unwrap();
-            (inst.to_string(), seq.parse().unwrap())
-        })
+        .map(|(m, _)| entry_of(&m))
         .collect();
     let runs_of: Vec<&str> = order
         .iter()
@@ -567,4 +571,70 @@ fn cluster_redis_is_read_from_the_environment_and_a_bad_url_names_its_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn within_a_priority_clients_take_turns_across_instances() {
+    let Some(redis) = Redis::start("cluster fair share") else {
+        return;
+    };
+    let w = sim(|c| c.slots = 2).await;
+    let list = [w.url()];
+    let clients = "auth:\n  clients:\n    - name: newcomer\n      keys: [\"new-key\"]\n";
+    let (a, b) = (
+        member(&list, &redis, clients).await,
+        member(&list, &redis, clients).await,
+    );
+    w.set_task_fault(TaskFault::Hold);
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        runs.push(tokio::spawn(
+            a.task(labelled(&format!("block-{i}"), 3)).send(),
+        ));
+    }
+    wait_for("both slots taken", Duration::from_secs(30), || {
+        w.stats().received == 2
+    })
+    .await;
+    // A flood of the default client's tasks on A, then one of another client on B.
+    for i in 0..10 {
+        runs.push(tokio::spawn(
+            a.task(labelled(&format!("flood-{i}"), 3)).send(),
+        ));
+    }
+    wait_redis("the flood waits in the cluster", || {
+        redis.zcard(QUEUE) == 10
+    })
+    .await;
+    let newcomer = b
+        .http
+        .post(b.url("/task"))
+        .header("authorization", "new-key")
+        .header("x-wr-auth", WK_KEY)
+        .json(&labelled("newcomer", 3))
+        .send();
+    runs.push(tokio::spawn(newcomer));
+    wait_redis("the newcomer waits too", || redis.zcard(QUEUE) == 11).await;
+    let b_name = b.health().await["components"]["cluster"]["instance"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queue: Vec<(String, u64)> = redis
+        .zrange(QUEUE)
+        .iter()
+        .map(|(m, _)| entry_of(m))
+        .collect();
+    let at = queue.iter().position(|(i, _)| *i == b_name);
+    assert_eq!(
+        at,
+        Some(1),
+        "the newcomer waits behind one task of the flood, not ten: {queue:?}"
+    );
+    w.set_task_fault(TaskFault::None);
+    for r in runs {
+        assert_eq!(r.await.unwrap().unwrap().status(), 200);
+    }
+    let order = w.stats().order;
+    let started = order.iter().position(|l| l == "newcomer").unwrap();
+    assert!(started <= 4, "the newcomer started early: {order:?}");
 }

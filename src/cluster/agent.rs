@@ -24,10 +24,21 @@ const INBOX_BLOCK: Duration = Duration::from_secs(1);
 /// answer to a task.
 const INBOX_SLACK: Duration = Duration::from_secs(2);
 
+/// A task to enter in its pool's queue.
+struct Enqueue<'a> {
+    member: &'a str,
+    priority: u32,
+    client: Option<&'a (Arc<str>, u32)>,
+    /// Its earlier entry, replaced.
+    replace: Option<&'a str>,
+}
+
 /// What one [`scripts::SCHED`] call gave.
 struct Sched {
     /// Index (from 1) of the candidate the enqueued task got; 0: it waits.
     mine: usize,
+    /// The enqueued task's entry in the queue.
+    entry: Option<String>,
     /// Other tasks of this instance that got a lease: (member, url).
     own: Vec<(String, String)>,
 }
@@ -104,26 +115,30 @@ impl Cluster {
                 pool,
                 key,
                 candidates,
+                client,
             } => {
-                self.asked.lock().insert(
-                    seq,
-                    Asked {
-                        pool: pool.clone(),
-                        key,
-                    },
-                );
+                let asked = Asked {
+                    pool,
+                    key,
+                    client,
+                    entry: None,
+                };
+                self.asked.lock().insert(seq, asked.clone());
                 if live {
-                    self.ask(conn, seq, pool, key.0, candidates);
+                    self.ask(conn, seq, asked, candidates);
                 }
             }
             ClusterEvent::Left { seq } => {
                 let Some(a) = self.asked.lock().remove(&seq) else {
                     return;
                 };
-                if live {
+                // Not entered yet (its call is on its way): its grant will go back.
+                let Some(member) = a.entry.filter(|_| live) else {
+                    return;
+                };
+                {
                     let (me, mut conn) = (self.clone(), conn.clone());
                     let queue = scripts::queue_key(&a.pool.0, a.pool.1);
-                    let member = self.member(seq);
                     tokio::spawn(async move {
                         call("leave");
                         let mut zrem = redis::cmd("ZREM");
@@ -179,23 +194,29 @@ impl Cluster {
     async fn sched(
         &self,
         conn: &ConnectionManager,
-        queue: &str,
+        pool: &PoolKey,
         workers: &[(String, u32)],
         release: Option<&str>,
-        enqueue: Option<(&str, u32)>,
+        enqueue: Option<Enqueue<'_>>,
     ) -> Result<Sched, String> {
-        let mut inv = SCHED.key(queue);
-        inv.key(INSTANCES).key(SEQ);
+        let mut inv = SCHED.key(scripts::queue_key(&pool.0, pool.1));
+        inv.key(INSTANCES)
+            .key(SEQ)
+            .key(scripts::fair_key(&pool.0, pool.1));
         for (url, _) in workers {
             inv.key(scripts::lease_key(url));
         }
+        let client = enqueue.as_ref().and_then(|e| e.client);
         inv.arg(&self.me)
             .arg(self.settings.lease_ttl.as_millis() as u64)
             .arg(now_us())
             .arg(release.unwrap_or(""))
-            .arg(enqueue.map_or("", |e| e.0))
-            .arg(enqueue.map_or(0, |e| e.1))
-            .arg(INBOX);
+            .arg(enqueue.as_ref().map_or("", |e| e.member))
+            .arg(enqueue.as_ref().map_or(0, |e| e.priority))
+            .arg(INBOX)
+            .arg(client.map_or("", |c| &*c.0))
+            .arg(client.map_or(1, |c| c.1))
+            .arg(enqueue.as_ref().and_then(|e| e.replace).unwrap_or(""));
         for (url, limit) in workers {
             inv.arg(url).arg(*limit);
         }
@@ -206,13 +227,14 @@ impl Cluster {
             self.seen.lock().queue_depth = depth;
             CLUSTER_METRICS.queue_depth.set(depth as i64);
         }
+        let entry = out.get(2).filter(|e| !e.is_empty()).cloned();
         let own = out
-            .get(2..)
+            .get(3..)
             .unwrap_or_default()
             .chunks_exact(2)
             .map(|p| (p[0].clone(), p[1].clone()))
             .collect();
-        Ok(Sched { mine, own })
+        Ok(Sched { mine, entry, own })
     }
 
     /// Enters task `seq` in its pool's queue (granting it a lease if one is free).
@@ -220,8 +242,7 @@ impl Cluster {
         self: &Arc<Self>,
         conn: &ConnectionManager,
         seq: u64,
-        pool: PoolKey,
-        priority: u32,
+        asked: Asked,
         candidates: Vec<Candidate>,
     ) {
         let (me, conn) = (self.clone(), conn.clone());
@@ -231,13 +252,19 @@ impl Cluster {
                 .iter()
                 .map(|c| (c.url.raw.clone(), c.limit))
                 .collect();
-            let queue = scripts::queue_key(&pool.0, pool.1);
             let member = me.member(seq);
-            match me
-                .sched(&conn, &queue, &workers, None, Some((&member, priority)))
-                .await
-            {
+            let enqueue = Enqueue {
+                member: &member,
+                priority: asked.key.0,
+                client: asked.client.as_ref(),
+                replace: asked.entry.as_deref(),
+            };
+            let pool = asked.pool.clone();
+            match me.sched(&conn, &pool, &workers, None, Some(enqueue)).await {
                 Ok(s) => {
+                    if let Some(a) = me.asked.lock().get_mut(&seq) {
+                        a.entry = s.entry.clone();
+                    }
                     if let Some((url, _)) = s.mine.checked_sub(1).and_then(|i| workers.get(i)) {
                         me.granted(&conn, seq, url, &pool);
                     }
@@ -291,9 +318,10 @@ impl Cluster {
             }
             (GrantOutcome::Unusable, Some(a)) => {
                 self.give_back(conn, seq, url.to_string(), pool.clone(), limit, "release");
+                let a = Asked { entry: None, ..a };
                 self.asked.lock().insert(seq, a.clone());
                 let candidates = self.scheduler.cluster_candidates(&a.pool);
-                self.ask(conn, seq, a.pool, a.key.0, candidates);
+                self.ask(conn, seq, a, candidates);
             }
             _ => self.give_back(conn, seq, url.to_string(), pool.clone(), limit, "release"),
         }
@@ -312,10 +340,9 @@ impl Cluster {
         let (me, conn) = (self.clone(), conn.clone());
         tokio::spawn(async move {
             call(op);
-            let queue = scripts::queue_key(&pool.0, pool.1);
             let member = me.member(seq);
             let workers = [(url, limit)];
-            match me.sched(&conn, &queue, &workers, Some(&member), None).await {
+            match me.sched(&conn, &pool, &workers, Some(&member), None).await {
                 Ok(s) => me.granted_own(&conn, s.own, &pool),
                 Err(e) => me.fall_back(&e),
             }
@@ -326,15 +353,20 @@ impl Cluster {
     /// when Redis lost its state).
     pub(super) fn ask_all(self: &Arc<Self>, conn: &ConnectionManager) {
         for (pool, key) in self.scheduler.cluster_waiters() {
-            self.asked.lock().insert(
-                key.2,
-                Asked {
+            // Its client as it arrived (a task that arrived during the fallback has
+            // none on record: it is entered without one); its old entry is replaced.
+            let asked = {
+                let mut book = self.asked.lock();
+                let a = book.entry(key.2).or_insert_with(|| Asked {
                     pool: pool.clone(),
                     key,
-                },
-            );
+                    client: None,
+                    entry: None,
+                });
+                a.clone()
+            };
             let candidates = self.scheduler.cluster_candidates(&pool);
-            self.ask(conn, key.2, pool, key.0, candidates);
+            self.ask(conn, key.2, asked, candidates);
         }
     }
 
@@ -414,9 +446,8 @@ impl Cluster {
                     .iter()
                     .map(|c| (c.url.raw.clone(), c.limit))
                     .collect();
-                let queue = scripts::queue_key(&pool.0, pool.1);
                 call("pump");
-                match self.sched(&conn, &queue, &workers, None, None).await {
+                match self.sched(&conn, &pool, &workers, None, None).await {
                     Ok(s) => self.granted_own(&conn, s.own, &pool),
                     Err(e) => self.fall_back(&e),
                 }

@@ -39,6 +39,10 @@ pub use metrics::CLUSTER_METRICS;
 struct Asked {
     pool: PoolKey,
     key: (u32, u64, u64),
+    /// Its named client and weight, for the fair share.
+    client: Option<(Arc<str>, u32)>,
+    /// Its entry in the pool's queue, once Redis made it.
+    entry: Option<String>,
 }
 
 /// A lease held here (or a slot taken in fallback, to write as one).

@@ -3,10 +3,11 @@
 //! instances do at once. Times are Redis's own clock (`TIME`), in ms.
 //!
 //! Keys (`andera-lb:cluster:` prefix):
-//! - `queue:<contract>:<group>`: the pool's waiting tasks, a sorted set of
-//!   `<instance>|<seq>` scored `priority × 2³¹ + arrival` (arrival from `seq`, a
-//!   counter shared by all instances), so the first member is the most urgent task
-//!   anywhere, first come first served within a priority;
+//! - `queue:<contract>:<group>`: the pool's waiting tasks, a sorted set scored by
+//!   priority whose members `<tag><arrival>|<instance>|<seq>` order each priority by
+//!   the named clients' fair share, then arrival (`seq`, a counter shared by all
+//!   instances), so the first member is the most urgent task anywhere;
+//! - `fair:<contract>:<group>`: the fair share's virtual clocks (see [`SCHED`]);
 //! - `leases:<worker url>`: that Worker's leases, `<instance>|<seq>` scored by expiry;
 //! - `instances`: live instances scored by expiry (renewed with their leases);
 //! - `inbox:<instance>`: grants to an instance's waiting tasks made by another
@@ -21,6 +22,13 @@ pub const PREFIX: &str = "andera-lb:cluster:";
 pub const INSTANCES: &str = "andera-lb:cluster:instances";
 /// The shared arrival counter.
 pub const SEQ: &str = "andera-lb:cluster:seq";
+
+/// The fair-share clocks of the pool (`group`, `contract`): per priority the tag
+/// dispatched last (`c:<priority>`), per priority and client its latest tag
+/// (`l:<priority>:<client>`).
+pub fn fair_key(group: &str, contract: u64) -> String {
+    format!("{PREFIX}fair:{contract}:{group}")
+}
 /// The data set's epoch.
 pub const EPOCH: &str = "andera-lb:cluster:epoch";
 /// Prefix of the inboxes.
@@ -45,58 +53,86 @@ pub fn lease_key(url: &str) -> String {
 
 /// Enqueue, release and hand over, in one step.
 ///
-/// KEYS: queue, instances, seq, then one lease key per candidate Worker.
+/// KEYS: queue, instances, seq, fair, then one lease key per candidate Worker.
 /// ARGV: me, ttl ms, the caller's clock in µs (carried in grants, for the hand-off
-/// latency), a lease to remove from the first lease key (`""`: none), a member to
-/// enqueue (`""`: none), its priority, the inbox prefix, then (url, limit) of each
-/// candidate.
+/// latency), a lease to remove from the first lease key (`""`: none), a task to
+/// enqueue (`<instance>|<seq>`, `""`: none), its priority, the inbox prefix, its
+/// client (`""`: none) and that client's weight, an earlier queue entry of the same
+/// task to replace (`""`: none), then (url, limit) of each candidate.
+///
+/// A queue entry is scored by priority; its member is `<tag><arrival>|<instance>|<seq>`
+/// (fixed-width decimals, so members of one priority sort by them): `tag` is the
+/// client's virtual finish tag (stride scheduling as in the scheduler's `fair`
+/// module, the clocks in the `fair` hash shared by all instances), `arrival` the
+/// shared counter, so within a priority clients take turns by weight, and one
+/// client's tasks keep their arrival order, across instances.
 ///
 /// Then, Worker by Worker, while it has fewer live leases than its limit and the
-/// queue has a task of a live instance, the head task gets a lease: the caller's
-/// own tasks are returned, the others' are pushed to their inbox.
+/// queue has a task of a live instance, the head task gets a lease (`<instance>|<seq>`):
+/// the caller's own tasks are returned, the others' are pushed to their inbox.
 ///
-/// Returns `{index of the candidate the enqueued member got (0: it waits), queue
-/// depth, member, url, member, url, ...}` (the caller's other tasks granted).
+/// Returns `{index of the candidate the enqueued task got (0: it waits), queue depth,
+/// its queue entry, member, url, member, url, ...}` (the caller's other tasks granted).
 pub const SCHED: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local me, ttl = ARGV[1], tonumber(ARGV[2])
+local STRIDE = 1048576
 -- Lua would print large numbers as %.14g (rounded): scores go as exact integers.
 local exp = string.format('%.0f', now + ttl)
 redis.call('ZADD', KEYS[2], exp, me)
-local n = #KEYS - 3
+local n = #KEYS - 4
 if ARGV[4] ~= '' and n > 0 then
-  redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('ZREM', KEYS[5], ARGV[4])
 end
+local entry = ''
 if ARGV[5] ~= '' then
-  local s = redis.call('INCR', KEYS[3]) % 2147483648
-  local score = string.format('%.0f', tonumber(ARGV[6]) * 2147483648 + s)
-  redis.call('ZADD', KEYS[1], 'NX', score, ARGV[5])
+  if ARGV[10] ~= '' then
+    redis.call('ZREM', KEYS[1], ARGV[10])
+  end
+  local prio = ARGV[6]
+  local clock = tonumber(redis.call('HGET', KEYS[4], 'c:' .. prio) or '0')
+  local lk = 'l:' .. prio .. ':' .. ARGV[8]
+  local last = tonumber(redis.call('HGET', KEYS[4], lk) or '0')
+  if last < clock then last = clock end
+  local tag = last + math.max(1, math.floor(STRIDE / math.max(1, tonumber(ARGV[9]))))
+  redis.call('HSET', KEYS[4], lk, string.format('%.0f', tag))
+  local arrival = redis.call('INCR', KEYS[3])
+  entry = string.format('%020.0f%015.0f|', tag, arrival) .. ARGV[5]
+  redis.call('ZADD', KEYS[1], prio, entry)
 end
-local out = {0, 0}
+local out = {0, 0, entry}
 for i = 1, n do
-  local lk = KEYS[3 + i]
-  local url = ARGV[6 + 2 * i]
-  local limit = tonumber(ARGV[7 + 2 * i])
+  local lk = KEYS[4 + i]
+  local url = ARGV[9 + 2 * i]
+  local limit = tonumber(ARGV[10 + 2 * i])
   redis.call('ZREMRANGEBYSCORE', lk, '-inf', now)
   local free = limit - redis.call('ZCARD', lk)
   while free > 0 do
-    local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    local head = first[1]
     if not head then break end
     redis.call('ZREM', KEYS[1], head)
-    local inst = string.match(head, '^(.*)|')
+    -- The band's clock moves to the tag of the task dispatched.
+    local ck = 'c:' .. first[2]
+    local tag = tonumber(string.sub(head, 1, 20))
+    if tag and tag > tonumber(redis.call('HGET', KEYS[4], ck) or '0') then
+      redis.call('HSET', KEYS[4], ck, string.format('%.0f', tag))
+    end
+    local lease = string.sub(head, 37)
+    local inst = string.match(lease, '^(.*)|')
     local alive = inst and redis.call('ZSCORE', KEYS[2], inst)
     if alive and tonumber(alive) >= now then
-      redis.call('ZADD', lk, exp, head)
+      redis.call('ZADD', lk, exp, lease)
       free = free - 1
-      if head == ARGV[5] then
+      if head == entry then
         out[1] = i
       elseif inst == me then
-        table.insert(out, head)
+        table.insert(out, lease)
         table.insert(out, url)
       else
         local inbox = ARGV[7] .. inst
-        redis.call('RPUSH', inbox, head .. '\t' .. url .. '\t' .. KEYS[1] .. '\t' .. ARGV[3])
+        redis.call('RPUSH', inbox, lease .. '\t' .. url .. '\t' .. KEYS[1] .. '\t' .. ARGV[3])
         redis.call('PEXPIRE', inbox, ttl)
       end
     end

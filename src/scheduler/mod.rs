@@ -299,6 +299,7 @@ impl Scheduler {
                 pool: pool_key,
                 key,
                 candidates,
+                client: req.client.as_ref().map(|c| (c.name.clone(), c.weight)),
             });
         }
         count_down(queued, pool.pump(workers), "queued");

@@ -41,6 +41,9 @@ pub enum ClusterEvent {
         key: WaitKey,
         /// The pool's usable Workers, best first.
         candidates: Vec<Candidate>,
+        /// Its named client and that client's weight (the fair share within a
+        /// priority, across instances).
+        client: Option<(Arc<str>, u32)>,
     },
     /// A waiting task left the queue (timeout, client gone).
     Left {
@@ -322,6 +325,7 @@ mod tests {
             pool,
             key,
             candidates,
+            ..
         }) = events.try_recv()
         {
             assert_eq!(candidates.len(), 1);
