@@ -123,15 +123,22 @@ async fn a_webhook_task_the_worker_refuses_is_posted_with_the_workers_reason() {
     let w = sim(|_| {}).await;
     let lb = Lb::start_with(&[w.url()], &[], NOTIFY).await;
     lb.wait_available(1).await;
-    // `hello` takes no `bogus` parameter: the Worker answers 400 and never calls the hook.
-    let (s, _) = lb
-        .run(webhook_task(json!({"name": "x", "bogus": 1}), &hook))
-        .await;
-    assert_eq!(s, 200);
+    // A key the Worker does not take: it answers 401 and never calls the hook. (A
+    // bad input is no refusal: a Worker accepts a webhook task, then checks its
+    // input and posts the failure itself, protocol §5.)
+    let r = lb
+        .http
+        .post(lb.url("/task"))
+        .header("authorization", LB_KEY)
+        .header("x-wr-auth", "not-the-worker-key")
+        .json(&webhook_task(json!({"name": "x"}), &hook))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let notice = next(&mut rx).await.expect("the refusal is posted");
     let error = notice["body"]["error"].as_str().unwrap_or("").to_string();
-    assert!(error.contains("Worker refused the task (400)"), "{notice}");
-    assert!(error.contains("bogus"), "{notice}");
+    assert!(error.contains("rejected the x-wr-auth key"), "{notice}");
 }
 
 #[tokio::test]
