@@ -253,11 +253,7 @@ impl Scheduler {
         if pool.waiters.is_empty() {
             if let Some(id) = pool.best() {
                 let running = load.as_ref().map(|(_, l)| Arc::new(Counted::new(l, true)));
-                // Numbered as a lease when a cluster is configured (fallback here).
-                let lease = link.is_some().then(|| {
-                    *next_seq += 1;
-                    *next_seq
-                });
+                let lease = shared::lease_number(link.as_ref(), next_seq);
                 let grant = pool.take(workers, id, running, lease);
                 pool.started(lease, grant.url.clone());
                 return Ok(Acquire::Ready(Lease::new(self.clone(), grant)));
@@ -291,17 +287,7 @@ impl Scheduler {
         if pool.usable == 0 {
             self.no_worker_left(pool, req.contract, AcquireError::NoWorkerUp);
         }
-        if let Some(link) = link.as_ref().filter(|l| l.gated()) {
-            let pool_key = (pool.group.clone(), req.contract);
-            let candidates = State::candidates_of(workers, pool);
-            link.send(ClusterEvent::Wait {
-                seq: key.2,
-                pool: pool_key,
-                key,
-                candidates,
-                client: req.client.as_ref().map(|c| (c.name.clone(), c.weight)),
-            });
-        }
+        shared::ask_cluster(link.as_ref(), workers, pool, req, key);
         count_down(queued, pool.pump(workers), "queued");
         Ok(Acquire::Queued(Waiting::new(
             self.clone(),

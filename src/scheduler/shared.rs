@@ -142,6 +142,36 @@ impl State {
     }
 }
 
+/// Asks the cluster for a slot for the task that just joined `pool`'s queue under
+/// `key`, while `link` is gated.
+pub(super) fn ask_cluster(
+    link: Option<&Arc<ClusterLink>>,
+    workers: &HashMap<WorkerId, SlotState>,
+    pool: &Pool,
+    req: &super::SlotRequest<'_>,
+    key: WaitKey,
+) {
+    let Some(link) = link.filter(|l| l.gated()) else {
+        return;
+    };
+    link.send(ClusterEvent::Wait {
+        seq: key.2,
+        pool: (pool.group.clone(), pool.contract),
+        key,
+        candidates: State::candidates_of(workers, pool),
+        client: req.client.as_ref().map(|c| (c.name.clone(), c.weight)),
+    });
+}
+
+/// The number of a slot taken by local counting, as a lease, when a cluster is
+/// configured (it is in fallback then); `None` without a cluster.
+pub(super) fn lease_number(link: Option<&Arc<ClusterLink>>, next_seq: &mut u64) -> Option<u64> {
+    link.map(|_| {
+        *next_seq += 1;
+        *next_seq
+    })
+}
+
 impl Scheduler {
     /// Puts this scheduler under `link` (before any Worker is added).
     pub fn link_cluster(&self, link: Arc<ClusterLink>) {
