@@ -164,7 +164,7 @@ fn raise_fd_limit() -> u64 {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// The value of an unlabelled sample or of one with exactly `labels`, from a scrape.
