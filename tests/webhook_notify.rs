@@ -160,3 +160,25 @@ async fn failures_are_never_posted_to_hosts_off_the_allow_list() {
     assert!(got.is_err(), "posted to a host off the list: {got:?}");
     blocker.abort();
 }
+
+/// A webhook URL with a query (a receiver's token, often) gets its failure notice,
+/// the query included; the query never reaches the log.
+#[tokio::test]
+async fn a_webhook_url_with_a_query_gets_its_notice_and_the_query_is_never_logged() {
+    let (mut rx, hook) = receiver().await;
+    let hook = format!("{hook}?token=s3cret-token");
+    let w = sim(|c| c.slots = 1).await;
+    let lb = Lb::start_with(&[w.url()], &[("TASK_TIMEOUT", "600")], NOTIFY).await;
+    lb.wait_available(1).await;
+    let blocker = hold_the_slot(&lb, &w).await;
+    let (s, _) = lb.run(webhook_task(json!({"name": "late"}), &hook)).await;
+    assert_eq!(s, 200);
+    let notice = next(&mut rx).await.expect("the failure is posted");
+    let head = notice["head"].as_str().unwrap();
+    assert!(
+        head.starts_with("post /hook?token=s3cret-token http/1.1"),
+        "{head}"
+    );
+    assert!(!lb.log().contains("s3cret-token"), "{}", lb.log());
+    blocker.abort();
+}

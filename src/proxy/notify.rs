@@ -61,7 +61,10 @@ pub fn failure(
     else {
         return;
     };
-    let url = match WorkerUrl::parse(&target.url) {
+    // The query goes back to the receiver (it often holds a token) but is never
+    // logged; the URL parser of Worker addresses refuses queries.
+    let (base, query) = split_query(&target.url);
+    let url = match WorkerUrl::parse(base) {
         Ok(u) => u,
         Err(e) => {
             log::info!("task {task_id}: failure not posted: webhook.url {e}");
@@ -75,7 +78,7 @@ pub fn failure(
         );
         return;
     }
-    let Ok(mut request) = request(&url, &target.headers) else {
+    let Ok(mut request) = request(&url, query, &target.headers) else {
         return;
     };
     // Named by its host alone: the URL's path and query may carry a secret.
@@ -122,9 +125,28 @@ pub fn failure(
     });
 }
 
-fn request(url: &WorkerUrl, extra: &Map<String, Value>) -> pingora::Result<RequestHeader> {
-    let path = url.path("");
-    let path = if path.is_empty() { "/" } else { path.as_str() };
+/// `webhook.url` without its fragment, split into what is dialled and its query.
+fn split_query(raw: &str) -> (&str, Option<&str>) {
+    let raw = raw.split_once('#').map_or(raw, |(before, _)| before);
+    match raw.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (raw, None),
+    }
+}
+
+fn request(
+    url: &WorkerUrl,
+    query: Option<&str>,
+    extra: &Map<String, Value>,
+) -> pingora::Result<RequestHeader> {
+    let mut path = url.path("");
+    if path.is_empty() {
+        path.push('/');
+    }
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
+    }
     let mut req = RequestHeader::build("POST", path.as_bytes(), Some(extra.len() + 3))?;
     req.insert_header(http::header::HOST, url.host_header())?;
     req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -153,5 +175,17 @@ mod tests {
         // In the shared hop-by-hop list, missing from the notice's own copy before.
         assert!(reserved("Proxy-Connection"));
         assert!(!reserved("x-signature"));
+    }
+
+    #[test]
+    fn a_webhook_query_goes_back_to_the_receiver_without_its_fragment() {
+        assert_eq!(
+            split_query("http://h:1/hook?token=a&b=c#frag"),
+            ("http://h:1/hook", Some("token=a&b=c"))
+        );
+        assert_eq!(split_query("http://h:1/hook"), ("http://h:1/hook", None));
+        let url = WorkerUrl::parse("http://h:1/hook").unwrap();
+        let req = request(&url, Some("token=a"), &Map::new()).unwrap();
+        assert_eq!(req.uri.to_string(), "/hook?token=a");
     }
 }
