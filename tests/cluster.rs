@@ -535,6 +535,12 @@ async fn within_a_priority_clients_take_turns_across_instances() {
         Some(1),
         "the newcomer waits behind one task of the flood, not ten: {queue:?}"
     );
+    // The clocks live only while the pool is in use (client-named groups cannot pile up).
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("andera-lb:cluster:fair:1:default")
+        .query(&mut redis.conn().unwrap())
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
     w.set_task_fault(TaskFault::None);
     for r in runs {
         assert_eq!(r.await.unwrap().unwrap().status(), 200);

@@ -97,6 +97,12 @@ if ARGV[5] ~= '' then
   if last < clock then last = clock end
   local tag = last + math.max(1, math.floor(STRIDE / math.max(1, tonumber(ARGV[9]))))
   redis.call('HSET', KEYS[4], lk, string.format('%.0f', tag))
+  -- Bounded whatever groups and priorities clients name: an idle pool's clocks go
+  -- after an hour, and past 4096 fields they start over (a moment without turns).
+  if redis.call('HLEN', KEYS[4]) > 4096 then
+    redis.call('DEL', KEYS[4])
+  end
+  redis.call('PEXPIRE', KEYS[4], 3600000)
   local arrival = redis.call('INCR', KEYS[3])
   entry = string.format('%020.0f%015.0f|', tag, arrival) .. ARGV[5]
   redis.call('ZADD', KEYS[1], prio, entry)
