@@ -16,14 +16,18 @@ use redis_server::Redis;
 use serde_json::{json, Value};
 
 const QUEUE: &str = "andera-lb:cluster:queue:1:default";
+/// A Redis answer may take 2 s before the fallback (default lease_ttl_ms 10000).
+const STEADY: &str = "  timeout_ms: 2000\n";
 
 fn leases_of(w: &SimWorker) -> String {
     format!("andera-lb:cluster:leases:{}", w.url())
 }
 
 /// A load balancer in the cluster at `redis`, with `yaml` under `cluster:`.
+/// `cluster_yaml` sets `timeout_ms`: short where a test makes Redis fail, long where
+/// a fallback on this shared machine would only blur what the test checks.
 async fn member(w: &[String], redis: &Redis, cluster_yaml: &str) -> Lb {
-    let yaml = format!("cluster:\n  timeout_ms: 500\n{cluster_yaml}");
+    let yaml = format!("cluster:\n{cluster_yaml}");
     let lb = Lb::start_with(w, &[("CLUSTER_REDIS", redis.url().as_str())], &yaml).await;
     lb.wait_available(w.len() as u64).await;
     lb.wait_until(
@@ -70,9 +74,9 @@ async fn three_instances_never_overfill_a_worker_and_keep_one_priority_order() {
     let w = sim(|c| c.slots = 2).await;
     let list = [w.url()];
     let (a, b, c) = (
-        member(&list, &redis, "").await,
-        member(&list, &redis, "").await,
-        member(&list, &redis, "").await,
+        member(&list, &redis, STEADY).await,
+        member(&list, &redis, STEADY).await,
+        member(&list, &redis, STEADY).await,
     );
     // Hold every task at the Worker until all 88 wait in the cluster's queue.
     w.set_task_fault(TaskFault::Hold);
@@ -211,7 +215,7 @@ async fn a_killed_instance_leases_lapse_and_nothing_runs_twice() {
     let ttl_ms = 2000;
     let w = sim(|c| c.slots = 2).await;
     let list = [w.url()];
-    let ttl = format!("  lease_ttl_ms: {ttl_ms}\n");
+    let ttl = format!("  lease_ttl_ms: {ttl_ms}\n  timeout_ms: 1000\n");
     let a = member(&list, &redis, &ttl).await;
     let mut doomed = member(&list, &redis, &ttl).await;
     w.set_task_fault(TaskFault::Hold);
@@ -293,8 +297,9 @@ async fn redis_lost_falls_back_and_returns_without_failing_a_sync_task() {
     })
     .await;
     let list = [w.url(), slow.url()];
-    let a = member(&list, &redis, "  lease_ttl_ms: 2000\n").await;
-    let b = member(&list, &redis, "  lease_ttl_ms: 2000\n").await;
+    let faulty = "  lease_ttl_ms: 2000\n  timeout_ms: 500\n";
+    let a = member(&list, &redis, faulty).await;
+    let b = member(&list, &redis, faulty).await;
     let mut held = task("hello", json!({"label": "held"}));
     held["group"] = json!("slow");
     let held = tokio::spawn(a.task(held).send());
@@ -410,7 +415,7 @@ async fn a_slow_redis_is_a_bounded_wait_then_the_fallback() {
     };
     let w = sim(|c| c.slots = 2).await;
     let list = [w.url()];
-    let lb = member(&list, &redis, "").await;
+    let lb = member(&list, &redis, "  timeout_ms: 500\n").await;
     assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
     // Redis stops answering every client for 3 s (it still accepts connections).
     let mut c = redis.conn().unwrap();
@@ -485,7 +490,8 @@ async fn within_a_priority_clients_take_turns_across_instances() {
     };
     let w = sim(|c| c.slots = 2).await;
     let list = [w.url()];
-    let clients = "auth:\n  clients:\n    - name: newcomer\n      keys: [\"new-key\"]\n";
+    let clients =
+        "  timeout_ms: 2000\nauth:\n  clients:\n    - name: newcomer\n      keys: [\"new-key\"]\n";
     let (a, b) = (
         member(&list, &redis, clients).await,
         member(&list, &redis, clients).await,
