@@ -4,15 +4,39 @@
 //! in front of simulated Workers that record how many tasks they had at once.
 
 mod common;
-#[path = "cluster/redis.rs"]
-mod redis_server;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use andera_worker_sim::{SimWorker, TaskFault};
+use common::redis_server::Redis;
 use common::*;
-use redis_server::Redis;
+
+/// Sorted-set reads of the test's Redis.
+trait Sets {
+    /// `ZCARD key`.
+    fn zcard(&self, key: &str) -> u64;
+    /// The members and scores of the sorted set `key`.
+    fn zrange(&self, key: &str) -> Vec<(String, f64)>;
+}
+
+impl Sets for Redis {
+    fn zcard(&self, key: &str) -> u64 {
+        let mut c = self.conn().expect("redis answers");
+        redis::cmd("ZCARD").arg(key).query(&mut c).unwrap_or(0)
+    }
+
+    fn zrange(&self, key: &str) -> Vec<(String, f64)> {
+        let mut c = self.conn().expect("redis answers");
+        redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(&mut c)
+            .unwrap_or_default()
+    }
+}
 use serde_json::{json, Value};
 
 const QUEUE: &str = "andera-lb:cluster:queue:1:default";
@@ -330,7 +354,8 @@ async fn redis_lost_falls_back_and_returns_without_failing_a_sync_task() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let port = redis.stop();
+    let port = redis.port;
+    let dir = redis.stop();
     for lb in [&a, &b] {
         lb.wait_until(
             |h| h["components"]["cluster"]["status"] == json!("fallback"),
@@ -344,7 +369,7 @@ async fn redis_lost_falls_back_and_returns_without_failing_a_sync_task() {
     assert!(a.log().contains("CLUSTER FALLBACK"), "a loud warning");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Back, empty: the held task's lease is written again from A's own count.
-    let redis = Redis::start_on(port);
+    let redis = Redis::start_in(dir, port);
     for lb in [&a, &b] {
         lb.wait_until(
             |h| h["components"]["cluster"]["status"] == json!("ok"),
