@@ -204,7 +204,9 @@ async fn queued_bodies_have_a_byte_budget() {
     lb.wait_until(|h| h["workers"][0]["lbInFlight"] == json!(1), "a task runs")
         .await;
     // A webhook task is answered at once but its body stays here while it waits.
-    let mut held = task("hello", json!({"pad": "h".repeat(600 << 10)}));
+    // (Long `name`s: `hello` publishes no other parameter, and an input it refuses
+    // is answered at the edge without queueing.)
+    let mut held = task("hello", json!({"name": "h".repeat(600 << 10)}));
     held["mode"] = json!("webhook");
     held["webhook"] = json!({"url": "http://127.0.0.1:9/hook"});
     let held_len = serde_json::to_vec(&held).unwrap().len() as u64;
@@ -224,7 +226,7 @@ async fn queued_bodies_have_a_byte_budget() {
     );
     // A second body that would take the queue past 1 MiB is refused like a full queue.
     let r = lb
-        .task(task("hello", json!({"pad": "x".repeat(600 << 10)})))
+        .task(task("hello", json!({"name": "x".repeat(600 << 10)})))
         .send()
         .await
         .unwrap();
