@@ -192,7 +192,7 @@ impl Cluster {
 
     /// One [`scripts::SCHED`] call.
     async fn sched(
-        &self,
+        self: &Arc<Self>,
         conn: &ConnectionManager,
         pool: &PoolKey,
         workers: &[(String, u32)],
@@ -228,8 +228,12 @@ impl Cluster {
             CLUSTER_METRICS.queue_depth.set(depth as i64);
         }
         let entry = out.get(2).filter(|e| !e.is_empty()).cloned();
+        let lapse = out.get(3).and_then(|v| v.parse::<u64>().ok());
+        if let Some(ms) = lapse {
+            self.arm(&conn, pool, ms);
+        }
         let own = out
-            .get(3..)
+            .get(4..)
             .unwrap_or_default()
             .chunks_exact(2)
             .map(|p| (p[0].clone(), p[1].clone()))
@@ -440,22 +444,47 @@ impl Cluster {
                 }
             }
             for pool in self.scheduler.cluster_waiting_pools() {
-                let workers: Vec<(String, u32)> = self
-                    .scheduler
-                    .cluster_candidates(&pool)
-                    .iter()
-                    .map(|c| (c.url.raw.clone(), c.limit))
-                    .collect();
-                call("pump");
-                match self.sched(&conn, &pool, &workers, None, None).await {
-                    Ok(s) => self.granted_own(&conn, s.own, &pool),
-                    Err(e) => self.fall_back(&e),
-                }
+                self.pump(&conn, &pool).await;
             }
             if let Err(e) = self.status(&conn).await {
                 self.fall_back(&e);
             }
         }
+    }
+
+    /// Hands the free slots of `pool`'s Workers to its most urgent tasks (leases that
+    /// lapsed free slots without a release).
+    async fn pump(self: &Arc<Self>, conn: &ConnectionManager, pool: &PoolKey) {
+        let workers: Vec<(String, u32)> = self
+            .scheduler
+            .cluster_candidates(pool)
+            .iter()
+            .map(|c| (c.url.raw.clone(), c.limit))
+            .collect();
+        call("pump");
+        match self.sched(conn, pool, &workers, None, None).await {
+            Ok(s) => self.granted_own(conn, s.own, pool),
+            Err(e) => self.fall_back(&e),
+        }
+    }
+
+    /// Looks at `pool` again in `after_ms`, when a full Worker's first lease lapses
+    /// (a dead instance's slot is then used at once, not at the next renewal); one
+    /// look per pool at a time.
+    fn arm(self: &Arc<Self>, conn: &ConnectionManager, pool: &PoolKey, after_ms: u64) {
+        if !self.armed.lock().insert(pool.clone()) {
+            return;
+        }
+        let (me, conn, pool) = (self.clone(), conn.clone(), pool.clone());
+        let look: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(after_ms + 2)).await;
+                me.armed.lock().remove(&pool);
+                if !me.in_fallback() && me.scheduler.cluster_waiting_pools().contains(&pool) {
+                    me.pump(&conn, &pool).await;
+                }
+            });
+        tokio::spawn(look);
     }
 
     /// One [`scripts::RENEW`] call; true when Redis had lost the cluster's state

@@ -71,6 +71,8 @@ pub struct Cluster {
     scheduler: Arc<Scheduler>,
     events: Mutex<Option<UnboundedReceiver<ClusterEvent>>>,
     asked: Mutex<HashMap<u64, Asked>>,
+    /// Pools with a look scheduled for when a full Worker's first lease lapses.
+    armed: Mutex<std::collections::HashSet<PoolKey>>,
     held: Mutex<HashMap<u64, Held>>,
     fallback: AtomicBool,
     /// Write every lease at the next renewal (after a fallback).
@@ -106,6 +108,7 @@ impl Cluster {
             scheduler,
             events: Mutex::new(Some(events)),
             asked: Mutex::default(),
+            armed: Mutex::default(),
             held: Mutex::default(),
             fallback: AtomicBool::new(false),
             rebuild: AtomicBool::new(true),

@@ -72,7 +72,9 @@ pub fn lease_key(url: &str) -> String {
 /// the caller's own tasks are returned, the others' are pushed to their inbox.
 ///
 /// Returns `{index of the candidate the enqueued task got (0: it waits), queue depth,
-/// its queue entry, member, url, member, url, ...}` (the caller's other tasks granted).
+/// its queue entry, ms until the first lease of a full candidate lapses (-1: none
+/// while tasks wait), member, url, member, url, ...}` (the caller's other tasks
+/// granted).
 pub const SCHED: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -107,7 +109,7 @@ if ARGV[5] ~= '' then
   entry = string.format('%020.0f%015.0f|', tag, arrival) .. ARGV[5]
   redis.call('ZADD', KEYS[1], prio, entry)
 end
-local out = {0, 0, entry}
+local out = {0, 0, entry, -1}
 for i = 1, n do
   local lk = KEYS[4 + i]
   local url = ARGV[9 + 2 * i]
@@ -141,6 +143,15 @@ for i = 1, n do
         redis.call('RPUSH', inbox, lease .. '\t' .. url .. '\t' .. KEYS[1] .. '\t' .. ARGV[3])
         redis.call('PEXPIRE', inbox, ttl)
       end
+    end
+  end
+  -- Tasks still wait and this Worker is full: when its first lease lapses (a dead
+  -- instance's, unless renewed), the caller looks again.
+  if free <= 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+    local first = redis.call('ZRANGE', lk, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local d = math.max(0, tonumber(first[2]) - now)
+      if out[4] < 0 or d < out[4] then out[4] = d end
     end
   end
 end
