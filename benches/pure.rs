@@ -236,12 +236,54 @@ fn bench_clients(c: &mut Criterion) {
     });
 }
 
+/// The edge input check (#23) on one task: the input read in key order and judged
+/// against a compiled schema; and the slowest `pattern` test the check admits
+/// (backtracking bound just under `MAX_STEPS`: `a*a*b` on 124 `a`s, no match).
+fn bench_edge_check(c: &mut Criterion) {
+    use andera_lb::task::pattern::{Pattern, MAX_STEPS};
+    use andera_lb::task::schema::{Schema, Verdict};
+    let mut g = c.benchmark_group("edge check");
+    let compile = |v: serde_json::Value| Schema::compile(Some(&v)).expect("well formed");
+    let hello = compile(serde_json::json!({
+        "name": {"type": "string", "required": false, "default": "World"},
+        "label": {"type": "string"}, "sleepMs": {"type": "number", "min": 0}
+    }));
+    let lower = compile(serde_json::json!({
+        "s": {"type": "string", "pattern": "^[a-z]+$", "min": 2, "max": 5}
+    }));
+    let cases = [
+        ("hello pass", &hello, r#"{"name":"Andera"}"#, Verdict::Pass),
+        (
+            "hello refuse",
+            &hello,
+            r#"{"nmae":"Andera"}"#,
+            Verdict::Refuse("Unexpected param: nmae".into()),
+        ),
+        ("pattern pass", &lower, r#"{"s":"abc"}"#, Verdict::Pass),
+    ];
+    for (name, schema, input, want) in cases {
+        assert_eq!(schema.check_json(Some(input)), want, "{name}");
+        g.bench_function(name, |b| {
+            b.iter(|| schema.check_json(black_box(Some(input))))
+        });
+    }
+    let slow = Pattern::compile("a*a*b").unwrap();
+    let text = "a".repeat(124);
+    assert!(slow.worst_steps(124) <= MAX_STEPS);
+    assert_eq!(slow.test(&text), Some(false));
+    g.bench_function("worst admitted pattern", |b| {
+        b.iter(|| slow.test(black_box(&text)))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_parse,
     bench_select,
     bench_queue,
     bench_handoff,
-    bench_clients
+    bench_clients,
+    bench_edge_check
 );
 criterion_main!(benches);

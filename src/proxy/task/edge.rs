@@ -66,7 +66,8 @@ pub(super) async fn refuse(
 ) -> Result<()> {
     let task_id = record.id();
     log::info!(
-        "task {task_id} client {} {}/{} c{}: refused at the edge (a Worker slot saved): {message}",
+        // Debug-quoted: the message may hold a client's key name.
+        "task {task_id} client {} {}/{} c{}: refused at the edge (a Worker slot saved): {message:?}",
         spec.client_name(),
         bounded_label(&spec.group, true),
         bounded_label(&spec.function, true),
