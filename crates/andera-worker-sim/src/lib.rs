@@ -119,7 +119,7 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// Defaults: both listeners on `127.0.0.1:0`, group `default`, contract 1,
-    /// 4 slots, status `ready`, no tags or services, standard functions,
+    /// 4 slots, status `ready`, no tags or services, standard functions (no custom ones),
     /// normal WebSocket, no task fault, zero CPU and memory load, no TLS (`tls_host`
     /// `localhost`).
     pub fn new(lb_key: impl Into<String>, auth_key: impl Into<String>) -> Self {
