@@ -72,13 +72,11 @@ async fn discovery_errors_and_worker_down_are_counted() {
     lb.wait_until(|h| h["workers"][0]["error"].is_string(), "the poll fails")
         .await;
     let text = lb.scrape().await;
-    assert!(
-        metric(
-            &text,
-            &format!(r#"andera_lb_discovery_errors_total{{worker="{dead}"}}"#)
-        )
-        .is_some_and(|n| n >= 1.0)
-    );
+    assert!(metric(
+        &text,
+        &format!(r#"andera_lb_discovery_errors_total{{worker="{dead}"}}"#)
+    )
+    .is_some_and(|n| n >= 1.0));
     assert_eq!(
         metric(
             &text,
