@@ -80,20 +80,10 @@ async fn through(lb: &Lb, body: &str) -> (u16, Option<String>, String) {
     (status, reason, r.text().await.unwrap())
 }
 
-/// The value of a series in the admin port's `/metrics` (0 when absent).
-async fn metric(lb: &Lb, series: &str) -> f64 {
-    let text = lb
-        .http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+/// The value of a series in the admin port's `/metrics` (it must be there).
+async fn scraped(lb: &Lb, series: &str) -> f64 {
+    let text = lb.scrape().await;
+    metric(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
 #[tokio::test]
@@ -107,7 +97,7 @@ async fn the_protocols_test_vectors_are_answered_at_the_edge_as_the_worker_answe
     lb.wait_available(1).await;
     let refused_at_first = r#"andera_lb_input_refused_total{group="default"}"#;
     assert_eq!(
-        metric(&lb, refused_at_first).await,
+        scraped(&lb, refused_at_first).await,
         0.0,
         "at 0 from the start"
     );
@@ -177,10 +167,10 @@ async fn the_protocols_test_vectors_are_answered_at_the_edge_as_the_worker_answe
             }
         }
     }
-    assert_eq!(metric(&lb, refused_at_first).await, refused);
+    assert_eq!(scraped(&lb, refused_at_first).await, refused);
     let tasks = r#"andera_lb_tasks_total{function="ms",group="default",outcome="input_refused"}"#;
     assert_eq!(
-        metric(&lb, tasks).await,
+        scraped(&lb, tasks).await,
         3.0,
         "closed as tasks, with their outcome"
     );

@@ -455,20 +455,9 @@ async fn the_spans_still_queued_at_shutdown_are_exported_before_the_exit() {
     assert_eq!(spans.len(), 2, "{spans:#?}");
 }
 
-/// The value of a counter in a scrape of `lb`.
+/// The value of a counter in a scrape of `lb` (-1 when absent).
 async fn counter(lb: &Lb, series: &str) -> f64 {
-    let text = lb
-        .http
-        .get(lb.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(-1.0)
+    metric(&lb.scrape().await, series).unwrap_or(-1.0)
 }
 
 /// Waits until `series` of `lb` counts at least `min`.
