@@ -3,8 +3,11 @@
 //! missing), and the body its Worker receives: the client's bytes untouched unless
 //! the original would have sent something else.
 
+mod error;
 pub mod pattern;
 pub mod schema;
+
+pub use error::BodyError;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -222,21 +225,21 @@ fn bounded_str(v: &RawValue, max: usize) -> Result<String, Refused> {
     Ok(s)
 }
 
-/// [`bounded_str`] with the message for a `400`.
-fn bounded(v: &RawValue, what: &str, max: usize) -> Result<String, String> {
+/// [`bounded_str`] with the reason for a `400`.
+fn bounded(v: &RawValue, field: &'static str, max: usize) -> Result<String, BodyError> {
     bounded_str(v, max).map_err(|e| match e {
-        Refused::NotString => format!("{what} must be a string"),
-        Refused::TooLong => format!("{what} is too long (limit {max} bytes)"),
+        Refused::NotString => BodyError::NotAString(field),
+        Refused::TooLong => BodyError::TooLong { field, max },
     })
 }
 
-/// Validates a task body with the default [`Limits`]; the error is the message for a `400`.
-pub fn parse(body: &[u8]) -> Result<TaskSpec, String> {
+/// Validates a task body with the default [`Limits`]; the error is the `400`'s reason.
+pub fn parse(body: &[u8]) -> Result<TaskSpec, BodyError> {
     parse_with(body, &Limits::default())
 }
 
-/// Validates a task body; the error is the message for a `400`.
-pub fn parse_with(body: &[u8], limits: &Limits) -> Result<TaskSpec, String> {
+/// Validates a task body; the error is the `400`'s reason.
+pub fn parse_with(body: &[u8], limits: &Limits) -> Result<TaskSpec, BodyError> {
     let members = members(body)?;
     Ok(read(&members, limits)?.spec)
 }
@@ -262,7 +265,7 @@ pub struct Parsed {
 /// gets its members in first-seen order, each with its last value, `priority`
 /// left out and `contract` as an integer; otherwise the client's bytes as they are
 /// (past a leading BOM, which a Worker's JSON parser would refuse).
-pub fn parse_for_worker(body: &Bytes, limits: &Limits) -> Result<Parsed, String> {
+pub fn parse_for_worker(body: &Bytes, limits: &Limits) -> Result<Parsed, BodyError> {
     let members = members(body)?;
     let read = read(&members, limits)?;
     let forward = if read.priority_given || read.contract_float || members.has_repeats() {
@@ -286,18 +289,16 @@ pub fn input_json(body: &[u8]) -> Option<&str> {
     members.last("input").map(RawValue::get)
 }
 
-/// The body's top-level members (after a leading BOM), or the message for a `400`.
-fn members(body: &[u8]) -> Result<Members<'_>, String> {
+/// The body's top-level members (after a leading BOM), or the reason for a `400`.
+fn members(body: &[u8]) -> Result<Members<'_>, BodyError> {
     let body = body.strip_prefix(BOM).unwrap_or(body);
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
-        return Err(if first.is_none() {
-            "Request body must be a JSON object (got an empty body)".into()
-        } else {
-            "Request body must be a JSON object".into()
+        return Err(BodyError::NotAnObject {
+            empty: first.is_none(),
         });
     }
-    serde_json::from_slice(body).map_err(|e| format!("Invalid JSON body: {e}"))
+    serde_json::from_slice(body).map_err(BodyError::InvalidJson)
 }
 
 /// The members again, as `JSON.stringify` of the parsed object would list them
@@ -361,23 +362,23 @@ struct Read {
     negative_priority: Option<i64>,
 }
 
-fn read(f: &Members<'_>, limits: &Limits) -> Result<Read, String> {
+fn read(f: &Members<'_>, limits: &Limits) -> Result<Read, BodyError> {
     let (group, function, contract) = (f.last("group"), f.last("function"), f.last("contract"));
     let (Some(group), Some(function), Some(contract)) =
         (present(group), present(function), present(contract))
     else {
-        return Err(MISSING_FIELDS.into());
+        return Err(BodyError::MissingFields);
     };
     let name_max = limits.max_name_bytes;
     let group = bounded(group, "group", name_max)?;
     let function = bounded(function, "function", name_max)?;
     let (contract, contract_float) = match integral(contract) {
         Some((n, float)) if n >= 0 => (n as u64, float),
-        _ => return Err("contract must be a non-negative integer".into()),
+        _ => return Err(BodyError::BadContract),
     };
     if let Some(input) = f.last("input").filter(|i| i.get() != "null") {
         if !input.get().starts_with('{') {
-            return Err("input must be an object".into());
+            return Err(BodyError::InputNotAnObject);
         }
     }
     let priority_raw = f.last("priority");
@@ -393,11 +394,7 @@ fn read(f: &Members<'_>, limits: &Limits) -> Result<Read, String> {
                 1
             }
             Some((n, _)) if (1..=MAX_PRIORITY as i64).contains(&n) => n as u32,
-            _ => {
-                return Err(format!(
-                    "priority must be an integer from 1 to {MAX_PRIORITY}"
-                ))
-            }
+            _ => return Err(BodyError::BadPriority),
         },
     };
     let mode = match f.last("mode").filter(|m| m.get() != "null") {
@@ -406,7 +403,7 @@ fn read(f: &Members<'_>, limits: &Limits) -> Result<Read, String> {
             "sync" => Mode::Sync,
             "stream" => Mode::Stream,
             "webhook" => Mode::Webhook,
-            _ => return Err("mode must be one of sync, stream, webhook".into()),
+            _ => return Err(BodyError::BadMode),
         },
     };
     if mode == Mode::Webhook {
@@ -419,10 +416,12 @@ fn read(f: &Members<'_>, limits: &Limits) -> Result<Read, String> {
         match url.map(|u| bounded_str(u, limits.max_url_bytes)) {
             Some(Ok(u)) if !u.is_empty() => {}
             Some(Err(Refused::TooLong)) => {
-                let max = limits.max_url_bytes;
-                return Err(format!("webhook.url is too long (limit {max} bytes)"));
+                return Err(BodyError::TooLong {
+                    field: "webhook.url",
+                    max: limits.max_url_bytes,
+                });
             }
-            _ => return Err("Missing or invalid webhook.url for mode webhook".into()),
+            _ => return Err(BodyError::MissingWebhookUrl),
         }
     }
     Ok(Read {

@@ -3,7 +3,7 @@
 use super::*;
 
 fn err(body: &str) -> String {
-    parse(body.as_bytes()).unwrap_err()
+    parse(body.as_bytes()).unwrap_err().to_string()
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn client_strings_are_capped_in_bytes() {
             "url" => v["webhook"]["url"] = value.into(),
             f => v[f] = value.into(),
         }
-        parse_with(v.to_string().as_bytes(), &limits)
+        parse_with(v.to_string().as_bytes(), &limits).map_err(|e| e.to_string())
     };
     assert!(with("group", "12345678").is_ok());
     // Escapes count once decoded: eight bytes written as `\u0041`.
@@ -179,7 +179,10 @@ fn client_strings_are_capped_in_bytes() {
         )
         .as_bytes(),
     );
-    assert_eq!(d.unwrap_err(), "group is too long (limit 256 bytes)");
+    assert_eq!(
+        d.unwrap_err().to_string(),
+        "group is too long (limit 256 bytes)"
+    );
 }
 
 proptest::proptest! {

@@ -104,8 +104,9 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     let (mut spec, body, negative_priority) =
         match task::parse_for_worker(&body, &settings.task_limits) {
             Ok(p) => (p.spec, p.forward, p.negative_priority),
-            Err(msg) => {
+            Err(why) => {
                 ctx.status = 400;
+                let msg = why.to_string();
                 return Box::pin(respond::refuse(session, 400, Reason::BadRequest, &msg, &[]))
                     .await;
             }
