@@ -7,6 +7,9 @@
 //! `redis-server` on PATH and are skipped without it). `JOURNAL_BENCH_TASKS`
 //! changes the number of tasks per concurrent run (default 20000).
 
+// criterion_group!/criterion_main! generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -10,6 +10,9 @@
 //!
 //! Run: `cargo bench --bench pure` (add `-- --quick` for a fast pass).
 
+// criterion_group!/criterion_main! generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,6 +8,10 @@
 //! Andera Worker simulator is its own crate, `andera-worker-sim`
 //! (crates/andera-worker-sim), a dev-dependency only.
 
+// Nothing is `pub` that this root does not reach: what the binary, benches and tests
+// use is what the modules below export.
+#![warn(unreachable_pub)]
+
 pub mod access_log;
 pub mod admin;
 pub mod app;

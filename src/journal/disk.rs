@@ -10,20 +10,20 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 /// Mode of the journal and its side files: owner only (they hold Worker keys).
-pub const FILE_MODE: u32 = 0o600;
+pub(super) const FILE_MODE: u32 = 0o600;
 
 /// Mode of a journal directory the load balancer creates.
-pub const DIR_MODE: u32 = 0o700;
+pub(super) const DIR_MODE: u32 = 0o700;
 
 /// Bounds of the space kept aside on the journal's file system
 /// (`<journal>-reserve`): a sixteenth of the file system, at least 256 KiB and at
 /// most 16 MiB. It is deleted when a write finds the disk full, so that the next
 /// checkpoint, dispatch marks and deletes of tasks already accepted still fit;
 /// written again once there is room.
-pub const RESERVE_BYTES: (u64, u64) = (256 << 10, 16 << 20);
+pub(super) const RESERVE_BYTES: (u64, u64) = (256 << 10, 16 << 20);
 
 /// The reserve for the file system holding `dir` (see [`RESERVE_BYTES`]).
-pub fn reserve_bytes(dir: &Path) -> u64 {
+pub(super) fn reserve_bytes(dir: &Path) -> u64 {
     let c = CString::new(dir.as_os_str().as_bytes()).ok();
     // SAFETY: `c` is a valid C string and `s` a plain struct statvfs fills in.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -38,10 +38,10 @@ pub fn reserve_bytes(dir: &Path) -> u64 {
 
 /// Free space left beyond what a batch of new tasks may take (in the WAL, then in
 /// the database when checkpointed), for marks, deletes and heartbeats. 256 KiB.
-pub const SLACK_BYTES: u64 = 256 << 10;
+pub(super) const SLACK_BYTES: u64 = 256 << 10;
 
 /// The directory holding `path` (`.` for a bare file name).
-pub fn dir_of(path: &Path) -> PathBuf {
+pub(super) fn dir_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -50,14 +50,14 @@ pub fn dir_of(path: &Path) -> PathBuf {
 
 /// True for an error that is about permissions (or a read-only file system),
 /// which `--recover` cannot fix.
-pub fn is_denied(e: &io::Error) -> bool {
+pub(super) fn is_denied(e: &io::Error) -> bool {
     e.kind() == ErrorKind::PermissionDenied
         || e.kind() == ErrorKind::ReadOnlyFilesystem
         || e.raw_os_error() == Some(libc::EROFS)
 }
 
 /// Checks that this process may create files in `dir` (its effective ids).
-pub fn writable_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn writable_dir(dir: &Path) -> io::Result<()> {
     let c = CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
     // SAFETY: `c` is a valid C string.
     let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) };
@@ -68,7 +68,7 @@ pub fn writable_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates the missing directories up to `dir`, each `0700` whatever the umask.
-pub fn create_dirs(dir: &Path) -> io::Result<()> {
+pub(super) fn create_dirs(dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut at = Some(dir);
     while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
@@ -88,7 +88,7 @@ pub fn create_dirs(dir: &Path) -> io::Result<()> {
 /// Makes sure `path` exists and this process may write it: a missing file is
 /// created empty, `0600` whatever the umask. SQLite gives the `-wal` and `-shm`
 /// files the database's mode, so they are `0600` too. Returns true when created.
-pub fn create_private(path: &Path) -> io::Result<bool> {
+pub(super) fn create_private(path: &Path) -> io::Result<bool> {
     let created = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -107,7 +107,7 @@ pub fn create_private(path: &Path) -> io::Result<bool> {
 }
 
 /// Files of the journal that others than its owner may read (`name`, mode).
-pub fn readable_by_others(path: &Path) -> Vec<(String, u32)> {
+pub(super) fn readable_by_others(path: &Path) -> Vec<(String, u32)> {
     ["", "-wal", "-shm"]
         .iter()
         .map(|s| format!("{}{s}", path.display()))
@@ -119,7 +119,7 @@ pub fn readable_by_others(path: &Path) -> Vec<(String, u32)> {
 }
 
 /// Space this process may still use on the file system holding `dir`, bytes.
-pub fn free_bytes(dir: &Path) -> io::Result<u64> {
+pub(super) fn free_bytes(dir: &Path) -> io::Result<u64> {
     let c = CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
     // SAFETY: `c` is a valid C string and `s` a plain struct statvfs fills in.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -130,19 +130,19 @@ pub fn free_bytes(dir: &Path) -> io::Result<u64> {
 }
 
 /// Bytes of `path`, 0 when missing.
-pub fn len_of(path: &str) -> u64 {
+pub(super) fn len_of(path: &str) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// The reserve file, `<journal>-reserve` (see [`RESERVE_BYTES`]).
-pub struct Reserve {
+pub(super) struct Reserve {
     path: PathBuf,
     bytes: u64,
 }
 
 impl Reserve {
     /// The reserve of the journal at `journal`.
-    pub fn new(journal: &Path, bytes: u64) -> Reserve {
+    pub(super) fn new(journal: &Path, bytes: u64) -> Reserve {
         Reserve {
             path: PathBuf::from(format!("{}-reserve", journal.display())),
             bytes,
@@ -150,13 +150,13 @@ impl Reserve {
     }
 
     /// True when the reserve is on disk, whole.
-    pub fn is_held(&self) -> bool {
+    pub(super) fn is_held(&self) -> bool {
         std::fs::metadata(&self.path).is_ok_and(|m| m.len() == self.bytes)
     }
 
     /// Writes the reserve (real bytes, fsynced: a sparse or zero-filled file may
     /// take no space), unless it is already whole. A failure leaves no part behind.
-    pub fn fill(&self) -> io::Result<()> {
+    pub(super) fn fill(&self) -> io::Result<()> {
         if self.is_held() {
             return Ok(());
         }
@@ -170,12 +170,12 @@ impl Reserve {
     }
 
     /// Its size, bytes.
-    pub fn bytes(&self) -> u64 {
+    pub(super) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Deletes the reserve to give its space to the journal. True if it was there.
-    pub fn release(&self) -> bool {
+    pub(super) fn release(&self) -> bool {
         std::fs::remove_file(&self.path).is_ok()
     }
 }
@@ -224,7 +224,7 @@ impl Identity {
 
 /// What [`Watch::check`] found at the journal's path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub(super) enum Found {
     /// The file open is the file at the path.
     Same,
     /// Nothing is at the path any more (deleted, or its directory moved away).
@@ -239,7 +239,7 @@ pub enum Found {
 /// The handle must outlive the SQLite connection on that file (closing any
 /// descriptor of a file drops the process's POSIX locks on it, SQLite's included):
 /// drop the connection first, or leak both.
-pub struct Watch {
+pub(super) struct Watch {
     path: PathBuf,
     dir: PathBuf,
     held: File,
@@ -249,7 +249,7 @@ pub struct Watch {
 
 impl Watch {
     /// Watches the file now at `path`.
-    pub fn new(path: &Path) -> io::Result<Watch> {
+    pub(super) fn new(path: &Path) -> io::Result<Watch> {
         let held = File::open(path)?;
         let file = Identity::of(&held.metadata()?);
         let dir = dir_of(path);
@@ -264,7 +264,7 @@ impl Watch {
     }
 
     /// Compares the file open with what is at the path now.
-    pub fn check(&self) -> Found {
+    pub(super) fn check(&self) -> Found {
         let unlinked = self.held.metadata().is_ok_and(|m| m.nlink() == 0);
         let dir_moved = match std::fs::metadata(&self.dir) {
             Ok(m) => Identity::of(&m) != self.dir_id,

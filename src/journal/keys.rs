@@ -10,7 +10,7 @@ use super::{RestoredKey, StoredKey, StoredTask};
 /// Brings a journal's schema up to date: the `client` column (old rows read as
 /// `NULL`) and the `idempotency` table. Older binaries still read the file: they
 /// name their columns and never see the new ones.
-pub fn ensure_schema(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn ensure_schema(conn: &Connection) -> rusqlite::Result<()> {
     let has_client = conn
         .prepare("SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'client'")?
         .exists([])?;
@@ -29,7 +29,7 @@ pub fn ensure_schema(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Keeps task `t`'s key, if it has one, in the transaction that keeps the task.
-pub fn insert(tx: &Transaction<'_>, t: &StoredTask) -> rusqlite::Result<()> {
+pub(super) fn insert(tx: &Transaction<'_>, t: &StoredTask) -> rusqlite::Result<()> {
     let Some(k) = &t.idempotency else {
         return Ok(());
     };
@@ -41,14 +41,18 @@ pub fn insert(tx: &Transaction<'_>, t: &StoredTask) -> rusqlite::Result<()> {
 }
 
 /// Forgets the keys expired at `now_ms`.
-pub fn expire(tx: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<()> {
+pub(super) fn expire(tx: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM idempotency WHERE expires_ms <= ?1")?
         .execute(params![now_ms])
         .map(drop)
 }
 
 /// The keys still valid at `now_ms`, newest last, at most `max`.
-pub fn load(conn: &Connection, now_ms: i64, max: usize) -> rusqlite::Result<Vec<RestoredKey>> {
+pub(super) fn load(
+    conn: &Connection,
+    now_ms: i64,
+    max: usize,
+) -> rusqlite::Result<Vec<RestoredKey>> {
     let mut stmt = conn.prepare(
         "SELECT key, body, task_id, expires_ms FROM (
              SELECT * FROM idempotency WHERE expires_ms > ?1 ORDER BY expires_ms DESC LIMIT ?2
@@ -75,7 +79,7 @@ pub fn load(conn: &Connection, now_ms: i64, max: usize) -> rusqlite::Result<Vec<
 
 /// The keys still valid in the journal at `path`, read on a connection of their
 /// own (beside the writer's) at start-up, at most `max`, newest last.
-pub fn read_file(path: &std::path::Path, max: usize) -> rusqlite::Result<Vec<RestoredKey>> {
+pub(super) fn read_file(path: &std::path::Path, max: usize) -> rusqlite::Result<Vec<RestoredKey>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -84,7 +88,7 @@ pub fn read_file(path: &std::path::Path, max: usize) -> rusqlite::Result<Vec<Res
 }
 
 /// Copies the keys into a re-created journal (its file was deleted).
-pub fn copy(old: &Connection, new: &Connection) -> rusqlite::Result<()> {
+pub(super) fn copy(old: &Connection, new: &Connection) -> rusqlite::Result<()> {
     let mut read = old.prepare("SELECT key, body, task_id, expires_ms FROM idempotency")?;
     let mut write = new.prepare(
         "INSERT OR IGNORE INTO idempotency (key, body, task_id, expires_ms) VALUES (?1, ?2, ?3, ?4)",

@@ -19,7 +19,7 @@ fn copy_err(path: &Path, e: rusqlite::Error) -> JournalError {
 /// Creates a fresh journal at `path` (removing the deleted file's `-wal` and
 /// `-shm` if they are still at the path) holding every row `old` sees. Returns the
 /// new connection and how many tasks were copied.
-pub fn recreate(
+pub(super) fn recreate(
     old: &Connection,
     path: &Path,
     max_bytes: u64,

@@ -15,7 +15,7 @@ const ACCEPTED: i64 = 0;
 const DISPATCHED: i64 = 1;
 
 /// What one heartbeat found.
-pub struct Beat {
+pub(super) struct Beat {
     pub claimed: Vec<Claimed>,
     pub rows: u64,
     pub peers: u64,
@@ -39,7 +39,7 @@ fn not_usable(path: &Path, what: String) -> JournalError {
 
 /// Opens the journal, creating it if missing, and checks that it is one. Writes
 /// beyond `max_bytes` fail as on a full disk.
-pub fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
+pub(super) fn open(path: &Path, max_bytes: u64) -> Result<Connection, JournalError> {
     prepare_files(path)?;
     let conn = Connection::open(path).map_err(|e| open_err(path, e))?;
     conn.busy_timeout(Duration::from_secs(5))
@@ -156,7 +156,7 @@ fn prepare_files(path: &Path) -> Result<(), JournalError> {
 }
 
 /// The writer thread's connection and identity.
-pub struct Writer {
+pub(super) struct Writer {
     conn: Connection,
     path: PathBuf,
     me: String,
@@ -171,7 +171,7 @@ fn write_err(e: rusqlite::Error) -> JournalError {
 }
 
 /// How much of the database is in use, and how much it may take (pages).
-pub struct PageUse {
+pub(super) struct PageUse {
     /// Pages holding data (the file's pages less the free ones).
     pub used: u64,
     /// `max_page_count`, from `tasks.journal_max_size`.
@@ -180,7 +180,7 @@ pub struct PageUse {
 
 impl Writer {
     /// A writer for `conn`, owning rows as `me`.
-    pub fn new(conn: Connection, me: String, redeliver_unconfirmed: bool) -> Writer {
+    pub(super) fn new(conn: Connection, me: String, redeliver_unconfirmed: bool) -> Writer {
         let path = conn.path().map(PathBuf::from).unwrap_or_default();
         Writer {
             conn,
@@ -191,12 +191,12 @@ impl Writer {
     }
 
     /// The connection, e.g. to copy its rows into a re-created journal.
-    pub fn conn(&self) -> &Connection {
+    pub(super) fn conn(&self) -> &Connection {
         &self.conn
     }
 
     /// Puts `conn` in place of the connection, which is returned.
-    pub fn swap_conn(&mut self, conn: Connection) -> Connection {
+    pub(super) fn swap_conn(&mut self, conn: Connection) -> Connection {
         std::mem::replace(&mut self.conn, conn)
     }
 
@@ -204,7 +204,7 @@ impl Writer {
     /// bytes, so that finished tasks (bodies, Worker keys) do not stay in it;
     /// otherwise the next write starts over at its beginning, reusing its space (on
     /// a full disk). False when another connection kept it from completing.
-    pub fn checkpoint(&self, truncate: bool) -> Result<bool, JournalError> {
+    pub(super) fn checkpoint(&self, truncate: bool) -> Result<bool, JournalError> {
         let mode = if truncate { "TRUNCATE" } else { "RESTART" };
         self.conn
             .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -217,7 +217,7 @@ impl Writer {
     /// With `on`, deletes zero only what costs no extra page writes
     /// (`secure_delete=FAST`), to save the space left on a full disk; else they
     /// zero everything they free (`secure_delete=ON`, the default).
-    pub fn thrifty(&self, on: bool) {
+    pub(super) fn thrifty(&self, on: bool) {
         let mode = if on { "FAST" } else { "ON" };
         let _ = self
             .conn
@@ -225,7 +225,7 @@ impl Writer {
     }
 
     /// Bytes of free pages in the database (reused by new tasks before it grows).
-    pub fn free_page_bytes(&self) -> u64 {
+    pub(super) fn free_page_bytes(&self) -> u64 {
         self.conn
             .query_row(
                 "SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()",
@@ -236,7 +236,7 @@ impl Writer {
     }
 
     /// Bytes the database file grows by when the WAL is checkpointed into it.
-    pub fn checkpoint_growth(&self) -> u64 {
+    pub(super) fn checkpoint_growth(&self) -> u64 {
         let size: rusqlite::Result<i64> = self.conn.query_row(
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
             [],
@@ -247,7 +247,7 @@ impl Writer {
     }
 
     /// Pages in use and the most the database may take.
-    pub fn page_use(&self) -> Result<PageUse, JournalError> {
+    pub(super) fn page_use(&self) -> Result<PageUse, JournalError> {
         let get = |sql: &str| {
             self.conn
                 .query_row(sql, [], |r| r.get::<_, i64>(0))
@@ -263,7 +263,7 @@ impl Writer {
     }
 
     /// Runs `f` in one immediate transaction and commits it (one fsync).
-    pub fn transaction(
+    pub(super) fn transaction(
         &mut self,
         f: impl FnOnce(&Transaction<'_>, &str) -> Result<(), JournalError>,
     ) -> Result<(), JournalError> {
@@ -277,7 +277,7 @@ impl Writer {
 
     /// Proves this instance alive, and (unless it is shutting down) claims free rows:
     /// released ones and those of instances that stopped heartbeating.
-    pub fn heartbeat_and_claim(
+    pub(super) fn heartbeat_and_claim(
         &mut self,
         stale: Duration,
         shutting_down: bool,
@@ -329,7 +329,7 @@ impl Writer {
     }
 
     /// Leaves the instance table on a clean stop, so nobody waits for this one to go stale.
-    pub fn close(&mut self) {
+    pub(super) fn close(&mut self) {
         let _ = self.conn.execute(
             "DELETE FROM instances WHERE id = ?1",
             params![self.me.as_str()],
@@ -392,7 +392,7 @@ fn claim(
 }
 
 /// Inserts an accepted task owned by `me`.
-pub fn insert(tx: &Transaction<'_>, me: &str, t: &StoredTask) -> Result<(), JournalError> {
+pub(super) fn insert(tx: &Transaction<'_>, me: &str, t: &StoredTask) -> Result<(), JournalError> {
     tx.prepare_cached(
         "INSERT INTO tasks (id, state, owner, priority, accepted_ms, deadline_ms, headers, body, client)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -417,7 +417,7 @@ pub fn insert(tx: &Transaction<'_>, me: &str, t: &StoredTask) -> Result<(), Jour
 /// Marks a task `dispatched` if this instance still owns it. A task this instance
 /// already marked is `Go` again: a mark whose commit was reported failed may have
 /// reached the disk, and only this instance's runner of the task marks it.
-pub fn mark_dispatched(
+pub(super) fn mark_dispatched(
     tx: &Transaction<'_>,
     me: &str,
     id: &str,
@@ -436,7 +436,7 @@ pub fn mark_dispatched(
 }
 
 /// Forgets a task.
-pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), JournalError> {
+pub(super) fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), JournalError> {
     tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")
         .and_then(|mut s| s.execute(params![id]))
         .map(drop)
@@ -444,7 +444,7 @@ pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), JournalError> {
 }
 
 /// Gives up this instance's undispatched tasks to whoever claims them next.
-pub fn release(tx: &Transaction<'_>, me: &str) -> Result<u64, JournalError> {
+pub(super) fn release(tx: &Transaction<'_>, me: &str) -> Result<u64, JournalError> {
     tx.prepare_cached(&format!(
         "UPDATE tasks SET owner = NULL WHERE owner = ?1 AND state = {ACCEPTED}"
     ))

@@ -14,14 +14,14 @@ use super::{Detail, JournalError, JournalHealth, JournalState, JOURNAL_METRICS};
 
 /// Idle time (no task written) after which the WAL is checkpointed and
 /// truncated to zero bytes. Default 1 s.
-pub const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+pub(super) const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// Longest a busy journal goes without a truncating checkpoint. Default 30 s.
-pub const BUSY_CHECKPOINT: Duration = Duration::from_secs(30);
+pub(super) const BUSY_CHECKPOINT: Duration = Duration::from_secs(30);
 
 /// WAL size beyond which it is checkpointed at the next heartbeat, busy or not
 /// (SQLite's own automatic checkpoint is off). Default 4 MiB.
-pub const WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
+pub(super) const WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
 
 /// Why new tasks do not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,7 @@ enum Lost {
 }
 
 /// The writer thread's view of the journal's files and room.
-pub struct Upkeep {
+pub(super) struct Upkeep {
     path: PathBuf,
     dir: PathBuf,
     wal: String,
@@ -72,7 +72,7 @@ fn kib(bytes: u64) -> String {
 
 impl Upkeep {
     /// Upkeep of the journal at `path` (open), publishing to `health`; writes the reserve.
-    pub fn new(path: &Path, max_bytes: u64, health: Arc<JournalHealth>) -> Upkeep {
+    pub(super) fn new(path: &Path, max_bytes: u64, health: Arc<JournalHealth>) -> Upkeep {
         let mut upkeep = Upkeep {
             path: path.to_path_buf(),
             dir: disk::dir_of(path),
@@ -123,7 +123,7 @@ impl Upkeep {
     /// database grows by, theirs included) and [`SLACK_BYTES`]. Checkpoints first
     /// once the database would grow by more than a quarter of the reserve, so that
     /// the reserve always covers the next checkpoint.
-    pub fn room_for(&mut self, w: &Writer, bytes: u64) -> Result<(), JournalError> {
+    pub(super) fn room_for(&mut self, w: &Writer, bytes: u64) -> Result<(), JournalError> {
         self.growth = w.checkpoint_growth();
         if self.growth > self.reserve.bytes() / 4 && self.checkpoint_fits() {
             if let Ok(true) = w.checkpoint(false) {
@@ -152,13 +152,13 @@ impl Upkeep {
     /// Most bytes of new tasks written in one transaction: half the reserve, so
     /// that what the database grows by at the next checkpoint (at most a quarter
     /// of the reserve before a batch, see [`Upkeep::room_for`]) fits in the reserve.
-    pub fn batch_bytes(&self) -> u64 {
+    pub(super) fn batch_bytes(&self) -> u64 {
         self.reserve.bytes() / 2
     }
 
     /// After a batch with new tasks of `bytes` failed with `e`: finds out why
     /// (giving up the reserve when the disk is full) and returns the refusal for them.
-    pub fn failed(&mut self, e: &JournalError, w: &mut Writer, bytes: u64) -> JournalError {
+    pub(super) fn failed(&mut self, e: &JournalError, w: &mut Writer, bytes: u64) -> JournalError {
         JOURNAL_METRICS.write_errors.inc();
         if !matches!(e, JournalError::Full(_)) {
             self.look(w, Some(e));
@@ -190,7 +190,7 @@ impl Upkeep {
     }
 
     /// After a write that failed without new tasks in it (marks, deletes).
-    pub fn failed_without_tasks(&mut self, e: &JournalError, w: &mut Writer) {
+    pub(super) fn failed_without_tasks(&mut self, e: &JournalError, w: &mut Writer) {
         JOURNAL_METRICS.write_errors.inc();
         if !matches!(e, JournalError::Full(_)) {
             return self.look(w, Some(e));
@@ -208,7 +208,7 @@ impl Upkeep {
     /// Before each write while the disk is full: checkpoints (keeping the WAL's
     /// space) when the disk has room for it, so that the write starts the WAL over
     /// instead of growing it into the last free bytes.
-    pub fn before_write(&mut self, w: &Writer) {
+    pub(super) fn before_write(&mut self, w: &Writer) {
         if self.full != Some(Full::Disk) {
             return;
         }
@@ -219,7 +219,7 @@ impl Upkeep {
     }
 
     /// After a write that succeeded; `tasks` when it wrote tasks (not just a heartbeat).
-    pub fn wrote(&mut self, tasks: bool) {
+    pub(super) fn wrote(&mut self, tasks: bool) {
         if tasks {
             self.dirty = true;
             self.last_task_write = Instant::now();
@@ -234,7 +234,7 @@ impl Upkeep {
     }
 
     /// Every heartbeat: the file at the path, recovery from full, the checkpoint.
-    pub fn tick(&mut self, w: &mut Writer) {
+    pub(super) fn tick(&mut self, w: &mut Writer) {
         self.look(w, None);
         self.growth = w.checkpoint_growth();
         self.checkpoint(w);
@@ -243,7 +243,7 @@ impl Upkeep {
     }
 
     /// Applies [`Writer::thrifty`] when it changed; called before each write.
-    pub fn settle_thrift(&mut self, w: &Writer) {
+    pub(super) fn settle_thrift(&mut self, w: &Writer) {
         if self.thrifty != self.thrifty_set {
             w.thrifty(self.thrifty);
             self.thrifty_set = self.thrifty;

@@ -9,27 +9,27 @@ use redis::Value;
 use super::StoredTask;
 
 /// The stream holding every accepted, unfinished webhook task.
-pub const STREAM: &str = "andera-lb:webhook-tasks";
+pub(super) const STREAM: &str = "andera-lb:webhook-tasks";
 /// Hash of entries sent to a Worker: entry id → consumer that sent it.
-pub const DISPATCHED: &str = "andera-lb:webhook-dispatched";
+pub(super) const DISPATCHED: &str = "andera-lb:webhook-dispatched";
 /// Hash of unfinished tasks: task id → stream entry id, so that any instance can
 /// look a task up or cancel it (`GET`/`DELETE /task/{id}`).
-pub const INDEX: &str = "andera-lb:webhook-index";
+pub(super) const INDEX: &str = "andera-lb:webhook-index";
 /// Channel on which an instance asks the others to cancel a task they hold.
-pub const CANCELS: &str = "andera-lb:webhook-cancel";
+pub(super) const CANCELS: &str = "andera-lb:webhook-cancel";
 /// Adds a task to the stream (`ARGV[2..]`: its fields) and indexes it under its
 /// task id (`ARGV[1]`) at once. Returns the entry id.
-pub const ACCEPT: &str = r"
+pub(super) const ACCEPT: &str = r"
 local e = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 redis.call('HSET', KEYS[2], ARGV[1], e)
 return e";
 /// The consumer group every instance reads through.
-pub const GROUP: &str = "andera-lb";
+pub(super) const GROUP: &str = "andera-lb";
 /// Pseudo-consumer that holds entries released by an instance shutting down,
 /// marked long idle so that the next reader takes them at once.
-pub const RELEASED: &str = "andera-lb-released";
+pub(super) const RELEASED: &str = "andera-lb-released";
 /// Marks an entry dispatched if `ARGV[3]` still owns it: 1, else 0.
-pub const MARK: &str = r"
+pub(super) const MARK: &str = r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
@@ -37,7 +37,7 @@ return 1";
 
 /// Resets the idle time of the entries `ARGV[2]` still owns (ARGV[3..]), so nobody
 /// takes over the tasks of a live instance. Returns how many it still owns.
-pub const REFRESH: &str = r"
+pub(super) const REFRESH: &str = r"
 local n = 0
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
@@ -50,7 +50,7 @@ return n";
 
 /// Hands the undispatched entries `ARGV[2]` owns (ARGV[5..]) to the released
 /// pseudo-consumer `ARGV[3]`, idle `ARGV[4]` ms. Returns how many.
-pub const RELEASE: &str = r"
+pub(super) const RELEASE: &str = r"
 local n = 0
 for i = 5, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
@@ -63,7 +63,7 @@ return n";
 
 /// Creates the stream and the group if missing. The group starts at the first
 /// entry, so tasks added before it existed are read too.
-pub async fn create_group(conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+pub(super) async fn create_group(conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
     let created = redis::cmd("XGROUP")
         .arg(&["CREATE", STREAM, GROUP, "0", "MKSTREAM"])
         .query_async::<()>(conn)
@@ -76,7 +76,7 @@ pub async fn create_group(conn: &mut ConnectionManager) -> Result<(), redis::Red
 
 /// Acknowledges and deletes entries, and forgets their dispatch marks and the index
 /// entries of their task `ids` (those known), at once.
-pub async fn end_entries(
+pub(super) async fn end_entries(
     conn: &mut ConnectionManager,
     entries: &[String],
     ids: &[String],
@@ -105,7 +105,7 @@ pub async fn end_entries(
 
 /// `[[id, [field, value, …]], …]` → `(id, task)`; the task is `None` when the
 /// entry was deleted or is not one of ours.
-pub fn entries(v: Value) -> Vec<(String, Option<StoredTask>)> {
+pub(super) fn entries(v: Value) -> Vec<(String, Option<StoredTask>)> {
     let Value::Array(items) = v else {
         return Vec::new();
     };
@@ -126,7 +126,7 @@ pub fn entries(v: Value) -> Vec<(String, Option<StoredTask>)> {
 }
 
 /// A bulk or simple string reply as text.
-pub fn text(v: &Value) -> Option<String> {
+pub(super) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),
@@ -135,7 +135,7 @@ pub fn text(v: &Value) -> Option<String> {
 }
 
 /// An entry's fields as a task, `None` when one is missing.
-pub fn task(fields: Value) -> Option<StoredTask> {
+pub(super) fn task(fields: Value) -> Option<StoredTask> {
     let Value::Array(kv) = fields else {
         return None;
     };

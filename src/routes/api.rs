@@ -108,6 +108,8 @@ fn clients(app: &App) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `/dashboard/api/overview`: the dashboard's summary (Workers, queue, tasks, clients,
+/// cluster) in one answer.
 pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
     let queue = app.dispatcher.scheduler.queue_snapshot();
     let (counts, _) = app.board.counts(None);

@@ -44,14 +44,14 @@ pub(super) struct Outlier {
 
 impl Outlier {
     /// An answer arrived: the Worker is healthy again.
-    pub fn succeeded(&mut self) {
+    pub(super) fn succeeded(&mut self) {
         self.consecutive = 0;
         self.ejections = 0;
         self.probation = false;
     }
 
     /// Counts a failure; returns the new ejection if this one ejects the Worker.
-    pub fn failed(&mut self, reason: &str, policy: &OutlierPolicy) -> Option<Ejection> {
+    pub(super) fn failed(&mut self, reason: &str, policy: &OutlierPolicy) -> Option<Ejection> {
         self.consecutive = self.consecutive.saturating_add(1);
         if policy.max_fails == 0 || self.ejected.is_some() {
             return None;
@@ -77,7 +77,7 @@ impl Outlier {
     }
 
     /// Ends ejection `epoch` (a stale timer changes nothing). True if it ended.
-    pub fn readmit(&mut self, epoch: u64) -> bool {
+    pub(super) fn readmit(&mut self, epoch: u64) -> bool {
         if self.ejected.as_ref().is_some_and(|e| e.epoch == epoch) {
             self.ejected = None;
             // Like nginx after fail_timeout: one more failure sends it straight back.

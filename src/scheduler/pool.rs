@@ -34,7 +34,7 @@ pub(super) struct SlotState {
 }
 
 impl SlotState {
-    pub fn new(pool: (Arc<str>, u64), info: &WorkerSlots) -> Self {
+    pub(super) fn new(pool: (Arc<str>, u64), info: &WorkerSlots) -> Self {
         SlotState {
             pool,
             url: info.url.clone(),
@@ -51,7 +51,7 @@ impl SlotState {
         }
     }
 
-    pub fn update(&mut self, info: &WorkerSlots) {
+    pub(super) fn update(&mut self, info: &WorkerSlots) {
         self.pool = (info.group.clone(), info.contract);
         self.url = info.url.clone();
         self.eligible = info.eligible;
@@ -67,17 +67,17 @@ impl SlotState {
         }
     }
 
-    pub fn usable(&self) -> bool {
+    pub(super) fn usable(&self) -> bool {
         self.eligible && !self.suspended && self.outlier.ejected.is_none()
     }
 
-    pub fn free(&self) -> u32 {
+    pub(super) fn free(&self) -> u32 {
         self.limit
             .saturating_sub(self.in_flight.saturating_add(self.external))
     }
 
     /// The original's preference, `10 × free − 5 × cpu − 5 × memory`, in thousandths.
-    pub fn score(&self) -> i64 {
+    pub(super) fn score(&self) -> i64 {
         10_000 * i64::from(self.free()) - self.penalty_milli
     }
 }
@@ -134,7 +134,7 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub fn new(
+    pub(super) fn new(
         group: Arc<str>,
         contract: u64,
         link: Option<Arc<super::shared::ClusterLink>>,
@@ -156,7 +156,7 @@ impl Pool {
 
     /// The best Worker with a free slot; none while the cluster link is gated (the
     /// cluster grants slots then).
-    pub fn best(&self) -> Option<WorkerId> {
+    pub(super) fn best(&self) -> Option<WorkerId> {
         if self.link.as_ref().is_some_and(|l| l.gated()) {
             return None;
         }
@@ -164,7 +164,7 @@ impl Pool {
     }
 
     /// Re-files `id` in the free set after its figures changed.
-    pub fn refresh(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) {
+    pub(super) fn refresh(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) {
         let Some(w) = workers.get_mut(&id) else {
             return;
         };
@@ -179,7 +179,7 @@ impl Pool {
     }
 
     /// Drops `id` from the free set.
-    pub fn forget(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) {
+    pub(super) fn forget(&mut self, workers: &mut HashMap<WorkerId, SlotState>, id: WorkerId) {
         if let Some(w) = workers.get_mut(&id) {
             if let Some(old) = w.free_key.take() {
                 self.free.remove(&(Reverse(old), id));
@@ -189,7 +189,7 @@ impl Pool {
 
     /// Takes a slot on `id`, counted in its client's running tasks by `client`;
     /// `tag` numbers it as a cluster lease.
-    pub fn take(
+    pub(super) fn take(
         &mut self,
         workers: &mut HashMap<WorkerId, SlotState>,
         id: WorkerId,
@@ -221,7 +221,7 @@ impl Pool {
 
     /// Hands free slots to waiters, head first, passing over those whose client is at
     /// its `max_running`. Returns how many waiters left the queue.
-    pub fn pump(&mut self, workers: &mut HashMap<WorkerId, SlotState>) -> usize {
+    pub(super) fn pump(&mut self, workers: &mut HashMap<WorkerId, SlotState>) -> usize {
         let mut served = 0;
         while !self.waiters.is_empty() {
             let Some(id) = self.best() else { break };
@@ -253,7 +253,7 @@ impl Pool {
     }
 
     /// Tells the cluster about a slot taken by local counting (fallback).
-    pub fn started(&self, lease: Option<u64>, url: Arc<WorkerUrl>) {
+    pub(super) fn started(&self, lease: Option<u64>, url: Arc<WorkerUrl>) {
         if let (Some(link), Some(seq)) = (&self.link, lease) {
             link.send(super::shared::ClusterEvent::Started {
                 seq,
@@ -264,7 +264,7 @@ impl Pool {
     }
 
     /// Fails every waiter with `why`. Returns how many left the queue.
-    pub fn fail_all(&mut self, why: AcquireError) -> usize {
+    pub(super) fn fail_all(&mut self, why: AcquireError) -> usize {
         let n = self.waiters.len();
         for (_, waiter) in std::mem::take(&mut self.waiters) {
             let _ = waiter.tx.send(Err(why.clone()));

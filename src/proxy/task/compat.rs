@@ -11,7 +11,7 @@ use crate::reason::Reason;
 
 /// What the original answered for nearly every failure of a task (no slot, a
 /// silent, unreachable or killed Worker, an unknown group or function).
-pub const ORIGINAL_FAILURE: &str = "Task timed out";
+pub(super) const ORIGINAL_FAILURE: &str = "Task timed out";
 
 /// Status and JSON body of the load balancer's own answer for `e`: by default the
 /// honest status and `{"error": message, "reason": reason}`. With `original`, a
