@@ -36,8 +36,10 @@ const WRITTEN_BY_NOTICE: &[&str] = &["host", "content-length", "content-type"];
 /// True for a `webhook.headers` name never sent: one the notice writes itself, or a
 /// hop-by-hop one (the same list the Worker requests keep, [`HOP_BY_HOP`]).
 fn reserved(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    WRITTEN_BY_NOTICE.contains(&name.as_str()) || HOP_BY_HOP.contains(&name.as_str())
+    WRITTEN_BY_NOTICE
+        .iter()
+        .chain(HOP_BY_HOP)
+        .any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// Posts the failure of the webhook task whose body is `task_body`, in the
