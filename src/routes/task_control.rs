@@ -180,27 +180,25 @@ async fn cancel(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Re
         (owner, r.state(), r.worker().map(str::to_string))
     });
     let live = app.cancels.client_of(id);
+    let live_here = live.is_some();
     let (owner, state, worker) = match (on_board, live) {
         (Some(found), _) => found,
         // Still live, though the board has let its record go: queued or running.
         (None, Some(owner)) => (owner, TaskState::Queued, None),
         (None, None) => {
-            return match shared::cancel(app, id, |c| scope.sees(c)).await {
-                Ok(Some(done)) => shared::answer(session, id, done).await,
-                Ok(None) => not_found(session).await,
-                Err(e) => shared::unavailable(session, &e).await,
+            return match cancel_elsewhere(app, session, id, scope).await? {
+                Some(status) => Ok(status),
+                None => not_found(session).await,
             };
         }
     };
     if !scope.sees(owner.as_deref()) {
         return not_found(session).await;
     }
-    if state == TaskState::Unknown && app.cancels.client_of(id).is_none() {
+    if state == TaskState::Unknown && !live_here {
         // Handed to the shared queue (Redis engine): another instance may hold it.
-        match shared::cancel(app, id, |c| scope.sees(c)).await {
-            Ok(Some(done)) => return shared::answer(session, id, done).await,
-            Ok(None) => {}
-            Err(e) => return shared::unavailable(session, &e).await,
+        if let Some(status) = cancel_elsewhere(app, session, id, scope).await? {
+            return Ok(status);
         }
     }
     if state.is_final() {
@@ -227,6 +225,22 @@ async fn cancel(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Re
                 .unwrap_or(TaskState::Unknown);
             finished(session, id, state).await
         }
+    }
+}
+
+/// Cancels a task this instance does not hold through the shared queue (Redis
+/// engine) and answers; `None` (nothing written) when the shared queue does not
+/// have it as the caller's either.
+async fn cancel_elsewhere(
+    app: &App,
+    session: &mut Session,
+    id: &str,
+    scope: &Scope,
+) -> Result<Option<u16>> {
+    match shared::cancel(app, id, |c| scope.sees(c)).await {
+        Ok(Some(done)) => shared::answer(session, id, done).await.map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => shared::unavailable(session, &e).await.map(Some),
     }
 }
 
