@@ -217,7 +217,7 @@ impl BackgroundService for AccessLogService {
         loop {
             tokio::select! {
                 _ = usr1.recv() => {
-                    if let Some(log) = self.app.access_log.get() {
+                    if let Some(log) = self.app.access_log() {
                         log.reopen();
                     }
                 }
@@ -280,7 +280,7 @@ fn trace_id(session: &Session) -> Option<String> {
 /// Writes the access log line of the request that just ended, when the access log
 /// is on. Task fields come from the task's board record.
 pub fn log_request(app: &App, session: &Session, ctx: &RequestCtx, service: &'static str) {
-    let Some(log) = app.access_log.get() else {
+    let Some(log) = app.access_log() else {
         return;
     };
     let req = session.req_header();
@@ -288,7 +288,7 @@ pub fn log_request(app: &App, session: &Session, ctx: &RequestCtx, service: &'st
         .started
         .map(|t| (t.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
     let task = ctx.task_id.as_deref().and_then(|id| {
-        app.board.read(id, |r| {
+        app.board().read(id, |r| {
             json!({
                 "group": r.group(), "function": r.function(), "mode": r.mode(),
                 "priority": r.priority(), "worker": r.worker(), "attempts": r.attempts(),
@@ -328,7 +328,7 @@ pub fn log_request(app: &App, session: &Session, ctx: &RequestCtx, service: &'st
         "attempts": field("attempts"),
         "bytes_in": session.as_downstream().body_bytes_read(),
         "bytes_out": session.body_bytes_sent(),
-        "remote_addr": remote_addr(session, &app.settings.client.trusted_proxies),
+        "remote_addr": remote_addr(session, &app.settings().client.trusted_proxies),
         "trace_id": ctx.trace_id.clone().or_else(|| trace_id(session)),
     });
     log.write(serde_json::to_vec(&line).unwrap_or_default());

@@ -4,50 +4,52 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::sync::OnceLock;
+
+use crate::access_log::AccessLog;
 use crate::auth::keys::{KeyRing, Principal, Role};
+use crate::auth::quota::RateLimits;
 use crate::board::TaskBoard;
+use crate::budget::ByteBudget;
+use crate::cancel::Cancels;
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
+use crate::drain::Drain;
+use crate::idempotency::Idempotency;
+use crate::journal::Journal;
 use crate::metrics::METRICS;
 use crate::registry::Registry;
+use crate::scheduler::Scheduler;
+use crate::upstream::Upstream;
 
-/// Shared state of the running load balancer.
+/// Shared state of the running load balancer. Its parts are reached through the
+/// methods below, none replaced from outside: what changes after start-up (the key
+/// ring, the journal, the access log, draining) changes through a method that says so.
 pub struct App {
-    /// Validated settings.
-    pub settings: Arc<Settings>,
-    /// Workers and what they report.
-    pub registry: Arc<Registry>,
-    /// The dispatch path.
-    pub dispatcher: Arc<Dispatcher>,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    /// The one scheduler that the registry fills and the dispatcher takes slots from.
+    scheduler: Arc<Scheduler>,
+    dispatcher: Dispatcher,
     /// Connections for webhook failure notices, apart from the Workers' pool: a
     /// receiver is another host, and its connections are no Worker's to reuse.
-    pub notices: Arc<crate::upstream::Upstream>,
-    /// Recent task records and the dashboard's series.
-    pub board: Arc<TaskBoard>,
-    /// When the process started.
-    pub started: std::time::Instant,
-    /// Set when shutdown has begun: readiness turns false.
-    pub draining: AtomicBool,
-    /// Tasks in progress, and the signal to cut them at the end of the grace period.
-    pub drain: Arc<crate::drain::Drain>,
-    /// The webhook task journal, once open (`tasks.journal`; empty when not configured).
-    pub journal: std::sync::OnceLock<Arc<crate::journal::Journal>>,
-    /// Woken when [`App::journal`] is set, for tasks that arrive while it opens.
-    pub journal_opened: tokio::sync::Notify,
-    /// Body bytes of tasks waiting for a slot (`tasks.max_queued_bytes`).
-    pub queued_bytes: Arc<crate::budget::ByteBudget>,
-    /// The access log, when `logging.access_log` is set (set once at start-up).
-    pub access_log: std::sync::OnceLock<crate::access_log::AccessLog>,
+    notices: Arc<Upstream>,
+    board: Arc<TaskBoard>,
+    started: std::time::Instant,
+    draining: AtomicBool,
+    drain: Arc<Drain>,
+    journal: OnceLock<Arc<Journal>>,
+    /// Woken when the journal is set, for tasks that arrive while it opens.
+    journal_opened: tokio::sync::Notify,
+    queued_bytes: Arc<ByteBudget>,
+    access_log: OnceLock<AccessLog>,
     /// Who holds which key; replaced when the clients file changes.
     keys: parking_lot::RwLock<Arc<KeyRing>>,
-    /// Named clients' rate limits (`rate`, `burst`).
-    pub rate_limits: crate::auth::quota::RateLimits,
-    /// Cancel signals of the tasks live here (`DELETE /task/{id}`).
-    pub cancels: Arc<crate::cancel::Cancels>,
-    /// `Idempotency-Key`s seen (`tasks.idempotency_ttl_ms`, `tasks.idempotency_max_keys`).
-    pub idempotency: Arc<crate::idempotency::Idempotency>,
-    /// Slots and queue shared with other instances (`cluster.redis`); `None`: off.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    rate_limits: RateLimits,
+    cancels: Arc<Cancels>,
+    idempotency: Arc<Idempotency>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// What a request's key may do on an operator route.
@@ -65,7 +67,7 @@ impl App {
     /// Wires the registry and dispatcher over one scheduler.
     pub fn new(settings: Arc<Settings>) -> Arc<App> {
         let settings_for_keys = settings.clone();
-        let scheduler = crate::scheduler::Scheduler::new(settings.max_queued);
+        let scheduler = Scheduler::new(settings.max_queued);
         // Before any Worker is registered: every pool is made under the link.
         let cluster = settings
             .cluster
@@ -73,8 +75,8 @@ impl App {
             .map(|c| crate::cluster::Cluster::new(c, scheduler.clone()));
         std::sync::LazyLock::force(&crate::cluster::CLUSTER_METRICS);
         let registry = Registry::new(settings.clone(), scheduler.clone());
-        let dispatcher = Arc::new(Dispatcher::new(settings.clone(), scheduler));
-        let notices = Arc::new(crate::upstream::Upstream::new(
+        let dispatcher = Dispatcher::new(settings.clone(), scheduler.clone());
+        let notices = Arc::new(Upstream::new(
             settings.connect_timeout,
             settings.pool_idle_timeout,
             settings.ca_file.as_ref().and_then(|p| p.to_str()),
@@ -84,22 +86,23 @@ impl App {
             settings.task_records_bytes,
         ));
         Arc::new(App {
-            queued_bytes: crate::budget::ByteBudget::new(settings.max_queued_bytes),
+            queued_bytes: ByteBudget::new(settings.max_queued_bytes),
             settings,
             registry,
+            scheduler,
             dispatcher,
             notices,
             board,
             started: std::time::Instant::now(),
             draining: AtomicBool::new(false),
             drain: Arc::default(),
-            journal: std::sync::OnceLock::new(),
+            journal: OnceLock::new(),
             journal_opened: tokio::sync::Notify::new(),
-            access_log: std::sync::OnceLock::new(),
+            access_log: OnceLock::new(),
             keys: parking_lot::RwLock::new(Arc::new(initial_ring(&settings_for_keys))),
             rate_limits: Default::default(),
             cancels: Arc::default(),
-            idempotency: crate::idempotency::Idempotency::new(
+            idempotency: Idempotency::new(
                 settings_for_keys.idempotency_ttl,
                 settings_for_keys.idempotency_max_keys,
             ),
@@ -138,8 +141,8 @@ impl App {
     }
 
     /// Sets the journal once it is open and wakes the tasks waiting for it.
-    pub fn journal_is_open(&self, journal: Arc<crate::journal::Journal>) {
-        if let crate::journal::Journal::Redis(shared) = &*journal {
+    pub fn journal_is_open(&self, journal: Arc<Journal>) {
+        if let Journal::Redis(shared) = &*journal {
             // Another instance's DELETE /task/{id} for a task held here.
             if let Some(mut asked) = shared.cancel_requests() {
                 let cancels = self.cancels.clone();
@@ -159,10 +162,7 @@ impl App {
     /// The journal, waiting up to `limit` while it is still opening at start-up
     /// (the client port may accept a task a moment before); `None` if it is not
     /// open by then.
-    pub async fn journal_within(
-        &self,
-        limit: std::time::Duration,
-    ) -> Option<Arc<crate::journal::Journal>> {
+    pub async fn journal_within(&self, limit: std::time::Duration) -> Option<Arc<Journal>> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let opened = self.journal_opened.notified();
@@ -185,6 +185,91 @@ impl App {
     /// True once shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Turns readiness false: shutdown has begun (there is no way back).
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The validated settings.
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// The Workers and what they report.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Slots and the wait queue (what the registry fills and dispatch takes from).
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// The dispatch path: admission and delivery to Workers.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Connections for webhook failure notices (not the Workers' pool).
+    pub fn notices(&self) -> &Arc<Upstream> {
+        &self.notices
+    }
+
+    /// Recent task records and the dashboard's series.
+    pub fn board(&self) -> &Arc<TaskBoard> {
+        &self.board
+    }
+
+    /// How long the process has run.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Tasks in progress, and the signal that cuts them at the end of the grace period.
+    pub fn drain(&self) -> &Arc<Drain> {
+        &self.drain
+    }
+
+    /// The webhook task journal, once open (`None`: not configured, or still opening).
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.get()
+    }
+
+    /// Body bytes of tasks waiting for a slot (`tasks.max_queued_bytes`).
+    pub fn queued_bytes(&self) -> &Arc<ByteBudget> {
+        &self.queued_bytes
+    }
+
+    /// The access log, when `logging.access_log` is set and it is open.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.get()
+    }
+
+    /// Puts the access log in force (once, at start-up; a second call is ignored).
+    pub fn set_access_log(&self, log: AccessLog) {
+        let _ = self.access_log.set(log);
+    }
+
+    /// Named clients' rate limits (`rate`, `burst`).
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.rate_limits
+    }
+
+    /// Cancel signals of the tasks live here (`DELETE /task/{id}`).
+    pub fn cancels(&self) -> &Arc<Cancels> {
+        &self.cancels
+    }
+
+    /// `Idempotency-Key`s seen (`tasks.idempotency_ttl_ms`, `tasks.idempotency_max_keys`).
+    pub fn idempotency(&self) -> &Arc<Idempotency> {
+        &self.idempotency
+    }
+
+    /// Slots and queue shared with other instances (`cluster.redis`); `None`: off.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 }
 

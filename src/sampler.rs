@@ -27,9 +27,9 @@ impl BackgroundService for Sampler {
                 _ = shutdown.changed() => return,
                 _ = ticker.tick() => {}
             }
-            let depth = self.app.dispatcher.scheduler.queued();
+            let depth = self.app.scheduler().queued();
             METRICS.queue_depth.set(depth as i64);
-            self.app.board.sample(depth, last.elapsed());
+            self.app.board().sample(depth, last.elapsed());
             last = Instant::now();
         }
     }

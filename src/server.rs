@@ -79,7 +79,7 @@ pub fn build(
             client_proxy,
             settings.client.clone(),
             "client",
-            app.drain.clone(),
+            app.drain().clone(),
         ),
     );
     client.add_listener(client_listener(&settings.listen.to_string()));
@@ -92,7 +92,7 @@ pub fn build(
             admin_proxy,
             settings.client.clone(),
             "admin",
-            app.drain.clone(),
+            app.drain().clone(),
         ),
     );
     admin.add_tcp(&settings.admin_listen.to_string());
@@ -101,7 +101,7 @@ pub fn build(
     let watcher = background_service(
         "worker list",
         ListWatcher {
-            registry: app.registry.clone(),
+            registry: app.registry().clone(),
             initial: workers,
         },
     );
@@ -125,7 +125,7 @@ pub fn build(
         );
         server.add_service(journal);
     }
-    if let Some(cluster) = &app.cluster {
+    if let Some(cluster) = app.cluster() {
         server.add_service(background_service(
             "cluster",
             crate::cluster::ClusterService {
@@ -147,7 +147,7 @@ pub fn build(
         // main checked that it opens; a failure here (a race) only loses the log.
         match crate::access_log::open(target) {
             Ok((log, writer)) => {
-                let _ = app.access_log.set(log);
+                app.set_access_log(log);
                 server.add_service(background_service(
                     "access log",
                     crate::access_log::AccessLogService {

@@ -2,7 +2,6 @@
 //! turns false, in-flight and queued tasks get up to the grace period to finish,
 //! whatever remains is answered with a JSON error, then the process exits 0.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ pub struct Drainer {
 /// successor), gives it the queued webhook tasks instead of running them out here.
 /// Never resolves without a journal.
 async fn hand_over_to_successor(app: &App) {
-    let Some(journal) = app.journal.get() else {
+    let Some(journal) = app.journal() else {
         return std::future::pending().await;
     };
     while journal.live_peers() == 0 {
@@ -51,13 +50,13 @@ impl BackgroundService for Drainer {
             }
         }
         let app = &self.app;
-        app.draining.store(true, Ordering::Relaxed);
-        let grace = app.settings.grace_period;
-        let drain = &app.drain;
+        app.begin_draining();
+        let grace = app.settings().grace_period;
+        let drain = app.drain();
         log::info!(
             "draining: {} task(s) in progress ({} queued); grace period {} s",
             drain.active(),
-            app.dispatcher.scheduler.queued(),
+            app.scheduler().queued(),
             grace.as_secs()
         );
         let started = Instant::now();
@@ -74,7 +73,7 @@ impl BackgroundService for Drainer {
         // Idle keep-alive connections stay open for `client.shutdown_idle_ms` (see
         // conn::GuardedApp::await_request): a request a proxy was already sending on
         // one is served, and is waited for like any other task.
-        let window = app.settings.client.shutdown_idle;
+        let window = app.settings().client.shutdown_idle;
         if idle && !window.is_zero() && drain.connections() > 0 {
             let window_end = (Instant::now() + window + ACCEPTED_SETTLE).min(started + grace);
             drain.connections_closed_by(window_end).await;
@@ -87,7 +86,7 @@ impl BackgroundService for Drainer {
                 "grace period over: answering the {} remaining task(s) with 503",
                 drain.active()
             );
-            if let Some(journal) = app.journal.get() {
+            if let Some(journal) = app.journal() {
                 // Queued webhook tasks stay journaled for the next instance instead of failing.
                 match journal.release().await {
                     Ok(0) => {}
@@ -100,14 +99,14 @@ impl BackgroundService for Drainer {
                     Err(e) => log::warn!("queued webhook tasks not released: {e}"),
                 }
             }
-            app.dispatcher.scheduler.close();
+            app.scheduler().close();
             drain.abort_all();
             drain.idle_by(Instant::now() + ABORT_FLUSH).await;
         }
-        if let Some(journal) = app.journal.get() {
+        if let Some(journal) = app.journal() {
             journal.close().await;
         }
-        app.registry.stop();
+        app.registry().stop();
         // The spans of the tasks just ended are still queued for export.
         crate::traces::shutdown().await;
         // Pingora would sleep out its whole grace period; there is nothing left to wait for.

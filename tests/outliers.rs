@@ -79,3 +79,34 @@ async fn a_worker_silent_on_every_channel_is_still_ejected() {
     let h = lb.health().await;
     assert!(record(&h, &w.url()).unwrap()["ejected"].is_object(), "{h}");
 }
+
+#[tokio::test]
+async fn a_worker_that_fails_after_its_answer_began_is_counted_like_one_that_failed_before() {
+    // A stream whose Worker crashes after the head: the failure comes from the body,
+    // which the delivery reads and counts itself (`max_fails: 1` ejects at once).
+    let w = sim(|_| {}).await;
+    let url = w.url();
+    let yaml = "upstream:\n  max_fails: 1\n  fail_timeout_ms: 60000\n";
+    let lb = Lb::start_with(&[url.clone()], &[], yaml).await;
+    lb.wait_available(1).await;
+    let mut body = task("ticker", json!({"count": 50, "intervalMs": 200}));
+    body["mode"] = json!("stream");
+    let mut r = lb.task(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().expect("a first tick");
+    assert!(
+        String::from_utf8_lossy(&first).contains("tick 1"),
+        "{first:?}"
+    );
+    w.shutdown().await;
+    while let Ok(Some(_)) = r.chunk().await {}
+    let series = format!("andera_lb_worker_ejections_total{{worker=\"{url}\"}}");
+    let scrape = lb.scrape().await;
+    assert_eq!(
+        metric(&scrape, &series),
+        Some(1.0),
+        "{scrape}\n{}",
+        lb.log()
+    );
+    assert!(lb.log().contains("ejected for 60000 ms"), "{}", lb.log());
+}

@@ -23,7 +23,7 @@ impl ProxyHttp for AdminProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.app.access_log.get().is_some())
+        RequestCtx::new(self.app.access_log().is_some())
     }
 
     async fn upstream_peer(
@@ -46,7 +46,7 @@ impl ProxyHttp for AdminProxy {
             Port::Admin,
             method.as_str(),
             &path,
-            Pages::of(&app.settings),
+            Pages::of(app.settings()),
         );
         ctx.status = routes::serve(app, session, ctx, Port::Admin, route).await?;
         Ok(true)

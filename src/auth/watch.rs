@@ -38,7 +38,7 @@ pub struct ClientsWatcher {
 impl ClientsWatcher {
     /// Rebuilds the ring from the file as it is now.
     fn reload(&self) {
-        match crate::auth::ring_of(&self.app.settings) {
+        match crate::auth::ring_of(self.app.settings()) {
             Ok(ring) => {
                 let names: Vec<&str> = ring.clients().iter().map(|c| &*c.name).collect();
                 log::info!(

@@ -37,7 +37,7 @@ fn is_hop_by_hop(name: &str, named: &[String]) -> bool {
 /// Removes the hop-by-hop headers of a Worker's answer before it is relayed, and
 /// frames the body for the client's hop: the Worker's length when it gave one,
 /// else chunked.
-pub fn strip_response_hop_headers(header: &mut pingora::http::ResponseHeader) {
+pub(crate) fn strip_response_hop_headers(header: &mut pingora::http::ResponseHeader) {
     let named = connection_named(&header.headers);
     let drop: Vec<HeaderName> = header
         .headers

@@ -28,7 +28,7 @@ impl ProxyHttp for ClientProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.app.access_log.get().is_some())
+        RequestCtx::new(self.app.access_log().is_some())
     }
 
     async fn upstream_peer(
@@ -43,7 +43,7 @@ impl ProxyHttp for ClientProxy {
         if routes::guard::refuse_before_routing(&self.app, session, ctx, Port::Client).await? {
             return Ok(true);
         }
-        let pages = Pages::of(&self.app.settings);
+        let pages = Pages::of(self.app.settings());
         // The hot path decides on the borrowed header: no per-request copy of the path.
         let is_task = {
             let req = session.req_header();

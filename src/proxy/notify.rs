@@ -53,7 +53,7 @@ pub fn failure(
     error: &str,
     trace: Option<&crate::traces::TaskTrace>,
 ) {
-    let policy = &app.settings.webhook_notify;
+    let policy = &app.settings().webhook_notify;
     if !policy.enabled {
         return;
     }
@@ -93,7 +93,7 @@ pub fn failure(
         serde_json::to_vec(&serde_json::json!({"success": false, "error": error}))
             .unwrap_or_default(),
     );
-    let notices = app.notices.clone();
+    let notices = app.notices().clone();
     let task_id = task_id.to_string();
     tokio::spawn(async move {
         let deadline = Instant::now() + NOTIFY_TIMEOUT;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::task::{admit, queue_ms, Outcome};
 use crate::app::{App, RequestCtx};
 use crate::board::{TaskHandle, TaskState};
-use crate::dispatch::{Delivered, DispatchGate, ForwardHeaders, TaskError};
+use crate::dispatch::{DispatchGate, ForwardHeaders, Outbound, TaskError};
 use crate::journal::{
     ClaimKind, Claimed, Detail, DispatchMark, Journal, JournalError, Location, RedisJournal,
     SqliteJournal, StoredTask, JOURNAL_METRICS,
@@ -58,7 +58,7 @@ pub(super) async fn accept(
     mut task: Accepted,
 ) -> Result<()> {
     let task_id = task.record.id();
-    let journal = match &app.settings.journal {
+    let journal = match &app.settings().journal {
         None => None,
         Some(location) => match app.journal_within(JOURNAL_OPEN_WAIT).await {
             Some(j) => Some(j),
@@ -83,7 +83,7 @@ pub(super) async fn accept(
             client: ctx.client.as_deref().map(str::to_string),
             idempotency: task.idempotency.as_ref().map(|c| {
                 let (key, body) = c.digests();
-                let expires_ms = unix_ms(now + app.idempotency.ttl());
+                let expires_ms = unix_ms(now + app.idempotency().ttl());
                 crate::journal::StoredKey {
                     key,
                     body,
@@ -110,7 +110,7 @@ pub(super) async fn accept(
         }
         journal => {
             // The drain waits for the runner, not for this request, which ends now.
-            let runner = run(app.clone(), task, journal, app.drain.track());
+            let runner = run(app.clone(), task, journal, app.drain().track());
             tokio::spawn(runner);
         }
     }
@@ -118,7 +118,7 @@ pub(super) async fn accept(
     let accepted =
         json!({"success": true, "message": "Task accepted, result will be sent to webhook"});
     let extra = [
-        queue_ms(&app.board, &task_id),
+        queue_ms(app.board(), &task_id),
         ("x-andera-task-id", task_id),
     ];
     respond::json(session, 200, &accepted, &extra).await
@@ -137,12 +137,12 @@ async fn refuse(
     let message = error.message();
     log::warn!("webhook task {} refused (503): {message}", task.record.id());
     let outcome = Outcome::failed(&error, message.clone());
-    task.record.close(&app.board, &task.spec, outcome);
+    task.record.close(app.board(), &task.spec, outcome);
     ctx.status = 503;
     let reason = journal_reason(e);
     let task_id = task.record.id();
     let extra = [
-        queue_ms(&app.board, &task_id),
+        queue_ms(app.board(), &task_id),
         ("x-andera-task-id", task_id),
     ];
     respond::refuse(session, 503, reason, &message, &extra).await
@@ -230,9 +230,14 @@ async fn run(
     let gate = journal
         .as_deref()
         .map(|j| journal_gate(j, &task_id, deadline, &entered));
-    let delivery = app
-        .dispatcher
-        .deliver_gated(&spec, admission, &headers, &body, deadline, &record, gate);
+    let outbound = Outbound {
+        spec: &spec,
+        headers: &headers,
+        body: &body,
+        deadline,
+        task: &record,
+    };
+    let delivery = app.dispatcher().deliver(outbound, admission, gate);
     tokio::pin!(delivery);
     let released = async {
         match &journal {
@@ -245,7 +250,7 @@ async fn run(
     let delivery = loop {
         tokio::select! {
             d = &mut delivery => break d,
-            _ = app.drain.aborted() => break Err(TaskError::ShuttingDown),
+            _ = app.drain().aborted() => break Err(TaskError::ShuttingDown),
             _ = cancel.cancelled() => {
                 crate::routes::task_control::record_cancelled(&app, &record, &spec);
                 if let Some(j) = &journal {
@@ -281,20 +286,17 @@ async fn run(
             let message = e.message();
             log::warn!("webhook task {task_id} failed ({}): {message}", e.status());
             super::notify::failure(&app, &task_id, &body, &message, record.trace());
-            record.close(&app.board, &spec, Outcome::failed(&e, message));
+            record.close(app.board(), &spec, Outcome::failed(&e, message));
             done(e.outcome());
         }
-        Ok(Delivered {
-            lease,
-            mut exchange,
-            ..
-        }) => {
-            let status = exchange.header().status.as_u16();
+        Ok(mut delivery) => {
+            let status = delivery.status();
+            let worker = delivery.worker().to_string();
             let mut failure = None;
             // The start of a refusal's body, for the failure notice.
             let mut answer = Vec::new();
             loop {
-                match exchange.next_chunk().await {
+                match delivery.next_chunk().await {
                     Ok(Some(chunk)) => {
                         if status >= 400 && answer.len() < NOTICE_BYTES {
                             let room = NOTICE_BYTES - answer.len();
@@ -303,7 +305,6 @@ async fn run(
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        app.dispatcher.attempt_failed(&lease, &e);
                         failure = Some(e.to_string());
                         break;
                     }
@@ -311,25 +312,22 @@ async fn run(
             }
             match failure {
                 None => {
-                    exchange.finish();
+                    delivery.finish();
                     if status >= 400 {
                         // The Worker refused the task: it will not call the webhook.
                         let why = refusal_message(status, &answer);
                         super::notify::failure(&app, &task_id, &body, &why, record.trace());
                     }
-                    record.close(&app.board, &spec, Outcome::answered(status));
+                    record.close(app.board(), &spec, Outcome::answered(status));
                 }
                 Some(e) => {
-                    log::warn!("webhook task {task_id}: worker {} failed: {e}", lease.url());
+                    log::warn!("webhook task {task_id}: worker {worker} failed: {e}");
                     let why = "worker failed mid-response".to_string();
-                    record.close(&app.board, &spec, Outcome::cut(false, why));
+                    record.close(app.board(), &spec, Outcome::cut(false, why));
                 }
             }
             done("answered");
-            log::info!(
-                "webhook task {task_id} handed to {} ({status})",
-                lease.url()
-            );
+            log::info!("webhook task {task_id} handed to {worker} ({status})");
         }
     }
 }
@@ -362,7 +360,7 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
             return;
         }
     };
-    let record = app.board.open(&task.id, &spec);
+    let record = app.board().open(&task.id, &spec);
     if let Some(name) = &task.client {
         record.client(name);
     }
@@ -394,7 +392,7 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
                 e.status()
             );
             super::notify::failure(app, &task.id, &task.body, &message, record.trace());
-            record.close(&app.board, &spec, Outcome::failed(&e, message));
+            record.close(app.board(), &spec, Outcome::failed(&e, message));
             journal.finish(&task.id);
             return;
         }
@@ -418,10 +416,10 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
     }
     let accepted = Accepted {
         cancel: app
-            .cancels
+            .cancels()
             .register(&task.id, task.client.as_deref().map(Arc::from)),
         idempotency: None,
-        headers: ForwardHeaders::from_block(&task.headers, app.settings.lb_key.expose()),
+        headers: ForwardHeaders::from_block(&task.headers, app.settings().lb_key.expose()),
         body: Bytes::from(task.body),
         record,
         spec,
@@ -429,7 +427,7 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
         deadline,
     };
     accepted.cancel.waits_at(&accepted.admission);
-    let active = app.drain.track();
+    let active = app.drain().track();
     tokio::spawn(run(app.clone(), accepted, Some(journal.clone()), active));
 }
 
@@ -449,7 +447,7 @@ fn shared_capacity(app: &Arc<App>) -> crate::journal::streams::Capacity {
         let Some(app) = app.upgrade().filter(|a| !a.is_draining()) else {
             return 0;
         };
-        app.dispatcher.scheduler.free_slots().map_or(0, |free| {
+        app.scheduler().free_slots().map_or(0, |free| {
             free as usize + crate::journal::streams::LOCAL_QUEUE
         })
     })
@@ -457,7 +455,7 @@ fn shared_capacity(app: &Arc<App>) -> crate::journal::streams::Capacity {
 
 /// Opens the configured journal.
 async fn open(app: &Arc<App>, location: &Location, recover: bool) -> Result<Journal, JournalError> {
-    let settings = &app.settings;
+    let settings = app.settings();
     Ok(match location {
         Location::File(path) => Journal::Sqlite(SqliteJournal::open(
             path,
@@ -481,7 +479,7 @@ async fn open(app: &Arc<App>, location: &Location, recover: bool) -> Result<Jour
 impl pingora::services::background::BackgroundService for JournalService {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         let app = &self.app;
-        let Some(location) = &app.settings.journal else {
+        let Some(location) = &app.settings().journal else {
             return;
         };
         let journal = match open(app, location, self.recover).await {

@@ -16,7 +16,7 @@ const MAX_WORKER_LOGS: usize = 4 << 20;
 
 /// `GET /dashboard/api/workers`: every Worker of the list, invalid ones included.
 pub async fn workers(app: &App, session: &mut Session) -> Result<u16> {
-    let (mut valid, invalid) = app.registry.snapshot();
+    let (mut valid, invalid) = app.registry().snapshot();
     valid.extend(invalid);
     respond::json(session, 200, &Value::Array(valid), &[]).await?;
     Ok(200)
@@ -30,7 +30,7 @@ pub async fn worker_logs(app: &App, session: &mut Session, encoded: &str) -> Res
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded))
         .ok()
         .and_then(|b| String::from_utf8(b).ok());
-    let Some(url) = decoded.and_then(|u| app.registry.find_by_url(&u)) else {
+    let Some(url) = decoded.and_then(|u| app.registry().find_by_url(&u)) else {
         respond::error(
             session,
             404,
@@ -40,9 +40,9 @@ pub async fn worker_logs(app: &App, session: &mut Session, encoded: &str) -> Res
         .await?;
         return Ok(404);
     };
-    let s = &app.settings;
+    let s = app.settings();
     let fetched = app
-        .registry
+        .registry()
         .upstream
         .get(
             &url,
@@ -95,7 +95,7 @@ fn metric_sum(name: &str, by_label: Option<(&str, &[&str])>) -> u64 {
 /// `GET /dashboard/api/overview`: status, queue, totals, series, recent tasks, LB logs.
 /// Each named client's tasks running and waiting now, and refused by its limits.
 fn clients(app: &App) -> Vec<serde_json::Value> {
-    let mut load = app.dispatcher.scheduler.client_load();
+    let mut load = app.scheduler().client_load();
     load.sort_by(|a, b| a.0.cmp(&b.0));
     load.into_iter()
         .map(|(name, queued, running)| {
@@ -111,8 +111,8 @@ fn clients(app: &App) -> Vec<serde_json::Value> {
 /// `/dashboard/api/overview`: the dashboard's summary (Workers, queue, tasks, clients,
 /// cluster) in one answer.
 pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
-    let queue = app.dispatcher.scheduler.queue_snapshot();
-    let (counts, _) = app.board.counts(None);
+    let queue = app.scheduler().queue_snapshot();
+    let (counts, _) = app.board().counts(None);
     let tasks = "andera_lb_tasks_total";
     let completed = metric_sum(tasks, Some(("outcome", &["ok"])));
     let timed_out = metric_sum(tasks, Some(("outcome", &["queue_timeout", "timeout"])));
@@ -123,12 +123,12 @@ pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
     let body = json!({
         "lb": {
             "version": env!("CARGO_PKG_VERSION"),
-            "uptimeSeconds": app.started.elapsed().as_secs_f64(),
+            "uptimeSeconds": app.uptime().as_secs_f64(),
             "draining": app.is_draining(),
         },
         "queue": {
             "depth": queue.depth,
-            "max": app.settings.max_queued,
+            "max": app.settings().max_queued,
             "byPriority": queue.by_priority.iter().map(|(p, n)| json!({"priority": p, "count": n})).collect::<Vec<_>>(),
         },
         "totals": {
@@ -142,9 +142,9 @@ pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
         },
         "clients": clients(app),
         // The cluster (`cluster.redis`) as keyed /health shows it, or `off`.
-        "cluster": app.cluster.as_ref().map_or_else(crate::cluster::health_off, |c| c.health()),
-        "series": app.board.series(),
-        "recentTasks": app.board.list(50, |_| true),
+        "cluster": app.cluster().map_or_else(crate::cluster::health_off, |c| c.health()),
+        "series": app.board().series(),
+        "recentTasks": app.board().list(50, |_| true),
         "logs": tail,
     });
     respond::json(session, 200, &body, &[]).await?;
@@ -173,7 +173,7 @@ pub async fn tasks(app: &App, session: &mut Session) -> Result<u16> {
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(200)
         .clamp(1, 1000);
-    let list = app.board.list(limit, |r| {
+    let list = app.board().list(limit, |r| {
         let state_ok = match state.as_deref() {
             None => true,
             Some("retried") => r.attempts() > 1,
@@ -181,7 +181,7 @@ pub async fn tasks(app: &App, session: &mut Session) -> Result<u16> {
         };
         state_ok && group.as_deref().is_none_or(|g| r.group() == g)
     });
-    let (counts, groups) = app.board.counts(group.as_deref());
+    let (counts, groups) = app.board().counts(group.as_deref());
     let body = json!({"counts": counts, "groups": groups, "tasks": list});
     respond::json(session, 200, &body, &[]).await?;
     Ok(200)
@@ -189,7 +189,7 @@ pub async fn tasks(app: &App, session: &mut Session) -> Result<u16> {
 
 /// `GET /bull/api/tasks/<id>`: one record with its timeline.
 pub async fn task(app: &App, session: &mut Session, id: &str) -> Result<u16> {
-    match app.board.get(id) {
+    match app.board().get(id) {
         Some(record) => {
             respond::json(session, 200, &record, &[]).await?;
             Ok(200)

@@ -26,9 +26,9 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
         respond::json(session, 200, &json!({ "status": status }), &[]).await?;
         return Ok(200);
     }
-    let (workers, invalid) = app.registry.snapshot();
-    let (registered, up) = app.registry.counts();
-    let queue = app.dispatcher.scheduler.queue_snapshot();
+    let (workers, invalid) = app.registry().snapshot();
+    let (registered, up) = app.registry().counts();
+    let queue = app.scheduler().queue_snapshot();
     let body = json!({
         "status": status,
         "workers": workers,
@@ -42,21 +42,21 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
         "components": {
             "journal": journal_component(app),
             // Slots and queue shared through Redis (`cluster.redis`), or `off`.
-            "cluster": app.cluster.as_ref().map_or_else(crate::cluster::health_off, |c| c.health()),
+            "cluster": app.cluster().map_or_else(crate::cluster::health_off, |c| c.health()),
             "queue": {
                 "status": if app.is_draining() { "draining" } else { "ok" },
                 "engine": "in-process",
                 "waiting": queue.depth,
-                "maxWaiting": app.settings.max_queued,
+                "maxWaiting": app.settings().max_queued,
             },
-            "scheduler": { "status": if app.is_draining() { "draining" } else { "up" }, "queued": queue.depth, "maxQueued": app.settings.max_queued },
+            "scheduler": { "status": if app.is_draining() { "draining" } else { "up" }, "queued": queue.depth, "maxQueued": app.settings().max_queued },
             // `dns`: each `dns+` Worker list entry and its last lookup (registry/dns.rs).
-            "discovery": { "status": "up", "workers": registered, "available": up, "dns": app.registry.dns.snapshot() },
+            "discovery": { "status": "up", "workers": registered, "available": up, "dns": app.registry().dns.snapshot() },
         },
         "queue": {
             "depth": queue.depth,
-            "bytes": app.queued_bytes.used(),
-            "maxBytes": app.queued_bytes.max(),
+            "bytes": app.queued_bytes().used(),
+            "maxBytes": app.queued_bytes().max(),
             "byPriority": queue.by_priority.iter().map(|(p, n)| json!({"priority": p, "count": n})).collect::<Vec<_>>(),
         },
     });
@@ -67,7 +67,7 @@ pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
 /// True when webhook tasks can be kept now: no journal is configured, or it is
 /// open and `ok`.
 fn journal_ready(app: &App) -> bool {
-    match (&app.settings.journal, app.journal.get()) {
+    match (&app.settings().journal, app.journal()) {
         (None, _) => true,
         (Some(_), Some(j)) => j.health().state() == JournalState::Ok,
         (Some(_), None) => false,
@@ -77,14 +77,14 @@ fn journal_ready(app: &App) -> bool {
 /// The journal's state on keyed `/health`: `ok`, `full`, `unavailable`,
 /// `opening` (configured, not open yet) or `none` (not configured).
 fn journal_component(app: &App) -> serde_json::Value {
-    let Some(location) = &app.settings.journal else {
+    let Some(location) = &app.settings().journal else {
         return json!({
             "status": "none",
             "engine": "in-process",
             "note": "no task journal: webhook tasks live in memory (tasks.journal: a file, or redis:// for a queue shared by several instances)",
         });
     };
-    let (status, detail, engine) = match app.journal.get() {
+    let (status, detail, engine) = match app.journal() {
         Some(j) => {
             let (state, detail) = j.health().get();
             (state.as_str(), detail, j.engine())
@@ -120,7 +120,7 @@ pub async fn logs(app: &App, session: &mut Session) -> Result<u16> {
 pub async fn ready(app: &App, session: &mut Session) -> Result<u16> {
     let journal = journal_ready(app);
     let ready = !app.is_draining() && journal;
-    let (_, up) = app.registry.counts();
+    let (_, up) = app.registry().counts();
     let status = if ready { 200 } else { 503 };
     let body = json!({"ready": ready, "draining": app.is_draining(), "workersAvailable": up, "journal": journal_component(app)["status"]});
     respond::json(session, status, &body, &[]).await?;

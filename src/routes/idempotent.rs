@@ -29,14 +29,14 @@ pub(crate) fn restore_keys(app: &App, journal: &crate::journal::Journal) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let keys = journal.restored_keys(app.settings.idempotency_max_keys);
+    let keys = journal.restored_keys(app.settings().idempotency_max_keys);
     for k in &keys {
         let req = idempotency::Request {
             key: k.key.key,
             body: k.key.body,
         };
         let left = std::time::Duration::from_millis(k.key.expires_ms.saturating_sub(now));
-        app.idempotency.restore(&req, &k.task_id, left);
+        app.idempotency().restore(&req, &k.task_id, left);
     }
     if !keys.is_empty() {
         log::info!("task journal: {} Idempotency-Key(s) kept", keys.len());
@@ -68,11 +68,11 @@ pub(crate) async fn repeat(
     let Some(req) = req else {
         return Ok(Repeat::First(None));
     };
-    if mode == Mode::Webhook && app.settings.journal.is_some() {
+    if mode == Mode::Webhook && app.settings().journal.is_some() {
         // The keys the journal kept are put back as it opens (start-up).
         let _ = app.journal_within(KEYS_WAIT).await;
     }
-    let seen = match app.idempotency.begin(&req, task_id) {
+    let seen = match app.idempotency().begin(&req, task_id) {
         Seen::New(claim) => match shared(app, &req, task_id, mode).await {
             None => return Ok(Repeat::First(Some(claim))),
             // Another instance holds the key: this one lets it go.
@@ -123,7 +123,7 @@ pub(crate) async fn repeat(
 /// shared: then the local store decides). A Redis error lets the task go ahead:
 /// its `XADD` then fails too, and it is refused with `503`.
 async fn shared(app: &App, req: &idempotency::Request, task_id: &str, mode: Mode) -> Option<Seen> {
-    let journal = app.journal.get().filter(|j| j.is_shared_queue())?;
+    let journal = app.journal().filter(|j| j.is_shared_queue())?;
     if mode != Mode::Webhook {
         return None;
     }

@@ -250,7 +250,7 @@ pub async fn serve(
                 "Not found: the operator pages (/dashboard, /bull, /metrics) are served on the \
                  admin port ({}); set ADMIN_ON_CLIENT_PORT=true (admin.expose_on_client_port) \
                  to serve them on this port too",
-                app.settings.admin_listen
+                app.settings().admin_listen
             );
             respond::error(session, 404, &message, &[]).await?;
             ("not_found", 404)
@@ -267,7 +267,7 @@ pub async fn serve(
             // On the client port, with named clients or operator keys configured,
             // /metrics (every client's figures) is an operator page; on the admin port
             // it stays open to Prometheus, and with the LB key alone it is as before.
-            if port == Port::Client && app.settings.auth.multi_tenant() {
+            if port == Port::Client && app.settings().auth.multi_tenant() {
                 if let Err(status) = require_operator(app, session, Role::Admin).await? {
                     ctx.route = "metrics";
                     return Ok(status);
@@ -353,7 +353,7 @@ async fn api_call(app: &App, session: &mut Session, call: ApiCall<'_>) -> Result
 
 /// `GET /` on the admin port: to the dashboard, or to `/metrics` when it is off.
 async fn index(app: &App, session: &mut Session) -> Result<u16> {
-    let target = if app.settings.dashboard_enabled {
+    let target = if app.settings().dashboard_enabled {
         "/dashboard"
     } else {
         "/metrics"
@@ -370,7 +370,7 @@ async fn index(app: &App, session: &mut Session) -> Result<u16> {
 /// `GET /metrics` in the Prometheus text format, with per-Worker gauges refreshed.
 async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
     app.refresh_worker_gauges();
-    for (client, waiting, running) in app.dispatcher.scheduler.client_load() {
+    for (client, waiting, running) in app.scheduler().client_load() {
         METRICS
             .client_queued
             .with_label_values(&[&client])
@@ -380,15 +380,13 @@ async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
             .with_label_values(&[&client])
             .set(running as i64);
     }
-    METRICS
-        .queue_depth
-        .set(app.dispatcher.scheduler.queued() as i64);
-    METRICS.queued_bytes.set(app.queued_bytes.used() as i64);
-    METRICS.queue_limit.set(app.settings.max_queued as i64);
+    METRICS.queue_depth.set(app.scheduler().queued() as i64);
+    METRICS.queued_bytes.set(app.queued_bytes().used() as i64);
+    METRICS.queue_limit.set(app.settings().max_queued as i64);
     METRICS
         .queued_bytes_limit
-        .set(app.queued_bytes.max() as i64);
-    METRICS.board_records.set(app.board.len() as i64);
+        .set(app.queued_bytes().max() as i64);
+    METRICS.board_records.set(app.board().len() as i64);
     let body = Bytes::from(METRICS.render());
     let mut header = ResponseHeader::build(200, Some(2))?;
     header.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8")?;

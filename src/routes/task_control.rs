@@ -143,14 +143,14 @@ async fn not_found(session: &mut Session) -> Result<u16> {
 /// `GET /task/{id}`: the task's record on the board, as its client sees it.
 async fn lookup(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Result<u16> {
     let found = app
-        .board
+        .board()
         .read(id, |r| scope.sees(r.client_name()).then(|| r.status_json()))
         .flatten();
     let body = match found {
         // `unknown` here may be a task handed to the shared queue (Redis engine),
         // which the shared queue knows better.
         Some(mut body) if body["state"] != "unknown" => {
-            if let Some(n) = app.cancels.queue_position(id) {
+            if let Some(n) = app.cancels().queue_position(id) {
                 body["queuePosition"] = json!(n);
             }
             body
@@ -175,11 +175,11 @@ pub async fn cancel_any(app: &App, session: &mut Session, id: &str) -> Result<u1
 /// `DELETE /task/{id}`: tells a live task to stop. A running task's slot stays
 /// counted until its Worker reports it free (the Worker goes on running it).
 async fn cancel(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Result<u16> {
-    let on_board = app.board.read(id, |r| {
+    let on_board = app.board().read(id, |r| {
         let owner = r.client_name().map(Arc::<str>::from);
         (owner, r.state(), r.worker().map(str::to_string))
     });
-    let live = app.cancels.client_of(id);
+    let live = app.cancels().client_of(id);
     let live_here = live.is_some();
     let (owner, state, worker) = match (on_board, live) {
         (Some(found), _) => found,
@@ -206,10 +206,10 @@ async fn cancel(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Re
     }
     if state == TaskState::Running {
         if let Some(worker) = &worker {
-            app.dispatcher.scheduler.hold_cancelled_slot(worker);
+            app.scheduler().hold_cancelled_slot(worker);
         }
     }
-    match app.cancels.cancel(id, scope.client()) {
+    match app.cancels().cancel(id, scope.client()) {
         CancelOutcome::Cancelled => {
             log::info!("task {id}: cancelled ({})", state.as_str());
             let body = json!({"id": id, "state": "cancelled"});
@@ -220,7 +220,7 @@ async fn cancel(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Re
         // It ended between the two looks.
         CancelOutcome::NotLive => {
             let state = app
-                .board
+                .board()
                 .read(id, |r| r.state())
                 .unwrap_or(TaskState::Unknown);
             finished(session, id, state).await
@@ -265,7 +265,7 @@ pub(crate) fn record_cancelled(app: &App, record: &TaskHandle, spec: &TaskSpec) 
         Reason::Cancelled.as_str(),
         Some(Reason::Cancelled),
     );
-    record.close(&app.board, spec, outcome.detail(why));
+    record.close(app.board(), spec, outcome.detail(why));
 }
 
 /// Answers the waiting client of a cancelled sync or stream task:

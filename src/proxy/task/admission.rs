@@ -23,10 +23,10 @@ pub(crate) async fn admit(
     spec: &TaskSpec,
     deadline: Instant,
 ) -> Result<crate::scheduler::Acquire, TaskError> {
-    match app.dispatcher.admit(spec) {
-        Err(TaskError::NoWorker(_)) if !app.registry.is_warm() => {
-            app.registry.wait_warm(deadline).await;
-            app.dispatcher.admit(spec)
+    match app.dispatcher().admit(spec) {
+        Err(TaskError::NoWorker(_)) if !app.registry().is_warm() => {
+            app.registry().wait_warm(deadline).await;
+            app.dispatcher().admit(spec)
         }
         other => other,
     }
@@ -44,7 +44,7 @@ pub(super) fn hold_queued_bytes(
         return Ok(());
     }
     let reserved = app
-        .queued_bytes
+        .queued_bytes()
         .try_reserve(bytes)
         .ok_or(TaskError::QueueFull)?;
     record.hold_while_queued(reserved);

@@ -33,11 +33,11 @@ pub(crate) const INPUT_REFUSED: &str = "input_refused";
 /// is sync, its pool has one agreed schema for the function and the input surely
 /// fails it; `None`: the task goes on. `body` is what the Worker would receive.
 pub(super) fn refusal(app: &App, spec: &TaskSpec, body: &[u8]) -> Option<String> {
-    if !app.settings.validate_input || spec.mode != Mode::Sync {
+    if !app.settings().validate_input || spec.mode != Mode::Sync {
         return None;
     }
     let schema = app
-        .registry
+        .registry()
         .schema(&spec.group, spec.contract, &spec.function)?;
     match schema.check_json(task::input_json(body)) {
         Verdict::Refuse(message) => Some(message),
@@ -85,11 +85,11 @@ pub(super) async fn refuse(
         Some(Reason::BadRequest),
     )
     .detail(message);
-    record.close(&app.board, spec, outcome);
+    record.close(app.board(), spec, outcome);
     ctx.status = 500;
     let extra = [
         Reason::BadRequest.header(),
-        queue_ms(&app.board, &task_id),
+        queue_ms(app.board(), &task_id),
         ("x-andera-task-id", task_id),
     ];
     let mut header = ResponseHeader::build(500, Some(4 + extra.len()))?;

@@ -47,10 +47,10 @@ pub(crate) async fn fail(
     );
     let outcome = Outcome::failed(e, message.clone());
     let reason = super::outcome::reason_of(e);
-    record.close(&app.board, spec, outcome);
+    record.close(app.board(), spec, outcome);
     let mut extra = vec![
         reason.header(),
-        queue_ms(&app.board, &task_id),
+        queue_ms(app.board(), &task_id),
         ("x-andera-task-id", task_id),
     ];
     if matches!(e, TaskError::QueueFull) {
@@ -63,9 +63,9 @@ pub(crate) async fn fail(
             .inc();
     }
     if matches!(e, TaskError::QueueFull | TaskError::ClientLimit { .. }) {
-        extra.push(("retry-after", app.settings.retry_after_s.to_string()));
+        extra.push(("retry-after", app.settings().retry_after_s.to_string()));
     }
-    let original = app.settings.original_status_codes;
+    let original = app.settings().original_status_codes;
     let (status, body) = super::compat::failure_answer(e, &message, reason, original);
     ctx.status = status;
     respond::json(session, status, &body, &extra).await

@@ -27,7 +27,7 @@ use pingora::proxy::Session;
 use tokio::time::Instant;
 
 use crate::app::{App, RequestCtx};
-use crate::dispatch::{ForwardHeaders, TaskError};
+use crate::dispatch::{ForwardHeaders, Outbound, TaskError};
 use crate::reason::Reason;
 use crate::respond;
 use crate::routes::{idempotent, task_control};
@@ -42,8 +42,8 @@ use crate::task::{self, Mode};
 /// waits, do not size it (an async fn is as large as its largest state).
 pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
     let received = Instant::now();
-    let settings = &app.settings;
-    let _active = app.drain.track();
+    let settings = app.settings();
+    let _active = app.drain().track();
     // The connection stays open after these when the unread body is small
     // (routes::guard).
     let Some(principal) = app.principal(session) else {
@@ -132,7 +132,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     spec.priority = crate::auth::quota::clamp_priority(&client, spec.priority);
     // Its share of the queue and its max_running / max_queued (scheduler::fair).
     spec.client = Some(task::TaskClient(client.clone()));
-    if let Err(wait) = app.rate_limits.take(&client, std::time::Instant::now()) {
+    if let Err(wait) = app.rate_limits().take(&client, std::time::Instant::now()) {
         ctx.status = 429;
         crate::metrics::METRICS
             .client_refused
@@ -172,7 +172,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     if let Some(p) = negative_priority {
         compat::warn_negative_priority(&task_id, p);
     }
-    let mut record = app.board.open(&task_id, &spec);
+    let mut record = app.board().open(&task_id, &spec);
     if let Some(name) = &ctx.client {
         record.client(name);
     }
@@ -182,7 +182,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         let received_at = now.checked_sub(received.elapsed()).unwrap_or(now);
         let headers = &session.req_header().headers;
         let trace = crate::traces::TaskTrace::start(tracer, headers, &spec, &task_id, received_at);
-        if app.access_log.get().is_some() {
+        if app.access_log().is_some() {
             ctx.trace_id = Some(trace.trace_id());
         }
         record.traced(trace);
@@ -192,7 +192,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         return Box::pin(edge::refuse(app, session, ctx, &record, &spec, message)).await;
     }
     // DELETE /task/{id} fires this while the task waits or runs (routes::task_control).
-    let cancel = app.cancels.register(&task_id, ctx.client.clone());
+    let cancel = app.cancels().register(&task_id, ctx.client.clone());
     let headers = ForwardHeaders::new(
         session.req_header(),
         worker_key,
@@ -223,9 +223,14 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         };
         return Box::pin(super::webhook::accept(app, session, ctx, accepted)).await;
     }
-    let delivery = app
-        .dispatcher
-        .deliver(&spec, admission, &headers, &body, deadline, &record);
+    let outbound = Outbound {
+        spec: &spec,
+        headers: &headers,
+        body: &body,
+        deadline,
+        task: &record,
+    };
+    let delivery = app.dispatcher().deliver(outbound, admission, None);
     let client_gone = async {
         // Resolves only if the client closes its connection (or misbehaves).
         let _ = session.as_downstream_mut().read_body_or_idle(true).await;
@@ -233,7 +238,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     let outcome = tokio::select! {
         d = delivery => Some(d),
         _ = client_gone => None,
-        _ = app.drain.aborted() => Some(Err(TaskError::ShuttingDown)),
+        _ = app.drain().aborted() => Some(Err(TaskError::ShuttingDown)),
         _ = cancel.cancelled() => return Box::pin(task_control::answer_cancelled(app, session, ctx, &record, &spec)).await,
     };
     match outcome {
@@ -241,7 +246,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             log::info!("task {task_id}: client disconnected before the Worker answered");
             ctx.status = 499;
             let why = "client disconnected before the Worker answered";
-            record.close(&app.board, &spec, Outcome::client_gone(why.into()));
+            record.close(app.board(), &spec, Outcome::client_gone(why.into()));
             Error::e_explain(
                 ConnectionClosed,
                 "client disconnected while its task was pending",

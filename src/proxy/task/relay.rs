@@ -8,7 +8,7 @@ use super::finish::queue_ms;
 use super::outcome::Outcome;
 use crate::app::{App, RequestCtx};
 use crate::board::TaskHandle;
-use crate::dispatch::Delivered;
+use crate::dispatch::Delivery;
 use crate::reason::Reason;
 use crate::respond;
 use crate::task::TaskSpec;
@@ -23,19 +23,13 @@ pub(super) async fn relay(
     ctx: &mut RequestCtx,
     record: &TaskHandle,
     spec: &TaskSpec,
-    delivered: Delivered<'_>,
+    mut delivery: Delivery<'_>,
 ) -> Result<()> {
     let task_id = record.id();
     let task_id = task_id.as_str();
-    let Delivered {
-        lease,
-        mut exchange,
-        attempts,
-    } = delivered;
-    let mut header = exchange.header().clone();
-    crate::dispatch::strip_response_hop_headers(&mut header);
+    let mut header = delivery.client_head();
     header.insert_header("x-andera-task-id", task_id)?;
-    let (name, waited) = queue_ms(&app.board, task_id);
+    let (name, waited) = queue_ms(app.board(), task_id);
     header.insert_header(name, waited)?;
     if session.req_header().version < http::Version::HTTP_11 {
         // HTTP/1.0 has no chunked encoding: the answer ends when the connection closes.
@@ -44,7 +38,7 @@ pub(super) async fn relay(
     ctx.status = header.status.as_u16();
     // One line per task, like an access log: id, route, answer, Worker, attempts.
     log::info!(
-        "task {task_id} client {} {}/{} c{} p{} {}: {} by {} (attempt {attempts})",
+        "task {task_id} client {} {}/{} c{} p{} {}: {} by {} (attempt {})",
         spec.client_name(),
         spec.group,
         spec.function,
@@ -52,21 +46,19 @@ pub(super) async fn relay(
         spec.priority,
         spec.mode.as_str(),
         ctx.status,
-        lease.url()
+        delivery.worker(),
+        delivery.attempts()
     );
     if ctx.status == 401 {
         // Boxed: the rare path, whose future would otherwise size every relay's.
-        return Box::pin(worker_refused_key(
-            app, session, record, spec, lease, exchange,
-        ))
-        .await;
+        return Box::pin(worker_refused_key(app, session, record, spec, delivery)).await;
     }
     let answered = Outcome::answered(ctx.status);
     let client_gone = |e: Box<Error>| {
-        record.close(&app.board, spec, Outcome::client_gone(e.to_string()));
+        record.close(app.board(), spec, Outcome::client_gone(e.to_string()));
         e
     };
-    let send = Some(app.settings.client.send_timeout);
+    let send = Some(app.settings().client.send_timeout);
     respond::within(send, session.write_response_header(Box::new(header), false))
         .await
         .map_err(client_gone)?;
@@ -74,8 +66,8 @@ pub(super) async fn relay(
     // with the whole answer must find its task finished on the board.
     let mut last = None;
     loop {
-        match exchange.next_chunk().await {
-            Ok(Some(chunk)) if exchange.body_done() => {
+        match delivery.next_chunk().await {
+            Ok(Some(chunk)) if delivery.body_done() => {
                 last = Some(chunk);
                 break;
             }
@@ -87,19 +79,17 @@ pub(super) async fn relay(
                 // The header is already out: all we can do is cut the response short.
                 log::warn!(
                     "task {task_id}: worker {} failed mid-response: {e}",
-                    lease.url()
+                    delivery.worker()
                 );
-                app.dispatcher.attempt_failed(&lease, &e);
                 let cut = Outcome::cut(e.is_timeout(), format!("failed mid-response: {e}"));
                 ctx.status = cut.status();
-                record.close(&app.board, spec, cut);
+                record.close(app.board(), spec, cut);
                 return Error::e_explain(ConnectionClosed, "worker failed mid-response");
             }
         }
     }
-    exchange.finish();
-    drop(lease);
-    record.close(&app.board, spec, answered);
+    delivery.finish();
+    record.close(app.board(), spec, answered);
     if let Some(chunk) = last {
         write_chunk(session, send, chunk).await?;
     }
@@ -136,13 +126,12 @@ async fn worker_refused_key(
     session: &mut Session,
     record: &TaskHandle,
     spec: &TaskSpec,
-    lease: crate::scheduler::Lease,
-    mut exchange: crate::upstream::Exchange<'_>,
+    mut delivery: Delivery<'_>,
 ) -> Result<()> {
     let mut answer = Vec::new();
     let mut whole = false;
     while answer.len() < REFUSAL_BYTES {
-        match exchange.next_chunk().await {
+        match delivery.next_chunk().await {
             Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
             Ok(None) => {
                 whole = true;
@@ -152,9 +141,10 @@ async fn worker_refused_key(
         }
     }
     if whole {
-        exchange.finish();
+        delivery.finish();
+    } else {
+        drop(delivery);
     }
-    drop(lease);
     let worker_error = serde_json::from_slice::<serde_json::Value>(&answer)
         .ok()
         .and_then(|v| v.get("error").cloned());
@@ -165,7 +155,7 @@ async fn worker_refused_key(
         spec.function
     );
     let refused = Outcome::answered(401).detail(WORKER_KEY_REJECTED.into());
-    record.close(&app.board, spec, refused);
+    record.close(app.board(), spec, refused);
     let reason = Reason::Unauthorized;
     let body = serde_json::json!({
         "error": WORKER_KEY_REJECTED, "reason": reason.as_str(), "workerError": worker_error,
@@ -173,7 +163,7 @@ async fn worker_refused_key(
     let task_id = record.id();
     let extra = [
         reason.header(),
-        queue_ms(&app.board, &task_id),
+        queue_ms(app.board(), &task_id),
         ("x-andera-task-id", task_id),
     ];
     respond::json(session, 401, &body, &extra).await
