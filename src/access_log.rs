@@ -34,13 +34,13 @@ const QUEUE_LINES: usize = 16 * 1024;
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// The sending side, held by the services.
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     tx: SyncSender<Vec<u8>>,
     reopen: Arc<AtomicBool>,
 }
 
 /// The writing side, run by [`AccessLogService`].
-pub struct AccessLogWriter {
+pub(crate) struct AccessLogWriter {
     rx: Receiver<Vec<u8>>,
     reopen: Arc<AtomicBool>,
     target: AccessLogTarget,
@@ -48,7 +48,7 @@ pub struct AccessLogWriter {
 
 /// Opens `target` once (so that a path that cannot be written stops start-up with
 /// its reason) and returns both sides of the log.
-pub fn open(target: &AccessLogTarget) -> io::Result<(AccessLog, AccessLogWriter)> {
+pub(crate) fn open(target: &AccessLogTarget) -> io::Result<(AccessLog, AccessLogWriter)> {
     if let AccessLogTarget::File(path) = target {
         open_file(path)?;
     }
@@ -80,7 +80,7 @@ fn open_file(path: &Path) -> io::Result<File> {
 impl AccessLog {
     /// Queues one line (a newline is added); drops it, counted, when the writer is
     /// behind.
-    pub fn write(&self, mut line: Vec<u8>) {
+    pub(crate) fn write(&self, mut line: Vec<u8>) {
         line.push(b'\n');
         if self.tx.try_send(line).is_err() {
             METRICS.access_log_dropped.inc();
@@ -88,7 +88,7 @@ impl AccessLog {
     }
 
     /// Asks the writer to reopen its file (SIGUSR1).
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.reopen.store(true, Ordering::Relaxed);
     }
 }
@@ -188,7 +188,7 @@ impl AccessLogWriter {
 
 /// Runs the writer on a blocking thread (started after Pingora daemonizes), and
 /// turns SIGUSR1 into a reopen.
-pub struct AccessLogService {
+pub(crate) struct AccessLogService {
     /// The writing side, taken when the service starts.
     pub writer: parking_lot::Mutex<Option<AccessLogWriter>>,
     /// Shared state (its [`App::access_log`] is reopened on SIGUSR1).
@@ -230,7 +230,7 @@ impl BackgroundService for AccessLogService {
 /// The client's address: the peer, or, when the peer is a trusted proxy, the
 /// right-most address in `X-Forwarded-For` that is not a trusted proxy (else
 /// `X-Real-IP`), as nginx's `real_ip` module with `real_ip_recursive on` reads it.
-pub fn remote_addr(session: &Session, trusted: &[ipnet::IpNet]) -> Option<String> {
+pub(crate) fn remote_addr(session: &Session, trusted: &[ipnet::IpNet]) -> Option<String> {
     let peer = session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -279,7 +279,7 @@ fn trace_id(session: &Session) -> Option<String> {
 
 /// Writes the access log line of the request that just ended, when the access log
 /// is on. Task fields come from the task's board record.
-pub fn log_request(app: &App, session: &Session, ctx: &RequestCtx, service: &'static str) {
+pub(crate) fn log_request(app: &App, session: &Session, ctx: &RequestCtx, service: &'static str) {
     let Some(log) = app.access_log() else {
         return;
     };

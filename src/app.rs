@@ -26,7 +26,7 @@ use crate::upstream::Upstream;
 /// Shared state of the running load balancer. Its parts are reached through the
 /// methods below, none replaced from outside: what changes after start-up (the key
 /// ring, the journal, the access log, draining) changes through a method that says so.
-pub struct App {
+pub(crate) struct App {
     settings: Arc<Settings>,
     registry: Arc<Registry>,
     /// The one scheduler that the registry fills and the dispatcher takes slots from.
@@ -54,7 +54,7 @@ pub struct App {
 
 /// What a request's key may do on an operator route.
 #[derive(Debug)]
-pub enum OperatorAccess {
+pub(crate) enum OperatorAccess {
     /// Allowed, with this role.
     Granted(Role),
     /// A valid key that opens no operator surface (or not this one): `403`.
@@ -65,7 +65,7 @@ pub enum OperatorAccess {
 
 impl App {
     /// Wires the registry and dispatcher over one scheduler.
-    pub fn new(settings: Arc<Settings>) -> Arc<App> {
+    pub(crate) fn new(settings: Arc<Settings>) -> Arc<App> {
         let settings_for_keys = settings.clone();
         let scheduler = Scheduler::new(settings.max_queued);
         // Before any Worker is registered: every pool is made under the link.
@@ -111,13 +111,17 @@ impl App {
     }
 
     /// The holder of the request's key, if it is one of ours.
-    pub fn principal(&self, session: &pingora::proxy::Session) -> Option<Principal> {
+    pub(crate) fn principal(&self, session: &pingora::proxy::Session) -> Option<Principal> {
         let ring = self.keys.read().clone();
         crate::auth::identify(session, &ring)
     }
 
     /// Whether the request's key opens an operator route that needs `need`.
-    pub fn operator_access(&self, session: &pingora::proxy::Session, need: Role) -> OperatorAccess {
+    pub(crate) fn operator_access(
+        &self,
+        session: &pingora::proxy::Session,
+        need: Role,
+    ) -> OperatorAccess {
         match self.principal(session) {
             None => OperatorAccess::Unauthorized,
             Some(p) => match p.role {
@@ -128,20 +132,15 @@ impl App {
     }
 
     /// Puts a rebuilt key ring in force (the clients file changed).
-    pub fn replace_keys(&self, ring: KeyRing) {
+    pub(crate) fn replace_keys(&self, ring: KeyRing) {
         for client in ring.clients() {
             METRICS.client_configured(&client.name);
         }
         *self.keys.write() = Arc::new(ring);
     }
 
-    /// The key ring in force.
-    pub fn keys(&self) -> Arc<KeyRing> {
-        self.keys.read().clone()
-    }
-
     /// Sets the journal once it is open and wakes the tasks waiting for it.
-    pub fn journal_is_open(&self, journal: Arc<Journal>) {
+    pub(crate) fn journal_is_open(&self, journal: Arc<Journal>) {
         if let Journal::Redis(shared) = &*journal {
             // Another instance's DELETE /task/{id} for a task held here.
             if let Some(mut asked) = shared.cancel_requests() {
@@ -162,7 +161,7 @@ impl App {
     /// The journal, waiting up to `limit` while it is still opening at start-up
     /// (the client port may accept a task a moment before); `None` if it is not
     /// open by then.
-    pub async fn journal_within(&self, limit: std::time::Duration) -> Option<Arc<Journal>> {
+    pub(crate) async fn journal_within(&self, limit: std::time::Duration) -> Option<Arc<Journal>> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let opened = self.journal_opened.notified();
@@ -178,97 +177,97 @@ impl App {
     }
 
     /// Refreshes the per-Worker gauges from the registry (stale Workers disappear).
-    pub fn refresh_worker_gauges(&self) {
+    pub(crate) fn refresh_worker_gauges(&self) {
         METRICS.refresh_workers(&self.registry.gauges());
     }
 
     /// True once shutdown has begun.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     /// Turns readiness false: shutdown has begun (there is no way back).
-    pub fn begin_draining(&self) {
+    pub(crate) fn begin_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 
     /// The validated settings.
-    pub fn settings(&self) -> &Arc<Settings> {
+    pub(crate) fn settings(&self) -> &Arc<Settings> {
         &self.settings
     }
 
     /// The Workers and what they report.
-    pub fn registry(&self) -> &Arc<Registry> {
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
 
     /// Slots and the wait queue (what the registry fills and dispatch takes from).
-    pub fn scheduler(&self) -> &Arc<Scheduler> {
+    pub(crate) fn scheduler(&self) -> &Arc<Scheduler> {
         &self.scheduler
     }
 
     /// The dispatch path: admission and delivery to Workers.
-    pub fn dispatcher(&self) -> &Dispatcher {
+    pub(crate) fn dispatcher(&self) -> &Dispatcher {
         &self.dispatcher
     }
 
     /// Connections for webhook failure notices (not the Workers' pool).
-    pub fn notices(&self) -> &Arc<Upstream> {
+    pub(crate) fn notices(&self) -> &Arc<Upstream> {
         &self.notices
     }
 
     /// Recent task records and the dashboard's series.
-    pub fn board(&self) -> &Arc<TaskBoard> {
+    pub(crate) fn board(&self) -> &Arc<TaskBoard> {
         &self.board
     }
 
     /// How long the process has run.
-    pub fn uptime(&self) -> std::time::Duration {
+    pub(crate) fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }
 
     /// Tasks in progress, and the signal that cuts them at the end of the grace period.
-    pub fn drain(&self) -> &Arc<Drain> {
+    pub(crate) fn drain(&self) -> &Arc<Drain> {
         &self.drain
     }
 
     /// The webhook task journal, once open (`None`: not configured, or still opening).
-    pub fn journal(&self) -> Option<&Arc<Journal>> {
+    pub(crate) fn journal(&self) -> Option<&Arc<Journal>> {
         self.journal.get()
     }
 
     /// Body bytes of tasks waiting for a slot (`tasks.max_queued_bytes`).
-    pub fn queued_bytes(&self) -> &Arc<ByteBudget> {
+    pub(crate) fn queued_bytes(&self) -> &Arc<ByteBudget> {
         &self.queued_bytes
     }
 
     /// The access log, when `logging.access_log` is set and it is open.
-    pub fn access_log(&self) -> Option<&AccessLog> {
+    pub(crate) fn access_log(&self) -> Option<&AccessLog> {
         self.access_log.get()
     }
 
     /// Puts the access log in force (once, at start-up; a second call is ignored).
-    pub fn set_access_log(&self, log: AccessLog) {
+    pub(crate) fn set_access_log(&self, log: AccessLog) {
         let _ = self.access_log.set(log);
     }
 
     /// Named clients' rate limits (`rate`, `burst`).
-    pub fn rate_limits(&self) -> &RateLimits {
+    pub(crate) fn rate_limits(&self) -> &RateLimits {
         &self.rate_limits
     }
 
     /// Cancel signals of the tasks live here (`DELETE /task/{id}`).
-    pub fn cancels(&self) -> &Arc<Cancels> {
+    pub(crate) fn cancels(&self) -> &Arc<Cancels> {
         &self.cancels
     }
 
     /// `Idempotency-Key`s seen (`tasks.idempotency_ttl_ms`, `tasks.idempotency_max_keys`).
-    pub fn idempotency(&self) -> &Arc<Idempotency> {
+    pub(crate) fn idempotency(&self) -> &Arc<Idempotency> {
         &self.idempotency
     }
 
     /// Slots and queue shared with other instances (`cluster.redis`); `None`: off.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()
     }
 }
@@ -295,7 +294,7 @@ fn initial_ring(settings: &Settings) -> KeyRing {
 
 /// Per-request state: what was decided, for logging and metrics.
 #[derive(Debug, Default)]
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     /// Route label (`task`, `health`, `logs`, `not_found`).
     pub route: &'static str,
     /// Status sent to the client (499 when the client left first).
@@ -314,7 +313,7 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A request's context; it reads the clock only when `timed` (the access log).
-    pub fn new(timed: bool) -> RequestCtx {
+    pub(crate) fn new(timed: bool) -> RequestCtx {
         RequestCtx {
             started: timed.then(std::time::Instant::now),
             ..RequestCtx::default()

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 /// Bytes reserved by waiting tasks, and the most that may be. Default budget 256 MiB.
 #[derive(Debug)]
-pub struct ByteBudget {
+pub(crate) struct ByteBudget {
     used: AtomicUsize,
     max: usize,
 }
 
 impl ByteBudget {
     /// A budget of `max` bytes.
-    pub fn new(max: usize) -> Arc<ByteBudget> {
+    pub(crate) fn new(max: usize) -> Arc<ByteBudget> {
         Arc::new(ByteBudget {
             used: AtomicUsize::new(0),
             max,
@@ -24,7 +24,7 @@ impl ByteBudget {
     /// Reserves `bytes` until the guard is dropped; `None` when that would exceed the
     /// budget. A single body is always accepted into an empty budget, so a budget
     /// smaller than `tasks.body_limit` cannot starve large tasks forever.
-    pub fn try_reserve(self: &Arc<Self>, bytes: usize) -> Option<Reserved> {
+    pub(crate) fn try_reserve(self: &Arc<Self>, bytes: usize) -> Option<Reserved> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 let total = used.checked_add(bytes)?;
@@ -38,19 +38,19 @@ impl ByteBudget {
     }
 
     /// Bytes reserved right now.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
 
     /// The budget.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 }
 
 /// Bytes held by one waiting task (see [`ByteBudget::try_reserve`]); given back on drop.
 #[derive(Debug)]
-pub struct Reserved {
+pub(crate) struct Reserved {
     budget: Arc<ByteBudget>,
     bytes: usize,
 }

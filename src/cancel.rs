@@ -25,14 +25,14 @@ struct Entry {
 
 /// The cancel signals of this instance's live tasks, by task id.
 #[derive(Default)]
-pub struct Cancels {
+pub(crate) struct Cancels {
     live: Mutex<foldhash::HashMap<Box<str>, Entry>>,
     serial: std::sync::atomic::AtomicU64,
 }
 
 /// What [`Cancels::cancel`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
+pub(crate) enum CancelOutcome {
     /// The task was live here and is told to stop.
     Cancelled,
     /// No live task of this id here (never was, or it has ended).
@@ -44,7 +44,7 @@ pub enum CancelOutcome {
 impl Cancels {
     /// Registers task `id` of `client` (`None`: an operator's or a journal's task
     /// without one); the entry lives as long as the returned guard.
-    pub fn register(self: &Arc<Self>, id: &str, client: Option<Arc<str>>) -> CancelGuard {
+    pub(crate) fn register(self: &Arc<Self>, id: &str, client: Option<Arc<str>>) -> CancelGuard {
         let token = CancellationToken::new();
         let serial = self
             .serial
@@ -66,7 +66,7 @@ impl Cancels {
 
     /// Fires task `id`'s signal if it is live here and `client` may cancel it
     /// (`None`: any task, the admin key).
-    pub fn cancel(&self, id: &str, client: Option<&str>) -> CancelOutcome {
+    pub(crate) fn cancel(&self, id: &str, client: Option<&str>) -> CancelOutcome {
         let Some(entry) = self.live.lock().get(id).cloned() else {
             return CancelOutcome::NotLive;
         };
@@ -78,29 +78,31 @@ impl Cancels {
     }
 
     /// The client of live task `id`, if it is live here (`Some(None)`: no client).
-    pub fn client_of(&self, id: &str) -> Option<Option<Arc<str>>> {
+    pub(crate) fn client_of(&self, id: &str) -> Option<Option<Arc<str>>> {
         self.live.lock().get(id).map(|e| e.client.clone())
     }
 
     /// Task `id`'s position in its queue (1: next), if it is live here and waiting.
-    pub fn queue_position(&self, id: &str) -> Option<usize> {
+    pub(crate) fn queue_position(&self, id: &str) -> Option<usize> {
         let place = self.live.lock().get(id)?.place.clone()?;
         place.position()
     }
 
     /// Live tasks registered right now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.live.lock().len()
     }
 
     /// True when no task is registered.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 /// A live task's registration: its signal, removed from [`Cancels`] when dropped.
-pub struct CancelGuard {
+pub(crate) struct CancelGuard {
     cancels: Arc<Cancels>,
     id: Box<str>,
     token: CancellationToken,
@@ -109,17 +111,18 @@ pub struct CancelGuard {
 
 impl CancelGuard {
     /// Resolves once the task is cancelled (never, if it is not).
-    pub async fn cancelled(&self) {
+    pub(crate) async fn cancelled(&self) {
         self.token.cancelled().await
     }
 
     /// True once the task was cancelled.
-    pub fn is_cancelled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.token.is_cancelled()
     }
 
     /// Notes where the task waits for a slot, for `queuePosition`.
-    pub fn waits_at(&self, admission: &crate::scheduler::Acquire) {
+    pub(crate) fn waits_at(&self, admission: &crate::scheduler::Acquire) {
         let crate::scheduler::Acquire::Queued(waiting) = admission else {
             return;
         };

@@ -8,7 +8,7 @@ use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 /// Counts tasks in progress and open client connections, and tells tasks when to
 /// give up.
-pub struct Drain {
+pub(crate) struct Drain {
     tasks: TaskTracker,
     connections: TaskTracker,
     abort: watch::Sender<bool>,
@@ -26,31 +26,31 @@ impl Default for Drain {
 
 impl Drain {
     /// Marks a task as in progress until the guard is dropped.
-    pub fn track(self: &Arc<Self>) -> ActiveTask {
+    pub(crate) fn track(self: &Arc<Self>) -> ActiveTask {
         ActiveTask {
             _token: self.tasks.token(),
         }
     }
 
     /// Counts a client connection as open until the guard is dropped.
-    pub fn track_connection(self: &Arc<Self>) -> OpenConnection {
+    pub(crate) fn track_connection(self: &Arc<Self>) -> OpenConnection {
         OpenConnection {
             _token: self.connections.token(),
         }
     }
 
     /// Tasks in progress.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.tasks.len()
     }
 
     /// Client connections open (idle ones included).
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.len()
     }
 
     /// True once every client connection is closed, false if `until` comes first.
-    pub async fn connections_closed_by(&self, until: tokio::time::Instant) -> bool {
+    pub(crate) async fn connections_closed_by(&self, until: tokio::time::Instant) -> bool {
         self.connections.close();
         tokio::time::timeout_at(until, self.connections.wait())
             .await
@@ -58,13 +58,13 @@ impl Drain {
     }
 
     /// Resolves when the grace period is over and remaining tasks must end.
-    pub async fn aborted(&self) {
+    pub(crate) async fn aborted(&self) {
         let mut rx = self.abort.subscribe();
         let _ = rx.wait_for(|cut| *cut).await;
     }
 
     /// True once no task is in progress, false if `until` comes first.
-    pub async fn idle_by(&self, until: tokio::time::Instant) -> bool {
+    pub(crate) async fn idle_by(&self, until: tokio::time::Instant) -> bool {
         // Closing only lets `wait` resolve at zero: tasks may still be added (a
         // webhook task's runner) and are waited for too.
         self.tasks.close();
@@ -74,17 +74,17 @@ impl Drain {
     }
 
     /// Tells every task in progress that the grace period is over.
-    pub fn abort_all(&self) {
+    pub(crate) fn abort_all(&self) {
         self.abort.send_replace(true);
     }
 }
 
 /// An open client connection (see [`Drain::track_connection`]).
-pub struct OpenConnection {
+pub(crate) struct OpenConnection {
     _token: TaskTrackerToken,
 }
 
 /// A task in progress (see [`Drain::track`]); it stops counting when dropped.
-pub struct ActiveTask {
+pub(crate) struct ActiveTask {
     _token: TaskTrackerToken,
 }

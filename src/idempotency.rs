@@ -13,7 +13,8 @@
 //!
 //! Only SHA-256 digests are kept: of the client's name and the key (the key text is
 //! never stored), and of the body. Memory is bounded by
-//! `tasks.idempotency_max_keys` (oldest dropped first), about [`ENTRY_BYTES`] each.
+//! `tasks.idempotency_max_keys` (oldest dropped first), about 224 bytes each (its map
+//! entry: two digests, the task id, the expiry; and its place in the age queue).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,23 +23,19 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 /// The request header.
-pub const HEADER: &str = "idempotency-key";
+pub(crate) const HEADER: &str = "idempotency-key";
 
 /// Longest key accepted, bytes (the IETF draft's keys are UUIDs; 255 is generous).
-pub const MAX_KEY_BYTES: usize = 255;
+pub(crate) const MAX_KEY_BYTES: usize = 255;
 
 /// Default `tasks.idempotency_ttl_ms`: one day.
-pub const DEFAULT_TTL_MS: u64 = 86_400_000;
+pub(crate) const DEFAULT_TTL_MS: u64 = 86_400_000;
 
 /// Default `tasks.idempotency_max_keys`.
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
-
-/// About what one kept key costs: its map entry (two digests, the task id, the
-/// expiry) and its place in the age queue.
-pub const ENTRY_BYTES: usize = 224;
+pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// A SHA-256 digest.
-pub type Digest = [u8; 32];
+pub(crate) type Digest = [u8; 32];
 
 fn sha256(parts: &[&[u8]]) -> Digest {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -52,7 +49,7 @@ fn sha256(parts: &[&[u8]]) -> Digest {
 
 /// A task's idempotency key and body, as digests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     /// SHA-256 of the client's name, a NUL and the key: keys are per client.
     pub key: Digest,
     /// SHA-256 of the body as the client sent it.
@@ -62,7 +59,7 @@ pub struct Request {
 impl Request {
     /// The request's `Idempotency-Key` for `client`, if it sent one; a key that is
     /// empty, longer than [`MAX_KEY_BYTES`] or not visible ASCII is an error (`400`).
-    pub fn of(
+    pub(crate) fn of(
         headers: &http::HeaderMap,
         client: &str,
         body: &[u8],
@@ -83,7 +80,7 @@ impl Request {
 
 /// What a key was found to be.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// Not seen: this task goes ahead and holds the key.
     New(Claim),
     /// A webhook task accepted under this key: answer as it was answered.
@@ -152,7 +149,7 @@ impl Inner {
 
 /// The keys of this instance (with the Redis engine, a webhook key is also checked
 /// in Redis: see the journal).
-pub struct Idempotency {
+pub(crate) struct Idempotency {
     ttl: Duration,
     max_keys: usize,
     inner: Mutex<Inner>,
@@ -160,7 +157,7 @@ pub struct Idempotency {
 
 impl Idempotency {
     /// A store keeping keys `ttl` and at most `max_keys` of them (at least 1).
-    pub fn new(ttl: Duration, max_keys: usize) -> Arc<Idempotency> {
+    pub(crate) fn new(ttl: Duration, max_keys: usize) -> Arc<Idempotency> {
         Arc::new(Idempotency {
             ttl,
             max_keys: max_keys.max(1),
@@ -169,12 +166,12 @@ impl Idempotency {
     }
 
     /// How long an accepted webhook task's key is kept.
-    pub fn ttl(&self) -> Duration {
+    pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// Looks `req` up; if unseen, task `task_id` takes the key (see [`Claim`]).
-    pub fn begin(self: &Arc<Self>, req: &Request, task_id: &str) -> Seen {
+    pub(crate) fn begin(self: &Arc<Self>, req: &Request, task_id: &str) -> Seen {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         inner.trim(now, self.max_keys + 1);
@@ -208,7 +205,7 @@ impl Idempotency {
 
     /// Puts back the key of a webhook task accepted before (read from the journal
     /// at start-up, or from Redis), accepted until `expires_in` from now.
-    pub fn restore(&self, req: &Request, task_id: &str, expires_in: Duration) {
+    pub(crate) fn restore(&self, req: &Request, task_id: &str, expires_in: Duration) {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         inner.trim(now, self.max_keys);
@@ -226,19 +223,15 @@ impl Idempotency {
     }
 
     /// Keys kept right now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.inner.lock().by_key.len()
-    }
-
-    /// True when no key is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 /// A task's hold on its key: let go when dropped (the sync task ended, the webhook
 /// task was refused), unless [`Claim::accepted`] kept it for the TTL.
-pub struct Claim {
+pub(crate) struct Claim {
     store: Arc<Idempotency>,
     key: Digest,
     serial: u64,
@@ -247,14 +240,14 @@ pub struct Claim {
 
 impl Claim {
     /// The key's and the body's digests.
-    pub fn digests(&self) -> (Digest, Digest) {
+    pub(crate) fn digests(&self) -> (Digest, Digest) {
         let inner = self.store.inner.lock();
         let body = inner.by_key.get(&self.key).map_or([0; 32], |e| e.body);
         (self.key, body)
     }
 
     /// The webhook task was accepted: repeats get its answer for the TTL.
-    pub fn accepted(mut self) {
+    pub(crate) fn accepted(mut self) {
         self.kept = true;
         let mut inner = self.store.inner.lock();
         if let Some(e) = inner.by_key.get_mut(&self.key) {

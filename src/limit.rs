@@ -22,25 +22,25 @@ use tokio::time::{Instant, Sleep};
 
 /// The limit passed before the future was ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Elapsed;
+pub(crate) struct Elapsed;
 
 /// Runs `fut` until `deadline`: `Err(Elapsed)` if it is not ready by then.
-pub fn by<F: Future>(deadline: Instant, fut: F) -> Limited<F> {
+pub(crate) fn by<F: Future>(deadline: Instant, fut: F) -> Limited<F> {
     Limited::new(fut, Until::By(deadline))
 }
 
 /// Runs `fut` for at most `limit`, counted from the first time it has to wait.
-pub fn within<F: Future>(limit: Duration, fut: F) -> Limited<F> {
+pub(crate) fn within<F: Future>(limit: Duration, fut: F) -> Limited<F> {
     Limited::new(fut, Until::For(limit))
 }
 
 /// [`within`] when there is a limit, else `fut` unbounded.
-pub fn within_opt<F: Future>(limit: Option<Duration>, fut: F) -> Limited<F> {
+pub(crate) fn within_opt<F: Future>(limit: Option<Duration>, fut: F) -> Limited<F> {
     Limited::new(fut, limit.map_or(Until::Never, Until::For))
 }
 
 /// Resolves at `deadline`; never when there is none, and then arms no timer.
-pub async fn sleep_until(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -59,7 +59,7 @@ pin_project! {
     /// A future with a time limit, from [`by`], [`within`] or [`within_opt`]. A
     /// plain struct rather than an `async fn`, so that the future it bounds is
     /// built in place and never moved again.
-    pub struct Limited<F> {
+    pub(crate) struct Limited<F> {
         #[pin]
         fut: F,
         until: Until,

@@ -1,13 +1,14 @@
 //! `andera-lb`: the Andera load balancer.
 
+#![warn(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use andera_lb::config;
-use andera_lb::journal::{Journal, Location};
-use andera_lb::registry::watch::load_listed;
 use andera_lb::server::{self, RunFlags};
+use andera_lb::startup::{self, DEFAULT_KEY_WARNING};
 use clap::Parser;
 
 /// Command line.
@@ -53,51 +54,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listed = match load_listed(&settings.workers) {
-        Ok(w) => w,
+    let listed = match startup::check(&settings, !(args.recover || args.test)) {
+        Ok(listed) => listed,
         Err(e) => {
-            eprintln!("andera-lb: configuration error: {e}");
+            eprintln!("andera-lb: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = andera_lb::upstream::tls_client_config(settings.ca_file.as_deref()) {
-        eprintln!("andera-lb: configuration error: upstream.ca_file: {e}");
-        return ExitCode::from(2);
-    }
-    match (&settings.journal, args.recover || args.test) {
-        (Some(location @ Location::File(_)), false) => {
-            if let Err(e) = Journal::check(location) {
-                eprintln!("andera-lb: {e}{}", e.recover_hint());
-                return ExitCode::from(2);
-            }
-        }
-        (Some(location @ Location::Redis(_)), _) => {
-            // Nothing accepted could be kept: refuse to start rather than answer 503s.
-            // `-t` tries the connection too, so that `ExecStartPre=andera-lb -t`
-            // catches an unreachable Redis before the start does.
-            if let Err(e) = Journal::check(location) {
-                eprintln!("andera-lb: {e}");
-                return ExitCode::from(2);
-            }
-        }
-        _ => {}
-    }
-    // Named clients: the clients file parses, and no name or key is given twice.
-    if let Err(e) = andera_lb::auth::ring_of(&settings) {
-        eprintln!("andera-lb: configuration error: {e}");
-        return ExitCode::from(2);
-    }
-    if let Some(target) = &settings.access_log {
-        if let Err(e) = andera_lb::access_log::open(target) {
-            eprintln!("andera-lb: configuration error: logging.access_log: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    let origin = match &settings.workers {
-        config::WorkerSource::File(path) => path.display().to_string(),
-        config::WorkerSource::Inline(_) => "workers.list".into(),
-    };
-    let warnings = startup_warnings(&settings, listed.warnings(&origin), &dotenv);
+    let warnings = startup::warnings(&settings, &listed, dotenv.as_ref().err().cloned());
     let workers = listed.urls;
     if args.test || (args.strict && !warnings.is_empty()) {
         for w in &warnings {
@@ -171,7 +135,7 @@ fn main() -> ExitCode {
         daemon: args.daemon,
         recover: args.recover,
     };
-    let (server, _app) = server::build(Arc::new(settings), workers, flags);
+    let server = server::build(Arc::new(settings), workers, flags);
     server.run_forever();
 }
 
@@ -187,30 +151,4 @@ fn load_dotenv() -> Result<Option<String>, String> {
         // The original's dotenv skips what it cannot read; so do we, loudly.
         Err(e) => Err(format!("./.env could not be read completely: {e}")),
     }
-}
-
-/// The warning about the well-known LB key (a banner in the log).
-const DEFAULT_KEY_WARNING: &str =
-    "LB_AUTH_KEY is the well-known default key: anyone can use this load balancer";
-
-/// Every warning a start logs, in order: the Worker list's (`listed`), `.env`'s,
-/// the configuration's (values whose meaning was guessed) and the default key's.
-/// `-t` prints the same list, and `--strict` refuses to go on when it is not empty.
-fn startup_warnings(
-    settings: &config::Settings,
-    listed: Vec<String>,
-    dotenv: &Result<Option<String>, String>,
-) -> Vec<String> {
-    let mut all = listed;
-    all.extend(dotenv.as_ref().err().cloned());
-    all.extend(
-        settings
-            .warnings
-            .iter()
-            .map(|w| format!("configuration: {w}")),
-    );
-    if settings.uses_default_key() {
-        all.push(DEFAULT_KEY_WARNING.into());
-    }
-    all
 }

@@ -6,8 +6,8 @@
 mod labels;
 mod workers;
 
-pub use labels::{outcome, KNOWN_RESPONSES, NO_WORKER, RETRY_REASONS, TASK_OUTCOMES};
-pub use workers::{WorkerFamilies, WorkerGauge};
+pub(crate) use labels::{outcome, KNOWN_RESPONSES, NO_WORKER, RETRY_REASONS, TASK_OUTCOMES};
+pub(crate) use workers::{WorkerFamilies, WorkerGauge};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -44,16 +44,16 @@ impl GroupLoad {
 }
 
 /// What the per-group gauges read on each scrape (the scheduler).
-pub type QueueSource = Box<dyn Fn() -> Vec<GroupLoad> + Send + Sync>;
+pub(crate) type QueueSource = Box<dyn Fn() -> Vec<GroupLoad> + Send + Sync>;
 
 /// Label value used for anything outside the known set.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 
 /// Longest label value kept verbatim.
 const MAX_LABEL_LEN: usize = 64;
 
 /// Every metric of the process.
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
     /// Tasks that ended, by group, function and outcome.
@@ -67,8 +67,6 @@ pub struct Metrics {
     pub queue_limit: IntGauge,
     /// Most body bytes of waiting tasks (`tasks.max_queued_bytes`), set on each scrape.
     pub queued_bytes_limit: IntGauge,
-    /// 1, labelled with the running version.
-    pub build_info: IntGaugeVec,
     /// What each Worker reports of its own load, and its free slots.
     pub workers: WorkerFamilies,
     /// Tasks waiting now.
@@ -249,15 +247,15 @@ impl Metrics {
             );
             let _ = r.register(Box::new(pc));
         }
-        let build_info = gauge_vec(
+        // Registered and set once: nothing changes it afterwards.
+        gauge_vec(
             &r,
             "build_info",
             "1, labelled with the running andera-lb version.",
             &["version"],
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
         let m = Metrics {
             tasks: counter_vec(
                 &r,
@@ -289,7 +287,6 @@ impl Metrics {
                 "queued_bytes_limit",
                 "Most body bytes of tasks waiting for a Worker slot (tasks.max_queued_bytes).",
             ),
-            build_info,
             workers: WorkerFamilies::new(&r),
             queue_depth,
             queue_depth_by_group: gauge_vec(
@@ -438,7 +435,7 @@ impl Metrics {
 
     /// Creates at 0 the refusal series of a configured client (its name is bounded:
     /// it comes from the configuration, never from a request).
-    pub fn client_configured(&self, name: &str) {
+    pub(crate) fn client_configured(&self, name: &str) {
         for reason in ["client_rate", "client_running", "client_queued"] {
             self.client_refused.with_label_values(&[name, reason]);
         }
@@ -465,7 +462,7 @@ impl Metrics {
     /// Removes every series of the Worker `url` (of `group`, as its `worker_up` was
     /// labelled), for a Worker that left the list: its counters would otherwise stay
     /// in `/metrics` for the life of the process.
-    pub fn forget_worker(&self, url: &str, group: &str) {
+    pub(crate) fn forget_worker(&self, url: &str, group: &str) {
         let _ = self.worker_up.remove_label_values(&[url, group]);
         for gauge in [
             &self.worker_slots_used,
@@ -486,12 +483,12 @@ impl Metrics {
 
     /// Sets where `andera_lb_queue_depth_by_group` is read from (the scheduler); the
     /// first call wins. Until then the family has no series.
-    pub fn set_queue_source(&self, source: QueueSource) {
+    pub(crate) fn set_queue_source(&self, source: QueueSource) {
         let _ = self.queue_source.set(source);
     }
 
     /// Renders the text exposition format.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         if let Some(source) = self.queue_source.get() {
             // The group set only grows (groups Workers have had, and `other`), so
             // setting every value leaves no stale series.
@@ -521,10 +518,10 @@ impl Metrics {
 }
 
 /// The process-wide metrics.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The `priority_class` label values, most urgent first.
-pub const PRIORITY_CLASSES: [&str; 7] = [
+pub(crate) const PRIORITY_CLASSES: [&str; 7] = [
     "1",
     "2-10",
     "11-100",
@@ -535,7 +532,7 @@ pub const PRIORITY_CLASSES: [&str; 7] = [
 ];
 
 /// The index in [`PRIORITY_CLASSES`] of `priority`'s class.
-pub fn priority_class_index(priority: u32) -> usize {
+pub(crate) fn priority_class_index(priority: u32) -> usize {
     match priority {
         0..=1 => 0,
         2..=10 => 1,
@@ -548,7 +545,7 @@ pub fn priority_class_index(priority: u32) -> usize {
 }
 
 /// Bounded priority classes for the 1..2097152 range.
-pub fn priority_class(priority: u32) -> &'static str {
+pub(crate) fn priority_class(priority: u32) -> &'static str {
     PRIORITY_CLASSES[priority_class_index(priority)]
 }
 
@@ -558,17 +555,17 @@ static KNOWN_GROUPS: std::sync::LazyLock<parking_lot::RwLock<foldhash::HashSet<B
     std::sync::LazyLock::new(Default::default);
 
 /// Notes that a valid Worker of `group` appeared.
-pub fn group_became_known(group: &str) {
+pub(crate) fn group_became_known(group: &str) {
     KNOWN_GROUPS.write().insert(group.into());
 }
 
 /// True once a valid Worker of `group` has been seen.
-pub fn known_group(group: &str) -> bool {
+pub(crate) fn known_group(group: &str) -> bool {
     KNOWN_GROUPS.read().contains(group)
 }
 
 /// A label value for a client-supplied name: kept only when `known`, else [`OTHER`].
-pub fn bounded_label(value: &str, known: bool) -> &str {
+pub(crate) fn bounded_label(value: &str, known: bool) -> &str {
     if known && value.len() <= MAX_LABEL_LEN {
         value
     } else {

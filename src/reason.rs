@@ -6,11 +6,11 @@
 
 /// The response header that carries a [`Reason`] on every answer the load balancer
 /// makes itself.
-pub const HEADER: &str = "x-andera-reason";
+pub(crate) const HEADER: &str = "x-andera-reason";
 
 /// Why the load balancer answered a request itself (not relaying a Worker's answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// No LB key, or a wrong one (`401`); or the Worker refused `x-wr-auth` (`401`).
     Unauthorized,
     /// A valid key, not allowed on this route (`403`).
@@ -54,7 +54,8 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the README's order.
-    pub const ALL: &'static [Reason] = &[
+    #[cfg(test)]
+    pub(crate) const ALL: &'static [Reason] = &[
         Reason::Unauthorized,
         Reason::Forbidden,
         Reason::BadRequest,
@@ -77,7 +78,7 @@ impl Reason {
     ];
 
     /// The wire value, e.g. `"queue_full"`.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Reason::Unauthorized => "unauthorized",
             Reason::Forbidden => "forbidden",
@@ -102,7 +103,7 @@ impl Reason {
     }
 
     /// The `x-andera-reason` header for this reason, ready for `respond::json`'s extras.
-    pub fn header(self) -> (&'static str, String) {
+    pub(crate) fn header(self) -> (&'static str, String) {
         (HEADER, self.as_str().to_string())
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::reason::Reason;
 
 /// Writes `status` with a JSON body and any extra headers, ending the response.
-pub async fn json(
+pub(crate) async fn json(
     session: &mut Session,
     status: u16,
     body: &Value,
@@ -37,7 +37,7 @@ pub async fn json(
 }
 
 /// Writes `{"error": message}` with `status`.
-pub async fn error(
+pub(crate) async fn error(
     session: &mut Session,
     status: u16,
     message: &str,
@@ -54,7 +54,7 @@ pub async fn error(
 
 /// Writes the load balancer's own refusal: `status` with `{"error": message,
 /// "reason": reason}`, the `x-andera-reason` header and any extra headers.
-pub async fn refuse(
+pub(crate) async fn refuse(
     session: &mut Session,
     status: u16,
     reason: Reason,
@@ -69,12 +69,16 @@ pub async fn refuse(
 }
 
 /// Writes `403 {"error": message, "reason": "forbidden"}`: a valid key, not for this.
-pub async fn forbidden(session: &mut Session, message: &str) -> Result<()> {
+pub(crate) async fn forbidden(session: &mut Session, message: &str) -> Result<()> {
     refuse(session, 403, Reason::Forbidden, message, &[]).await
 }
 
 /// Writes a static asset.
-pub async fn asset(session: &mut Session, content_type: &str, body: &'static [u8]) -> Result<()> {
+pub(crate) async fn asset(
+    session: &mut Session,
+    content_type: &str,
+    body: &'static [u8],
+) -> Result<()> {
     let mut header = ResponseHeader::build(200, Some(3))?;
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len())?;
@@ -94,7 +98,7 @@ pub async fn asset(session: &mut Session, content_type: &str, body: &'static [u8
 
 /// Answers an `OPTIONS` request as Express did: `200`, `Allow: methods`, and the
 /// methods as a `text/plain` body.
-pub async fn allow(session: &mut Session, methods: &'static str) -> Result<()> {
+pub(crate) async fn allow(session: &mut Session, methods: &'static str) -> Result<()> {
     let mut header = ResponseHeader::build(200, Some(3))?;
     header.insert_header("allow", methods)?;
     header.insert_header("content-type", "text/plain; charset=utf-8")?;
@@ -113,14 +117,14 @@ pub async fn allow(session: &mut Session, methods: &'static str) -> Result<()> {
 }
 
 /// The connection's send timeout (`client.send_timeout_ms`, set on every session).
-pub fn send_limit(session: &Session) -> Option<Duration> {
+pub(crate) fn send_limit(session: &Session) -> Option<Duration> {
     session.as_downstream().get_write_timeout()
 }
 
 /// Bounds one write to the client, flush included (Pingora's own write timeout
 /// leaves out header writes and the final flush): a client that accepts no answer
 /// bytes for `limit` is treated as gone. No timer is armed unless the write waits.
-pub fn within<F: Future<Output = Result<()>>>(
+pub(crate) fn within<F: Future<Output = Result<()>>>(
     limit: Option<Duration>,
     write: F,
 ) -> impl Future<Output = Result<()>> {
@@ -139,7 +143,7 @@ pub fn within<F: Future<Output = Result<()>>>(
 
 /// Status and message for an error that ended a request before it was answered;
 /// status 0 when the connection is already dead and nothing can be sent.
-pub fn failure_status(e: &Error) -> (u16, &'static str) {
+pub(crate) fn failure_status(e: &Error) -> (u16, &'static str) {
     match e.etype() {
         ErrorType::HTTPStatus(code) => (*code, "Request failed"),
         ErrorType::ReadTimedout => (408, "Request body timed out"),
@@ -172,7 +176,7 @@ fn failure_reason(code: u16) -> Option<Reason> {
 /// The `fail_to_proxy` of both services: a JSON error instead of Pingora's bodiless
 /// one, unless an answer was already started. The connection is not reused: after
 /// a failed request its state is unknown.
-pub async fn failure(session: &mut Session, e: &Error) -> FailToProxy {
+pub(crate) async fn failure(session: &mut Session, e: &Error) -> FailToProxy {
     let (code, message) = failure_status(e);
     if code > 0 && session.response_written().is_none() {
         session.set_keepalive(None);

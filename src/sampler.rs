@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::metrics::METRICS;
 
 /// Background service feeding the series and the queue depth gauge.
-pub struct Sampler {
+pub(crate) struct Sampler {
     /// Shared state.
     pub app: Arc<App>,
 }

@@ -56,11 +56,7 @@ fn server_conf(settings: &Settings, flags: RunFlags) -> ServerConf {
 }
 
 /// Builds a ready-to-run server. `workers` is the list loaded (and validated) at start-up.
-pub fn build(
-    settings: Arc<Settings>,
-    workers: Vec<WorkerUrl>,
-    flags: RunFlags,
-) -> (Server, Arc<App>) {
+pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) -> Server {
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
@@ -162,5 +158,5 @@ pub fn build(
     server.add_service(client);
     server.add_service(admin);
     server.add_service(watcher);
-    (server, app)
+    server
 }

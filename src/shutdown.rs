@@ -20,7 +20,7 @@ const ACCEPTED_SETTLE: Duration = Duration::from_millis(250);
 const ABORT_FLUSH: Duration = Duration::from_secs(2);
 
 /// Background service that runs the drain when Pingora begins its shutdown.
-pub struct Drainer {
+pub(crate) struct Drainer {
     /// Shared state.
     pub app: Arc<App>,
 }

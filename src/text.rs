@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 /// Cuts `s` to at most `max` bytes (on a character boundary) plus a marker saying how
 /// much was cut, e.g. `…(+1048576 bytes)`. Shorter strings are left alone.
-pub fn truncate(s: &mut String, max: usize) {
+pub(crate) fn truncate(s: &mut String, max: usize) {
     if s.len() <= max {
         return;
     }
@@ -19,7 +19,7 @@ pub fn truncate(s: &mut String, max: usize) {
 }
 
 /// [`truncate`] for a borrowed string.
-pub fn truncated(s: &str, max: usize) -> String {
+pub(crate) fn truncated(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
@@ -35,7 +35,7 @@ pub fn truncated(s: &str, max: usize) -> String {
 /// Escapes control characters the way Rust's `escape_debug` does (`\n`, `\u{1b}`), so
 /// that a name or a Worker's error can neither forge log lines nor drive a terminal.
 /// Returns `s` unchanged (no copy) when it has none.
-pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(s);
     }

@@ -87,7 +87,7 @@ async fn a_worker_that_fails_after_its_answer_began_is_counted_like_one_that_fai
     let w = sim(|_| {}).await;
     let url = w.url();
     let yaml = "upstream:\n  max_fails: 1\n  fail_timeout_ms: 60000\n";
-    let lb = Lb::start_with(&[url.clone()], &[], yaml).await;
+    let lb = Lb::start_with(std::slice::from_ref(&url), &[], yaml).await;
     lb.wait_available(1).await;
     let mut body = task("ticker", json!({"count": 50, "intervalMs": 200}));
     body["mode"] = json!("stream");

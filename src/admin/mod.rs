@@ -13,7 +13,7 @@ use crate::respond;
 use crate::routes::{self, Pages, Port};
 
 /// The admin port's `ProxyHttp` implementation.
-pub struct AdminProxy {
+pub(crate) struct AdminProxy {
     /// Shared state.
     pub app: Arc<App>,
 }

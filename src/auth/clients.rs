@@ -123,7 +123,7 @@ impl ClientSpec {
 }
 
 /// Validates a list of entries.
-pub fn resolve_all(entries: &[ClientEntry]) -> Result<Vec<ClientSpec>, String> {
+pub(crate) fn resolve_all(entries: &[ClientEntry]) -> Result<Vec<ClientSpec>, String> {
     entries.iter().map(ClientSpec::resolve).collect()
 }
 
@@ -138,13 +138,13 @@ pub struct ClientsSource {
 
 /// Reads and validates a clients file: a YAML or JSON list of clients (or a map
 /// with a `clients:` list). The error names the file and the problem.
-pub fn load_file(path: &Path) -> Result<Vec<ClientSpec>, String> {
+pub(crate) fn load_file(path: &Path) -> Result<Vec<ClientSpec>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     parse_text(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Parses the text of a clients file.
-pub fn parse_text(text: &str) -> Result<Vec<ClientSpec>, String> {
+pub(crate) fn parse_text(text: &str) -> Result<Vec<ClientSpec>, String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Section {

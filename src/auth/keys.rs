@@ -73,7 +73,7 @@ fn decode_hex(hex: &str) -> Option<[u8; 32]> {
 
 /// What a key may open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
+pub(crate) enum Role {
     /// Read-only operator pages: the dashboard and the task board, without actions.
     Viewer,
     /// Every operator surface: the pages and their actions, `/logs`, keyed `/health`.
@@ -82,7 +82,7 @@ pub enum Role {
 
 impl Role {
     /// `viewer` or `admin`, as the pages show it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
             Role::Admin => "admin",
@@ -92,7 +92,7 @@ impl Role {
 
 /// The holder of a key: a client that may run tasks, an operator, or both.
 #[derive(Debug, Clone, Default)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// The client it runs tasks as (`default` for the LB key).
     pub client: Option<Arc<ClientSpec>>,
     /// Its operator role, if any.
@@ -101,27 +101,27 @@ pub struct Principal {
 
 impl Principal {
     /// The client's name, for logs, metrics and the board.
-    pub fn client_name(&self) -> Option<&Arc<str>> {
+    pub(crate) fn client_name(&self) -> Option<&Arc<str>> {
         self.client.as_ref().map(|c| &c.name)
     }
 }
 
 /// Every configured key by its digest.
 #[derive(Debug, Default)]
-pub struct KeyRing {
+pub(crate) struct KeyRing {
     by_digest: HashMap<KeyDigest, Principal>,
     clients: Vec<Arc<ClientSpec>>,
 }
 
 /// The name the LB key runs tasks as.
-pub const DEFAULT_CLIENT: &str = "default";
+pub(crate) const DEFAULT_CLIENT: &str = "default";
 
 impl KeyRing {
     /// Builds the ring. The LB key is the client `default` with no limits, and the
     /// admin key when `admin_keys` is empty (so a deployment with only
     /// `LB_AUTH_KEY` behaves as before). Two clients with one name, or one key
     /// given to two clients, are refused (naming the clients, never the key).
-    pub fn build(
+    pub(crate) fn build(
         lb_key: &str,
         clients: &[ClientSpec],
         admin_keys: &[KeyDigest],
@@ -181,7 +181,7 @@ impl KeyRing {
     }
 
     /// The holder of `presented` (a header value, bare or `Bearer`), if any.
-    pub fn identify(&self, presented: &[u8]) -> Option<&Principal> {
+    pub(crate) fn identify(&self, presented: &[u8]) -> Option<&Principal> {
         let digest = KeyDigest::of(super::bare_key(presented));
         let (stored, principal) = self.by_digest.get_key_value(&digest)?;
         // The map compared the digests already; the constant-time check keeps that
@@ -190,7 +190,7 @@ impl KeyRing {
     }
 
     /// The configured clients, `default` first.
-    pub fn clients(&self) -> &[Arc<ClientSpec>] {
+    pub(crate) fn clients(&self) -> &[Arc<ClientSpec>] {
         &self.clients
     }
 }

@@ -1,13 +1,13 @@
 //! Key checks: bare or `Bearer` keys, compared in constant time; who holds a key
 //! ([`keys`]), and the named clients ([`clients`]).
 
-pub mod clients;
-pub mod keys;
-pub mod quota;
-pub mod watch;
+pub(crate) mod clients;
+pub(crate) mod keys;
+pub(crate) mod quota;
+pub(crate) mod watch;
 
 /// Strips an optional `Bearer ` prefix (case-insensitive) and surrounding blanks.
-pub fn bare_key(value: &[u8]) -> &[u8] {
+pub(crate) fn bare_key(value: &[u8]) -> &[u8] {
     let v = value.trim_ascii();
     if v.len() >= 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
         v[7..].trim_ascii()
@@ -18,7 +18,7 @@ pub fn bare_key(value: &[u8]) -> &[u8] {
 
 /// The key ring of `settings`: the LB key, the inline clients, the clients file's
 /// (read now) and the operator keys. The error names the file or setting at fault.
-pub fn ring_of(settings: &crate::config::Settings) -> Result<keys::KeyRing, String> {
+pub(crate) fn ring_of(settings: &crate::config::Settings) -> Result<keys::KeyRing, String> {
     let auth = &settings.auth;
     let mut clients = auth.clients.inline.clone();
     if let Some(path) = &auth.clients.file {
@@ -37,7 +37,7 @@ pub fn ring_of(settings: &crate::config::Settings) -> Result<keys::KeyRing, Stri
 }
 
 /// The holder of the key in `Authorization` or `x-lb-auth`, if either names one.
-pub fn identify(
+pub(crate) fn identify(
     session: &pingora::proxy::Session,
     ring: &keys::KeyRing,
 ) -> Option<keys::Principal> {

@@ -20,14 +20,14 @@ struct Bucket {
 /// The buckets of every rate-limited client, by name (a reloaded client keeps its
 /// bucket).
 #[derive(Debug, Default)]
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     buckets: Mutex<HashMap<Arc<str>, Bucket>>,
 }
 
 impl RateLimits {
     /// Takes a token for one task of `client` at `now`; `Err(wait)` says when the
     /// next token comes. Clients without a rate always pass, without a lock.
-    pub fn take(&self, client: &ClientSpec, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take(&self, client: &ClientSpec, now: Instant) -> Result<(), Duration> {
         if client.rate <= 0.0 {
             return Ok(());
         }
@@ -55,7 +55,7 @@ impl RateLimits {
 
 /// The priority a task of `client` is queued at: a more urgent one (a smaller
 /// number) than its `max_priority` is served as `max_priority`, not refused.
-pub fn clamp_priority(client: &ClientSpec, asked: u32) -> u32 {
+pub(crate) fn clamp_priority(client: &ClientSpec, asked: u32) -> u32 {
     asked.max(client.max_priority)
 }
 

@@ -25,7 +25,7 @@ fn stamp(path: &PathBuf) -> Stamp {
 }
 
 /// The background service that watches the clients file.
-pub struct ClientsWatcher {
+pub(crate) struct ClientsWatcher {
     /// Shared state (its key ring is replaced).
     pub app: Arc<App>,
     /// The file (`auth.clients_file`).

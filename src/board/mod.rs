@@ -17,19 +17,20 @@ use serde_json::{json, Value};
 
 use crate::task::TaskSpec;
 use key::{task_key, TaskId, TaskKey};
-pub use record::{TaskRecord, TaskState};
+pub(crate) use record::{TaskRecord, TaskState};
 use slots::Shelf;
-pub use slots::TaskHandle;
+pub(crate) use slots::TaskHandle;
 
 /// Task numbers by [`TaskKey`]: inserted and removed once per task.
 type ById = foldhash::HashMap<TaskKey, u64>;
 
 /// Longest error or timeline detail kept, in bytes (a Worker's error string may be
 /// megabytes); longer ones are cut with a `…(+N bytes)` marker.
-pub const MAX_FIELD_BYTES: usize = 1024;
+pub(crate) const MAX_FIELD_BYTES: usize = 1024;
 
 /// Default byte budget of the board (`admin.task_records_bytes`): 64 MiB.
-pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+#[cfg(test)]
+pub(crate) const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 /// What a record costs besides its strings: its slot, and its entry in the id map.
 const RECORD_OVERHEAD: usize = slots::SLOT_BYTES + 40;
@@ -38,7 +39,7 @@ const EVENT_OVERHEAD: usize = 48;
 
 /// One point of the dashboard's series.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Unix seconds.
     pub t: u64,
     /// Tasks finished per second.
@@ -57,7 +58,7 @@ pub struct Sample {
 }
 
 /// Most samples kept: five minutes at one per second.
-pub const MAX_SAMPLES: usize = 300;
+pub(crate) const MAX_SAMPLES: usize = 300;
 
 /// Which task numbers the board keeps: `head..next`, the oldest first.
 struct Ring {
@@ -74,7 +75,7 @@ impl Ring {
 
 /// Bounded store of recent task records. Default capacity 10000 records and
 /// [`DEFAULT_MAX_BYTES`]; the oldest records go first when either is reached.
-pub struct TaskBoard {
+pub(crate) struct TaskBoard {
     ring: Mutex<Ring>,
     shelf: Arc<Shelf>,
     max_bytes: usize,
@@ -84,14 +85,15 @@ pub struct TaskBoard {
 
 impl TaskBoard {
     /// A board keeping the last `capacity` tasks, within [`DEFAULT_MAX_BYTES`].
-    pub fn new(capacity: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(capacity: usize) -> Self {
         TaskBoard::with_byte_budget(capacity, DEFAULT_MAX_BYTES)
     }
 
     /// A board keeping the last `capacity` tasks, within `max_bytes` of records.
     /// Its slots are allocated as the ring first fills; no more of them are made than
     /// `max_bytes` holds records, so the slots too stay within the budget.
-    pub fn with_byte_budget(capacity: usize, max_bytes: usize) -> Self {
+    pub(crate) fn with_byte_budget(capacity: usize, max_bytes: usize) -> Self {
         let slots = capacity.min(max_bytes / RECORD_OVERHEAD);
         TaskBoard {
             max_bytes: max_bytes.max(1),
@@ -107,7 +109,7 @@ impl TaskBoard {
     }
 
     /// Records a new task, evicting the oldest records when full.
-    pub fn open(&self, id: &str, spec: &TaskSpec) -> TaskHandle {
+    pub(crate) fn open(&self, id: &str, spec: &TaskSpec) -> TaskHandle {
         let now = SystemTime::now();
         let (id, key) = TaskId::with_key(id);
         let record = TaskRecord::opened(id.clone(), key, spec, now);
@@ -140,7 +142,7 @@ impl TaskBoard {
     }
 
     /// Notes a finished task for the per-second series.
-    pub fn observe(&self, seconds: f64, error: bool) {
+    pub(crate) fn observe(&self, seconds: f64, error: bool) {
         let mut w = self.window.lock();
         if w.len() < 1_000_000 {
             w.push((seconds, error));
@@ -148,7 +150,7 @@ impl TaskBoard {
     }
 
     /// Closes the current second: computes its sample and keeps the last [`MAX_SAMPLES`].
-    pub fn sample(&self, queue_depth: usize, elapsed: Duration) -> Sample {
+    pub(crate) fn sample(&self, queue_depth: usize, elapsed: Duration) -> Sample {
         let mut window = std::mem::take(&mut *self.window.lock());
         window.sort_by(|a, b| a.0.total_cmp(&b.0));
         let pct = |p: f64| -> f64 {
@@ -179,17 +181,17 @@ impl TaskBoard {
     }
 
     /// The series, oldest first.
-    pub fn series(&self) -> Vec<Sample> {
+    pub(crate) fn series(&self) -> Vec<Sample> {
         self.series.lock().iter().copied().collect()
     }
 
     /// A record by id.
-    pub fn get(&self, id: &str) -> Option<Value> {
+    pub(crate) fn get(&self, id: &str) -> Option<Value> {
         self.read(id, TaskRecord::to_json)
     }
 
     /// `f` applied to the record of task `id`, if the board still holds it.
-    pub fn read<T>(&self, id: &str, f: impl FnOnce(&TaskRecord) -> T) -> Option<T> {
+    pub(crate) fn read<T>(&self, id: &str, f: impl FnOnce(&TaskRecord) -> T) -> Option<T> {
         let seq = self.ring.lock().by_id.get(&task_key(id)).copied()?;
         // A hashed key is checked against the id it stands for.
         self.shelf
@@ -204,7 +206,7 @@ impl TaskBoard {
     }
 
     /// Records newest first matching `filter`, at most `limit`.
-    pub fn list(&self, limit: usize, filter: impl Fn(&TaskRecord) -> bool) -> Vec<Value> {
+    pub(crate) fn list(&self, limit: usize, filter: impl Fn(&TaskRecord) -> bool) -> Vec<Value> {
         let mut out = Vec::new();
         for seq in self.kept().rev() {
             if out.len() >= limit {
@@ -219,7 +221,7 @@ impl TaskBoard {
 
     /// Counts by state (`retried` = more than one attempt), of one group or all, and
     /// every group seen.
-    pub fn counts(&self, group: Option<&str>) -> (Value, Vec<String>) {
+    pub(crate) fn counts(&self, group: Option<&str>) -> (Value, Vec<String>) {
         let mut c: HashMap<&'static str, u64> = HashMap::new();
         let mut groups = std::collections::BTreeSet::new();
         for seq in self.kept() {
@@ -248,18 +250,14 @@ impl TaskBoard {
     }
 
     /// Records kept right now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ring.lock().len()
     }
 
     /// Bytes the records hold (approximately).
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.shelf.bytes()
-    }
-
-    /// True when no task was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -21,7 +21,7 @@ pub(super) type Timeline = SmallVec<[Event; 4]>;
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TaskState {
+pub(crate) enum TaskState {
     /// Received, waiting for a slot.
     Queued,
     /// Sent to a Worker.
@@ -43,7 +43,7 @@ pub enum TaskState {
 
 impl TaskState {
     /// Wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TaskState::Queued => "queued",
             TaskState::Running => "running",
@@ -59,7 +59,7 @@ impl TaskState {
     /// The state as `GET /task/{id}` names it: `queued`, `running`, `done`,
     /// `failed` (timed out included), `cancelled` or `unknown`. A task handed to
     /// another instance is `unknown` here: this instance no longer follows it.
-    pub fn public(self) -> &'static str {
+    pub(crate) fn public(self) -> &'static str {
         match self {
             TaskState::Queued => "queued",
             TaskState::Running => "running",
@@ -72,14 +72,14 @@ impl TaskState {
 
     /// True once the task has ended here (done, failed, cancelled, unknown or
     /// handed over): it can no longer be cancelled on this instance.
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         !matches!(self, TaskState::Queued | TaskState::Running)
     }
 }
 
 /// What is kept about one task.
 #[derive(Debug)]
-pub struct TaskRecord {
+pub(crate) struct TaskRecord {
     pub(super) id: TaskId,
     pub(super) key: TaskKey,
     group: CompactString,
@@ -154,7 +154,7 @@ impl TaskRecord {
 
     /// The client's view of the task (`GET /task/{id}`): what it is and where it
     /// is, never its input or result. Absent fields are left out.
-    pub fn status_json(&self) -> Value {
+    pub(crate) fn status_json(&self) -> Value {
         let mut v = json!({
             "id": self.id.to_string(), "state": self.state.public(), "client": self.client,
             "group": self.group, "function": self.function, "mode": self.mode,
@@ -177,7 +177,7 @@ impl TaskRecord {
     }
 
     /// The board's JSON shape.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "id": self.id.to_string(), "group": self.group, "function": self.function,
             "contract": self.contract, "priority": self.priority, "mode": self.mode,
@@ -286,48 +286,48 @@ impl TaskRecord {
 /// Filter helpers for the board's API.
 impl TaskRecord {
     /// State name.
-    pub fn state_name(&self) -> &'static str {
+    pub(crate) fn state_name(&self) -> &'static str {
         self.state.as_str()
     }
     /// State.
-    pub fn state(&self) -> TaskState {
+    pub(crate) fn state(&self) -> TaskState {
         self.state
     }
     /// Group.
-    pub fn group(&self) -> &str {
+    pub(crate) fn group(&self) -> &str {
         &self.group
     }
     /// Attempts made.
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempts
     }
     /// The named client that sent it.
-    pub fn client_name(&self) -> Option<&str> {
+    pub(crate) fn client_name(&self) -> Option<&str> {
         self.client.as_deref()
     }
     /// Function.
-    pub fn function(&self) -> &str {
+    pub(crate) fn function(&self) -> &str {
         &self.function
     }
     /// Mode (`sync`, `stream`, `webhook`).
-    pub fn mode(&self) -> &'static str {
+    pub(crate) fn mode(&self) -> &'static str {
         self.mode
     }
     /// Priority the task was queued at.
-    pub fn priority(&self) -> u32 {
+    pub(crate) fn priority(&self) -> u32 {
         self.priority
     }
     /// The Worker of the last attempt, if one was chosen.
-    pub fn worker(&self) -> Option<&str> {
+    pub(crate) fn worker(&self) -> Option<&str> {
         self.worker.as_deref()
     }
     /// The outcome label once finished (`success`, `worker_error`, `no_worker`, …).
-    pub fn outcome(&self) -> Option<&'static str> {
+    pub(crate) fn outcome(&self) -> Option<&'static str> {
         self.outcome
     }
     /// Milliseconds the task waited for a slot (the board's `waitMs`): 0 when it
     /// got one at once, `None` before it was queued or dispatched.
-    pub fn queue_ms(&self) -> Option<f64> {
+    pub(crate) fn queue_ms(&self) -> Option<f64> {
         let wait_end = self.dispatched_at.or(self.finished_at);
         self.queued_at
             .and_then(|q| ms_between(q, wait_end))

@@ -116,7 +116,7 @@ impl Shelf {
 /// A live task's handle on its record. Once the ring has evicted the record, its
 /// changes go nowhere; the handle keeps what the task itself needs (id, age, its
 /// share of the queued-bytes budget).
-pub struct TaskHandle {
+pub(crate) struct TaskHandle {
     shelf: Arc<Shelf>,
     seq: u64,
     id: TaskId,
@@ -141,12 +141,12 @@ impl TaskHandle {
     }
 
     /// Traces the task with `trace` (its SERVER span ends at the task's close).
-    pub fn traced(&mut self, trace: crate::traces::TaskTrace) {
+    pub(crate) fn traced(&mut self, trace: crate::traces::TaskTrace) {
         self.trace = Some(Box::new(trace));
     }
 
     /// The task's spans, when it is traced.
-    pub fn trace(&self) -> Option<&crate::traces::TaskTrace> {
+    pub(crate) fn trace(&self) -> Option<&crate::traces::TaskTrace> {
         self.trace.as_deref()
     }
 
@@ -157,17 +157,17 @@ impl TaskHandle {
     }
 
     /// Holds the task's share of the queued-bytes budget until it is dispatched or ends.
-    pub fn hold_while_queued(&self, bytes: Reserved) {
+    pub(crate) fn hold_while_queued(&self, bytes: Reserved) {
         *self.queued_bytes.lock() = Some(bytes);
     }
 
     /// The named client that sent the task.
-    pub fn client(&self, name: &str) {
+    pub(crate) fn client(&self, name: &str) {
         self.shelf.update(self.seq, |r| r.client(name));
     }
 
     /// The task waits for a slot.
-    pub fn queued(&self, depth_ahead: usize) {
+    pub(crate) fn queued(&self, depth_ahead: usize) {
         if let Some(t) = &self.trace {
             t.queued();
         }
@@ -176,7 +176,11 @@ impl TaskHandle {
 
     /// The task was sent to `worker`. Returns the `traceparent` the Worker gets
     /// when the task is traced (its parent: this attempt's span).
-    pub fn dispatched(&self, worker: &str, attempt: u32) -> Option<crate::traces::Traceparent> {
+    pub(crate) fn dispatched(
+        &self,
+        worker: &str,
+        attempt: u32,
+    ) -> Option<crate::traces::Traceparent> {
         self.queued_bytes.lock().take();
         self.shelf
             .update(self.seq, |r| r.dispatched(worker, attempt));
@@ -184,14 +188,14 @@ impl TaskHandle {
     }
 
     /// The Worker of the attempt under way answered `status` (its head).
-    pub fn answered(&self, status: u16) {
+    pub(crate) fn answered(&self, status: u16) {
         if let Some(t) = &self.trace {
             t.answered(status);
         }
     }
 
     /// An attempt failed before the Worker started the task.
-    pub fn retried(&self, why: &str) {
+    pub(crate) fn retried(&self, why: &str) {
         if let Some(t) = &self.trace {
             t.retried(why);
         }
@@ -199,7 +203,7 @@ impl TaskHandle {
     }
 
     /// The task ended.
-    pub fn finished(
+    pub(crate) fn finished(
         &self,
         state: super::TaskState,
         status: u16,
@@ -212,12 +216,12 @@ impl TaskHandle {
     }
 
     /// Time since the task was received.
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         self.received_at.elapsed().unwrap_or_default()
     }
 
     /// The task's id.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         self.id.to_string()
     }
 }

@@ -6,12 +6,12 @@ use std::sync::LazyLock;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 /// The Redis calls the cluster makes, the values of `op`.
-pub const OPS: [&str; 7] = [
+pub(crate) const OPS: [&str; 7] = [
     "take", "release", "leave", "pump", "renew", "inbox", "status",
 ];
 
 /// Every cluster metric.
-pub struct ClusterMetrics {
+pub(crate) struct ClusterMetrics {
     /// 1 while this instance counts slots on its own because Redis does not answer.
     pub fallback: IntGauge,
     /// Times this instance fell back to counting on its own.
@@ -27,7 +27,7 @@ pub struct ClusterMetrics {
 }
 
 /// The cluster's metrics, in the process registry.
-pub static CLUSTER_METRICS: LazyLock<ClusterMetrics> = LazyLock::new(|| {
+pub(crate) static CLUSTER_METRICS: LazyLock<ClusterMetrics> = LazyLock::new(|| {
     let r = &crate::metrics::METRICS.registry;
     let opts = |name: &str, help: &str| Opts::new(name, help).namespace("andera_lb");
     let gauge = |name: &str, help: &str| {
@@ -84,6 +84,6 @@ pub static CLUSTER_METRICS: LazyLock<ClusterMetrics> = LazyLock::new(|| {
 });
 
 /// Counts one Redis call of `op`.
-pub fn call(op: &str) {
+pub(crate) fn call(op: &str) {
     CLUSTER_METRICS.calls.with_label_values(&[op]).inc();
 }

@@ -18,8 +18,8 @@
 //! agent ([`agent`]) grants slots back through [`Scheduler::cluster_grant`].
 
 mod agent;
-pub mod metrics;
-pub mod scripts;
+pub(crate) mod metrics;
+pub(crate) mod scripts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +32,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::config::cluster::ClusterSettings;
 use crate::scheduler::{ClusterEvent, ClusterLink, PoolKey, Scheduler};
-pub use metrics::CLUSTER_METRICS;
+pub(crate) use metrics::CLUSTER_METRICS;
 
 /// A task waiting here for a lease.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ struct Seen {
 }
 
 /// This instance's part of the cluster.
-pub struct Cluster {
+pub(crate) struct Cluster {
     settings: ClusterSettings,
     /// The Redis URL without its password.
     url: String,
@@ -98,7 +98,7 @@ fn instance_name() -> String {
 impl Cluster {
     /// Puts `scheduler` under a cluster with `settings`; nothing talks to Redis
     /// until [`ClusterService`] runs (tasks wait for it, or for the fallback).
-    pub fn new(settings: &ClusterSettings, scheduler: Arc<Scheduler>) -> Arc<Cluster> {
+    pub(crate) fn new(settings: &ClusterSettings, scheduler: Arc<Scheduler>) -> Arc<Cluster> {
         let (link, events) = ClusterLink::new();
         scheduler.link_cluster(link.clone());
         Arc::new(Cluster {
@@ -117,13 +117,8 @@ impl Cluster {
         })
     }
 
-    /// This instance's name in Redis.
-    pub fn instance(&self) -> &str {
-        &self.me
-    }
-
     /// True while this instance counts slots on its own (Redis lost or slow).
-    pub fn in_fallback(&self) -> bool {
+    pub(crate) fn in_fallback(&self) -> bool {
         self.fallback.load(Ordering::Acquire)
     }
 
@@ -171,7 +166,7 @@ impl Cluster {
     }
 
     /// The cluster on keyed `/health`.
-    pub fn health(&self) -> serde_json::Value {
+    pub(crate) fn health(&self) -> serde_json::Value {
         let seen = self.seen.lock().clone();
         let status = match (self.in_fallback(), seen.connected) {
             (true, _) => "fallback",
@@ -193,7 +188,7 @@ impl Cluster {
 }
 
 /// `/health`'s `components.cluster` without a cluster.
-pub fn health_off() -> serde_json::Value {
+pub(crate) fn health_off() -> serde_json::Value {
     json!({
         "status": "off",
         "note": "no cluster.redis: this instance counts Worker slots on its own; N instances may put up to N x its slots on a Worker",
@@ -201,7 +196,7 @@ pub fn health_off() -> serde_json::Value {
 }
 
 /// The background service that runs this instance's cluster agent.
-pub struct ClusterService {
+pub(crate) struct ClusterService {
     /// The cluster.
     pub cluster: Arc<Cluster>,
 }

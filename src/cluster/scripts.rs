@@ -17,37 +17,37 @@
 //!   Redis lost its state (restarted empty), so it writes its leases again.
 
 /// Prefix of every cluster key.
-pub const PREFIX: &str = "andera-lb:cluster:";
+pub(crate) const PREFIX: &str = "andera-lb:cluster:";
 /// Live instances.
-pub const INSTANCES: &str = "andera-lb:cluster:instances";
+pub(crate) const INSTANCES: &str = "andera-lb:cluster:instances";
 /// The shared arrival counter.
-pub const SEQ: &str = "andera-lb:cluster:seq";
+pub(crate) const SEQ: &str = "andera-lb:cluster:seq";
 
 /// The fair-share clocks of the pool (`group`, `contract`): per priority the tag
 /// dispatched last (`c:<priority>`), per priority and client its latest tag
 /// (`l:<priority>:<client>`).
-pub fn fair_key(group: &str, contract: u64) -> String {
+pub(crate) fn fair_key(group: &str, contract: u64) -> String {
     format!("{PREFIX}fair:{contract}:{group}")
 }
 /// The data set's epoch.
-pub const EPOCH: &str = "andera-lb:cluster:epoch";
+pub(crate) const EPOCH: &str = "andera-lb:cluster:epoch";
 /// Prefix of the inboxes.
-pub const INBOX: &str = "andera-lb:cluster:inbox:";
+pub(crate) const INBOX: &str = "andera-lb:cluster:inbox:";
 
 /// The queue key of the pool (`group`, `contract`).
-pub fn queue_key(group: &str, contract: u64) -> String {
+pub(crate) fn queue_key(group: &str, contract: u64) -> String {
     format!("{PREFIX}queue:{contract}:{group}")
 }
 
 /// The pool of a queue key, the inverse of [`queue_key`].
-pub fn pool_of(queue: &str) -> Option<(String, u64)> {
+pub(crate) fn pool_of(queue: &str) -> Option<(String, u64)> {
     let rest = queue.strip_prefix(PREFIX)?.strip_prefix("queue:")?;
     let (contract, group) = rest.split_once(':')?;
     Some((group.to_string(), contract.parse().ok()?))
 }
 
 /// The lease key of the Worker at `url`.
-pub fn lease_key(url: &str) -> String {
+pub(crate) fn lease_key(url: &str) -> String {
     format!("{PREFIX}leases:{url}")
 }
 
@@ -75,7 +75,7 @@ pub fn lease_key(url: &str) -> String {
 /// its queue entry, ms until the first lease of a full candidate lapses (-1: none
 /// while tasks wait), member, url, member, url, ...}` (the caller's other tasks
 /// granted).
-pub const SCHED: &str = r#"
+pub(crate) const SCHED: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local me, ttl = ARGV[1], tonumber(ARGV[2])
@@ -172,7 +172,7 @@ return out
 /// count, and its leases Redis has but the instance does not (granted by a call
 /// whose answer was lost, returned by one that failed) are removed. Returns
 /// `{epoch, 1 if the leases were written again}`.
-pub const RENEW: &str = r#"
+pub(crate) const RENEW: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local me, ttl = ARGV[1], tonumber(ARGV[2])

@@ -10,7 +10,7 @@ use pingora::http::RequestHeader;
 
 /// Why a request head is refused: the status and the JSON error message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FramingRefusal {
+pub(crate) struct FramingRefusal {
     /// `400` for a malformed head, `501` for a transfer coding we do not implement.
     pub status: u16,
     /// The `{"error": ...}` text.
@@ -18,7 +18,7 @@ pub struct FramingRefusal {
 }
 
 /// The refusal for `req`, or `None` when its framing is unambiguous.
-pub fn refusal(req: &RequestHeader) -> Option<FramingRefusal> {
+pub(crate) fn refusal(req: &RequestHeader) -> Option<FramingRefusal> {
     let refuse = |status, message| Some(FramingRefusal { status, message });
     let mut codings = req.headers.get_all(http::header::TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {

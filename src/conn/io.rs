@@ -140,7 +140,7 @@ pub(super) struct HeaderDone(pub(super) Arc<ConnGuard>);
 /// Called by the proxies' `on_connection_reuse` hook, which Pingora runs right after
 /// it parsed a request header: from here on the request is the proxy's. Returns the
 /// connection's handle, for [`ConnHandle::request_ended`].
-pub fn header_read(prev_ctx: &(dyn std::any::Any + Send + Sync)) -> Option<ConnHandle> {
+pub(crate) fn header_read(prev_ctx: &(dyn std::any::Any + Send + Sync)) -> Option<ConnHandle> {
     let HeaderDone(guard) = prev_ctx.downcast_ref::<HeaderDone>()?;
     guard.set_phase(Phase::Body);
     Some(ConnHandle(guard.clone()))
@@ -148,14 +148,14 @@ pub fn header_read(prev_ctx: &(dyn std::any::Any + Send + Sync)) -> Option<ConnH
 
 /// A request's view of its connection's guard.
 #[derive(Debug, Clone)]
-pub struct ConnHandle(Arc<ConnGuard>);
+pub(crate) struct ConnHandle(Arc<ConnGuard>);
 
 impl ConnHandle {
     /// Notes how the request ended: when its body was not read to the end (an early
     /// answer: `413`, `401`, a malformed body), a close of the connection lingers,
     /// for the client may still be writing it. A request whose body was read whole
     /// (a send timeout, a client that stopped reading) closes at once.
-    pub fn request_ended(&self, body_done: bool, error: Option<&pingora::Error>) {
+    pub(crate) fn request_ended(&self, body_done: bool, error: Option<&pingora::Error>) {
         use pingora::ErrorType::{ConnectionClosed, WriteError, WriteTimedout};
         // A request that failed reading (a malformed or oversized body) may have left
         // bytes unread whatever the reader says; one that failed writing (the client
@@ -172,7 +172,7 @@ impl ConnHandle {
 /// passes everything through; while a header is read, writes (Pingora's own error
 /// answers) are swallowed so that the loop can answer in JSON instead.
 #[derive(Debug)]
-pub struct GuardedIo {
+pub(crate) struct GuardedIo {
     inner: Option<Stream>,
     guard: Arc<ConnGuard>,
     cap: usize,

@@ -13,7 +13,7 @@
 //! request (pipelined ones included); the guard only decides when to stop it.
 //! What the LB refuses before routing gets a JSON `{"error": ...}` answer.
 
-pub mod framing;
+pub(crate) mod framing;
 mod io;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use io::{header_read, ConnHandle, GuardedIo};
+pub(crate) use io::{header_read, ConnHandle, GuardedIo};
 use io::{ConnGuard, HeaderDone, Phase};
 
 use crate::config::client::ClientLimits;
@@ -49,7 +49,7 @@ enum Verdict<T> {
 }
 
 /// A Pingora HTTP application (an `HttpProxy`) served through the guarded loop.
-pub struct GuardedApp<A> {
+pub(crate) struct GuardedApp<A> {
     inner: Arc<A>,
     limits: ClientLimits,
     /// `service` label of the responses counted here (`client`, `admin`).
@@ -70,7 +70,12 @@ impl<A> GuardedApp<A> {
     /// `http_responses` under `service` with route `refused`. A connection counts
     /// in `drain` from accept (or a later request's first byte) until its answer
     /// is sent.
-    pub fn new(inner: A, limits: ClientLimits, service: &'static str, drain: Arc<Drain>) -> Self {
+    pub(crate) fn new(
+        inner: A,
+        limits: ClientLimits,
+        service: &'static str,
+        drain: Arc<Drain>,
+    ) -> Self {
         GuardedApp {
             inner: Arc::new(inner),
             limits,

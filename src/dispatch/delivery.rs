@@ -13,7 +13,7 @@ use crate::worker_url::WorkerUrl;
 /// A task delivered to a Worker whose response header has arrived. Dropping it
 /// closes the Worker's connection and gives the slot back; [`Delivery::finish`]
 /// keeps the connection for the next task when the answer was read to its end.
-pub struct Delivery<'a> {
+pub(crate) struct Delivery<'a> {
     dispatcher: &'a Dispatcher,
     lease: Lease,
     exchange: Exchange<'a>,
@@ -36,31 +36,31 @@ impl<'a> Delivery<'a> {
     }
 
     /// The Worker's status code.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.exchange.header().status.as_u16()
     }
 
     /// The Worker's response head as the client may see it: a copy without the
     /// hop-by-hop fields (`connection`, `keep-alive`, `proxy-*`, `upgrade`, …).
-    pub fn client_head(&self) -> ResponseHeader {
+    pub(crate) fn client_head(&self) -> ResponseHeader {
         let mut head = self.exchange.header().clone();
         super::headers::strip_response_hop_headers(&mut head);
         head
     }
 
     /// The Worker that has the task.
-    pub fn worker(&self) -> &WorkerUrl {
+    pub(crate) fn worker(&self) -> &WorkerUrl {
         self.lease.url()
     }
 
     /// Attempts made, this one included.
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempts
     }
 
     /// The next chunk of the answer, or `None` at its end. A failure (reset, stall,
     /// deadline) is counted against the Worker here, as one before the head is.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ExchangeError> {
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<Bytes>, ExchangeError> {
         let chunk = self.exchange.next_chunk().await;
         if let Err(e) = &chunk {
             self.dispatcher.attempt_failed(&self.lease, e);
@@ -69,13 +69,13 @@ impl<'a> Delivery<'a> {
     }
 
     /// True once the whole answer has been read.
-    pub fn body_done(&mut self) -> bool {
+    pub(crate) fn body_done(&mut self) -> bool {
         self.exchange.body_done()
     }
 
     /// Ends a fully read answer: the connection goes back to the pool (if the Worker
     /// keeps it alive) and the slot to the scheduler.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         self.exchange.finish();
         drop(self.lease);
     }

@@ -8,7 +8,7 @@ use crate::task::TaskSpec;
 
 /// Why a task ended without a Worker's answer, mapped to the client's status.
 #[derive(Debug)]
-pub enum TaskError {
+pub(crate) enum TaskError {
     /// No Worker can ever take it (unknown group/contract/function) or none is up: 503.
     NoWorker(String),
     /// The wait queue is full: 503 with `Retry-After`.
@@ -46,7 +46,7 @@ pub enum TaskError {
 /// A Pingora error for a client or a log line: type, context and causes, e.g.
 /// `ConnectRefused: Fail to connect to 10.0.0.5:3000 (Connection refused)`, without
 /// the source markers and repeated types of Pingora's own `Display`.
-pub fn describe(e: &pingora::Error) -> String {
+pub(crate) fn describe(e: &pingora::Error) -> String {
     let mut out = e.etype().as_str().to_string();
     let mut error = e;
     loop {
@@ -69,7 +69,7 @@ pub fn describe(e: &pingora::Error) -> String {
 
 impl TaskError {
     /// HTTP status for the client.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             TaskError::NoWorker(_)
             | TaskError::QueueFull
@@ -83,7 +83,7 @@ impl TaskError {
     }
 
     /// Message for the client's JSON `error`.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             TaskError::NoWorker(m) => m.clone(),
             TaskError::QueueFull => "Task queue is full, retry later".into(),
@@ -111,7 +111,7 @@ impl TaskError {
     }
 
     /// Short label for metrics and the task board.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             TaskError::NoWorker(_) => "no_worker",
             TaskError::QueueFull => "queue_full",

@@ -56,7 +56,7 @@ pub(crate) fn strip_response_hop_headers(header: &mut pingora::http::ResponseHea
 
 /// The headers a Worker receives for one task (`host` and `content-length` are
 /// added per attempt), prepared once per task.
-pub struct ForwardHeaders {
+pub(crate) struct ForwardHeaders {
     pub(super) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -65,7 +65,7 @@ impl ForwardHeaders {
     /// in `x-lb-auth`, `content-type: application/json`), our `x-andera-task-id`,
     /// then the client's trace context and the headers `extra` lists, in that order.
     /// A listed header that the client's `Connection` names stays on its hop.
-    pub fn new(
+    pub(crate) fn new(
         client: &RequestHeader,
         worker_key: HeaderValue,
         lb_key: &str,
@@ -104,7 +104,7 @@ impl ForwardHeaders {
 
     /// The headers as an HTTP/1 header block (`name: value\r\n`…) without the LB
     /// key, for the task journal: a resumed task is sent what it would have been sent.
-    pub fn to_block(&self) -> Vec<u8> {
+    pub(crate) fn to_block(&self) -> Vec<u8> {
         let mut block = Vec::new();
         self.write_lines(&mut block, |name| name != "x-lb-auth");
         block
@@ -122,7 +122,7 @@ impl ForwardHeaders {
 
     /// Headers read back from [`ForwardHeaders::to_block`], with the LB key added again.
     /// Lines that are not valid headers are skipped.
-    pub fn from_block(block: &[u8], lb_key: &str) -> Self {
+    pub(crate) fn from_block(block: &[u8], lb_key: &str) -> Self {
         let mut headers: Vec<(HeaderName, HeaderValue)> = block
             .split(|b| *b == b'\n')
             .filter_map(|line| {

@@ -25,13 +25,13 @@ mod headers;
 mod outliers;
 mod retry;
 
-pub use delivery::Delivery;
-pub use error::{describe, TaskError};
-pub use headers::ForwardHeaders;
-pub use retry::{DispatchGate, Outbound};
+pub(crate) use delivery::Delivery;
+pub(crate) use error::{describe, TaskError};
+pub(crate) use headers::ForwardHeaders;
+pub(crate) use retry::{DispatchGate, Outbound};
 
 /// Sends tasks to Workers.
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     /// Slots and queue.
     scheduler: Arc<Scheduler>,
     /// Connections to Workers, for tasks only (webhook failure notices have their
@@ -43,7 +43,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher over `scheduler`, with its own connection pool.
-    pub fn new(settings: Arc<Settings>, scheduler: Arc<Scheduler>) -> Self {
+    pub(crate) fn new(settings: Arc<Settings>, scheduler: Arc<Scheduler>) -> Self {
         let upstream = Upstream::new(
             settings.connect_timeout,
             settings.pool_idle_timeout,
@@ -57,7 +57,7 @@ impl Dispatcher {
     }
 
     /// Takes a slot or a place in the queue; fails at once when the task cannot run.
-    pub fn admit(&self, spec: &TaskSpec) -> Result<Acquire, TaskError> {
+    pub(crate) fn admit(&self, spec: &TaskSpec) -> Result<Acquire, TaskError> {
         let req = SlotRequest {
             group: &spec.group,
             contract: spec.contract,

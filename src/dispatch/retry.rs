@@ -13,7 +13,7 @@ use crate::upstream::{Exchange, ExchangeError, Limits};
 
 /// A task on its way to a Worker: what is sent, by when, and the record that
 /// follows it.
-pub struct Outbound<'a> {
+pub(crate) struct Outbound<'a> {
     /// The task.
     pub spec: &'a TaskSpec,
     /// The client's headers, as the Worker gets them.
@@ -27,7 +27,7 @@ pub struct Outbound<'a> {
 }
 
 /// Awaited before a task is first sent; an error stops the delivery.
-pub type DispatchGate<'a> =
+pub(crate) type DispatchGate<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TaskError>> + Send + 'a>>;
 
 /// What one attempt's result means for the delivery.
@@ -45,7 +45,7 @@ impl Dispatcher {
     /// the failure proves the Worker never started it (connect/write failure, `503`),
     /// up to `tasks.attempts`. `gate`, when given, is awaited once, holding the slot,
     /// right before the task is first sent (the webhook journal marks it dispatched).
-    pub async fn deliver<'a>(
+    pub(crate) async fn deliver<'a>(
         &'a self,
         task: Outbound<'_>,
         first: Acquire,

@@ -4,20 +4,20 @@
 //! shows in `rate()` and `increase()`.
 
 /// The `outcome` of a task (`andera_lb_tasks_total`, `andera_lb_task_duration_seconds`).
-pub mod outcome {
+pub(crate) mod outcome {
     /// The Worker answered below `400`.
-    pub const OK: &str = "ok";
+    pub(crate) const OK: &str = "ok";
     /// The Worker answered `401`: it refused the `x-wr-auth` key (its `AUTH_KEY`).
-    pub const WORKER_KEY_REJECTED: &str = "worker_key_rejected";
+    pub(crate) const WORKER_KEY_REJECTED: &str = "worker_key_rejected";
     /// The Worker answered `500`: the function failed.
-    pub const FUNCTION_ERROR: &str = "function_error";
+    pub(crate) const FUNCTION_ERROR: &str = "function_error";
     /// The Worker answered another status of `400` or more.
-    pub const WORKER_ERROR: &str = "worker_error";
+    pub(crate) const WORKER_ERROR: &str = "worker_error";
 }
 
 /// Every outcome a task of a known group and function can end with: `no_worker` is
 /// left out, since such a task is counted under `group="other",function="other"`.
-pub const TASK_OUTCOMES: &[&str] = &[
+pub(crate) const TASK_OUTCOMES: &[&str] = &[
     outcome::OK,
     outcome::WORKER_KEY_REJECTED,
     outcome::FUNCTION_ERROR,
@@ -36,15 +36,15 @@ pub const TASK_OUTCOMES: &[&str] = &[
 ];
 
 /// The outcome of a task no valid Worker can take (counted as `other`/`other`).
-pub const NO_WORKER: &str = "no_worker";
+pub(crate) const NO_WORKER: &str = "no_worker";
 
 /// Every `reason` of `andera_lb_task_retries_total`.
-pub const RETRY_REASONS: &[&str] = &["maintenance", "not_delivered"];
+pub(crate) const RETRY_REASONS: &[&str] = &["maintenance", "not_delivered"];
 
 /// `(service, route, statuses)` of `andera_lb_http_responses_total` counted from 0:
 /// what the load balancer itself answers on its routes, and the Worker statuses an
 /// error-ratio rule looks at. Other statuses appear when they first happen.
-pub const KNOWN_RESPONSES: &[(&str, &str, &[u16])] = &[
+pub(crate) const KNOWN_RESPONSES: &[(&str, &str, &[u16])] = &[
     (
         "client",
         "task",

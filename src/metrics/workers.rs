@@ -11,7 +11,7 @@ use crate::scheduler::FunctionSet;
 
 /// One Worker's figures for the per-Worker series, as the registry sees them now.
 #[derive(Debug, Clone)]
-pub struct WorkerGauge {
+pub(crate) struct WorkerGauge {
     /// Base URL.
     pub url: String,
     /// Group, or `unknown` before the first poll.
@@ -39,7 +39,7 @@ pub struct WorkerGauge {
 }
 
 /// What each Worker reports of its own load, and its free slots.
-pub struct WorkerFamilies {
+pub(crate) struct WorkerFamilies {
     /// Slots the Worker reports used (by every load balancer), `slots.used`.
     pub reported_slots_used: IntGaugeVec,
     /// Tasks queued inside the Worker, `slots.queue`.
@@ -143,7 +143,7 @@ impl Metrics {
     /// (so that its first ejection or error shows in `increase()`); the registry
     /// calls it before the Worker's poll and feed start, and [`Metrics::forget_worker`]
     /// when it leaves, in that order.
-    pub fn init_worker(&self, url: &str) {
+    pub(crate) fn init_worker(&self, url: &str) {
         for counter in [
             &self.worker_ejections,
             &self.discovery_errors,
@@ -156,7 +156,7 @@ impl Metrics {
     /// Sets every per-Worker gauge from `workers` (Workers no longer listed lose
     /// their gauges), and creates at 0 the task counters of every group and function
     /// a valid Worker exposes.
-    pub fn refresh_workers(&self, workers: &[WorkerGauge]) {
+    pub(crate) fn refresh_workers(&self, workers: &[WorkerGauge]) {
         self.worker_up.reset();
         self.worker_slots_used.reset();
         self.worker_slots_limit.reset();

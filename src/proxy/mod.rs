@@ -3,9 +3,9 @@
 //! when exposed). Every request is answered in `request_filter`; tasks reach Workers
 //! through the dispatcher, never through an upstream chosen by Pingora.
 
-pub mod notify;
-pub mod task;
-pub mod webhook;
+pub(crate) mod notify;
+pub(crate) mod task;
+pub(crate) mod webhook;
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use crate::respond;
 use crate::routes::{self, Pages, Port, Route};
 
 /// The client port's `ProxyHttp` implementation.
-pub struct ClientProxy {
+pub(crate) struct ClientProxy {
     /// Shared state.
     pub app: Arc<App>,
 }

@@ -46,7 +46,7 @@ fn reserved(name: &str) -> bool {
 /// background, if the policy allows its webhook's host. Returns at once. A traced
 /// task (`trace`) gets a span for the notice, which the webhook receives as the
 /// parent in its `traceparent`.
-pub fn failure(
+pub(crate) fn failure(
     app: &App,
     task_id: &str,
     task_body: &[u8],

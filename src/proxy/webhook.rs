@@ -432,7 +432,7 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
 }
 
 /// Background service: opens the journal, then resumes what it claims until shutdown.
-pub struct JournalService {
+pub(crate) struct JournalService {
     /// Shared state.
     pub app: Arc<App>,
     /// Set by `--recover`: move an unreadable journal aside instead of refusing.

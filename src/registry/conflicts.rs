@@ -12,22 +12,22 @@ use super::record::WorkerRecord;
 use crate::scheduler::WorkerId;
 
 /// A pool key: group and contract.
-pub type PoolKey = (Arc<str>, u64);
+pub(crate) type PoolKey = (Arc<str>, u64);
 
 /// Members of each pool by list position.
 #[derive(Default)]
-pub struct Pools {
+pub(crate) struct Pools {
     by_key: HashMap<PoolKey, BTreeMap<usize, WorkerId>>,
 }
 
 /// The pool a record belongs to, once it has answered `/health`.
-pub fn pool_of(w: &WorkerRecord) -> Option<PoolKey> {
+pub(crate) fn pool_of(w: &WorkerRecord) -> Option<PoolKey> {
     w.health.as_ref().map(|h| (h.group.clone(), h.contract))
 }
 
 impl Pools {
     /// Pools of every record that has answered.
-    pub fn rebuild(workers: &HashMap<WorkerId, WorkerRecord>) -> Pools {
+    pub(crate) fn rebuild(workers: &HashMap<WorkerId, WorkerRecord>) -> Pools {
         let mut pools = Pools::default();
         for w in workers.values() {
             if let Some(key) = pool_of(w) {
@@ -38,12 +38,12 @@ impl Pools {
     }
 
     /// Adds a member.
-    pub fn insert(&mut self, key: PoolKey, index: usize, id: WorkerId) {
+    pub(crate) fn insert(&mut self, key: PoolKey, index: usize, id: WorkerId) {
         self.by_key.entry(key).or_default().insert(index, id);
     }
 
     /// Removes a member.
-    pub fn remove(&mut self, key: &PoolKey, index: usize) {
+    pub(crate) fn remove(&mut self, key: &PoolKey, index: usize) {
         if let Some(members) = self.by_key.get_mut(key) {
             members.remove(&index);
             if members.is_empty() {
@@ -53,14 +53,14 @@ impl Pools {
     }
 
     /// The pool's reference Worker.
-    pub fn reference(&self, key: &PoolKey) -> Option<WorkerId> {
+    pub(crate) fn reference(&self, key: &PoolKey) -> Option<WorkerId> {
         self.by_key
             .get(key)
             .and_then(|m| m.values().next().copied())
     }
 
     /// Every member of a pool.
-    pub fn members(&self, key: &PoolKey) -> Vec<WorkerId> {
+    pub(crate) fn members(&self, key: &PoolKey) -> Vec<WorkerId> {
         self.by_key
             .get(key)
             .map(|m| m.values().copied().collect())
@@ -68,13 +68,13 @@ impl Pools {
     }
 
     /// Every pool.
-    pub fn keys(&self) -> Vec<PoolKey> {
+    pub(crate) fn keys(&self) -> Vec<PoolKey> {
         self.by_key.keys().cloned().collect()
     }
 }
 
 /// Checks `ids` of pool `key` against its reference. Returns those whose validity changed.
-pub fn validate(
+pub(crate) fn validate(
     workers: &mut HashMap<WorkerId, WorkerRecord>,
     pools: &Pools,
     key: &PoolKey,

@@ -13,7 +13,7 @@ use crate::worker_url::WorkerUrl;
 const MAX_HEALTH_BODY: usize = 1 << 20;
 
 /// Polls one Worker every discovery interval until aborted.
-pub async fn poll_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<WorkerUrl>) {
+pub(crate) async fn poll_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<WorkerUrl>) {
     let s = registry.settings.clone();
     loop {
         match poll_with_retries(&registry, id, &url).await {

@@ -28,14 +28,14 @@ use crate::worker_url::{DnsEntry, WorkerUrl};
 /// What keyed `/health` shows of the `dns+` entries, updated after each round of
 /// lookups. Empty when the list has none.
 #[derive(Default)]
-pub struct DnsState {
+pub(crate) struct DnsState {
     entries: RwLock<Vec<Value>>,
 }
 
 impl DnsState {
     /// One JSON object per `dns+` entry: `entry`, `name`, `workers` (addresses in
     /// use), `ok` (the last lookup answered) and `error` (why it failed).
-    pub fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> Value {
         Value::Array(self.entries.read().clone())
     }
 }
@@ -51,7 +51,7 @@ struct Tracked {
 
 /// The Worker list as the registry runs it: the listed URLs plus the Workers of
 /// every `dns+` entry.
-pub struct LiveList {
+pub(crate) struct LiveList {
     urls: Vec<WorkerUrl>,
     tracked: Vec<Tracked>,
     resolver: Option<TokioResolver>,
@@ -61,7 +61,11 @@ pub struct LiveList {
 impl LiveList {
     /// A list of `urls` and `entries`, looked up as `settings` say. No lookup is made
     /// until [`LiveList::refresh`].
-    pub fn new(urls: Vec<WorkerUrl>, entries: Vec<DnsEntry>, settings: &Settings) -> LiveList {
+    pub(crate) fn new(
+        urls: Vec<WorkerUrl>,
+        entries: Vec<DnsEntry>,
+        settings: &Settings,
+    ) -> LiveList {
         let resolver = match resolver(settings) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -83,7 +87,7 @@ impl LiveList {
 
     /// Replaces the listed URLs and `dns+` entries (the file changed); an entry
     /// still listed keeps what it resolved to.
-    pub fn set_entries(&mut self, urls: Vec<WorkerUrl>, entries: Vec<DnsEntry>) {
+    pub(crate) fn set_entries(&mut self, urls: Vec<WorkerUrl>, entries: Vec<DnsEntry>) {
         let mut old = std::mem::take(&mut self.tracked);
         self.tracked = entries
             .into_iter()
@@ -102,13 +106,13 @@ impl LiveList {
     }
 
     /// True when some entry is a `dns+` entry (there is something to look up).
-    pub fn has_dns(&self) -> bool {
+    pub(crate) fn has_dns(&self) -> bool {
         !self.tracked.is_empty()
     }
 
     /// Looks every entry's name up once (concurrently, each bounded by the discovery
     /// timeout) and updates `state`.
-    pub async fn refresh(&mut self, state: &DnsState) {
+    pub(crate) async fn refresh(&mut self, state: &DnsState) {
         let Some(resolver) = &self.resolver else {
             return;
         };
@@ -130,7 +134,7 @@ impl LiveList {
 
     /// The Workers to run on: the listed URLs, then each entry's addresses in order,
     /// each Worker once.
-    pub fn workers(&self) -> Vec<WorkerUrl> {
+    pub(crate) fn workers(&self) -> Vec<WorkerUrl> {
         let mut out = self.urls.clone();
         let mut seen: BTreeSet<String> = out.iter().map(|u| u.raw.clone()).collect();
         for t in &self.tracked {

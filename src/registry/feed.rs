@@ -23,7 +23,7 @@ const FEED_BUFFER: usize = 4096;
 const MAX_BACKOFF_FACTOR: u32 = 8;
 
 /// Keeps a slot feed open to one Worker until aborted.
-pub async fn feed_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<WorkerUrl>) {
+pub(crate) async fn feed_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<WorkerUrl>) {
     let s = registry.settings.clone();
     let mut backoff = s.ws_reconnect;
     loop {

@@ -2,13 +2,13 @@
 //! contract conflict detection, and the background tasks (poll + slot feed) that
 //! keep it current.
 
-pub mod conflicts;
-pub mod discovery;
-pub mod dns;
-pub mod feed;
-pub mod record;
-pub mod schemas;
-pub mod watch;
+pub(crate) mod conflicts;
+pub(crate) mod discovery;
+pub(crate) mod dns;
+pub(crate) mod feed;
+pub(crate) mod record;
+pub(crate) mod schemas;
+pub(crate) mod watch;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +27,7 @@ use crate::worker_url::WorkerUrl;
 use record::{FeedState, HealthReport, WorkerRecord};
 
 /// One Worker's figures for the metrics gauges.
-pub use crate::metrics::WorkerGauge;
+pub(crate) use crate::metrics::WorkerGauge;
 
 #[derive(Default)]
 struct State {
@@ -39,7 +39,7 @@ struct State {
 }
 
 /// Shared registry of Workers. Cheap to clone through `Arc`.
-pub struct Registry {
+pub(crate) struct Registry {
     state: RwLock<State>,
     next_id: AtomicU64,
     /// Slot accounting fed by this registry.
@@ -62,7 +62,7 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry.
-    pub fn new(settings: Arc<Settings>, scheduler: Arc<Scheduler>) -> Arc<Registry> {
+    pub(crate) fn new(settings: Arc<Settings>, scheduler: Arc<Scheduler>) -> Arc<Registry> {
         let upstream = Upstream::new(
             settings.discovery_timeout,
             settings.pool_idle_timeout,
@@ -96,7 +96,7 @@ impl Registry {
 
     /// Replaces the Worker list: new URLs start being polled, removed ones stop.
     /// Tasks in flight on removed Workers are left to finish.
-    pub fn set_list(self: &Arc<Self>, urls: &[WorkerUrl]) {
+    pub(crate) fn set_list(self: &Arc<Self>, urls: &[WorkerUrl]) {
         self.watching_since.get_or_init(tokio::time::Instant::now);
         let mut added = Vec::new();
         let mut removed = Vec::new();
@@ -174,7 +174,7 @@ impl Registry {
     }
 
     /// Stops every background task (shutdown).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let mut st = self.state.write();
         for (_, tasks) in st.tasks.drain() {
             for t in tasks {
@@ -275,14 +275,14 @@ impl Registry {
 
     /// True once every Worker of the list has been polled at least once. Until then
     /// "no Worker for this group" may only mean "not polled yet".
-    pub fn is_warm(&self) -> bool {
+    pub(crate) fn is_warm(&self) -> bool {
         *self.warm.borrow()
     }
 
     /// Waits until the registry is warm, `deadline` passes, or one discovery timeout
     /// (plus a second) after polling began: by then every live Worker has answered
     /// once, and a dead one must not hold tasks back.
-    pub async fn wait_warm(&self, deadline: tokio::time::Instant) {
+    pub(crate) async fn wait_warm(&self, deadline: tokio::time::Instant) {
         let mut rx = self.warm.subscribe();
         let until = deadline.min(self.warm_up_end());
         let _ = tokio::time::timeout_at(until, rx.wait_for(|warm| *warm)).await;
@@ -390,13 +390,13 @@ impl Registry {
     /// The published `params` schema of `function` for tasks of `group` and
     /// `contract`: `Some` only when every valid Worker of that pool publishes the
     /// same one and it is well formed (the edge input check).
-    pub fn schema(&self, group: &str, contract: u64, function: &str) -> Option<Arc<Schema>> {
+    pub(crate) fn schema(&self, group: &str, contract: u64, function: &str) -> Option<Arc<Schema>> {
         self.state.read().schemas.get(group, contract, function)
     }
 
     /// Looks a Worker up by its base URL, in any spelling of a listed one (used to
     /// refuse URLs not in the list).
-    pub fn find_by_url(&self, url: &str) -> Option<Arc<WorkerUrl>> {
+    pub(crate) fn find_by_url(&self, url: &str) -> Option<Arc<WorkerUrl>> {
         let canonical = WorkerUrl::parse(url).ok()?;
         let st = self.state.read();
         let id = st.by_url.get(&canonical.raw)?;
@@ -404,7 +404,7 @@ impl Registry {
     }
 
     /// `(workers, invalidWorkers)` as JSON records, in list order.
-    pub fn snapshot(&self) -> (Vec<Value>, Vec<Value>) {
+    pub(crate) fn snapshot(&self) -> (Vec<Value>, Vec<Value>) {
         let mut records: Vec<WorkerRecord> = self.state.read().workers.values().cloned().collect();
         records.sort_by_key(|w| w.index);
         let mut valid = Vec::new();
@@ -425,7 +425,7 @@ impl Registry {
     }
 
     /// Per-Worker figures for the metrics gauges.
-    pub fn gauges(&self) -> Vec<WorkerGauge> {
+    pub(crate) fn gauges(&self) -> Vec<WorkerGauge> {
         let st = self.state.read();
         st.workers
             .values()
@@ -460,7 +460,7 @@ impl Registry {
 
     /// `(registered, available)` Worker counts: available ones are eligible and not
     /// ejected for failing tasks.
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let st = self.state.read();
         let up = st
             .workers

@@ -15,7 +15,7 @@ use crate::worker_url::WorkerUrl;
 
 /// Slot figures as a Worker reports them.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
-pub struct Slots {
+pub(crate) struct Slots {
     /// Running tasks.
     pub used: u32,
     /// `limit − used`.
@@ -77,7 +77,7 @@ struct WireFunction {
 
 /// The typed part of a Worker's authenticated `/health` answer.
 #[derive(Debug, Clone)]
-pub struct HealthReport {
+pub(crate) struct HealthReport {
     /// `ready` or `maintenance`.
     pub status: String,
     /// Worker group.
@@ -101,7 +101,7 @@ pub struct HealthReport {
 
 impl HealthReport {
     /// Parses an authenticated `/health` body; explains what is missing otherwise.
-    pub fn parse(body: &[u8]) -> Result<HealthReport, String> {
+    pub(crate) fn parse(body: &[u8]) -> Result<HealthReport, String> {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| format!("/health is not JSON: {e}"))?;
         let Value::Object(raw) = value else {
@@ -147,7 +147,7 @@ impl HealthReport {
 /// State of a Worker's WebSocket slot feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FeedState {
+pub(crate) enum FeedState {
     /// Not connected (never, or reconnecting).
     Disconnected,
     /// Connected and answering.
@@ -156,7 +156,7 @@ pub enum FeedState {
 
 /// Everything known about one Worker.
 #[derive(Debug, Clone)]
-pub struct WorkerRecord {
+pub(crate) struct WorkerRecord {
     /// Registration id.
     pub id: WorkerId,
     /// Base URL.
@@ -198,7 +198,7 @@ pub struct WorkerRecord {
 
 impl WorkerRecord {
     /// A Worker just added to the list, not polled yet.
-    pub fn new(id: WorkerId, url: Arc<WorkerUrl>, index: usize) -> Self {
+    pub(crate) fn new(id: WorkerId, url: Arc<WorkerUrl>, index: usize) -> Self {
         WorkerRecord {
             id,
             url,
@@ -222,7 +222,7 @@ impl WorkerRecord {
     }
 
     /// Applies a good `/health` answer.
-    pub fn apply_health(&mut self, report: HealthReport) {
+    pub(crate) fn apply_health(&mut self, report: HealthReport) {
         self.http_up = true;
         self.polled = true;
         self.poll_error = None;
@@ -238,7 +238,7 @@ impl WorkerRecord {
     }
 
     /// Applies a slot feed message.
-    pub fn apply_feed(&mut self, msg: &Value) {
+    pub(crate) fn apply_feed(&mut self, msg: &Value) {
         self.offline = false;
         self.last_seen = Some(SystemTime::now());
         self.heard_at = Some(tokio::time::Instant::now());
@@ -267,7 +267,7 @@ impl WorkerRecord {
     }
 
     /// May tasks be sent here: ready, valid, reachable, every service up.
-    pub fn eligible(&self) -> bool {
+    pub(crate) fn eligible(&self) -> bool {
         self.health.is_some()
             && self.invalid_reason.is_none()
             && self.status.as_deref() == Some("ready")
@@ -277,7 +277,7 @@ impl WorkerRecord {
     }
 
     /// The scheduler's view of this Worker, if it has ever answered `/health`.
-    pub fn slots_view(&self, with_report: bool) -> Option<WorkerSlots> {
+    pub(crate) fn slots_view(&self, with_report: bool) -> Option<WorkerSlots> {
         let h = self.health.as_ref()?;
         let num = |k: &str| self.system.get(k).and_then(Value::as_f64).unwrap_or(0.0);
         let penalty = 5.0 * num("cpuLoad") + 5.0 * num("usedMemoryPercent");
@@ -304,7 +304,7 @@ impl WorkerRecord {
     /// poll has failed through all its retries with no slot feed either, `offline`
     /// while the feed is lost or a poll (or its first attempt) failed, else what the
     /// Worker last reported.
-    pub fn shown_status(&self) -> &str {
+    pub(crate) fn shown_status(&self) -> &str {
         let poll_failed = self.polled && !self.http_up;
         if poll_failed && self.feed != FeedState::Connected {
             "unreachable"
@@ -316,7 +316,7 @@ impl WorkerRecord {
     }
 
     /// The record shown by authenticated `/health` and the dashboard.
-    pub fn to_json(&self, lb_in_flight: u32) -> Value {
+    pub(crate) fn to_json(&self, lb_in_flight: u32) -> Value {
         let mut out = self
             .health
             .as_ref()

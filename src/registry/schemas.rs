@@ -14,18 +14,18 @@ use crate::task::schema::Schema;
 
 /// A Worker's compiled schemas, by function name: only the functions whose
 /// `params` are well formed (see [`Schema::compile`]).
-pub type FunctionSchemas = HashMap<String, Arc<Schema>>;
+pub(crate) type FunctionSchemas = HashMap<String, Arc<Schema>>;
 
 /// The schemas of every pool that has them, by group then contract (so that a
 /// task's lookup borrows its group name).
 #[derive(Default)]
-pub struct PoolSchemas {
+pub(crate) struct PoolSchemas {
     by_pool: HashMap<Arc<str>, HashMap<u64, Arc<FunctionSchemas>>>,
 }
 
 impl PoolSchemas {
     /// Recomputes pool `key` from its members.
-    pub fn refresh(
+    pub(crate) fn refresh(
         &mut self,
         workers: &HashMap<WorkerId, WorkerRecord>,
         pools: &Pools,
@@ -49,7 +49,7 @@ impl PoolSchemas {
     }
 
     /// Recomputes every pool (after a list change).
-    pub fn rebuild(&mut self, workers: &HashMap<WorkerId, WorkerRecord>, pools: &Pools) {
+    pub(crate) fn rebuild(&mut self, workers: &HashMap<WorkerId, WorkerRecord>, pools: &Pools) {
         self.by_pool.clear();
         for key in pools.keys() {
             self.refresh(workers, pools, &key);
@@ -58,7 +58,7 @@ impl PoolSchemas {
 
     /// The schema of `function` in pool `key`, if every valid Worker publishes it
     /// the same and it is well formed.
-    pub fn get(&self, group: &str, contract: u64, function: &str) -> Option<Arc<Schema>> {
+    pub(crate) fn get(&self, group: &str, contract: u64, function: &str) -> Option<Arc<Schema>> {
         self.by_pool
             .get(group)?
             .get(&contract)?

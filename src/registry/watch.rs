@@ -15,11 +15,6 @@ use super::Registry;
 use crate::config::{ConfigError, WorkerSource};
 use crate::worker_url::{redacted, DnsEntry, WorkerUrl};
 
-/// Parses the Worker list file: a JSON array of base URLs.
-pub fn parse_list(text: &str, origin: &str) -> Result<Vec<WorkerUrl>, ConfigError> {
-    parse_file_list(text, origin).map(|list| list.urls)
-}
-
 /// An entry that names a Worker already listed under another (or the same) spelling.
 pub struct Merged {
     /// The entry as written.
@@ -183,13 +178,8 @@ fn parse_file_list(text: &str, origin: &str) -> Result<ListedWorkers, ConfigErro
     parse_entries(entries, err)
 }
 
-/// Reads the Worker list from its source.
-pub fn load_list(source: &WorkerSource) -> Result<Vec<WorkerUrl>, ConfigError> {
-    load_listed(source).map(|list| list.urls)
-}
-
 /// Reads the Worker list from its source, with the entries that repeated a Worker.
-pub fn load_listed(source: &WorkerSource) -> Result<ListedWorkers, ConfigError> {
+pub(crate) fn load_listed(source: &WorkerSource) -> Result<ListedWorkers, ConfigError> {
     match source {
         WorkerSource::Inline(list) => {
             parse_entries(list.iter().map(String::as_str), |reason| ConfigError {
@@ -218,7 +208,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 /// Background service: registers the initial list, then re-reads the file when it
 /// changes and looks the `dns+` entries up every `workers.dns.refresh_ms`.
-pub struct ListWatcher {
+pub(crate) struct ListWatcher {
     /// The registry to feed.
     pub registry: Arc<Registry>,
     /// The list loaded at start-up.

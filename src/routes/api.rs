@@ -15,7 +15,7 @@ use crate::{logring, respond};
 const MAX_WORKER_LOGS: usize = 4 << 20;
 
 /// `GET /dashboard/api/workers`: every Worker of the list, invalid ones included.
-pub async fn workers(app: &App, session: &mut Session) -> Result<u16> {
+pub(crate) async fn workers(app: &App, session: &mut Session) -> Result<u16> {
     let (mut valid, invalid) = app.registry().snapshot();
     valid.extend(invalid);
     respond::json(session, 200, &Value::Array(valid), &[]).await?;
@@ -24,7 +24,7 @@ pub async fn workers(app: &App, session: &mut Session) -> Result<u16> {
 
 /// `GET /dashboard/api/workers/<base64 url>/logs`: a listed Worker's own logs.
 /// URLs not in the current list are refused: the key is never sent elsewhere.
-pub async fn worker_logs(app: &App, session: &mut Session, encoded: &str) -> Result<u16> {
+pub(crate) async fn worker_logs(app: &App, session: &mut Session, encoded: &str) -> Result<u16> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded))
@@ -110,7 +110,7 @@ fn clients(app: &App) -> Vec<serde_json::Value> {
 
 /// `/dashboard/api/overview`: the dashboard's summary (Workers, queue, tasks, clients,
 /// cluster) in one answer.
-pub async fn overview(app: &App, session: &mut Session) -> Result<u16> {
+pub(crate) async fn overview(app: &App, session: &mut Session) -> Result<u16> {
     let queue = app.scheduler().queue_snapshot();
     let (counts, _) = app.board().counts(None);
     let tasks = "andera_lb_tasks_total";
@@ -164,7 +164,7 @@ fn query_pairs(query: &str) -> HashMap<String, String> {
 }
 
 /// `GET /bull/api/tasks?state=&group=&limit=`: counts by state and matching records.
-pub async fn tasks(app: &App, session: &mut Session) -> Result<u16> {
+pub(crate) async fn tasks(app: &App, session: &mut Session) -> Result<u16> {
     let q = query_params(session);
     let state = q.get("state").filter(|s| !s.is_empty()).cloned();
     let group = q.get("group").filter(|s| !s.is_empty()).cloned();
@@ -188,7 +188,7 @@ pub async fn tasks(app: &App, session: &mut Session) -> Result<u16> {
 }
 
 /// `GET /bull/api/tasks/<id>`: one record with its timeline.
-pub async fn task(app: &App, session: &mut Session, id: &str) -> Result<u16> {
+pub(crate) async fn task(app: &App, session: &mut Session, id: &str) -> Result<u16> {
     match app.board().get(id) {
         Some(record) => {
             respond::json(session, 200, &record, &[]).await?;

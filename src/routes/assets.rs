@@ -1,7 +1,7 @@
 //! The dashboard and task board assets, compiled into the binary (no CDN, no build step).
 
 /// `(path, content type, bytes)` of every embedded asset.
-pub const ASSETS: &[(&str, &str, &[u8])] = &[
+pub(crate) const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "/dashboard",
         "text/html; charset=utf-8",
@@ -40,7 +40,7 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
 ];
 
 /// The asset served at `path`, if any.
-pub fn find(path: &str) -> Option<(&'static str, &'static [u8])> {
+pub(crate) fn find(path: &str) -> Option<(&'static str, &'static [u8])> {
     let path = path.trim_end_matches('/');
     ASSETS
         .iter()

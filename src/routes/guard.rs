@@ -19,11 +19,11 @@ use crate::respond;
 /// A request body up to this many bytes that an early answer (`401`, `404`) leaves
 /// unread is read and discarded after the answer, so the connection stays open, as
 /// nginx does; a larger or chunked one closes the connection instead.
-pub const DISCARD_LIMIT: usize = 64 * 1024;
+pub(crate) const DISCARD_LIMIT: usize = 64 * 1024;
 
 /// Answers a request refused before routing and returns `true`, or returns `false`
 /// for a request that may be routed.
-pub async fn refuse_before_routing(
+pub(crate) async fn refuse_before_routing(
     app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -58,7 +58,7 @@ pub async fn refuse_before_routing(
                 "Host {:?} is not served on the admin port; list it in admin.allowed_hosts",
                 host.as_deref().unwrap_or_default()
             );
-            let body = json!({ "error": message, "reason": "host_not_allowed" });
+            let body = json!({ "error": message, "reason": crate::reason::Reason::HostNotAllowed.as_str() });
             respond::json(session, 421, &body, &[]).await?;
             return Ok(true);
         }
@@ -88,7 +88,7 @@ fn host_of(authority: &str) -> &str {
 
 /// Whether the admin port answers `host` (`None`: no Host, as from HTTP/1.0 tools,
 /// which no browser sends). IP literals cannot be rebound, so they always pass.
-pub fn admin_host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
+pub(crate) fn admin_host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
     let Some(host) = host else { return true };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost"

@@ -11,7 +11,7 @@ use crate::{logring, respond};
 
 /// `GET /health`: `{"status"}` without a key; Workers, invalid Workers and internal
 /// components with one. Returns the status written.
-pub async fn health(app: &App, session: &mut Session) -> Result<u16> {
+pub(crate) async fn health(app: &App, session: &mut Session) -> Result<u16> {
     let status = if app.is_draining() {
         "draining"
     } else {
@@ -100,7 +100,7 @@ fn journal_component(app: &App) -> serde_json::Value {
 }
 
 /// `GET /logs`: the last `MAX_LOGS` lines, oldest first; the LB key is required.
-pub async fn logs(app: &App, session: &mut Session) -> Result<u16> {
+pub(crate) async fn logs(app: &App, session: &mut Session) -> Result<u16> {
     if let Err(status) = super::require_operator(app, session, Role::Admin).await? {
         return Ok(status);
     }
@@ -117,7 +117,7 @@ pub async fn logs(app: &App, session: &mut Session) -> Result<u16> {
 /// `GET /ready` (admin port): 200 while serving, 503 once draining or while the
 /// task journal cannot keep webhook tasks (full, unavailable, still opening), for
 /// load balancers and orchestrators in front.
-pub async fn ready(app: &App, session: &mut Session) -> Result<u16> {
+pub(crate) async fn ready(app: &App, session: &mut Session) -> Result<u16> {
     let journal = journal_ready(app);
     let ready = !app.is_draining() && journal;
     let (_, up) = app.registry().counts();

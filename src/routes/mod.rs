@@ -3,12 +3,12 @@
 //! `POST /task`, which the client service runs itself. The client port reaches the
 //! operator pages (when exposed) through this table, never through the admin service.
 
-pub mod api;
-pub mod assets;
-pub mod guard;
-pub mod health;
-pub mod idempotent;
-pub mod task_control;
+pub(crate) mod api;
+pub(crate) mod assets;
+pub(crate) mod guard;
+pub(crate) mod health;
+pub(crate) mod idempotent;
+pub(crate) mod task_control;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -23,7 +23,7 @@ use crate::respond;
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Port {
+pub(crate) enum Port {
     /// The client port (`PORT`, 4000).
     Client,
     /// The admin port (`ADMIN_PORT`, 127.0.0.1:4001).
@@ -33,7 +33,7 @@ pub enum Port {
 /// Which operator pages are served (`admin.dashboard`, `admin.bull_board`) and
 /// whether the client port serves them too (`admin.expose_on_client_port`).
 #[derive(Debug, Clone, Copy)]
-pub struct Pages {
+pub(crate) struct Pages {
     /// `/dashboard` and its API.
     pub dashboard: bool,
     /// `/bull` and its API.
@@ -44,7 +44,7 @@ pub struct Pages {
 
 impl Pages {
     /// The pages the settings turn on.
-    pub fn of(settings: &crate::config::Settings) -> Pages {
+    pub(crate) fn of(settings: &crate::config::Settings) -> Pages {
         Pages {
             dashboard: settings.dashboard_enabled,
             bull: settings.bull_board_enabled,
@@ -55,7 +55,7 @@ impl Pages {
 
 /// A call of the dashboard's or the task board's JSON API (the LB key is required).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiCall<'a> {
+pub(crate) enum ApiCall<'a> {
     /// `GET /dashboard/api/workers`.
     Workers,
     /// `GET /dashboard/api/overview`.
@@ -76,7 +76,7 @@ pub enum ApiCall<'a> {
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route<'a> {
+pub(crate) enum Route<'a> {
     /// `POST /task` (client port): run by the client service.
     Task,
     /// `/task` with another method: 405.
@@ -132,7 +132,7 @@ fn original_path(path: &str) -> &str {
 
 /// Decides the route of a request. Pure, so that it can be tested (and fuzzed)
 /// without a session; it never panics, whatever the path.
-pub fn route<'a>(port: Port, method: &str, path: &'a str, pages: Pages) -> Route<'a> {
+pub(crate) fn route<'a>(port: Port, method: &str, path: &'a str, pages: Pages) -> Route<'a> {
     // HEAD is answered like GET; Pingora sends the head without the body.
     let get = method == "GET" || method == "HEAD";
     match (port, original_path(path)) {
@@ -224,7 +224,7 @@ fn page_route<'a>(method: &str, path: &'a str, pages: Pages) -> Route<'a> {
 
 /// Answers `route` (anything but [`Route::Task`], which the client service runs) and
 /// returns the status written; `ctx.route` gets the metrics label.
-pub async fn serve(
+pub(crate) async fn serve(
     app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -299,7 +299,7 @@ pub async fn serve(
 
 /// Answers `401` or `403` unless the request's key opens operator routes that need
 /// `need`; returns the role when it does.
-pub async fn require_operator(
+pub(crate) async fn require_operator(
     app: &App,
     session: &mut Session,
     need: Role,
@@ -399,7 +399,7 @@ async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
 }
 
 /// Counts a response for `http_responses_total`.
-pub fn count_response(service: &str, ctx: &RequestCtx, error: Option<&Error>) {
+pub(crate) fn count_response(service: &str, ctx: &RequestCtx, error: Option<&Error>) {
     let status = match (ctx.status, error) {
         (0, Some(_)) => 500,
         (0, None) => 200,

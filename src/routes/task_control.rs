@@ -25,14 +25,14 @@ mod shared;
 /// The status a waiting client of a cancelled sync or stream task gets: `409`
 /// Conflict, the task it waits for was taken back. Not a `5xx`, which clients
 /// retry by themselves, nor nginx's `499`, which means the client itself left.
-pub const CANCELLED_STATUS: u16 = 409;
+pub(crate) const CANCELLED_STATUS: u16 = 409;
 
 /// Longest task id looked up; ours are 36 bytes.
 const MAX_ID: usize = 128;
 
 /// What a `/task/{id}` request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskCall {
+pub(crate) enum TaskCall {
     /// `GET` (or `HEAD`): the task's state.
     Get,
     /// `DELETE`: cancel it.
@@ -43,7 +43,7 @@ pub enum TaskCall {
 
 impl TaskCall {
     /// The call a method asks for.
-    pub fn of(method: &str) -> TaskCall {
+    pub(crate) fn of(method: &str) -> TaskCall {
         match method {
             "GET" | "HEAD" => TaskCall::Get,
             "DELETE" => TaskCall::Delete,
@@ -54,7 +54,7 @@ impl TaskCall {
 
 /// The id in `/task/{id}` (the prefix matched case-insensitively, as `/task` is;
 /// one trailing slash ignored), if `path` is one: not empty, no further `/`.
-pub fn task_id_of(path: &str) -> Option<&str> {
+pub(crate) fn task_id_of(path: &str) -> Option<&str> {
     let prefix = path.get(..6)?;
     if !prefix.eq_ignore_ascii_case("/task/") {
         return None;
@@ -88,7 +88,7 @@ impl Scope {
 }
 
 /// Answers `/task/{id}` and returns the status written.
-pub async fn serve(
+pub(crate) async fn serve(
     app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -168,7 +168,7 @@ async fn lookup(app: &App, session: &mut Session, id: &str, scope: &Scope) -> Re
 }
 
 /// The task board's cancel action: any task (the caller checked the admin key).
-pub async fn cancel_any(app: &App, session: &mut Session, id: &str) -> Result<u16> {
+pub(crate) async fn cancel_any(app: &App, session: &mut Session, id: &str) -> Result<u16> {
     cancel(app, session, id, &Scope::Any).await
 }
 

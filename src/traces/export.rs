@@ -20,14 +20,14 @@ use opentelemetry_sdk::Resource;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
 /// Reasons of `andera_lb_trace_spans_dropped_total`, all at 0 from the start.
-pub const DROP_REASONS: [&str; 2] = [QUEUE_FULL, EXPORT_FAILED];
+pub(super) const DROP_REASONS: [&str; 2] = [QUEUE_FULL, EXPORT_FAILED];
 /// The export queue was full (the collector is slow or unreachable).
 const QUEUE_FULL: &str = "queue_full";
 /// The collector refused the batch, or did not answer within the export timeout.
 const EXPORT_FAILED: &str = "export_failed";
 
 /// The trace export counters (registered with the other metrics at start-up).
-pub struct TraceMetrics {
+pub(crate) struct TraceMetrics {
     /// Spans the collector accepted.
     pub exported: IntCounter,
     /// Spans that never reached the collector, by reason.
@@ -35,7 +35,7 @@ pub struct TraceMetrics {
 }
 
 /// The trace export counters, registered at first use (`server::build` forces it).
-pub static TRACE_METRICS: LazyLock<TraceMetrics> = LazyLock::new(|| {
+pub(crate) static TRACE_METRICS: LazyLock<TraceMetrics> = LazyLock::new(|| {
     let r = &crate::metrics::METRICS.registry;
     let exported = IntCounter::with_opts(
         Opts::new(

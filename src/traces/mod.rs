@@ -9,7 +9,7 @@
 //! threads belong to the process that serves.
 
 mod export;
-pub mod task;
+pub(crate) mod task;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -21,8 +21,8 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-pub use export::{TraceMetrics, DROP_REASONS, TRACE_METRICS};
-pub use task::{NoticeSpan, TaskTrace, Traceparent};
+pub(crate) use export::TRACE_METRICS;
+pub(crate) use task::{TaskTrace, Traceparent};
 
 use crate::config::traces::TraceSettings;
 
@@ -40,7 +40,7 @@ struct Pipeline {
 
 /// Why the trace pipeline could not be built.
 #[derive(Debug)]
-pub struct TraceError(String);
+pub(crate) struct TraceError(String);
 
 impl std::fmt::Display for TraceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +87,7 @@ impl Pipeline {
 
 /// Turns tracing on for this process (the first call wins). Registers the trace
 /// counters either way, so that they are scraped at 0 with tracing off.
-pub fn configure(settings: Option<&TraceSettings>) {
+pub(crate) fn configure(settings: Option<&TraceSettings>) {
     let _ = &*TRACE_METRICS;
     if let Some(s) = settings {
         let _ = SETTINGS.set(s.clone());
@@ -95,7 +95,7 @@ pub fn configure(settings: Option<&TraceSettings>) {
 }
 
 /// The tracer when tracing is on; builds the pipeline at the first call.
-pub fn tracer() -> Option<&'static SdkTracer> {
+pub(crate) fn tracer() -> Option<&'static SdkTracer> {
     let settings = SETTINGS.get()?;
     PIPELINE
         .get_or_init(|| match Pipeline::build(settings) {
@@ -126,7 +126,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Exports what is queued and stops the pipeline (at exit), waiting at most a
 /// couple of seconds for a collector that does not answer.
-pub async fn shutdown() {
+pub(crate) async fn shutdown() {
     let Some(Some(p)) = PIPELINE.get() else {
         return;
     };
@@ -140,7 +140,7 @@ pub async fn shutdown() {
 
 /// Background service that builds the pipeline as the server starts, off the
 /// data path, so that the first task does not.
-pub struct TraceService;
+pub(crate) struct TraceService;
 
 #[async_trait]
 impl BackgroundService for TraceService {

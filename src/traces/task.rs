@@ -23,11 +23,11 @@ use crate::task::TaskSpec;
 /// A W3C `traceparent` value, `00-<trace id>-<span id>-<flags>`: 55 bytes, no
 /// allocation.
 #[derive(Clone, Copy)]
-pub struct Traceparent([u8; 55]);
+pub(crate) struct Traceparent([u8; 55]);
 
 impl Traceparent {
     /// The `traceparent` naming the span `cx` as the parent.
-    pub fn of(cx: &SpanContext) -> Traceparent {
+    pub(crate) fn of(cx: &SpanContext) -> Traceparent {
         let mut out = [0u8; 55];
         let mut w = &mut out[..];
         // 2 + 1 + 32 + 1 + 16 + 1 + 2 bytes: always fits.
@@ -42,7 +42,7 @@ impl Traceparent {
     }
 
     /// The header value.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
@@ -57,7 +57,7 @@ struct Children {
 }
 
 /// A traced task: its SERVER span, and the child spans under way.
-pub struct TaskTrace {
+pub(crate) struct TaskTrace {
     tracer: SdkTracer,
     /// Holds the SERVER span: the parent of every other span of the task.
     server: Context,
@@ -69,7 +69,7 @@ pub struct TaskTrace {
 impl TaskTrace {
     /// Starts the SERVER span of a task received at `received`, continuing the
     /// client's W3C `traceparent`/`tracestate` from `client` when it sent one.
-    pub fn start(
+    pub(crate) fn start(
         tracer: &SdkTracer,
         client: &http::HeaderMap,
         spec: &TaskSpec,
@@ -106,12 +106,12 @@ impl TaskTrace {
     }
 
     /// The task's trace id, 32 hex digits (the client's when it sent a `traceparent`).
-    pub fn trace_id(&self) -> String {
+    pub(crate) fn trace_id(&self) -> String {
         self.server.span().span_context().trace_id().to_string()
     }
 
     /// The task starts waiting for a slot.
-    pub fn queued(&self) {
+    pub(crate) fn queued(&self) {
         if !self.recording {
             return;
         }
@@ -126,7 +126,7 @@ impl TaskTrace {
     /// Attempt `attempt` of the task goes to `worker`: the queue wait (if any) ends
     /// and the attempt's CLIENT span starts. Returns the `traceparent` the Worker
     /// receives: its parent is this attempt's span.
-    pub fn dispatched(&self, worker: &str, attempt: u32) -> Traceparent {
+    pub(crate) fn dispatched(&self, worker: &str, attempt: u32) -> Traceparent {
         if !self.recording {
             // Sampled out: no span would be exported, so none is made; the Worker
             // still joins the trace (as not sampled), under the task's span.
@@ -156,7 +156,7 @@ impl TaskTrace {
     }
 
     /// The Worker of the attempt under way answered `status` (its head).
-    pub fn answered(&self, status: u16) {
+    pub(crate) fn answered(&self, status: u16) {
         if let Some(span) = self.children.lock().attempt.as_mut() {
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",
@@ -170,7 +170,7 @@ impl TaskTrace {
 
     /// The attempt under way failed before the Worker started the task (`why`);
     /// another one follows.
-    pub fn retried(&self, why: &str) {
+    pub(crate) fn retried(&self, why: &str) {
         if let Some(mut span) = self.children.lock().attempt.take() {
             span.set_status(Status::error(why.to_string()));
             span.end();
@@ -179,7 +179,7 @@ impl TaskTrace {
 
     /// The `traceparent` of a webhook failure notice, under its own CLIENT span
     /// (a child of the task's), which the returned [`NoticeSpan`] ends.
-    pub fn notice(&self, host: &str) -> NoticeSpan {
+    pub(crate) fn notice(&self, host: &str) -> NoticeSpan {
         let mut span = self
             .tracer
             .span_builder("webhook failure notice")
@@ -200,7 +200,13 @@ impl TaskTrace {
     /// The task ended with `status` (0: nothing was sent), counted as `outcome`,
     /// answered by the load balancer for `reason` (`None`: the Worker's answer was
     /// relayed). Ends every span of the task still open.
-    pub fn close(&self, status: u16, outcome: &str, reason: Option<&str>, detail: Option<&str>) {
+    pub(crate) fn close(
+        &self,
+        status: u16,
+        outcome: &str,
+        reason: Option<&str>,
+        detail: Option<&str>,
+    ) {
         let failed = status >= 500 || status == 0 && outcome != "ok";
         let error = || Status::error(detail.unwrap_or(outcome).to_string());
         let mut children = self.children.lock();
@@ -238,7 +244,7 @@ impl TaskTrace {
 
 /// A webhook failure notice's span, ended by [`NoticeSpan::posted`] or
 /// [`NoticeSpan::failed`] (or when dropped).
-pub struct NoticeSpan {
+pub(crate) struct NoticeSpan {
     span: Span,
     /// What the webhook receives as `traceparent`: this span is its parent.
     pub traceparent: Traceparent,
@@ -246,7 +252,7 @@ pub struct NoticeSpan {
 
 impl NoticeSpan {
     /// The webhook answered `status`.
-    pub fn posted(mut self, status: u16) {
+    pub(crate) fn posted(mut self, status: u16) {
         self.span.set_attribute(KeyValue::new(
             "http.response.status_code",
             i64::from(status),
@@ -259,7 +265,7 @@ impl NoticeSpan {
     }
 
     /// The notice could not be posted.
-    pub fn failed(mut self, why: String) {
+    pub(crate) fn failed(mut self, why: String) {
         self.span.set_status(Status::error(why));
         self.span.end();
     }

@@ -26,7 +26,7 @@ use peer::{same_peer, PeerCache, WorkerPeer};
 
 /// Where an exchange failed, which decides whether a task may be retried.
 #[derive(Debug)]
-pub enum ExchangeError {
+pub(crate) enum ExchangeError {
     /// The Worker never got the request: DNS, connect, TLS or a write failed.
     /// Pingora's error, with its type and context.
     NotDelivered(Box<pingora::Error>),
@@ -42,7 +42,7 @@ pub enum ExchangeError {
 
 impl ExchangeError {
     /// True when the Worker was given time and said nothing.
-    pub fn is_timeout(&self) -> bool {
+    pub(crate) fn is_timeout(&self) -> bool {
         matches!(
             self,
             ExchangeError::TimedOut
@@ -71,7 +71,7 @@ impl std::fmt::Display for ExchangeError {
 }
 
 /// Connection settings shared by all Worker exchanges.
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// Pingora's transport connector and its keep-alive pool. The HTTP/1 session is
     /// built over its streams here (as Pingora's own `http::v1::Connector` does) so
     /// that the request can go out in one write.
@@ -83,7 +83,7 @@ pub struct Upstream {
 
 /// TLS client settings for `wss://` slot feeds: the private CA when one is configured
 /// (as for task traffic), else the platform's roots. Errors name the file.
-pub fn tls_client_config(
+pub(crate) fn tls_client_config(
     ca_file: Option<&std::path::Path>,
 ) -> Result<std::sync::Arc<pingora::tls::ClientConfig>, String> {
     use pingora::tls::{ClientConfig, RootCertStore};
@@ -110,7 +110,11 @@ pub fn tls_client_config(
 
 impl Upstream {
     /// An upstream with the given connect timeout, keep-alive idle timeout and optional private CA.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, ca_file: Option<&str>) -> Self {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        ca_file: Option<&str>,
+    ) -> Self {
         let mut options = ConnectorOptions::new(1024);
         options.ca_file = ca_file.map(str::to_string);
         Upstream {
@@ -134,7 +138,7 @@ impl Upstream {
 
     /// Drops the cached peer of `url` (a Worker that left the list): an IP literal's
     /// peer would otherwise stay cached for the life of the process.
-    pub fn forget(&self, url: &WorkerUrl) {
+    pub(crate) fn forget(&self, url: &WorkerUrl) {
         self.peers.remove(url);
     }
 
@@ -154,7 +158,7 @@ impl Upstream {
     /// Sends `head` (an HTTP/1.1 request head as it goes on the wire, see
     /// [`wire_head`]) and `body` to the Worker at `url` and waits for the final
     /// response header, skipping interim (1xx) ones.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         url: &WorkerUrl,
         head: BytesMut,
@@ -241,7 +245,7 @@ impl Upstream {
     }
 
     /// A whole GET exchange with a small body, for polls and log fetches.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         url: &WorkerUrl,
         endpoint: &str,
@@ -282,7 +286,7 @@ impl Upstream {
 }
 
 /// `header` as it goes on the wire: Pingora's HTTP/1 serialisation, for [`Upstream::send`].
-pub fn wire_head(header: &RequestHeader) -> Result<BytesMut, ExchangeError> {
+pub(crate) fn wire_head(header: &RequestHeader) -> Result<BytesMut, ExchangeError> {
     http_req_header_to_wire(header).ok_or_else(|| {
         ExchangeError::NotDelivered(pingora::Error::explain(
             pingora::ErrorType::InvalidHTTPHeader,
@@ -293,7 +297,7 @@ pub fn wire_head(header: &RequestHeader) -> Result<BytesMut, ExchangeError> {
 
 /// The time limits of one exchange.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Connect, write and the final response header must be done by then.
     pub deadline: Instant,
     /// Longest wait for the response header once the request is written; `None`:
@@ -305,7 +309,7 @@ pub struct Limits {
 }
 
 /// A request whose response header has arrived; the body is read chunk by chunk.
-pub struct Exchange<'a> {
+pub(crate) struct Exchange<'a> {
     upstream: &'a Upstream,
     /// Boxed: a task's future keeps room for its `Exchange` also while the task waits
     /// for a slot, before there is any exchange; with Pingora's client session inline
@@ -328,7 +332,7 @@ enum BodyLimit {
 
 impl Exchange<'_> {
     /// The Worker's response header.
-    pub fn header(&self) -> &ResponseHeader {
+    pub(crate) fn header(&self) -> &ResponseHeader {
         self.session
             .as_ref()
             .and_then(|s| s.resp_header())
@@ -336,7 +340,7 @@ impl Exchange<'_> {
     }
 
     /// The next body chunk as the Worker wrote it, or `None` at the end.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ExchangeError> {
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<Bytes>, ExchangeError> {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
@@ -352,7 +356,7 @@ impl Exchange<'_> {
     }
 
     /// True once the Worker's whole answer body has been read.
-    pub fn body_done(&mut self) -> bool {
+    pub(crate) fn body_done(&mut self) -> bool {
         self.session.as_mut().is_none_or(|s| s.is_body_done())
     }
 
@@ -362,7 +366,7 @@ impl Exchange<'_> {
     /// Not async: Pingora's `reuse` awaits only to shut down a connection it will not
     /// keep, and is otherwise ready at once. Awaiting it would make every task's
     /// future carry (and move) the session twice over, about 4 KiB.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         if let Some(session) = self.session.take() {
             let mut session = *session;
             // What Pingora's `http::v1::Connector::release_http_session` does.

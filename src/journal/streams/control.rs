@@ -86,7 +86,7 @@ impl RedisJournal {
     }
 
     /// Cancels task `id` wherever it is: out of the shared queue if no Worker has it
-    /// yet, and on the instance holding it (told through [`CANCELS`]).
+    /// yet, and on the instance holding it (told through `CANCELS`).
     pub async fn cancel_shared(&self, id: &str) -> Result<SharedCancel, JournalError> {
         let mut conn = self.conn.clone();
         let mut call = CANCEL_SCRIPT.key(STREAM);

@@ -11,7 +11,7 @@ use crate::task::TaskSpec;
 
 /// A task id unique across instances and restarts: a UUIDv7 (time-ordered, so ids
 /// sort by arrival on boards and in logs), e.g. `01938c7e-5b2a-7c3d-9e4f-1a2b3c4d5e6f`.
-pub fn next_task_id() -> String {
+pub(crate) fn next_task_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 

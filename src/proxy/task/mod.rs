@@ -11,10 +11,10 @@ mod outcome;
 mod relay;
 
 pub(crate) use admission::admit;
-pub use admission::next_task_id;
+pub(crate) use admission::next_task_id;
 pub(crate) use finish::{fail, queue_ms};
 pub(crate) use outcome::Outcome;
-pub use relay::WORKER_KEY_REJECTED;
+pub(crate) use relay::WORKER_KEY_REJECTED;
 
 use admission::hold_queued_bytes;
 use body::{read_body, BodyError};
@@ -40,7 +40,11 @@ use crate::task::{self, Mode};
 /// refusals, the body read, an idempotent repeat, a failure, a cancellation, the
 /// webhook hand-over) are boxed, so that their states, not live while the task
 /// waits, do not size it (an async fn is as large as its largest state).
-pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+pub(crate) async fn handle(
+    app: &Arc<App>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
     let received = Instant::now();
     let settings = app.settings();
     let _active = app.drain().track();

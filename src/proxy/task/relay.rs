@@ -113,7 +113,7 @@ async fn write_chunk(
 /// What a client is told when the Worker answers `401`: the load balancer accepted
 /// its own key (else the client would have had the LB's `401 Unauthorized`), so the
 /// Worker refused the `x-wr-auth` key it received as `authorization`.
-pub const WORKER_KEY_REJECTED: &str =
+pub(crate) const WORKER_KEY_REJECTED: &str =
     "The Worker rejected the x-wr-auth key: x-wr-auth must be the AUTH_KEY of the Worker group";
 
 /// Most bytes of a Worker's `401` body read for its own `error`.
