@@ -67,7 +67,7 @@ impl App {
     /// Wires the registry and dispatcher over one scheduler.
     pub(crate) fn new(settings: Arc<Settings>) -> Arc<App> {
         let settings_for_keys = settings.clone();
-        let scheduler = Scheduler::new(settings.max_queued);
+        let scheduler = Scheduler::new(settings.tasks.max_queued);
         // Before any Worker is registered: every pool is made under the link.
         let cluster = settings
             .cluster
@@ -77,16 +77,16 @@ impl App {
         let registry = Registry::new(settings.clone(), scheduler.clone());
         let dispatcher = Dispatcher::new(settings.clone(), scheduler.clone());
         let notices = Arc::new(Upstream::new(
-            settings.connect_timeout,
-            settings.pool_idle_timeout,
-            settings.ca_file.as_ref().and_then(|p| p.to_str()),
+            settings.upstream.connect_timeout,
+            settings.upstream.pool_idle_timeout,
+            settings.upstream.ca_file.as_ref().and_then(|p| p.to_str()),
         ));
         let board = Arc::new(TaskBoard::with_byte_budget(
-            settings.task_records,
-            settings.task_records_bytes,
+            settings.admin.task_records,
+            settings.admin.task_records_bytes,
         ));
         Arc::new(App {
-            queued_bytes: ByteBudget::new(settings.max_queued_bytes),
+            queued_bytes: ByteBudget::new(settings.tasks.max_queued_bytes),
             settings,
             registry,
             scheduler,
@@ -103,8 +103,8 @@ impl App {
             rate_limits: Default::default(),
             cancels: Arc::default(),
             idempotency: Idempotency::new(
-                settings_for_keys.idempotency_ttl,
-                settings_for_keys.idempotency_max_keys,
+                settings_for_keys.tasks.idempotency_ttl,
+                settings_for_keys.tasks.idempotency_max_keys,
             ),
             cluster,
         })

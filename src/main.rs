@@ -79,14 +79,14 @@ fn main() -> ExitCode {
             settings.origin,
             workers.len(),
             settings.listen,
-            settings.admin_listen
+            settings.admin.listen
         );
         return ExitCode::SUCCESS;
     }
     if !args.upgrade {
         let addrs = [
             ("listen", settings.listen),
-            ("admin.listen", settings.admin_listen),
+            ("admin.listen", settings.admin.listen),
         ];
         if let Err(e) = andera_lb::preflight::check_listen(&addrs) {
             eprintln!("andera-lb: {e}");
@@ -95,9 +95,9 @@ fn main() -> ExitCode {
     }
     andera_lb::preflight::exit_on_listener_failure();
     andera_lb::logring::init(
-        settings.log_level,
-        settings.max_logs,
-        settings.max_logs_bytes,
+        settings.logging.level,
+        settings.logging.max_logs,
+        settings.logging.max_logs_bytes,
     );
     if let Ok(Some(line)) = &dotenv {
         log::info!("{line}");
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
         "andera-lb {} starting: client {}, admin {}, {} worker(s)",
         env!("CARGO_PKG_VERSION"),
         settings.listen,
-        settings.admin_listen,
+        settings.admin.listen,
         workers.len()
     );
     let flags = RunFlags {

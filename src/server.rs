@@ -45,11 +45,11 @@ fn client_listener(addr: &str) -> ListenerConfig {
 fn server_conf(settings: &Settings, flags: RunFlags) -> ServerConf {
     ServerConf {
         daemon: flags.daemon,
-        pid_file: settings.pid_file.clone(),
-        upgrade_sock: settings.upgrade_sock.clone(),
-        threads: settings.threads,
+        pid_file: settings.server.pid_file.clone(),
+        upgrade_sock: settings.server.upgrade_sock.clone(),
+        threads: settings.server.threads,
         // Our drainer exits as soon as tasks are done; Pingora's own wait is only a backstop.
-        grace_period_seconds: Some(settings.grace_period.as_secs() + 10),
+        grace_period_seconds: Some(settings.server.grace_period.as_secs() + 10),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     }
@@ -91,7 +91,7 @@ pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) 
             app.drain().clone(),
         ),
     );
-    admin.add_tcp(&settings.admin_listen.to_string());
+    admin.add_tcp(&settings.admin.listen.to_string());
     admin.threads = Some(1);
 
     let watcher = background_service(
@@ -111,7 +111,7 @@ pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) 
     }
     // Without a journal there is nothing to run (and Pingora would log the
     // service's immediate end as "exited").
-    if settings.journal.is_some() {
+    if settings.tasks.journal.is_some() {
         let journal = background_service(
             "task journal",
             crate::proxy::webhook::JournalService {
@@ -135,11 +135,11 @@ pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) 
             crate::auth::watch::ClientsWatcher {
                 app: app.clone(),
                 path: path.clone(),
-                every: settings.workers_reload_interval,
+                every: settings.workers.reload_interval,
             },
         ));
     }
-    if let Some(target) = &settings.access_log {
+    if let Some(target) = &settings.logging.access_log {
         // main checked that it opens; a failure here (a race) only loses the log.
         match crate::access_log::open(target) {
             Ok((log, writer)) => {

@@ -51,7 +51,7 @@ impl BackgroundService for Drainer {
         }
         let app = &self.app;
         app.begin_draining();
-        let grace = app.settings().grace_period;
+        let grace = app.settings().server.grace_period;
         let drain = app.drain();
         log::info!(
             "draining: {} task(s) in progress ({} queued); grace period {} s",

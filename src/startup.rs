@@ -30,10 +30,11 @@ fn config_error(what: impl std::fmt::Display) -> StartError {
 /// bad one aside, `-t` must not lock it); a Redis journal is always tried, so that
 /// `ExecStartPre=andera-lb -t` catches an unreachable Redis before the start does.
 pub fn check(settings: &Settings, journal_file_checked: bool) -> Result<ListedWorkers, StartError> {
-    let listed = crate::registry::watch::load_listed(&settings.workers).map_err(config_error)?;
-    crate::upstream::tls_client_config(settings.ca_file.as_deref())
+    let listed =
+        crate::registry::watch::load_listed(&settings.workers.source).map_err(config_error)?;
+    crate::upstream::tls_client_config(settings.upstream.ca_file.as_deref())
         .map_err(|e| config_error(format!("upstream.ca_file: {e}")))?;
-    match &settings.journal {
+    match &settings.tasks.journal {
         Some(location @ Location::File(_)) if journal_file_checked => {
             Journal::check(location).map_err(|e| StartError(format!("{e}{}", e.recover_hint())))?
         }
@@ -45,7 +46,7 @@ pub fn check(settings: &Settings, journal_file_checked: bool) -> Result<ListedWo
     }
     // Named clients: the clients file parses, and no name or key is given twice.
     crate::auth::ring_of(settings).map_err(config_error)?;
-    if let Some(target) = &settings.access_log {
+    if let Some(target) = &settings.logging.access_log {
         crate::access_log::open(target)
             .map_err(|e| config_error(format!("logging.access_log: {e}")))?;
     }
@@ -59,7 +60,7 @@ pub const DEFAULT_KEY_WARNING: &str =
 /// Every warning a start logs, in order: the Worker list's, `extra` (e.g. `.env`'s),
 /// the configuration's (values whose meaning was guessed) and the default key's.
 pub fn warnings(settings: &Settings, listed: &ListedWorkers, extra: Option<String>) -> Vec<String> {
-    let origin = match &settings.workers {
+    let origin = match &settings.workers.source {
         WorkerSource::File(path) => path.display().to_string(),
         WorkerSource::Inline(_) => "workers.list".into(),
     };

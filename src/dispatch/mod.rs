@@ -45,9 +45,9 @@ impl Dispatcher {
     /// A dispatcher over `scheduler`, with its own connection pool.
     pub(crate) fn new(settings: Arc<Settings>, scheduler: Arc<Scheduler>) -> Self {
         let upstream = Upstream::new(
-            settings.connect_timeout,
-            settings.pool_idle_timeout,
-            settings.ca_file.as_ref().and_then(|p| p.to_str()),
+            settings.upstream.connect_timeout,
+            settings.upstream.pool_idle_timeout,
+            settings.upstream.ca_file.as_ref().and_then(|p| p.to_str()),
         );
         Dispatcher {
             scheduler,

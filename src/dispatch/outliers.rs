@@ -34,8 +34,8 @@ impl Dispatcher {
     /// whichever is longer; the feed itself declares a Worker offline after the first.
     fn liveness_window(&self) -> std::time::Duration {
         let s = &self.settings;
-        (s.ws_heartbeat_interval + s.ws_heartbeat_timeout)
-            .max(s.discovery_interval + s.discovery_timeout)
+        (s.websocket.heartbeat_interval + s.websocket.heartbeat_timeout)
+            .max(s.discovery.interval + s.discovery.timeout)
     }
 
     /// Counts an answer: any status is the Worker speaking for itself, except
@@ -50,7 +50,7 @@ impl Dispatcher {
     }
 
     fn worker_failed(&self, lease: &Lease, why: &str) {
-        let policy = &self.settings.outlier;
+        let policy = &self.settings.upstream.outlier;
         if let Some(e) = self.scheduler.worker_failed(lease.worker(), why, policy) {
             let url = &lease.url().raw;
             log::warn!(

@@ -51,7 +51,7 @@ impl Dispatcher {
         first: Acquire,
         mut gate: Option<DispatchGate<'_>>,
     ) -> Result<Delivery<'a>, TaskError> {
-        let max = self.settings.task_attempts;
+        let max = self.settings.tasks.attempts;
         let mut admission = Some(first);
         let mut last_failure: Option<TaskError> = None;
         for attempt in 1..=max {
@@ -80,7 +80,7 @@ impl Dispatcher {
                 // The task's own deadline: the Worker is to blame only if it had the
                 // task for a good part of it, not if queueing used the time up.
                 Err(ExchangeError::TimedOut)
-                    if sent_at.elapsed() < self.settings.task_timeout / 2 => {}
+                    if sent_at.elapsed() < self.settings.tasks.timeout / 2 => {}
                 Err(ref e) => self.attempt_failed(&lease, e),
                 Ok(_) => {}
             }
@@ -113,8 +113,8 @@ impl Dispatcher {
             .request_head(lease.url(), task.body.len(), traceparent.as_ref());
         let limits = Limits {
             deadline: task.deadline,
-            response_header: self.settings.response_header_timeout,
-            body_idle: Some(self.settings.body_idle_timeout),
+            response_header: self.settings.upstream.response_header_timeout,
+            body_idle: Some(self.settings.upstream.body_idle_timeout),
         };
         self.upstream
             .send(lease.url(), request, task.body, limits)

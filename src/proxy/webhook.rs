@@ -58,7 +58,7 @@ pub(super) async fn accept(
     mut task: Accepted,
 ) -> Result<()> {
     let task_id = task.record.id();
-    let journal = match &app.settings().journal {
+    let journal = match &app.settings().tasks.journal {
         None => None,
         Some(location) => match app.journal_within(JOURNAL_OPEN_WAIT).await {
             Some(j) => Some(j),
@@ -459,15 +459,15 @@ async fn open(app: &Arc<App>, location: &Location, recover: bool) -> Result<Jour
     Ok(match location {
         Location::File(path) => Journal::Sqlite(SqliteJournal::open(
             path,
-            settings.journal_max_bytes,
+            settings.tasks.journal_max_bytes,
             recover,
-            settings.redeliver_unconfirmed,
+            settings.tasks.redeliver_unconfirmed,
         )?),
         Location::Redis(url) => Journal::Redis(
             RedisJournal::open(
                 url,
-                settings.claim_idle,
-                settings.redeliver_unconfirmed,
+                settings.tasks.claim_idle,
+                settings.tasks.redeliver_unconfirmed,
                 shared_capacity(app),
             )
             .await?,
@@ -479,7 +479,7 @@ async fn open(app: &Arc<App>, location: &Location, recover: bool) -> Result<Jour
 impl pingora::services::background::BackgroundService for JournalService {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         let app = &self.app;
-        let Some(location) = &app.settings().journal else {
+        let Some(location) = &app.settings().tasks.journal else {
             return;
         };
         let journal = match open(app, location, self.recover).await {

@@ -20,7 +20,7 @@ pub(crate) async fn poll_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<Wo
             Ok(report) => registry.on_health(id, report),
             Err(why) => registry.on_poll_failed(id, why),
         }
-        tokio::time::sleep(s.discovery_interval).await;
+        tokio::time::sleep(s.discovery.interval).await;
     }
 }
 
@@ -34,11 +34,11 @@ async fn poll_with_retries(
 ) -> Result<HealthReport, String> {
     let s = &registry.settings;
     let mut last = String::new();
-    for attempt in 0..=s.discovery_retries {
+    for attempt in 0..=s.discovery.retries {
         if attempt > 0 {
             // Short pauses: a refused connection should not take the full interval to notice.
             let pause = Duration::from_millis(100 * u64::from(attempt)).min(Duration::from_secs(1));
-            tokio::time::sleep(pause.min(s.discovery_interval)).await;
+            tokio::time::sleep(pause.min(s.discovery.interval)).await;
         }
         match poll_once(registry, url).await {
             Ok(r) => return Ok(r),
@@ -64,7 +64,7 @@ async fn poll_once(registry: &Registry, url: &WorkerUrl) -> Result<HealthReport,
                 ("x-lb-auth", s.lb_key.expose()),
                 ("accept", "application/json"),
             ],
-            s.discovery_timeout,
+            s.discovery.timeout,
             MAX_HEALTH_BODY,
         )
         .await

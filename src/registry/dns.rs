@@ -79,7 +79,7 @@ impl LiveList {
             urls: Vec::new(),
             tracked: Vec::new(),
             resolver,
-            timeout: settings.discovery_timeout,
+            timeout: settings.discovery.timeout,
         };
         list.set_entries(urls, entries);
         list
@@ -154,7 +154,7 @@ impl LiveList {
 /// so the set follows the records.
 fn resolver(settings: &Settings) -> Result<TokioResolver, String> {
     let provider = TokioRuntimeProvider::default();
-    let mut builder = match settings.dns_server {
+    let mut builder = match settings.workers.dns_server {
         Some(addr) => {
             let mut server = NameServerConfig::udp_and_tcp(addr.ip());
             for c in &mut server.connections {
@@ -167,7 +167,7 @@ fn resolver(settings: &Settings) -> Result<TokioResolver, String> {
     };
     let options = builder.options_mut();
     options.cache_size = 0;
-    options.timeout = settings.discovery_timeout;
+    options.timeout = settings.discovery.timeout;
     options.attempts = 1;
     options.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
     builder.build().map_err(|e| e.to_string())

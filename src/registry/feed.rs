@@ -25,7 +25,7 @@ const MAX_BACKOFF_FACTOR: u32 = 8;
 /// Keeps a slot feed open to one Worker until aborted.
 pub(crate) async fn feed_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<WorkerUrl>) {
     let s = registry.settings.clone();
-    let mut backoff = s.ws_reconnect;
+    let mut backoff = s.websocket.reconnect;
     loop {
         let Some(port) = registry.ws_port(id) else {
             // Not polled yet: the port comes from /health.
@@ -52,11 +52,11 @@ pub(crate) async fn feed_loop(registry: Arc<Registry>, id: WorkerId, url: Arc<Wo
                     Some(format!("websocket: {e}")),
                     true,
                 );
-                backoff = s.ws_reconnect;
+                backoff = s.websocket.reconnect;
             }
         }
         sleep(backoff).await;
-        backoff = (backoff * 2).min(s.ws_reconnect * MAX_BACKOFF_FACTOR);
+        backoff = (backoff * 2).min(s.websocket.reconnect * MAX_BACKOFF_FACTOR);
     }
 }
 
@@ -107,16 +107,16 @@ async fn run_feed(
         let tcp = tokio::net::TcpStream::connect((ip, port)).await?;
         tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), Some(tls)).await
     };
-    let mut ws = match tokio::time::timeout(s.discovery_timeout, connect).await {
+    let mut ws = match tokio::time::timeout(s.discovery.timeout, connect).await {
         Err(_) => return FeedEnd::Failed("connect timed out".into()),
         Ok(Err(e)) => return FeedEnd::Failed(e.to_string()),
         Ok(Ok((ws, _))) => ws,
     };
     registry.on_feed_state(id, FeedState::Connected, None, false);
-    let mut ticker = tokio::time::interval(s.ws_heartbeat_interval);
+    let mut ticker = tokio::time::interval(s.websocket.heartbeat_interval);
     let mut ping_sent: Option<Instant> = None;
     loop {
-        let silence_deadline = ping_sent.map(|t| t + s.ws_heartbeat_timeout);
+        let silence_deadline = ping_sent.map(|t| t + s.websocket.heartbeat_timeout);
         tokio::select! {
             _ = ticker.tick() => {
                 if let Err(e) = ws.send(Message::text("ping")).await {
@@ -125,7 +125,7 @@ async fn run_feed(
                 ping_sent.get_or_insert_with(Instant::now);
             }
             _ = async { sleep_until(silence_deadline.unwrap_or_else(Instant::now)).await }, if silence_deadline.is_some() => {
-                return FeedEnd::Lost(format!("no answer within {} ms of a ping", s.ws_heartbeat_timeout.as_millis()));
+                return FeedEnd::Lost(format!("no answer within {} ms of a ping", s.websocket.heartbeat_timeout.as_millis()));
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {

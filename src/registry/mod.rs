@@ -64,16 +64,16 @@ impl Registry {
     /// An empty registry.
     pub(crate) fn new(settings: Arc<Settings>, scheduler: Arc<Scheduler>) -> Arc<Registry> {
         let upstream = Upstream::new(
-            settings.discovery_timeout,
-            settings.pool_idle_timeout,
-            settings.ca_file.as_ref().and_then(|p| p.to_str()),
+            settings.discovery.timeout,
+            settings.upstream.pool_idle_timeout,
+            settings.upstream.ca_file.as_ref().and_then(|p| p.to_str()),
         );
         // Validated at start-up (see `main`): a bad CA file never gets this far.
-        let ws_tls = crate::upstream::tls_client_config(settings.ca_file.as_deref())
+        let ws_tls = crate::upstream::tls_client_config(settings.upstream.ca_file.as_deref())
             .unwrap_or_else(|_| crate::upstream::tls_client_config(None).expect("platform roots"));
         // The registry is what makes Workers appear: it sets how long the scheduler
         // holds tasks of a group that has none (the waiting room).
-        scheduler.set_no_worker_wait(settings.no_worker_wait);
+        scheduler.set_no_worker_wait(settings.tasks.no_worker_wait);
         // The per-group queue, running and free figures on /metrics are read from the
         // scheduler on each scrape (the process has one registry; a second one, in unit
         // tests, is ignored).
@@ -296,7 +296,7 @@ impl Registry {
             .get()
             .copied()
             .unwrap_or_else(tokio::time::Instant::now);
-        since + self.settings.discovery_timeout + Duration::from_secs(1)
+        since + self.settings.discovery.timeout + Duration::from_secs(1)
     }
 
     /// Records a slot feed message.
@@ -511,7 +511,7 @@ mod warm_up_tests {
         let settings = Arc::new(crate::config::load(None, &env).unwrap());
         let scheduler = crate::scheduler::Scheduler::new(16);
         let registry = Registry::new(settings.clone(), scheduler);
-        let window = settings.discovery_timeout + Duration::from_secs(1);
+        let window = settings.discovery.timeout + Duration::from_secs(1);
         tokio::time::advance(Duration::from_secs(6)).await;
         registry.set_list(&[]);
         let began = tokio::time::Instant::now();

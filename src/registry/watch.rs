@@ -221,7 +221,7 @@ impl BackgroundService for ListWatcher {
         let registry = &self.registry;
         let settings = registry.settings.clone();
         // `initial` holds the URLs; the `dns+` entries are read again from the source.
-        let dns = load_listed(&settings.workers).map_or_else(|_| Vec::new(), |l| l.dns);
+        let dns = load_listed(&settings.workers.source).map_or_else(|_| Vec::new(), |l| l.dns);
         let mut list = LiveList::new(self.initial.clone(), dns, &settings);
         if list.has_dns() {
             list.refresh(&registry.dns).await;
@@ -231,12 +231,12 @@ impl BackgroundService for ListWatcher {
         log::info!("watching {} worker(s)", running.len());
         // On shutdown the Worker polls and feeds keep running: tasks being drained wait
         // for slots the Workers report freed. The drainer stops them when it is done.
-        let mut file = match &settings.workers {
+        let mut file = match &settings.workers.source {
             WorkerSource::File(path) => Some(FileWatch::new(path)),
             WorkerSource::Inline(_) => None,
         };
-        let mut file_tick = tokio::time::interval(settings.workers_reload_interval);
-        let mut dns_tick = tokio::time::interval(settings.dns_refresh);
+        let mut file_tick = tokio::time::interval(settings.workers.reload_interval);
+        let mut dns_tick = tokio::time::interval(settings.workers.dns_refresh);
         // A round of lookups that ran long (timeouts) is not followed by a burst.
         dns_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         dns_tick.tick().await;

@@ -48,7 +48,7 @@ pub(crate) async fn worker_logs(app: &App, session: &mut Session, encoded: &str)
             &url,
             "/logs",
             &[("x-lb-auth", s.lb_key.expose())],
-            s.discovery_timeout,
+            s.discovery.timeout,
             MAX_WORKER_LOGS,
         )
         .await;
@@ -128,7 +128,7 @@ pub(crate) async fn overview(app: &App, session: &mut Session) -> Result<u16> {
         },
         "queue": {
             "depth": queue.depth,
-            "max": app.settings().max_queued,
+            "max": app.settings().tasks.max_queued,
             "byPriority": queue.by_priority.iter().map(|(p, n)| json!({"priority": p, "count": n})).collect::<Vec<_>>(),
         },
         "totals": {

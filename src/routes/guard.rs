@@ -51,7 +51,7 @@ pub(crate) async fn refuse_before_routing(
     }
     if port == Port::Admin {
         let host = request_host(session);
-        if !admin_host_allowed(host.as_deref(), &app.settings().admin_allowed_hosts) {
+        if !admin_host_allowed(host.as_deref(), &app.settings().admin.allowed_hosts) {
             ctx.route = "refused";
             ctx.status = 421;
             let message = format!(

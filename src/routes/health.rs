@@ -47,9 +47,9 @@ pub(crate) async fn health(app: &App, session: &mut Session) -> Result<u16> {
                 "status": if app.is_draining() { "draining" } else { "ok" },
                 "engine": "in-process",
                 "waiting": queue.depth,
-                "maxWaiting": app.settings().max_queued,
+                "maxWaiting": app.settings().tasks.max_queued,
             },
-            "scheduler": { "status": if app.is_draining() { "draining" } else { "up" }, "queued": queue.depth, "maxQueued": app.settings().max_queued },
+            "scheduler": { "status": if app.is_draining() { "draining" } else { "up" }, "queued": queue.depth, "maxQueued": app.settings().tasks.max_queued },
             // `dns`: each `dns+` Worker list entry and its last lookup (registry/dns.rs).
             "discovery": { "status": "up", "workers": registered, "available": up, "dns": app.registry().dns.snapshot() },
         },
@@ -67,7 +67,7 @@ pub(crate) async fn health(app: &App, session: &mut Session) -> Result<u16> {
 /// True when webhook tasks can be kept now: no journal is configured, or it is
 /// open and `ok`.
 fn journal_ready(app: &App) -> bool {
-    match (&app.settings().journal, app.journal()) {
+    match (&app.settings().tasks.journal, app.journal()) {
         (None, _) => true,
         (Some(_), Some(j)) => j.health().state() == JournalState::Ok,
         (Some(_), None) => false,
@@ -77,7 +77,7 @@ fn journal_ready(app: &App) -> bool {
 /// The journal's state on keyed `/health`: `ok`, `full`, `unavailable`,
 /// `opening` (configured, not open yet) or `none` (not configured).
 fn journal_component(app: &App) -> serde_json::Value {
-    let Some(location) = &app.settings().journal else {
+    let Some(location) = &app.settings().tasks.journal else {
         return json!({
             "status": "none",
             "engine": "in-process",

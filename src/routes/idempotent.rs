@@ -29,7 +29,7 @@ pub(crate) fn restore_keys(app: &App, journal: &crate::journal::Journal) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let keys = journal.restored_keys(app.settings().idempotency_max_keys);
+    let keys = journal.restored_keys(app.settings().tasks.idempotency_max_keys);
     for k in &keys {
         let req = idempotency::Request {
             key: k.key.key,
@@ -68,7 +68,7 @@ pub(crate) async fn repeat(
     let Some(req) = req else {
         return Ok(Repeat::First(None));
     };
-    if mode == Mode::Webhook && app.settings().journal.is_some() {
+    if mode == Mode::Webhook && app.settings().tasks.journal.is_some() {
         // The keys the journal kept are put back as it opens (start-up).
         let _ = app.journal_within(KEYS_WAIT).await;
     }

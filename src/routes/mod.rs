@@ -46,9 +46,9 @@ impl Pages {
     /// The pages the settings turn on.
     pub(crate) fn of(settings: &crate::config::Settings) -> Pages {
         Pages {
-            dashboard: settings.dashboard_enabled,
-            bull: settings.bull_board_enabled,
-            on_client_port: settings.expose_admin_on_client_port,
+            dashboard: settings.admin.dashboard,
+            bull: settings.admin.bull_board,
+            on_client_port: settings.admin.expose_on_client_port,
         }
     }
 }
@@ -250,7 +250,7 @@ pub(crate) async fn serve(
                 "Not found: the operator pages (/dashboard, /bull, /metrics) are served on the \
                  admin port ({}); set ADMIN_ON_CLIENT_PORT=true (admin.expose_on_client_port) \
                  to serve them on this port too",
-                app.settings().admin_listen
+                app.settings().admin.listen
             );
             respond::error(session, 404, &message, &[]).await?;
             ("not_found", 404)
@@ -353,7 +353,7 @@ async fn api_call(app: &App, session: &mut Session, call: ApiCall<'_>) -> Result
 
 /// `GET /` on the admin port: to the dashboard, or to `/metrics` when it is off.
 async fn index(app: &App, session: &mut Session) -> Result<u16> {
-    let target = if app.settings().dashboard_enabled {
+    let target = if app.settings().admin.dashboard {
         "/dashboard"
     } else {
         "/metrics"
@@ -382,7 +382,9 @@ async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
     }
     METRICS.queue_depth.set(app.scheduler().queued() as i64);
     METRICS.queued_bytes.set(app.queued_bytes().used() as i64);
-    METRICS.queue_limit.set(app.settings().max_queued as i64);
+    METRICS
+        .queue_limit
+        .set(app.settings().tasks.max_queued as i64);
     METRICS
         .queued_bytes_limit
         .set(app.queued_bytes().max() as i64);

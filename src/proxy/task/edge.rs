@@ -33,7 +33,7 @@ pub(crate) const INPUT_REFUSED: &str = "input_refused";
 /// is sync, its pool has one agreed schema for the function and the input surely
 /// fails it; `None`: the task goes on. `body` is what the Worker would receive.
 pub(super) fn refusal(app: &App, spec: &TaskSpec, body: &[u8]) -> Option<String> {
-    if !app.settings().validate_input || spec.mode != Mode::Sync {
+    if !app.settings().tasks.validate_input || spec.mode != Mode::Sync {
         return None;
     }
     let schema = app

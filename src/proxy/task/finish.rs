@@ -63,9 +63,12 @@ pub(crate) async fn fail(
             .inc();
     }
     if matches!(e, TaskError::QueueFull | TaskError::ClientLimit { .. }) {
-        extra.push(("retry-after", app.settings().retry_after_s.to_string()));
+        extra.push((
+            "retry-after",
+            app.settings().tasks.retry_after_s.to_string(),
+        ));
     }
-    let original = app.settings().original_status_codes;
+    let original = app.settings().compat.original_status_codes;
     let (status, body) = super::compat::failure_answer(e, &message, reason, original);
     ctx.status = status;
     respond::json(session, status, &body, &extra).await

@@ -72,7 +72,7 @@ pub(crate) async fn handle(
     ctx.client = Some(client.name.clone());
     let body = match Box::pin(read_body(
         session,
-        settings.body_limit,
+        settings.tasks.body_limit,
         settings.client.body_timeout,
     ))
     .await
@@ -83,7 +83,7 @@ pub(crate) async fn handle(
             session.set_keepalive(None);
             let msg = format!(
                 "Request body too large (limit {} bytes)",
-                settings.body_limit
+                settings.tasks.body_limit
             );
             return Box::pin(respond::refuse(
                 session,
@@ -106,7 +106,7 @@ pub(crate) async fn handle(
     };
     // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
     let (mut spec, body, negative_priority) =
-        match task::parse_for_worker(&body, &settings.task_limits) {
+        match task::parse_for_worker(&body, &settings.tasks.limits) {
             Ok(p) => (p.spec, p.forward, p.negative_priority),
             Err(why) => {
                 ctx.status = 400;
@@ -125,7 +125,7 @@ pub(crate) async fn handle(
     let worker_key = worker_key.clone();
     let limit = match admission::task_limit(
         session.req_header().headers.get(admission::TIMEOUT_HEADER),
-        settings.task_timeout,
+        settings.tasks.timeout,
     ) {
         Ok(l) => l,
         Err(msg) => {
@@ -202,7 +202,7 @@ pub(crate) async fn handle(
         worker_key,
         settings.lb_key.expose(),
         &task_id,
-        &settings.forward_headers,
+        &settings.upstream.forward_headers,
     );
     let deadline = received + limit;
     let admission = match admit(app, &spec, deadline).await {
