@@ -1,6 +1,7 @@
-//! `POST /task`, top to bottom: authenticate, [`admission`], read and validate the
-//! [`body`], dispatch to a Worker, [`relay`] its answer, [`finish`] the record (or
-//! answer a prompt JSON error).
+//! `POST /task`, top to bottom: the checks at the door ([`receive`]: key, body,
+//! task, limits), the board record, the edge's input check ([`edge`]),
+//! [`admission`], dispatch to a Worker, [`relay`] its answer, [`finish`] the record
+//! (or answer a prompt JSON error).
 
 mod admission;
 mod body;
@@ -8,6 +9,7 @@ mod compat;
 mod edge;
 mod finish;
 mod outcome;
+mod receive;
 mod relay;
 
 pub(crate) use admission::admit;
@@ -17,7 +19,7 @@ pub(crate) use outcome::Outcome;
 pub(crate) use relay::WORKER_KEY_REJECTED;
 
 use admission::hold_queued_bytes;
-use body::{read_body, BodyError};
+use receive::{receive, Received};
 use relay::relay;
 
 use std::sync::Arc;
@@ -28,8 +30,6 @@ use tokio::time::Instant;
 
 use crate::app::{App, RequestCtx};
 use crate::dispatch::{ForwardHeaders, Outbound, TaskError};
-use crate::reason::Reason;
-use crate::respond;
 use crate::routes::{idempotent, task_control};
 use crate::task::{self, Mode};
 
@@ -37,7 +37,7 @@ use crate::task::{self, Mode};
 ///
 /// This future lives as long as its task, and most tasks spend that time waiting
 /// for a slot: the steps that run before the wait or only on a rare path (the
-/// refusals, the body read, an idempotent repeat, a failure, a cancellation, the
+/// checks at the door, an idempotent repeat, a failure, a cancellation, the
 /// webhook hand-over) are boxed, so that their states, not live while the task
 /// waits, do not size it (an async fn is as large as its largest state).
 pub(crate) async fn handle(
@@ -46,157 +46,43 @@ pub(crate) async fn handle(
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     let received = Instant::now();
-    let settings = app.settings();
     let _active = app.drain().track();
-    // The connection stays open after these when the unread body is small
-    // (routes::guard).
-    let Some(principal) = app.principal(session) else {
-        ctx.status = 401;
-        return Box::pin(respond::refuse(
-            session,
-            401,
-            Reason::Unauthorized,
-            "Unauthorized",
-            &[],
-        ))
-        .await;
+    let Some(request) = Box::pin(receive(app, session, ctx)).await? else {
+        return Ok(());
     };
-    let Some(client) = principal.client else {
-        ctx.status = 403;
-        return Box::pin(respond::forbidden(
-            session,
-            "This key opens operator pages; it cannot run tasks",
-        ))
-        .await;
-    };
-    ctx.client = Some(client.name.clone());
-    let body = match Box::pin(read_body(
-        session,
-        settings.tasks.body_limit,
-        settings.client.body_timeout,
-    ))
-    .await
-    {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            ctx.status = 413;
-            session.set_keepalive(None);
-            let msg = format!(
-                "Request body too large (limit {} bytes)",
-                settings.tasks.body_limit
-            );
-            return Box::pin(respond::refuse(
-                session,
-                413,
-                Reason::BodyTooLarge,
-                &msg,
-                &[],
-            ))
-            .await;
-        }
-        Err(BodyError::Read(e)) => return Err(e),
-    };
-    // Idempotency-Key: digests of the key and of the body as the client sent it.
-    let idempotency = match idempotent::idempotency_of(session, &client.name, &body) {
-        Ok(i) => i,
-        Err(msg) => {
-            ctx.status = 400;
-            return Box::pin(respond::refuse(session, 400, Reason::BadRequest, msg, &[])).await;
-        }
-    };
-    // From here on `body` is what the Worker receives (see `task::parse_for_worker`).
-    let (mut spec, body, negative_priority) =
-        match task::parse_for_worker(&body, &settings.tasks.limits) {
-            Ok(p) => (p.spec, p.forward, p.negative_priority),
-            Err(why) => {
-                ctx.status = 400;
-                let msg = why.to_string();
-                return Box::pin(respond::refuse(session, 400, Reason::BadRequest, &msg, &[]))
-                    .await;
-            }
-        };
-    // Blank is missing, as for the original (Node trims header values).
-    let worker_key = session.req_header().headers.get("x-wr-auth");
-    let Some(worker_key) = worker_key.filter(|k| !k.as_bytes().trim_ascii().is_empty()) else {
-        ctx.status = 400;
-        let msg = "Missing x-wr-auth header (worker AUTH_KEY) in request";
-        return Box::pin(respond::refuse(session, 400, Reason::BadRequest, msg, &[])).await;
-    };
-    let worker_key = worker_key.clone();
-    let limit = match admission::task_limit(
-        session.req_header().headers.get(admission::TIMEOUT_HEADER),
-        settings.tasks.timeout,
-    ) {
-        Ok(l) => l,
-        Err(msg) => {
-            ctx.status = 400;
-            return Box::pin(respond::refuse(session, 400, Reason::BadRequest, msg, &[])).await;
-        }
-    };
-    spec.priority = crate::auth::quota::clamp_priority(&client, spec.priority);
-    // Its share of the queue and its max_running / max_queued (scheduler::fair).
-    spec.client = Some(task::TaskClient(client.clone()));
-    if let Err(wait) = app.rate_limits().take(&client, std::time::Instant::now()) {
-        ctx.status = 429;
-        crate::metrics::METRICS
-            .client_refused
-            .with_label_values(&[&client.name, "client_rate"])
-            .inc();
-        let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let msg = format!(
-            "Client {:?} is over its rate of {} task(s) a second",
-            &*client.name, client.rate
-        );
-        let extra = [("retry-after", retry.to_string())];
-        return Box::pin(respond::refuse(
-            session,
-            429,
-            Reason::ClientRate,
-            &msg,
-            &extra,
-        ))
-        .await;
-    }
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
     // A repeat of an Idempotency-Key starts nothing new (routes::idempotent).
-    let idempotency = match Box::pin(idempotent::repeat(
+    let repeat = idempotent::repeat(
         app,
         session,
         ctx,
-        idempotency,
+        request.idempotency,
         &task_id,
-        spec.mode,
-    ))
-    .await?
-    {
+        request.spec.mode,
+    );
+    let idempotency = match Box::pin(repeat).await? {
         idempotent::Repeat::First(claim) => claim,
         idempotent::Repeat::Answered => return Ok(()),
     };
-    if let Some(p) = negative_priority {
+    if let Some(p) = request.negative_priority {
         compat::warn_negative_priority(&task_id, p);
     }
-    let mut record = app.board().open(&task_id, &spec);
-    if let Some(name) = &ctx.client {
-        record.client(name);
-    }
-    // Tracing on: the task's SERVER span, from its receipt (it ends at its close).
-    if let Some(tracer) = crate::traces::tracer() {
-        let now = std::time::SystemTime::now();
-        let received_at = now.checked_sub(received.elapsed()).unwrap_or(now);
-        let headers = &session.req_header().headers;
-        let trace = crate::traces::TaskTrace::start(tracer, headers, &spec, &task_id, received_at);
-        if app.access_log().is_some() {
-            ctx.trace_id = Some(trace.trace_id());
-        }
-        record.traced(trace);
-    }
+    let Received {
+        spec,
+        body,
+        worker_key,
+        limit,
+        ..
+    } = request;
+    let record = open_record(app, session, ctx, &task_id, &spec, received);
     // Input checked at the edge: the Worker's own refusal, without a slot (edge.rs).
     if let Some(message) = edge::refusal(app, &spec, &body) {
         return Box::pin(edge::refuse(app, session, ctx, &record, &spec, message)).await;
     }
     // DELETE /task/{id} fires this while the task waits or runs (routes::task_control).
     let cancel = app.cancels().register(&task_id, ctx.client.clone());
+    let settings = app.settings();
     let headers = ForwardHeaders::new(
         session.req_header(),
         worker_key,
@@ -265,6 +151,33 @@ pub(crate) async fn handle(
             }
         }
     }
+}
+
+/// Opens the task's record on the board, with its client and, when tracing is on,
+/// its SERVER span from its receipt (the span ends when the record is closed).
+fn open_record(
+    app: &App,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    task_id: &str,
+    spec: &task::TaskSpec,
+    received: Instant,
+) -> crate::board::TaskHandle {
+    let mut record = app.board().open(task_id, spec);
+    if let Some(name) = &ctx.client {
+        record.client(name);
+    }
+    if let Some(tracer) = crate::traces::tracer() {
+        let now = std::time::SystemTime::now();
+        let received_at = now.checked_sub(received.elapsed()).unwrap_or(now);
+        let headers = &session.req_header().headers;
+        let trace = crate::traces::TaskTrace::start(tracer, headers, spec, task_id, received_at);
+        if app.access_log().is_some() {
+            ctx.trace_id = Some(trace.trace_id());
+        }
+        record.traced(trace);
+    }
+    record
 }
 
 #[cfg(test)]
