@@ -241,8 +241,7 @@ async fn admin_pages_can_be_exposed_on_the_client_port() {
         json!([w.url()]).to_string(),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-        .current_dir(dir.path())
+    let mut child = lb_once(dir.path())
         .env("LB_AUTH_KEY", LB_KEY)
         .env("PORT", port.to_string())
         .env("ADMIN_PORT", admin_port.to_string())

@@ -138,7 +138,7 @@ async fn sigterm_still_delivers_an_accepted_webhook_task() {
 
 /// Starts the binary with its client or admin port taken; returns (exit code, stderr, taken address).
 fn start_on_a_busy_port(admin: bool) -> (Option<i32>, String, String) {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
     let (port, admin_port) = (free_port(), free_port());
@@ -148,9 +148,7 @@ fn start_on_a_busy_port(admin: bool) -> (Option<i32>, String, String) {
         format!("0.0.0.0:{port}")
     };
     let _holder = std::net::TcpListener::bind(&taken).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-        .current_dir(dir.path())
-        .env_clear()
+    let mut child = lb_once(dir.path())
         .env("LB_AUTH_KEY", LB_KEY)
         .env("PORT", port.to_string())
         .env("ADMIN_PORT", admin_port.to_string())

@@ -269,10 +269,8 @@ async fn dash_t_checks_the_clients_file_and_sha256_keys_work() {
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "- name: Bad Name\n  keys: [k]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_andera-lb"))
+    let out = lb_once(dir.path())
         .arg("-t")
-        .current_dir(dir.path())
-        .env_clear()
         .env("LB_AUTH_KEY", LB_KEY)
         .env("CLIENTS_FILE", &bad)
         .output()
@@ -286,10 +284,8 @@ async fn dash_t_checks_the_clients_file_and_sha256_keys_work() {
     // The shipped example passes.
     let example =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/clients.example.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_andera-lb"))
+    let out = lb_once(dir.path())
         .arg("-t")
-        .current_dir(dir.path())
-        .env_clear()
         .env("LB_AUTH_KEY", LB_KEY)
         .env("CLIENTS_FILE", &example)
         .output()

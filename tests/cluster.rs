@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use andera_worker_sim::{SimWorker, TaskFault};
@@ -77,17 +76,6 @@ fn labelled(label: &str, priority: u32) -> Value {
 
 async fn wait_redis(what: &str, mut cond: impl FnMut() -> bool) {
     wait_for(what, Duration::from_secs(30), &mut cond).await;
-}
-
-async fn scrape(lb: &Lb) -> String {
-    let r = lb.http.get(lb.admin_url("/metrics")).send().await.unwrap();
-    r.text().await.unwrap()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(-1.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,9 +194,9 @@ async fn three_instances_never_overfill_a_worker_and_keep_one_priority_order() {
     );
     wait_redis("every lease returned", || redis.zcard(&leases_of(&w)) == 0).await;
     // The hand-off between instances was measured.
-    let text = scrape(&c).await;
+    let text = c.scrape().await;
     assert!(
-        metric(&text, "andera_lb_cluster_handoff_seconds_count") > 0.0,
+        metric(&text, "andera_lb_cluster_handoff_seconds_count").is_some_and(|n| n > 0.0),
         "{text}"
     );
     let ov = a
@@ -362,9 +350,9 @@ async fn redis_lost_falls_back_and_returns_without_failing_a_sync_task() {
             "the instance falls back",
         )
         .await;
-        let text = scrape(lb).await;
-        assert_eq!(metric(&text, "andera_lb_cluster_fallback"), 1.0);
-        assert!(metric(&text, "andera_lb_cluster_fallbacks_total") >= 1.0);
+        let text = lb.scrape().await;
+        assert_eq!(metric(&text, "andera_lb_cluster_fallback"), Some(1.0));
+        assert!(metric(&text, "andera_lb_cluster_fallbacks_total").is_some_and(|n| n >= 1.0));
     }
     assert!(a.log().contains("CLUSTER FALLBACK"), "a loud warning");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -376,7 +364,10 @@ async fn redis_lost_falls_back_and_returns_without_failing_a_sync_task() {
             "the instance shares slots again",
         )
         .await;
-        assert_eq!(metric(&scrape(lb).await, "andera_lb_cluster_fallback"), 0.0);
+        assert_eq!(
+            metric(&lb.scrape().await, "andera_lb_cluster_fallback"),
+            Some(0.0)
+        );
     }
     wait_redis("the held task's lease is rebuilt", || {
         redis.zcard(&leases_of(&slow)) == 1
@@ -424,13 +415,13 @@ async fn without_cluster_redis_each_instance_counts_alone_as_before() {
     w.set_task_fault(TaskFault::None);
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
     assert_eq!(second.await.unwrap().unwrap().status(), 200);
-    let text = scrape(&lb).await;
+    let text = lb.scrape().await;
     for op in ["take", "release", "renew", "inbox"] {
         let name = format!("andera_lb_cluster_redis_calls_total{{op=\"{op}\"}}");
-        assert_eq!(metric(&text, &name), 0.0, "no Redis call: {name}");
+        assert_eq!(metric(&text, &name), Some(0.0), "no Redis call: {name}");
     }
-    assert_eq!(metric(&text, "andera_lb_cluster_fallback"), 0.0);
-    assert_eq!(metric(&text, "andera_lb_cluster_leases"), 0.0);
+    assert_eq!(metric(&text, "andera_lb_cluster_fallback"), Some(0.0));
+    assert_eq!(metric(&text, "andera_lb_cluster_leases"), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -482,9 +473,7 @@ fn cluster_redis_is_read_from_the_environment_and_a_bad_url_names_its_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
     let check = |url: &str| {
-        Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-            .current_dir(dir.path())
-            .env_clear()
+        lb_once(dir.path())
             .env("LB_AUTH_KEY", "k")
             .env("CLUSTER_REDIS", url)
             .arg("-t")

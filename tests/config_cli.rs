@@ -8,17 +8,11 @@ use std::process::Command;
 use common::*;
 use serde_json::json;
 
-fn lb_command(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_andera-lb"));
-    cmd.current_dir(dir).env_clear();
-    cmd
-}
-
 #[test]
 fn a_missing_key_refuses_to_start_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
-    let out = lb_command(dir.path()).output().unwrap();
+    let out = lb_once(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -29,7 +23,7 @@ fn a_missing_key_refuses_to_start_with_one_line() {
 fn bad_values_name_the_key_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
-    let out = lb_command(dir.path())
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", "k")
         .env("TASK_TIMEOUT", "soon")
         .output()
@@ -39,7 +33,7 @@ fn bad_values_name_the_key_and_the_file() {
 
     let conf = dir.path().join("lb.yaml");
     std::fs::write(&conf, "tasks:\n  attempts: 0\n").unwrap();
-    let out = lb_command(dir.path())
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", "k")
         .arg("--config")
         .arg(&conf)
@@ -50,7 +44,7 @@ fn bad_values_name_the_key_and_the_file() {
     assert!(err.contains("lb.yaml") && err.contains("attempts"), "{err}");
 
     std::fs::write(dir.path().join("workers.json"), r#"["ftp://nope"]"#).unwrap();
-    let out = lb_command(dir.path())
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", "k")
         .output()
         .unwrap();
@@ -70,7 +64,7 @@ fn dash_t_validates_and_exits() {
         r#"["http://127.0.0.1:3000"]"#,
     )
     .unwrap();
-    let out = lb_command(dir.path())
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", "k")
         .arg("-t")
         .output()
@@ -82,7 +76,7 @@ fn dash_t_validates_and_exits() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 worker"));
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/andera-lb.yaml");
-    let out = lb_command(dir.path())
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", "k")
         .args(["-t", "--config", shipped])
         .output()
@@ -103,7 +97,7 @@ fn dash_t_refuses_a_key_that_cannot_be_sent_and_never_prints_it() {
     )
     .unwrap();
     for key in ["two words", "line\nbreak", "caf\u{e9}-key"] {
-        let out = lb_command(dir.path())
+        let out = lb_once(dir.path())
             .env("LB_AUTH_KEY", key)
             .arg("-t")
             .output()
@@ -121,7 +115,7 @@ fn dash_t_warns_on_an_empty_list_duplicates_and_the_default_key() {
     let dir = tempfile::tempdir().unwrap();
     let run = |list: &str, key: &str| {
         std::fs::write(dir.path().join("workers.json"), list).unwrap();
-        let out = lb_command(dir.path())
+        let out = lb_once(dir.path())
             .env("LB_AUTH_KEY", key)
             .arg("-t")
             .output()
@@ -166,7 +160,7 @@ fn dash_t_prints_every_warning_and_strict_refuses_them() {
     )
     .unwrap();
     let check = |env: &[(&str, &str)], strict: bool| {
-        let mut cmd = lb_command(dir.path());
+        let mut cmd = lb_once(dir.path());
         cmd.env("LB_AUTH_KEY", "k").arg("-t");
         if strict {
             cmd.arg("--strict");
@@ -206,7 +200,7 @@ fn dash_t_prints_every_warning_and_strict_refuses_them() {
     assert_eq!(code, Some(0), "nothing to warn about: {err}");
     assert!(err.is_empty(), "{err}");
     // --strict on a real start refuses before binding anything.
-    let out = lb_command(dir.path())
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", "k")
         .env("WS_HEARTBEAT_TIMEOUT", "3 s")
         .arg("--strict")
@@ -296,7 +290,7 @@ fn dash_t_refuses_forward_headers_that_cannot_be_forwarded() {
         ("[\"bad name\"]", "not a header name"),
     ] {
         std::fs::write(&conf, format!("upstream:\n  forward_headers: {list}\n")).unwrap();
-        let out = lb_command(dir.path())
+        let out = lb_once(dir.path())
             .env("LB_AUTH_KEY", "k")
             .args(["-t", "--config"])
             .arg(&conf)
@@ -310,7 +304,7 @@ fn dash_t_refuses_forward_headers_that_cannot_be_forwarded() {
         );
     }
     std::fs::write(&conf, "upstream:\n  forward_headers: [X-Request-Id]\n").unwrap();
-    let out = lb_command(dir.path())
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", "k")
         .args(["-t", "--config"])
         .arg(&conf)
@@ -330,7 +324,7 @@ fn dash_t_tries_a_redis_journal() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
     let port = free_port();
-    let out = lb_command(dir.path())
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", "k")
         .env("TASK_JOURNAL", format!("redis://127.0.0.1:{port}"))
         .arg("-t")

@@ -320,9 +320,7 @@ async fn a_malformed_dns_entry_is_refused_at_load_redacted() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("workers.json"), json!([entry]).to_string()).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-            .current_dir(dir.path())
-            .env_clear()
+        let out = lb_once(dir.path())
             .env("LB_AUTH_KEY", LB_KEY)
             .arg("-t")
             .output()
@@ -350,9 +348,7 @@ async fn a_bad_dns_server_setting_names_the_key() {
         "workers:\n  dns:\n    server: nowhere\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-        .current_dir(dir.path())
-        .env_clear()
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", LB_KEY)
         .args(["-t", "--config", "lb.yaml"])
         .output()

@@ -203,7 +203,7 @@ async fn a_dotenv_the_original_accepted_starts() {
         MAX_LOGS=\n\
         TASK_ATTEMPTS=2\n";
     // PORT comes from the environment too (the harness sets it): the environment wins.
-    let lb = Lb::start_full(&[w.url()], &[], "", Some(dotenv)).await;
+    let lb = Lb::builder(&[w.url()]).dotenv(dotenv).start().await;
     lb.wait_available(1).await;
     assert_eq!(lb.run(task("hello", json!({}))).await.0, 200);
     let log = lb.log();

@@ -10,19 +10,16 @@ use common::receiver::{settle, Receiver};
 use common::*;
 use serde_json::json;
 
-fn webhook_task(name: &str, hook: &str, priority: u32) -> serde_json::Value {
-    let mut body = task("hello", json!({"name": name, "sleepMs": 15}));
-    body["mode"] = json!("webhook");
-    body["webhook"] = json!({"url": hook});
-    body["priority"] = json!(priority);
-    body
+/// Webhook task `name` at `priority`, 15 ms on the Worker.
+fn prioritized(name: &str, hook: &str, priority: u32) -> serde_json::Value {
+    with(webhook_task(name, hook, 15), "priority", json!(priority))
 }
 
 /// Sends `n` webhook tasks named `t0..t{n-1}` and checks each is accepted.
 async fn accept_all(lb: &Lb, n: usize, hook: &str) {
     for i in 0..n {
         let (s, b) = lb
-            .run(webhook_task(&format!("t{i}"), hook, 1 + (i % 3) as u32))
+            .run(prioritized(&format!("t{i}"), hook, 1 + (i % 3) as u32))
             .await;
         assert_eq!(s, 200, "task {i}: {b}");
     }
@@ -101,7 +98,7 @@ async fn an_upgrade_hands_queued_webhook_tasks_to_the_successor() {
     settle_until(&rx, 5).await;
     // Under load: 100 more webhook tasks keep arriving through the hand-over.
     let more: Vec<_> = (400..500)
-        .map(|i| old.task(webhook_task(&format!("t{i}"), &hook, 1 + (i % 3) as u32)))
+        .map(|i| old.task(prioritized(&format!("t{i}"), &hook, 1 + (i % 3) as u32)))
         .collect();
     let load = tokio::spawn(async move {
         let mut statuses = Vec::new();
@@ -155,9 +152,7 @@ fn a_corrupt_journal_is_refused_with_the_file_named_unless_recover() {
     .unwrap();
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
     let run = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-            .current_dir(dir.path())
-            .env_clear()
+        lb_once(dir.path())
             .env("LB_AUTH_KEY", LB_KEY)
             .env("TASK_JOURNAL", &journal)
             .env("PORT", free_port().to_string())
@@ -198,7 +193,7 @@ async fn a_full_journal_refuses_new_webhook_tasks_with_503_and_keeps_the_accepte
     let mut accepted = Vec::new();
     let refusal = loop {
         let name = format!("t{}", accepted.len());
-        let mut body = webhook_task(&name, &hook, 1);
+        let mut body = prioritized(&name, &hook, 1);
         body["padding"] = json!(padding);
         let (s, b) = lb.run(body).await;
         match s {

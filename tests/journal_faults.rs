@@ -14,14 +14,13 @@ use common::receiver::{settle, Receiver};
 use common::*;
 use serde_json::{json, Value};
 
-fn webhook_task(name: &str, hook: &str, padding: usize) -> Value {
-    let mut body = task("hello", json!({"name": name, "sleepMs": 15}));
-    body["mode"] = json!("webhook");
-    body["webhook"] = json!({"url": hook});
-    if padding > 0 {
-        body["padding"] = json!("x".repeat(padding));
+/// Webhook task `name` (15 ms on the Worker) with `padding` bytes more in its body.
+fn padded(name: &str, hook: &str, padding: usize) -> Value {
+    let body = webhook_task(name, hook, 15);
+    match padding {
+        0 => body,
+        n => with(body, "padding", json!("x".repeat(n))),
     }
-    body
 }
 
 /// The admin `/ready` status and body.
@@ -137,10 +136,7 @@ async fn a_full_disk_never_delivers_a_task_twice_and_the_journal_recovers_by_its
     // the disk is filled up by someone else while they wait; then 20 more.
     hold_slot(&lb, &w, 6000).await;
     let burst: Vec<_> = (0..60)
-        .map(|i| {
-            lb.task(webhook_task(&format!("t{i}"), &hook, 100_000))
-                .send()
-        })
+        .map(|i| lb.task(padded(&format!("t{i}"), &hook, 100_000)).send())
         .collect();
     let mut statuses: Vec<(u16, Value)> = Vec::new();
     for r in futures_util::future::join_all(burst).await {
@@ -149,7 +145,7 @@ async fn a_full_disk_never_delivers_a_task_twice_and_the_journal_recovers_by_its
     }
     let filler = fill(disk.path());
     for i in 60..80 {
-        let (s, b) = lb.run(webhook_task(&format!("t{i}"), &hook, 100_000)).await;
+        let (s, b) = lb.run(padded(&format!("t{i}"), &hook, 100_000)).await;
         assert_eq!((s, &b["reason"]), (503, &json!("journal_full")), "{b}");
         statuses.push((s, b));
     }
@@ -207,7 +203,7 @@ async fn a_full_disk_never_delivers_a_task_twice_and_the_journal_recovers_by_its
     // Space returns: the journal takes tasks again without a restart.
     std::fs::remove_file(&filler).unwrap();
     journal_state(&lb, "ok").await;
-    let (s, b) = lb.run(webhook_task("after", &hook, 100_000)).await;
+    let (s, b) = lb.run(padded("after", &hook, 100_000)).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(ready(&lb).await.0, 200);
     settle(&rx, |c| c.contains_key("after")).await;
@@ -244,7 +240,7 @@ async fn a_journal_deleted_under_the_process_is_re_created_with_its_tasks_and_no
     let mut accepted = Vec::new();
     let mut refused = Vec::new();
     let send = |lb: &Lb, i: usize| {
-        let rb = lb.task(webhook_task(&format!("t{i}"), &hook, 0));
+        let rb = lb.task(padded(&format!("t{i}"), &hook, 0));
         async move { (i, rb.send().await.unwrap()) }
     };
     for i in 0..50 {
@@ -276,7 +272,7 @@ async fn a_journal_deleted_under_the_process_is_re_created_with_its_tasks_and_no
     })
     .await;
     journal_state(&lb, "ok").await;
-    let (s, _) = lb.run(webhook_task("t300", &hook, 0)).await;
+    let (s, _) = lb.run(padded("t300", &hook, 0)).await;
     assert_eq!(s, 200);
     accepted.push("t300".into());
     assert!(
@@ -330,7 +326,7 @@ async fn a_journal_directory_replaced_under_the_process_gets_a_new_journal_with_
     hold_slot(&lb, &w, 6000).await;
     let names: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
     for name in &names {
-        assert_eq!(lb.run(webhook_task(name, &hook, 0)).await.0, 200);
+        assert_eq!(lb.run(padded(name, &hook, 0)).await.0, 200);
     }
     // The directory is moved away and an empty one put in its place.
     std::fs::rename(&dir, state.path().join("journal.old")).unwrap();
@@ -375,7 +371,7 @@ async fn a_journal_replaced_under_the_process_refuses_webhook_tasks_until_it_is_
     let detail = h["components"]["journal"]["detail"].as_str().unwrap_or("");
     assert!(detail.contains("another file"), "{h}");
     assert_eq!(h["services"]["redis"], "error", "{h}");
-    let (s, b) = lb.run(webhook_task("refused", &hook, 0)).await;
+    let (s, b) = lb.run(padded("refused", &hook, 0)).await;
     assert_eq!(
         (s, &b["reason"]),
         (503, &json!("journal_unavailable")),
@@ -395,7 +391,7 @@ async fn a_journal_replaced_under_the_process_refuses_webhook_tasks_until_it_is_
     std::fs::rename(&journal, &other).unwrap();
     journal_state(&lb, "ok").await;
     assert_eq!(std::fs::read(&other).unwrap(), b"someone else's file");
-    let (s, b) = lb.run(webhook_task("kept", &hook, 0)).await;
+    let (s, b) = lb.run(padded("kept", &hook, 0)).await;
     assert_eq!(s, 200, "{b}");
     let counts = settle(&rx, |c| c.contains_key("kept")).await;
     assert_eq!(counts.get("refused"), None);
@@ -442,7 +438,7 @@ async fn journal_files_are_owner_only_under_umask_022_and_the_wal_is_emptied_whe
     journal_state(&lb, "ok").await;
     lb.wait_available(1).await;
     for i in 0..20 {
-        let (s, b) = lb.run(webhook_task(&format!("t{i}"), &hook, 2000)).await;
+        let (s, b) = lb.run(padded(&format!("t{i}"), &hook, 2000)).await;
         assert_eq!(s, 200, "{b}");
     }
     settle(&rx, |c| c.len() >= 20).await;
@@ -500,9 +496,7 @@ async fn a_journal_directory_the_process_cannot_write_is_named_as_such() {
         p
     };
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-        .current_dir(dir.path())
-        .env_clear()
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", LB_KEY)
         .env("TASK_JOURNAL", journal_dir.join("tasks.db"))
         .env("PORT", free_port().to_string())
@@ -527,10 +521,7 @@ async fn on_sigterm_without_a_successor_queued_webhook_tasks_are_said_to_stay_in
     lb.wait_available(1).await;
     hold_slot(&lb, &w, 4000).await;
     for i in 0..5 {
-        assert_eq!(
-            lb.run(webhook_task(&format!("t{i}"), &hook, 0)).await.0,
-            200
-        );
+        assert_eq!(lb.run(padded(&format!("t{i}"), &hook, 0)).await.0, 200);
     }
     lb.signal("TERM");
     assert_eq!(lb.wait_exit(Duration::from_secs(15)).await, Some(0));

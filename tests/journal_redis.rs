@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::receiver::{settle, Receiver};
@@ -21,13 +20,6 @@ const GROUP: &str = "andera-lb";
 fn stream_len(redis: &Redis) -> i64 {
     let mut c = redis.conn().expect("redis answers");
     redis::cmd("XLEN").arg(STREAM).query(&mut c).unwrap_or(0)
-}
-
-fn webhook_task(name: &str, hook: &str, sleep_ms: u64) -> serde_json::Value {
-    let mut body = task("hello", json!({"name": name, "sleepMs": sleep_ms}));
-    body["mode"] = json!("webhook");
-    body["webhook"] = json!({"url": hook});
-    body
 }
 
 /// A sync task that holds the Worker's only slot for `ms`.
@@ -253,9 +245,7 @@ async fn redis_unreachable_at_start_is_one_clear_line_and_a_non_zero_exit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
     let url = format!("redis://:hunter2@127.0.0.1:{}/3", free_port());
-    let out = Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-        .current_dir(dir.path())
-        .env_clear()
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", LB_KEY)
         .env("TASK_JOURNAL", &url)
         .env("PORT", free_port().to_string())

@@ -71,9 +71,7 @@ fn a_bad_ca_file_is_a_configuration_error() {
         "upstream:\n  ca_file: /nonexistent/ca.pem\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-        .current_dir(dir.path())
-        .env_clear()
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", "k")
         .args(["-t", "--config", "lb.yaml"])
         .output()

@@ -548,10 +548,8 @@ fn dash_t_checks_the_tracing_settings_and_never_prints_a_header_value() {
     )
     .unwrap();
     let check = |env: &[(&str, &str)]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_andera-lb"));
-        cmd.current_dir(dir.path())
-            .env_clear()
-            .env("LB_AUTH_KEY", "k")
+        let mut cmd = lb_once(dir.path());
+        cmd.env("LB_AUTH_KEY", "k")
             .args(["-t", "--config"])
             .arg(&yaml);
         for (k, v) in env {

@@ -173,9 +173,7 @@ async fn tasks_queued_when_the_last_worker_leaves_wait_for_the_next() {
 async fn a_bad_waiting_room_value_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("workers.json"), "[]").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_andera-lb"))
-        .current_dir(dir.path())
-        .env_clear()
+    let out = lb_once(dir.path())
         .env("LB_AUTH_KEY", LB_KEY)
         .env("NO_WORKER_WAIT_MS", "soon")
         .arg("-t")

@@ -55,11 +55,10 @@ async fn receiver() -> (mpsc::UnboundedReceiver<Value>, String) {
     (rx, url)
 }
 
-fn webhook_task(input: Value, hook: &str) -> Value {
-    let mut body = task("hello", input);
-    body["mode"] = json!("webhook");
-    body["webhook"] = json!({"url": hook, "headers": {"x-hook-secret": "s3"}});
-    body
+/// Webhook task `name` whose receiver wants an `x-hook-secret` header.
+fn secret_hook_task(name: &str, hook: &str) -> Value {
+    let webhook = json!({"url": hook, "headers": {"x-hook-secret": "s3"}});
+    with(webhook_task(name, hook, 0), "webhook", webhook)
 }
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<Value>) -> Option<Value> {
@@ -99,7 +98,7 @@ async fn a_webhook_task_that_times_out_in_the_queue_is_posted_as_failed() {
     let lb = Lb::start_with(&[w.url()], &[("TASK_TIMEOUT", "600")], NOTIFY).await;
     lb.wait_available(1).await;
     let blocker = hold_the_slot(&lb, &w).await;
-    let (s, _) = lb.run(webhook_task(json!({"name": "late"}), &hook)).await;
+    let (s, _) = lb.run(secret_hook_task("late", &hook)).await;
     assert_eq!(s, 200);
     let notice = next(&mut rx).await.expect("the failure is posted");
     assert_eq!(notice["body"]["success"], json!(false), "{notice}");
@@ -131,7 +130,7 @@ async fn a_webhook_task_the_worker_refuses_is_posted_with_the_workers_reason() {
         .post(lb.url("/task"))
         .header("authorization", LB_KEY)
         .header("x-wr-auth", "not-the-worker-key")
-        .json(&webhook_task(json!({"name": "x"}), &hook))
+        .json(&secret_hook_task("x", &hook))
         .send()
         .await
         .unwrap();
@@ -149,7 +148,7 @@ async fn failures_are_never_posted_to_hosts_off_the_allow_list() {
     let lb = Lb::start_with(&[w.url()], &[("TASK_TIMEOUT", "600")], yaml).await;
     lb.wait_available(1).await;
     let blocker = hold_the_slot(&lb, &w).await;
-    let (s, _) = lb.run(webhook_task(json!({"name": "late"}), &hook)).await;
+    let (s, _) = lb.run(secret_hook_task("late", &hook)).await;
     assert_eq!(s, 200);
     let start = Instant::now();
     while !lb.log().contains("is not in webhook.allowed_hosts") {
@@ -171,7 +170,7 @@ async fn a_webhook_url_with_a_query_gets_its_notice_and_the_query_is_never_logge
     let lb = Lb::start_with(&[w.url()], &[("TASK_TIMEOUT", "600")], NOTIFY).await;
     lb.wait_available(1).await;
     let blocker = hold_the_slot(&lb, &w).await;
-    let (s, _) = lb.run(webhook_task(json!({"name": "late"}), &hook)).await;
+    let (s, _) = lb.run(secret_hook_task("late", &hook)).await;
     assert_eq!(s, 200);
     let notice = next(&mut rx).await.expect("the failure is posted");
     let head = notice["head"].as_str().unwrap();

@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::ToSocketAddrs;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -19,13 +18,8 @@ fn dash_t(lb: &Lb) -> (String, Option<i32>) {
 /// `andera-lb <args>` in the load balancer's directory (its `workers.json`), on
 /// other ports: stdout and stderr together, and the exit code.
 fn run_in(lb: &Lb, args: &[&str]) -> (String, Option<i32>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_andera-lb"));
-    cmd.current_dir(lb.dir.path())
-        .env_clear()
-        .env("LB_AUTH_KEY", LB_KEY)
-        .env("PORT", free_port().to_string())
-        .env("ADMIN_PORT", free_port().to_string())
-        .args(args);
+    let mut cmd = lb_once(lb.dir.path());
+    cmd.env("LB_AUTH_KEY", LB_KEY).args(args);
     let out = cmd.output().expect("andera-lb runs");
     let text = format!(
         "{}{}",

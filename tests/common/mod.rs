@@ -101,25 +101,75 @@ pub struct Lb {
     pub http: reqwest::Client,
 }
 
+/// How a test starts the load balancer: the binary in a fresh directory, on fresh
+/// ports, with fast discovery, its `workers.json`, a YAML file, and what the test adds.
+pub struct LbBuilder {
+    workers: Vec<String>,
+    env: Vec<(String, String)>,
+    yaml: String,
+    dotenv: Option<String>,
+}
+
+impl LbBuilder {
+    /// Sets `key` in its environment (over the harness's own values).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets each of `pairs` in its environment.
+    pub fn envs(self, pairs: &[(&str, &str)]) -> Self {
+        pairs.iter().fold(self, |b, (k, v)| b.env(k, v))
+    }
+
+    /// Appends `yaml` to its configuration file: lines of the `server:` section
+    /// (indented by two spaces) or further top-level sections.
+    pub fn yaml(mut self, yaml: &str) -> Self {
+        self.yaml.push_str(yaml);
+        self
+    }
+
+    /// Writes `text` to `.env` in its working directory.
+    pub fn dotenv(mut self, text: &str) -> Self {
+        self.dotenv = Some(text.into());
+        self
+    }
+
+    /// Starts it and waits until its client port answers.
+    pub async fn start(self) -> Lb {
+        Lb::launch(self).await
+    }
+}
+
 impl Lb {
+    /// How to start one: its Worker list now, and more with the builder's methods.
+    pub fn builder(workers: &[String]) -> LbBuilder {
+        LbBuilder {
+            workers: workers.to_vec(),
+            env: Vec::new(),
+            yaml: String::new(),
+            dotenv: None,
+        }
+    }
+
     /// Starts the binary with `workers` in its `workers.json` and extra environment.
     pub async fn start(workers: &[String], env: &[(&str, &str)]) -> Lb {
-        Lb::start_with(workers, env, "").await
+        Lb::builder(workers).envs(env).start().await
     }
 
     /// Like [`Lb::start`], with extra lines appended to the YAML's `server:` section
     /// (indented by two spaces) or further top-level sections.
     pub async fn start_with(workers: &[String], env: &[(&str, &str)], yaml: &str) -> Lb {
-        Lb::start_full(workers, env, yaml, None).await
+        Lb::builder(workers).envs(env).yaml(yaml).start().await
     }
 
-    /// Like [`Lb::start_with`], with `dotenv` written to `.env` in the working directory.
-    pub async fn start_full(
-        workers: &[String],
-        env: &[(&str, &str)],
-        yaml: &str,
-        dotenv: Option<&str>,
-    ) -> Lb {
+    async fn launch(b: LbBuilder) -> Lb {
+        let LbBuilder {
+            workers,
+            env,
+            yaml,
+            dotenv,
+        } = b;
         let dir = tempfile::tempdir().unwrap();
         if let Some(text) = dotenv {
             std::fs::write(dir.path().join(".env"), text).unwrap();
@@ -158,7 +208,7 @@ impl Lb {
         )
         .unwrap();
         cmd.arg("--config").arg(&conf);
-        for (k, v) in env {
+        for (k, v) in &env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("andera-lb starts");
@@ -348,7 +398,36 @@ pub fn task_id(r: &reqwest::Response) -> String {
         .to_string()
 }
 
+/// The binary in `dir` with a clean environment (`PATH` only: no key) and fresh
+/// ports, for a run that ends by itself: `-t`, a refused start. The test adds its
+/// environment and arguments, then `.output()`. Long-running instances are [`Lb`]s.
+pub fn lb_once(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_andera-lb"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", free_port().to_string())
+        .env("ADMIN_PORT", free_port().to_string())
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// `{"group":"default","function":f,"contract":1,"input":input}` plus extra fields.
 pub fn task(function: &str, input: Value) -> Value {
     json!({"group": "default", "function": function, "contract": 1, "input": input})
+}
+
+/// A webhook task: `hello` to `name`, taking `sleep_ms` on the Worker, its result
+/// posted to `hook`.
+pub fn webhook_task(name: &str, hook: &str, sleep_ms: u64) -> Value {
+    let mut body = task("hello", json!({"name": name, "sleepMs": sleep_ms}));
+    body["mode"] = json!("webhook");
+    body["webhook"] = json!({"url": hook});
+    body
+}
+
+/// `body` with `field` set to `value` (a task's `priority`, a padding, its `webhook`).
+pub fn with(mut body: Value, field: &str, value: Value) -> Value {
+    body[field] = value;
+    body
 }
