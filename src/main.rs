@@ -83,17 +83,17 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let addrs = [
+        ("listen", settings.listen),
+        ("admin.listen", settings.admin.listen),
+    ];
     if !args.upgrade {
-        let addrs = [
-            ("listen", settings.listen),
-            ("admin.listen", settings.admin.listen),
-        ];
         if let Err(e) = andera_lb::preflight::check_listen(&addrs) {
             eprintln!("andera-lb: {e}");
             return ExitCode::from(andera_lb::preflight::EXIT_BIND);
         }
     }
-    andera_lb::preflight::exit_on_listener_failure();
+    andera_lb::preflight::exit_on_listener_failure(&addrs);
     andera_lb::logring::init(
         settings.logging.level,
         settings.logging.max_logs,

@@ -20,13 +20,19 @@ pub fn check_listen(addrs: &[(&str, SocketAddr)]) -> Result<(), String> {
     Ok(())
 }
 
-/// Pingora's panic message when a listener could not be built.
+/// The start of Pingora's panic message when a listener could not be built (the
+/// `expect` in `Service::start_service`).
 const LISTENER_PANIC: &str = "Failed to build listeners";
 
 /// Makes a listener that fails after the pre-flight check (the port was taken in
-/// between) end the process with one line naming the address, instead of leaving
-/// it up and serving nothing. Other panics keep the default behaviour.
-pub fn exit_on_listener_failure() {
+/// between) end the process with one line naming the address and its key, instead
+/// of leaving it up and serving nothing. Other panics keep the default behaviour.
+///
+/// Pingora's error text is not parsed: the failing address is the one of `addrs`
+/// that its message names (any error that names the address it could not bind
+/// does), else all of them.
+pub fn exit_on_listener_failure(addrs: &[(&'static str, SocketAddr)]) {
+    let addrs = addrs.to_vec();
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info
@@ -35,24 +41,32 @@ pub fn exit_on_listener_failure() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
-        if let Some(detail) = payload.strip_prefix(LISTENER_PANIC) {
-            eprintln!("andera-lb: cannot listen: {}", one_line(detail));
+        if payload.starts_with(LISTENER_PANIC) {
+            eprintln!("andera-lb: {}", listener_failure(&addrs, payload));
             std::process::exit(i32::from(EXIT_BIND));
         }
         default(info);
     }));
 }
 
-/// The part of Pingora's error chain that names the address, on one line: its
-/// `context` ("bind() failed, after retries, 0.0.0.0:4000 still in use") when present.
-fn one_line(detail: &str) -> String {
-    let context = detail
-        .split_once("context: Some(Owned(\"")
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map(|(c, _)| c);
-    let text = context.unwrap_or(detail.trim_start_matches([':', ' ']));
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    flat.chars().take(300).collect()
+/// The line for a listener that failed: the addresses of `addrs` that `message`
+/// names (all of them when it names none).
+fn listener_failure(addrs: &[(&'static str, SocketAddr)], message: &str) -> String {
+    let named: Vec<_> = addrs
+        .iter()
+        .filter(|(_, addr)| message.contains(&addr.to_string()))
+        .collect();
+    let shown = if named.is_empty() {
+        addrs.iter().collect()
+    } else {
+        named
+    };
+    let list = shown
+        .iter()
+        .map(|(key, addr)| format!("{addr} ({key})"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    format!("cannot listen on {list}: it was taken after the start-up check, or cannot be bound")
 }
 
 #[cfg(test)]
@@ -73,12 +87,24 @@ mod tests {
     }
 
     #[test]
-    fn pingora_errors_shrink_to_their_context() {
-        let detail = r#": Error { etype: BindError, cause: Some(Os { code: 98 }), context: Some(Owned("bind() failed, after retries, 0.0.0.0:4000 still in use")) }"#;
-        assert_eq!(
-            one_line(detail),
-            "bind() failed, after retries, 0.0.0.0:4000 still in use"
+    fn a_listener_failure_names_the_address_its_message_mentions_in_any_format() {
+        let addrs = [
+            ("listen", "0.0.0.0:4000".parse().unwrap()),
+            ("admin.listen", "127.0.0.1:4001".parse().unwrap()),
+        ];
+        for message in [
+            r#"Failed to build listeners: Error { etype: BindError, context: Some(Owned("bind() failed, after retries, 0.0.0.0:4000 still in use")) }"#,
+            "Failed to build listeners: BindError: 0.0.0.0:4000 in use",
+        ] {
+            let line = listener_failure(&addrs, message);
+            assert!(line.contains("0.0.0.0:4000 (listen)"), "{line}");
+            assert!(!line.contains("admin.listen"), "{line}");
+        }
+        // A message that names no address: both are named, nothing is guessed.
+        let line = listener_failure(&addrs, "Failed to build listeners: something else");
+        assert!(
+            line.contains("0.0.0.0:4000 (listen) or 127.0.0.1:4001 (admin.listen)"),
+            "{line}"
         );
-        assert_eq!(one_line(": odd\n  error"), "odd error");
     }
 }

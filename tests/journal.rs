@@ -39,10 +39,10 @@ async fn kill_9_with_200_queued_webhook_tasks_loses_and_duplicates_none() {
         .task(task("hello", json!({"name": "blocker", "sleepMs": 4000})))
         .send();
     let blocker = tokio::spawn(blocker);
-    let start = Instant::now();
-    while w.stats().running == 0 && start.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for("the blocker runs", Duration::from_secs(10), || {
+        w.stats().running > 0
+    })
+    .await;
     accept_all(&lb, 200, &hook).await;
     // kill -9 with all 200 accepted and still queued in the load balancer.
     let queued = lb.health().await["queue"]["depth"].as_u64();
@@ -185,10 +185,10 @@ async fn a_full_journal_refuses_new_webhook_tasks_with_503_and_keeps_the_accepte
         .task(task("hello", json!({"name": "blocker", "sleepMs": 1000})))
         .send();
     let blocker = tokio::spawn(blocker);
-    let start = Instant::now();
-    while w.stats().running == 0 && start.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for("the blocker runs", Duration::from_secs(10), || {
+        w.stats().running > 0
+    })
+    .await;
     let padding = "x".repeat(4000);
     let mut accepted = Vec::new();
     let refusal = loop {

@@ -28,10 +28,10 @@ async fn block_worker(lb: &Lb, w: &andera_worker_sim::SimWorker, ms: u64) {
         .task(task("hello", json!({"name": "blocker", "sleepMs": ms})))
         .send();
     tokio::spawn(blocker);
-    let start = Instant::now();
-    while w.stats().running == 0 && start.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for("the blocker runs", Duration::from_secs(10), || {
+        w.stats().running > 0
+    })
+    .await;
 }
 
 /// Tasks the load balancer with process id `lb_pid` holds unfinished (its consumer's pending entries).
