@@ -577,3 +577,35 @@ fn dash_t_checks_the_tracing_settings_and_never_prints_a_header_value() {
     assert!(all.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{all}");
     assert!(!all.contains("top-secret"), "{all}");
 }
+
+#[tokio::test]
+async fn a_webhook_task_given_to_the_shared_queue_ends_its_span_as_such_not_as_a_failure() {
+    let Some(redis) = common::redis_server::Redis::start("tracing shared queue") else {
+        return;
+    };
+    let (collector, endpoint) = Collector::start().await;
+    let (_hooks, hook) = hook_receiver().await;
+    let w = sim(|_| {}).await;
+    let mut env = otel(&endpoint);
+    env.push(("TASK_JOURNAL", redis.url()));
+    let lb = Lb::start_with(&[w.url()], &env_of(&env), "").await;
+    lb.wait_available(1).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = lb
+        .http
+        .post(lb.url("/task"))
+        .header("authorization", LB_KEY)
+        .header("x-wr-auth", WK_KEY)
+        .header("traceparent", traceparent(trace))
+        .json(&webhook_task("shared", &hook, 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Accepted into Redis: this instance's part of the task ends there (the one
+    // that takes it from the queue counts it), and its span says so.
+    let spans = collector.trace(trace, 0).await;
+    let server = one(&spans, SpanKind::Server, None);
+    assert_eq!(server.attr("andera.outcome"), "shared_queue", "{server:?}");
+    assert!(!server.error, "a hand-over is no failure: {server:?}");
+}

@@ -16,7 +16,8 @@ pub(crate) mod outcome {
 }
 
 /// Every outcome a task of a known group and function can end with: `no_worker` is
-/// left out, since such a task is counted under `group="other",function="other"`.
+/// left out, since such a task is counted under `group="other",function="other"`,
+/// and so is a hand-over, counted where the task ends (`TaskHandle::set_aside`).
 pub(crate) const TASK_OUTCOMES: &[&str] = &[
     outcome::OK,
     outcome::WORKER_KEY_REJECTED,
@@ -28,7 +29,6 @@ pub(crate) const TASK_OUTCOMES: &[&str] = &[
     "queue_timeout",
     "timeout",
     "shutting_down",
-    "handed_over",
     "cancelled",
     "not_kept",
     "client_limit",

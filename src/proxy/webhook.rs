@@ -106,7 +106,7 @@ pub(super) async fn accept(
             drop(task.admission);
             let why = "queued in Redis for the first instance with room";
             task.record
-                .finished(TaskState::HandedOver, 0, "shared_queue", Some(why.into()));
+                .set_aside(TaskState::HandedOver, "shared_queue", Some(why.into()));
         }
         journal => {
             // The drain waits for the runner, not for this request, which ends now.
@@ -276,11 +276,11 @@ async fn run(
     match delivery {
         Err(TaskError::HandedOver) => {
             log::info!("webhook task {task_id} {}", handed_to(journal.as_deref()));
-            record.finished(TaskState::HandedOver, 0, "handed_over", None);
+            record.set_aside(TaskState::HandedOver, "handed_over", None);
         }
         Err(TaskError::ShuttingDown) if journal.is_some() => {
             log::info!("webhook task {task_id} stays in the journal for the next instance");
-            record.finished(TaskState::HandedOver, 0, "handed_over", None);
+            record.set_aside(TaskState::HandedOver, "handed_over", None);
         }
         Err(e) => {
             let message = e.message();
@@ -368,7 +368,7 @@ async fn resume(app: &Arc<App>, journal: &Arc<Journal>, claimed: Claimed) {
         JOURNAL_METRICS.unknown.inc();
         let why = "sent to a Worker by an instance that stopped before the answer: it may or may not have run";
         log::warn!("journal: task {} is unknown: {why}", task.id);
-        record.finished(TaskState::Unknown, 0, "unknown", Some(why.into()));
+        record.set_aside(TaskState::Unknown, "unknown", Some(why.into()));
         return;
     }
     if kind != ClaimKind::Fresh {

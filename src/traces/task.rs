@@ -208,6 +208,23 @@ impl TaskTrace {
         detail: Option<&str>,
     ) {
         let failed = status >= 500 || status == 0 && outcome != "ok";
+        self.end(status, outcome, reason, detail, failed);
+    }
+
+    /// The task left this instance without an end of its own (handed to another
+    /// instance, or `unknown` after a crash): its spans end as `outcome`, not failed.
+    pub(crate) fn set_aside(&self, outcome: &str, detail: Option<&str>) {
+        self.end(0, outcome, None, detail, false);
+    }
+
+    fn end(
+        &self,
+        status: u16,
+        outcome: &str,
+        reason: Option<&str>,
+        detail: Option<&str>,
+        failed: bool,
+    ) {
         let error = || Status::error(detail.unwrap_or(outcome).to_string());
         let mut children = self.children.lock();
         if let Some(mut queue) = children.queue.take() {
