@@ -3,9 +3,11 @@
 //! exposes them (unknown ones fold into `other`), Workers are the list's URLs, and
 //! priorities are bucketed into classes. `docs/metrics.md` lists every family.
 
+mod clients;
 mod labels;
 mod workers;
 
+pub(crate) use clients::ClientFamilies;
 pub(crate) use labels::{outcome, KNOWN_RESPONSES, NO_WORKER, RETRY_REASONS, TASK_OUTCOMES};
 pub(crate) use workers::{WorkerFamilies, WorkerGauge};
 
@@ -93,20 +95,6 @@ pub(crate) struct Metrics {
     pub queue_rejections: IntCounter,
     /// Attempts retried on another Worker, by reason.
     pub retries: IntCounterVec,
-    /// 1 when the Worker may take tasks.
-    pub worker_up: IntGaugeVec,
-    /// Slots this load balancer has in flight per Worker.
-    pub worker_slots_used: IntGaugeVec,
-    /// Slot limit per Worker.
-    pub worker_slots_limit: IntGaugeVec,
-    /// 1 while the Worker is ejected for failing tasks in a row.
-    pub worker_ejected: IntGaugeVec,
-    /// Times the Worker was ejected.
-    pub worker_ejections: IntCounterVec,
-    /// Failed `/health` polls per Worker.
-    pub discovery_errors: IntCounterVec,
-    /// Slot feed failures per Worker.
-    pub websocket_errors: IntCounterVec,
     /// HTTP responses by service, route and status.
     pub http_responses: IntCounterVec,
     /// Task records kept by the board.
@@ -115,16 +103,8 @@ pub(crate) struct Metrics {
     pub lingering_bytes: IntCounter,
     /// Access log lines dropped because its writer was behind.
     pub access_log_dropped: IntCounter,
-    /// Reloads of the clients file, by result (`ok`, `error`).
-    pub clients_reloads: IntCounterVec,
-    /// Tasks by named client and outcome (`client`: configured names only).
-    pub client_tasks: IntCounterVec,
-    /// Tasks refused by a client's own limits, by client and reason.
-    pub client_refused: IntCounterVec,
-    /// Tasks of each named client holding a Worker slot now.
-    pub client_running: IntGaugeVec,
-    /// Tasks of each named client waiting for a slot now.
-    pub client_queued: IntGaugeVec,
+    /// Named clients: reloads of their file, their tasks, refusals and load.
+    pub clients: ClientFamilies,
     /// Tasks refused at the edge because their input fails the function's published
     /// schema (the Worker's own `500`, without queueing or a slot), by group.
     pub input_refused: IntCounterVec,
@@ -133,6 +113,13 @@ pub(crate) struct Metrics {
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help).namespace("andera_lb"), labels)
         .expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c =
+        IntCounter::with_opts(Opts::new(name, help).namespace("andera_lb")).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
 }
@@ -176,69 +163,6 @@ impl Metrics {
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             60.0, 120.0, 300.0,
         ];
-        let queue_depth = IntGauge::with_opts(
-            Opts::new("queue_depth", "Tasks waiting for a Worker slot.").namespace("andera_lb"),
-        )
-        .expect("valid metric");
-        r.register(Box::new(queue_depth.clone()))
-            .expect("unique metric");
-        let queued_bytes = IntGauge::with_opts(
-            Opts::new(
-                "queued_bytes",
-                "Body bytes of the tasks waiting for a Worker slot.",
-            )
-            .namespace("andera_lb"),
-        )
-        .expect("valid metric");
-        r.register(Box::new(queued_bytes.clone()))
-            .expect("unique metric");
-        let queue_timeouts = IntCounter::with_opts(
-            Opts::new(
-                "queue_timeouts_total",
-                "Tasks that waited for a slot past TASK_TIMEOUT.",
-            )
-            .namespace("andera_lb"),
-        )
-        .expect("valid metric");
-        r.register(Box::new(queue_timeouts.clone()))
-            .expect("unique metric");
-        let queue_rejections = IntCounter::with_opts(
-            Opts::new(
-                "queue_rejections_total",
-                "Tasks refused with 503 because the queue was full.",
-            )
-            .namespace("andera_lb"),
-        )
-        .expect("valid metric");
-        r.register(Box::new(queue_rejections.clone()))
-            .expect("unique metric");
-        let lingering_bytes = IntCounter::with_opts(
-            Opts::new(
-                "lingering_bytes_total",
-                "Bytes a client sent after its connection was closed, read and discarded.",
-            )
-            .namespace("andera_lb"),
-        )
-        .expect("valid metric");
-        r.register(Box::new(lingering_bytes.clone()))
-            .expect("unique metric");
-        let access_log_dropped = IntCounter::with_opts(
-            Opts::new(
-                "access_log_dropped_total",
-                "Access log lines dropped because the writer was behind.",
-            )
-            .namespace("andera_lb"),
-        )
-        .expect("valid metric");
-        r.register(Box::new(access_log_dropped.clone()))
-            .expect("unique metric");
-        let board_records = IntGauge::with_opts(
-            Opts::new("task_records", "Task records kept for the task board.")
-                .namespace("andera_lb"),
-        )
-        .expect("valid metric");
-        r.register(Box::new(board_records.clone()))
-            .expect("unique metric");
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::new(
@@ -288,7 +212,7 @@ impl Metrics {
                 "Most body bytes of tasks waiting for a Worker slot (tasks.max_queued_bytes).",
             ),
             workers: WorkerFamilies::new(&r),
-            queue_depth,
+            queue_depth: gauge(&r, "queue_depth", "Tasks waiting for a Worker slot."),
             queue_depth_by_group: gauge_vec(
                 &r,
                 "queue_depth_by_group",
@@ -314,73 +238,36 @@ impl Metrics {
                 &["group"],
             ),
             queue_source: OnceLock::new(),
-            dns_lookup_failures: {
-                let c = IntCounter::with_opts(
-                    Opts::new(
-                        "dns_lookup_failures_total",
-                        "Failed DNS lookups of dns+ Worker list entries (the last good set of Workers stays).",
-                    )
-                    .namespace("andera_lb"),
-                )
-                .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            dns_lookup_failures: counter(
+                &r,
+                "dns_lookup_failures_total",
+                "Failed DNS lookups of dns+ Worker list entries (the last good set of Workers stays).",
+            ),
             dns_entries_failing: gauge(
                 &r,
                 "dns_entries_failing",
                 "dns+ Worker list entries whose last DNS lookup failed (their last good set of Workers stays).",
             ),
-            queued_bytes,
-            queue_timeouts,
-            queue_rejections,
+            queued_bytes: gauge(
+                &r,
+                "queued_bytes",
+                "Body bytes of the tasks waiting for a Worker slot.",
+            ),
+            queue_timeouts: counter(
+                &r,
+                "queue_timeouts_total",
+                "Tasks that waited for a slot past TASK_TIMEOUT.",
+            ),
+            queue_rejections: counter(
+                &r,
+                "queue_rejections_total",
+                "Tasks refused with 503 because the queue was full.",
+            ),
             retries: counter_vec(
                 &r,
                 "task_retries_total",
                 "Attempts retried on another Worker, by reason.",
                 &["reason"],
-            ),
-            worker_up: gauge_vec(
-                &r,
-                "worker_up",
-                "1 when the Worker may take tasks.",
-                &["worker", "group"],
-            ),
-            worker_slots_used: gauge_vec(
-                &r,
-                "worker_slots_used",
-                "Slots this load balancer holds on the Worker.",
-                &["worker"],
-            ),
-            worker_slots_limit: gauge_vec(
-                &r,
-                "worker_slots_limit",
-                "Slot limit the Worker reports.",
-                &["worker"],
-            ),
-            worker_ejected: gauge_vec(
-                &r,
-                "worker_ejected",
-                "1 while the Worker is out of rotation for failing tasks in a row.",
-                &["worker"],
-            ),
-            worker_ejections: counter_vec(
-                &r,
-                "worker_ejections_total",
-                "Times the Worker was taken out of rotation for failing tasks in a row.",
-                &["worker"],
-            ),
-            discovery_errors: counter_vec(
-                &r,
-                "discovery_errors_total",
-                "Failed /health polls.",
-                &["worker"],
-            ),
-            websocket_errors: counter_vec(
-                &r,
-                "websocket_errors_total",
-                "Slot feed connection failures and losses.",
-                &["worker"],
             ),
             http_responses: counter_vec(
                 &r,
@@ -388,39 +275,18 @@ impl Metrics {
                 "HTTP responses by service, route and status.",
                 &["service", "route", "status"],
             ),
-            board_records,
-            lingering_bytes,
-            access_log_dropped,
-            clients_reloads: counter_vec(
+            board_records: gauge(&r, "task_records", "Task records kept for the task board."),
+            lingering_bytes: counter(
                 &r,
-                "clients_reloads_total",
-                "Reloads of the named clients file, by result (ok, error: the last good list stays).",
-                &["result"],
+                "lingering_bytes_total",
+                "Bytes a client sent after its connection was closed, read and discarded.",
             ),
-            client_tasks: counter_vec(
+            access_log_dropped: counter(
                 &r,
-                "client_tasks_total",
-                "Tasks by named client (configured names only) and outcome.",
-                &["client", "outcome"],
+                "access_log_dropped_total",
+                "Access log lines dropped because the writer was behind.",
             ),
-            client_refused: counter_vec(
-                &r,
-                "client_refused_total",
-                "Tasks refused by their client's own limits (429), by client and reason.",
-                &["client", "reason"],
-            ),
-            client_running: gauge_vec(
-                &r,
-                "client_tasks_running",
-                "Tasks of each named client holding a Worker slot now.",
-                &["client"],
-            ),
-            client_queued: gauge_vec(
-                &r,
-                "client_tasks_queued",
-                "Tasks of each named client waiting for a Worker slot now.",
-                &["client"],
-            ),
+            clients: ClientFamilies::new(&r),
             input_refused: counter_vec(
                 &r,
                 "input_refused_total",
@@ -437,7 +303,7 @@ impl Metrics {
     /// it comes from the configuration, never from a request).
     pub(crate) fn client_configured(&self, name: &str) {
         for reason in ["client_rate", "client_running", "client_queued"] {
-            self.client_refused.with_label_values(&[name, reason]);
+            self.clients.refused.with_label_values(&[name, reason]);
         }
     }
 
@@ -447,37 +313,12 @@ impl Metrics {
         for reason in RETRY_REASONS {
             self.retries.with_label_values(&[reason]);
         }
-        for result in ["ok", "error"] {
-            self.clients_reloads.with_label_values(&[result]);
-        }
         for (service, route, statuses) in KNOWN_RESPONSES {
             for status in *statuses {
                 let status = status.to_string();
                 self.http_responses
                     .with_label_values(&[*service, *route, status.as_str()]);
             }
-        }
-    }
-
-    /// Removes every series of the Worker `url` (of `group`, as its `worker_up` was
-    /// labelled), for a Worker that left the list: its counters would otherwise stay
-    /// in `/metrics` for the life of the process.
-    pub(crate) fn forget_worker(&self, url: &str, group: &str) {
-        let _ = self.worker_up.remove_label_values(&[url, group]);
-        for gauge in [
-            &self.worker_slots_used,
-            &self.worker_slots_limit,
-            &self.worker_ejected,
-        ] {
-            let _ = gauge.remove_label_values(&[url]);
-        }
-        self.workers.forget(url);
-        for counter in [
-            &self.worker_ejections,
-            &self.discovery_errors,
-            &self.websocket_errors,
-        ] {
-            let _ = counter.remove_label_values(&[url]);
         }
     }
 
@@ -593,13 +434,14 @@ mod tests {
     fn a_forgotten_worker_leaves_no_series() {
         let m = Metrics::new();
         for url in ["http://a:1", "http://b:1"] {
-            m.worker_up.with_label_values(&[url, "g"]).set(1);
-            m.worker_slots_used.with_label_values(&[url]).set(1);
-            m.worker_slots_limit.with_label_values(&[url]).set(4);
-            m.worker_ejected.with_label_values(&[url]).set(0);
-            m.worker_ejections.with_label_values(&[url]).inc();
-            m.discovery_errors.with_label_values(&[url]).inc();
-            m.websocket_errors.with_label_values(&[url]).inc();
+            let w = &m.workers;
+            w.up.with_label_values(&[url, "g"]).set(1);
+            w.slots_used.with_label_values(&[url]).set(1);
+            w.slots_limit.with_label_values(&[url]).set(4);
+            w.ejected.with_label_values(&[url]).set(0);
+            w.ejections.with_label_values(&[url]).inc();
+            w.discovery_errors.with_label_values(&[url]).inc();
+            w.websocket_errors.with_label_values(&[url]).inc();
         }
         m.forget_worker("http://a:1", "g");
         let text = String::from_utf8(m.render()).unwrap();

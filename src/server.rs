@@ -101,17 +101,28 @@ pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) 
             initial: workers,
         },
     );
+    add_background_services(&mut server, &app, flags);
+    server.add_service(client);
+    server.add_service(admin);
+    server.add_service(watcher);
+    server
+}
+
+/// The services that run beside the two listeners: the sampler, the drain, and
+/// those the settings ask for (tracing, the journal, the cluster, the clients file,
+/// the access log).
+fn add_background_services(server: &mut Server, app: &Arc<App>, flags: RunFlags) {
     let sampler = background_service("sampler", crate::sampler::Sampler { app: app.clone() });
     server.add_service(sampler);
     let drainer = background_service("drain", crate::shutdown::Drainer { app: app.clone() });
     server.add_service(drainer);
-    crate::traces::configure(settings.tracing.as_ref());
-    if settings.tracing.is_some() {
+    crate::traces::configure(app.settings().tracing.as_ref());
+    if app.settings().tracing.is_some() {
         server.add_service(background_service("tracing", crate::traces::TraceService));
     }
     // Without a journal there is nothing to run (and Pingora would log the
     // service's immediate end as "exited").
-    if settings.tasks.journal.is_some() {
+    if app.settings().tasks.journal.is_some() {
         let journal = background_service(
             "task journal",
             crate::proxy::webhook::JournalService {
@@ -129,17 +140,17 @@ pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) 
             },
         ));
     }
-    if let Some(path) = &settings.auth.clients.file {
+    if let Some(path) = &app.settings().auth.clients.file {
         server.add_service(background_service(
             "clients file",
             crate::auth::watch::ClientsWatcher {
                 app: app.clone(),
                 path: path.clone(),
-                every: settings.workers.reload_interval,
+                every: app.settings().workers.reload_interval,
             },
         ));
     }
-    if let Some(target) = &settings.logging.access_log {
+    if let Some(target) = &app.settings().logging.access_log {
         // main checked that it opens; a failure here (a race) only loses the log.
         match crate::access_log::open(target) {
             Ok((log, writer)) => {
@@ -155,8 +166,4 @@ pub fn build(settings: Arc<Settings>, workers: Vec<WorkerUrl>, flags: RunFlags) 
             Err(e) => log::error!("access log: {e}; no access log is written"),
         }
     }
-    server.add_service(client);
-    server.add_service(admin);
-    server.add_service(watcher);
-    server
 }

@@ -47,11 +47,11 @@ impl ClientsWatcher {
                     names.join(", ")
                 );
                 self.app.replace_keys(ring);
-                METRICS.clients_reloads.with_label_values(&["ok"]).inc();
+                METRICS.clients.reloads.with_label_values(&["ok"]).inc();
             }
             Err(e) => {
                 log::error!("named clients not reloaded, the last good list stays: {e}");
-                METRICS.clients_reloads.with_label_values(&["error"]).inc();
+                METRICS.clients.reloads.with_label_values(&["error"]).inc();
             }
         }
     }

@@ -58,7 +58,7 @@ impl Dispatcher {
                 e.backoff.as_millis(),
                 e.consecutive_failures
             );
-            METRICS.worker_ejections.with_label_values(&[url]).inc();
+            METRICS.workers.ejections.with_label_values(&[url]).inc();
         }
     }
 }

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use super::{bounded_label, gauge_vec, Metrics, TASK_OUTCOMES};
+use super::{bounded_label, counter_vec, gauge_vec, Metrics, TASK_OUTCOMES};
 use crate::scheduler::FunctionSet;
 
 /// One Worker's figures for the per-Worker series, as the registry sees them now.
@@ -40,6 +40,20 @@ pub(crate) struct WorkerGauge {
 
 /// What each Worker reports of its own load, and its free slots.
 pub(crate) struct WorkerFamilies {
+    /// 1 when the Worker may take tasks (labelled with its group too).
+    pub up: IntGaugeVec,
+    /// Slots this load balancer has in flight on the Worker.
+    pub slots_used: IntGaugeVec,
+    /// The Worker's slot limit.
+    pub slots_limit: IntGaugeVec,
+    /// 1 while the Worker is ejected for failing tasks in a row.
+    pub ejected: IntGaugeVec,
+    /// Times the Worker was ejected.
+    pub ejections: IntCounterVec,
+    /// Failed `/health` polls of the Worker.
+    pub discovery_errors: IntCounterVec,
+    /// Slot feed failures of the Worker.
+    pub websocket_errors: IntCounterVec,
     /// Slots the Worker reports used (by every load balancer), `slots.used`.
     pub reported_slots_used: IntGaugeVec,
     /// Tasks queued inside the Worker, `slots.queue`.
@@ -63,6 +77,48 @@ impl WorkerFamilies {
     /// Registers the families in `r`.
     pub(super) fn new(r: &Registry) -> WorkerFamilies {
         WorkerFamilies {
+            up: gauge_vec(
+                r,
+                "worker_up",
+                "1 when the Worker may take tasks.",
+                &["worker", "group"],
+            ),
+            slots_used: gauge_vec(
+                r,
+                "worker_slots_used",
+                "Slots this load balancer holds on the Worker.",
+                &["worker"],
+            ),
+            slots_limit: gauge_vec(
+                r,
+                "worker_slots_limit",
+                "Slot limit the Worker reports.",
+                &["worker"],
+            ),
+            ejected: gauge_vec(
+                r,
+                "worker_ejected",
+                "1 while the Worker is out of rotation for failing tasks in a row.",
+                &["worker"],
+            ),
+            ejections: counter_vec(
+                r,
+                "worker_ejections_total",
+                "Times the Worker was taken out of rotation for failing tasks in a row.",
+                &["worker"],
+            ),
+            discovery_errors: counter_vec(
+                r,
+                "discovery_errors_total",
+                "Failed /health polls.",
+                &["worker"],
+            ),
+            websocket_errors: counter_vec(
+                r,
+                "websocket_errors_total",
+                "Slot feed connection failures and losses.",
+                &["worker"],
+            ),
             reported_slots_used: gauge_vec(
                 r,
                 "worker_reported_slots_used",
@@ -94,7 +150,22 @@ impl WorkerFamilies {
         }
     }
 
+    /// The counters of a Worker joining the list, at 0.
+    fn init(&self, url: &str) {
+        for counter in [
+            &self.ejections,
+            &self.discovery_errors,
+            &self.websocket_errors,
+        ] {
+            counter.with_label_values(&[url]);
+        }
+    }
+
+    /// Clears the gauges (the counters stay: they are removed with their Worker).
     fn reset(&self) {
+        for gauge in [&self.up, &self.slots_used, &self.slots_limit, &self.ejected] {
+            gauge.reset();
+        }
         self.reported_slots_used.reset();
         self.reported_queue.reset();
         self.reported_cpu_load.reset();
@@ -102,7 +173,19 @@ impl WorkerFamilies {
         self.slots_free.reset();
     }
 
-    pub(super) fn forget(&self, url: &str) {
+    /// Removes every series of the Worker `url` (of `group`, as `up` labels it).
+    fn forget(&self, url: &str, group: &str) {
+        let _ = self.up.remove_label_values(&[url, group]);
+        for family in [&self.slots_used, &self.slots_limit, &self.ejected] {
+            let _ = family.remove_label_values(&[url]);
+        }
+        for counter in [
+            &self.ejections,
+            &self.discovery_errors,
+            &self.websocket_errors,
+        ] {
+            let _ = counter.remove_label_values(&[url]);
+        }
         let _ = self.reported_slots_used.remove_label_values(&[url]);
         let _ = self.reported_queue.remove_label_values(&[url]);
         let _ = self.reported_cpu_load.remove_label_values(&[url]);
@@ -114,6 +197,18 @@ impl WorkerFamilies {
 
     fn set(&self, w: &WorkerGauge) {
         let url = [w.url.as_str()];
+        self.ejected
+            .with_label_values(&url)
+            .set(i64::from(w.ejected));
+        self.up
+            .with_label_values(&[&w.url, &w.group])
+            .set(i64::from(w.up));
+        self.slots_used
+            .with_label_values(&url)
+            .set(i64::from(w.in_flight));
+        self.slots_limit
+            .with_label_values(&url)
+            .set(i64::from(w.limit));
         self.slots_free
             .with_label_values(&url)
             .set(i64::from(w.free));
@@ -144,39 +239,23 @@ impl Metrics {
     /// calls it before the Worker's poll and feed start, and [`Metrics::forget_worker`]
     /// when it leaves, in that order.
     pub(crate) fn init_worker(&self, url: &str) {
-        for counter in [
-            &self.worker_ejections,
-            &self.discovery_errors,
-            &self.websocket_errors,
-        ] {
-            counter.with_label_values(&[url]);
-        }
+        self.workers.init(url);
+    }
+
+    /// Removes every series of the Worker `url` (of `group`, as its `worker_up` was
+    /// labelled), for a Worker that left the list: its counters would otherwise stay
+    /// in `/metrics` for the life of the process.
+    pub(crate) fn forget_worker(&self, url: &str, group: &str) {
+        self.workers.forget(url, group);
     }
 
     /// Sets every per-Worker gauge from `workers` (Workers no longer listed lose
     /// their gauges), and creates at 0 the task counters of every group and function
     /// a valid Worker exposes.
     pub(crate) fn refresh_workers(&self, workers: &[WorkerGauge]) {
-        self.worker_up.reset();
-        self.worker_slots_used.reset();
-        self.worker_slots_limit.reset();
-        self.worker_ejected.reset();
         self.workers.reset();
         let mut known = HashSet::new();
         for w in workers {
-            let url = [w.url.as_str()];
-            self.worker_ejected
-                .with_label_values(&url)
-                .set(i64::from(w.ejected));
-            self.worker_up
-                .with_label_values(&[&w.url, &w.group])
-                .set(i64::from(w.up));
-            self.worker_slots_used
-                .with_label_values(&url)
-                .set(i64::from(w.in_flight));
-            self.worker_slots_limit
-                .with_label_values(&url)
-                .set(i64::from(w.limit));
             self.workers.set(w);
             let group = bounded_label(&w.group, true);
             if w.functions.is_some() {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::task::{admit, queue_ms, Outcome};
 use crate::app::{App, RequestCtx};
 use crate::board::{TaskHandle, TaskState};
-use crate::dispatch::{DispatchGate, ForwardHeaders, Outbound, TaskError};
+use crate::dispatch::{Delivery, DispatchGate, ForwardHeaders, Outbound, TaskError};
 use crate::journal::{
     ClaimKind, Claimed, Detail, DispatchMark, Journal, JournalError, Location, RedisJournal,
     SqliteJournal, StoredTask, JOURNAL_METRICS,
@@ -267,6 +267,29 @@ async fn run(
             }
         }
     };
+    // Boxed: its states would otherwise size a webhook task that waits for a slot.
+    Box::pin(settle(
+        &app,
+        &record,
+        &spec,
+        &body,
+        journal.as_deref(),
+        delivery,
+    ))
+    .await;
+}
+
+/// Ends a webhook task once its delivery has: handed over, failed (with a failure
+/// notice) or answered by the Worker (read to its end; a refusal gets a notice too).
+async fn settle(
+    app: &App,
+    record: &TaskHandle,
+    spec: &TaskSpec,
+    body: &Bytes,
+    journal: Option<&Journal>,
+    delivery: Result<Delivery<'_>, TaskError>,
+) {
+    let task_id = record.id();
     let done = |outcome: &str| {
         if let Some(j) = &journal {
             j.finish(&task_id);
@@ -275,7 +298,7 @@ async fn run(
     };
     match delivery {
         Err(TaskError::HandedOver) => {
-            log::info!("webhook task {task_id} {}", handed_to(journal.as_deref()));
+            log::info!("webhook task {task_id} {}", handed_to(journal));
             record.set_aside(TaskState::HandedOver, "handed_over", None);
         }
         Err(TaskError::ShuttingDown) if journal.is_some() => {
@@ -285,8 +308,8 @@ async fn run(
         Err(e) => {
             let message = e.message();
             log::warn!("webhook task {task_id} failed ({}): {message}", e.status());
-            super::notify::failure(&app, &task_id, &body, &message, record.trace());
-            record.close(app.board(), &spec, Outcome::failed(&e, message));
+            super::notify::failure(app, &task_id, body, &message, record.trace());
+            record.close(app.board(), spec, Outcome::failed(&e, message));
             done(e.outcome());
         }
         Ok(mut delivery) => {
@@ -316,14 +339,14 @@ async fn run(
                     if status >= 400 {
                         // The Worker refused the task: it will not call the webhook.
                         let why = refusal_message(status, &answer);
-                        super::notify::failure(&app, &task_id, &body, &why, record.trace());
+                        super::notify::failure(app, &task_id, body, &why, record.trace());
                     }
-                    record.close(app.board(), &spec, Outcome::answered(status));
+                    record.close(app.board(), spec, Outcome::answered(status));
                 }
                 Some(e) => {
                     log::warn!("webhook task {task_id}: worker {worker} failed: {e}");
                     let why = "worker failed mid-response".to_string();
-                    record.close(app.board(), &spec, Outcome::cut(false, why));
+                    record.close(app.board(), spec, Outcome::cut(false, why));
                 }
             }
             done("answered");

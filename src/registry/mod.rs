@@ -250,6 +250,7 @@ impl Registry {
     pub(crate) fn on_poll_failed(&self, id: WorkerId, why: String) {
         self.update(id, false, |w| {
             crate::metrics::METRICS
+                .workers
                 .discovery_errors
                 .with_label_values(&[&w.url.raw])
                 .inc();
@@ -315,6 +316,7 @@ impl Registry {
         self.update(id, false, |w| {
             if error.is_some() {
                 crate::metrics::METRICS
+                    .workers
                     .websocket_errors
                     .with_label_values(&[&w.url.raw])
                     .inc();

@@ -372,11 +372,13 @@ async fn metrics(app: &App, session: &mut Session) -> Result<u16> {
     app.refresh_worker_gauges();
     for (client, waiting, running) in app.scheduler().client_load() {
         METRICS
-            .client_queued
+            .clients
+            .queued
             .with_label_values(&[&client])
             .set(waiting as i64);
         METRICS
-            .client_running
+            .clients
+            .running
             .with_label_values(&[&client])
             .set(running as i64);
     }

@@ -58,7 +58,8 @@ pub(crate) async fn fail(
     }
     if let TaskError::ClientLimit { client, .. } = e {
         METRICS
-            .client_refused
+            .clients
+            .refused
             .with_label_values(&[client, reason.as_str()])
             .inc();
     }

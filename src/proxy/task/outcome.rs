@@ -163,7 +163,8 @@ impl TaskHandle {
         board.observe(seconds, state != TaskState::Completed);
         if let Some(client) = &spec.client {
             METRICS
-                .client_tasks
+                .clients
+                .tasks
                 .with_label_values(&[&client.name, label])
                 .inc();
         }

@@ -90,7 +90,8 @@ pub(super) async fn receive(
     spec.client = Some(task::TaskClient(client.clone()));
     if let Err(wait) = app.rate_limits().take(&client, std::time::Instant::now()) {
         crate::metrics::METRICS
-            .client_refused
+            .clients
+            .refused
             .with_label_values(&[&client.name, "client_rate"])
             .inc();
         let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
