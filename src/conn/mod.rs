@@ -215,16 +215,48 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
         }
     }
 
+    /// Ends a connection: writes the `refusal` if there is one, then closes it,
+    /// lingering when the client may still be writing (`linger`).
+    async fn close(
+        &self,
+        mut stream: Stream,
+        refusal: Option<(u16, &'static str)>,
+        linger: bool,
+        busy: Option<ActiveTask>,
+    ) {
+        if let Some((status, message)) = refusal {
+            log::debug!("client connection refused before routing: {status} {message}");
+            METRICS
+                .http_responses
+                .with_label_values(&[self.service, "refused", &status.to_string()])
+                .inc();
+            let answer = refusal_bytes(status, message);
+            let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+                stream.write_all(&answer).await?;
+                stream.flush().await
+            })
+            .await;
+        }
+        if linger {
+            // The answer is sent: the connection no longer holds up a drain.
+            drop(busy);
+            self.linger(stream).await;
+        } else {
+            let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.shutdown()).await;
+        }
+    }
+
     /// Runs one request through Pingora, stopping it if its header phase overruns.
+    ///
+    /// `work` is Pingora's request future, made by the caller: a session passed in
+    /// here would keep its 680 bytes in this future for as long as the request lasts
+    /// (a task waiting for a slot), though Pingora has moved it to its own.
     async fn one_request(
         &self,
-        session: ServerSession,
+        mut work: RequestWork<'_>,
         guard: &ConnGuard,
-        shutdown: &ShutdownWatch,
         busy: &mut Option<ActiveTask>,
     ) -> Verdict<pingora::apps::ReusedHttpStream> {
-        let work = self.inner.process_new_http(session, shutdown);
-        tokio::pin!(work);
         loop {
             if busy.is_none() && guard.phase() != Phase::Idle {
                 // The next request's first byte: it counts until it is answered.
@@ -250,6 +282,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
         }
     }
 }
+
+/// Pingora's future for one request (`HttpServerApp::process_new_http`).
+type RequestWork<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Option<pingora::apps::ReusedHttpStream>> + Send + 'a>,
+>;
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
@@ -283,7 +320,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             let verdict = match arrived {
                 Ok(arrived) => {
                     let session = self.session(arrived, persisted, &guard, shutdown);
-                    self.one_request(session, &guard, shutdown, &mut busy).await
+                    let work = self.inner.process_new_http(session, shutdown);
+                    self.one_request(work, &guard, &mut busy).await
                 }
                 Err(ended) => ended,
             };
@@ -322,27 +360,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 Verdict::TooLarge => Some((431, "Request header too large")),
             };
             let orphan = guard.orphan.lock().take();
-            let mut stream = orphan?;
-            if let Some((status, message)) = refusal {
-                log::debug!("client connection refused before routing: {status} {message}");
-                METRICS
-                    .http_responses
-                    .with_label_values(&[self.service, "refused", &status.to_string()])
-                    .inc();
-                let answer = refusal_bytes(status, message);
-                let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-                    stream.write_all(&answer).await?;
-                    stream.flush().await
-                })
-                .await;
-            }
-            if linger {
-                // The answer is sent: the connection no longer holds up a drain.
-                drop(busy);
-                self.linger(stream).await;
-            } else {
-                let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.shutdown()).await;
-            }
+            let stream = orphan?;
+            // Boxed: the connection's end is rare, and its states (timers, the stream,
+            // the lingering read) would otherwise size every connection's future
+            // while it waits for its request or its task.
+            Box::pin(self.close(stream, refusal, linger, busy)).await;
             return None;
         }
     }

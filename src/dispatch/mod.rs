@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::board::TaskHandle;
 use crate::config::Settings;
 use crate::metrics::{priority_class, METRICS};
-use crate::scheduler::{Acquire, AcquireError, Lease, Scheduler, SlotRequest};
+use crate::scheduler::{Acquire, AcquireError, Lease, Scheduler, SlotRequest, Waiting};
 use crate::task::TaskSpec;
 use crate::upstream::Upstream;
 
@@ -75,37 +75,39 @@ impl Dispatcher {
             .map_err(|e| TaskError::from_acquire(e, spec))
     }
 
-    async fn slot(
-        &self,
-        admission: Acquire,
-        spec: &TaskSpec,
+    /// Waits for the slot `waiting` asks for, until `deadline`, measuring the wait.
+    /// Not an `async fn`: one would keep `waiting` twice (argument and local) in
+    /// the future of every task that waits.
+    fn wait_for_slot<'a>(
+        &'a self,
+        waiting: Waiting,
+        spec: &'a TaskSpec,
         deadline: Instant,
-        task: &TaskHandle,
-    ) -> Result<Lease, TaskError> {
+        task: &'a TaskHandle,
+    ) -> impl std::future::Future<Output = Result<Lease, TaskError>> + Send + 'a {
+        task.queued(self.scheduler.queued());
+        let started = Instant::now();
+        async move {
+            let outcome = waiting.until(deadline).await;
+            self.observe_wait(spec, started.elapsed().as_secs_f64());
+            if matches!(outcome, Err(AcquireError::TimedOut)) {
+                METRICS.queue_timeouts.inc();
+            }
+            outcome.map_err(|e| TaskError::from_acquire(e, spec))
+        }
+    }
+
+    /// Counts a wait for a slot of `seconds` (0: one was free).
+    fn observe_wait(&self, spec: &TaskSpec, seconds: f64) {
         // Admitted: a pool of this group exists, but in the waiting room
         // (`tasks.no_worker_wait_ms`) perhaps only for this task: a group no valid
         // Worker has had stays `other`, so that the label stays bounded.
         let known = self.scheduler.knows_group(&spec.group);
         let group = crate::metrics::bounded_label(&spec.group, known);
-        let wait = METRICS
+        METRICS
             .queue_wait
-            .with_label_values(&[group, priority_class(spec.priority)]);
-        match admission {
-            Acquire::Ready(lease) => {
-                wait.observe(0.0);
-                Ok(lease)
-            }
-            Acquire::Queued(waiting) => {
-                task.queued(self.scheduler.queued());
-                let started = Instant::now();
-                let outcome = waiting.until(deadline).await;
-                wait.observe(started.elapsed().as_secs_f64());
-                if matches!(outcome, Err(AcquireError::TimedOut)) {
-                    METRICS.queue_timeouts.inc();
-                }
-                outcome.map_err(|e| TaskError::from_acquire(e, spec))
-            }
-        }
+            .with_label_values(&[group, priority_class(spec.priority)])
+            .observe(seconds);
     }
 }
 

@@ -45,59 +45,80 @@ impl Dispatcher {
     /// the failure proves the Worker never started it (connect/write failure, `503`),
     /// up to `tasks.attempts`. `gate`, when given, is awaited once, holding the slot,
     /// right before the task is first sent (the webhook journal marks it dispatched).
-    pub(crate) async fn deliver<'a>(
+    ///
+    /// Not an `async fn`: one would keep `task` and `first` twice (arguments and
+    /// locals) in the future of every task waiting for a slot.
+    pub(crate) fn deliver<'a>(
         &'a self,
-        task: Outbound<'_>,
+        task: Outbound<'a>,
         first: Acquire,
-        mut gate: Option<DispatchGate<'_>>,
-    ) -> Result<Delivery<'a>, TaskError> {
+        gate: Option<DispatchGate<'a>>,
+    ) -> impl std::future::Future<Output = Result<Delivery<'a>, TaskError>> + Send + 'a {
+        self.attempts(task, Some(first), gate)
+    }
+
+    fn attempts<'a>(
+        &'a self,
+        task: Outbound<'a>,
+        mut admission: Option<Acquire>,
+        mut gate: Option<DispatchGate<'a>>,
+    ) -> impl std::future::Future<Output = Result<Delivery<'a>, TaskError>> + Send + 'a {
         let max = self.settings.tasks.attempts;
-        let mut admission = Some(first);
-        let mut last_failure: Option<TaskError> = None;
-        for attempt in 1..=max {
-            let next = match admission.take() {
-                Some(a) => Ok(a),
-                None => self.admit(task.spec),
-            };
-            let lease = match next {
-                Ok(a) => self.slot(a, task.spec, task.deadline, task.task).await,
-                Err(e) => Err(e),
-            };
-            let lease = match (lease, last_failure) {
-                (Ok(l), _) => l,
-                // No other Worker to try: report the failure that sent us looking.
-                (Err(TaskError::NoWorker(_)), Some(failure)) => return Err(failure),
-                (Err(e), _) => return Err(e),
-            };
-            if let Some(gate) = gate.take() {
-                gate.await?;
+        async move {
+            let mut last_failure: Option<TaskError> = None;
+            for attempt in 1..=max {
+                let acquired = match admission.take() {
+                    Some(a) => Ok(a),
+                    None => self.admit(task.spec),
+                };
+                let lease = match acquired {
+                    Ok(Acquire::Ready(lease)) => {
+                        self.observe_wait(task.spec, 0.0);
+                        Ok(lease)
+                    }
+                    Ok(Acquire::Queued(waiting)) => {
+                        let spec = task.spec;
+                        self.wait_for_slot(waiting, spec, task.deadline, task.task)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let lease = match (lease, last_failure) {
+                    (Ok(l), _) => l,
+                    // No other Worker to try: report the failure that sent us looking.
+                    (Err(TaskError::NoWorker(_)), Some(failure)) => return Err(failure),
+                    (Err(e), _) => return Err(e),
+                };
+                if let Some(gate) = gate.take() {
+                    gate.await?;
+                }
+                let sent_at = Instant::now();
+                // Boxed: the exchange's state would otherwise size the whole delivery,
+                // which mostly waits for a slot (`slot` above) before it is sent.
+                let sent = Box::pin(self.send(&task, &lease, attempt)).await;
+                match sent {
+                    // The task's own deadline: the Worker is to blame only if it had the
+                    // task for a good part of it, not if queueing used the time up.
+                    Err(ExchangeError::TimedOut)
+                        if sent_at.elapsed() < self.settings.tasks.timeout / 2 => {}
+                    Err(ref e) => self.attempt_failed(&lease, e),
+                    Ok(_) => {}
+                }
+                match self.judge(sent, lease, attempt, max, task.task) {
+                    Verdict::Answered(delivery) => return Ok(delivery),
+                    Verdict::TryAnother(failure) => last_failure = Some(failure),
+                    Verdict::Failed(failure) => return Err(failure),
+                }
             }
-            let sent_at = Instant::now();
-            // Boxed: the exchange's state would otherwise size the whole delivery,
-            // which mostly waits for a slot (`slot` above) before it is sent.
-            let sent = Box::pin(self.send(&task, &lease, attempt)).await;
-            match sent {
-                // The task's own deadline: the Worker is to blame only if it had the
-                // task for a good part of it, not if queueing used the time up.
-                Err(ExchangeError::TimedOut)
-                    if sent_at.elapsed() < self.settings.tasks.timeout / 2 => {}
-                Err(ref e) => self.attempt_failed(&lease, e),
-                Ok(_) => {}
-            }
-            match self.judge(sent, lease, attempt, max, task.task) {
-                Verdict::Answered(delivery) => return Ok(delivery),
-                Verdict::TryAnother(failure) => last_failure = Some(failure),
-                Verdict::Failed(failure) => return Err(failure),
-            }
+            Err(last_failure.unwrap_or_else(|| TaskError::WorkerFailed {
+                worker: String::new(),
+                error: pingora::Error::explain(
+                    pingora::ErrorType::InternalError,
+                    "no attempt succeeded",
+                ),
+                delivered: false,
+            }))
         }
-        Err(last_failure.unwrap_or_else(|| TaskError::WorkerFailed {
-            worker: String::new(),
-            error: pingora::Error::explain(
-                pingora::ErrorType::InternalError,
-                "no attempt succeeded",
-            ),
-            delivered: false,
-        }))
     }
 
     /// Sends the task to the Worker holding `lease`, as attempt `attempt`.

@@ -79,25 +79,38 @@ impl Waiting {
     }
 
     /// Waits for a slot until `deadline`.
-    pub async fn until(mut self, deadline: Instant) -> Result<Lease, AcquireError> {
-        let Some(rx) = self.rx.as_mut() else {
-            return Err(AcquireError::TimedOut);
-        };
-        let outcome = tokio::time::timeout_at(deadline, rx).await;
-        match outcome {
-            Ok(Ok(result)) => {
-                self.rx = None;
-                result.map(|grant| Lease::new(self.scheduler.clone(), grant))
+    ///
+    /// Not an `async fn`: one would keep `self` twice (its argument and its local)
+    /// in the future of every task waiting for a slot.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores a by-value argument twice (rust-lang/rust#62958)"
+    )]
+    pub fn until(
+        mut self,
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<Lease, AcquireError>> + Send {
+        async move {
+            let Some(rx) = self.rx.as_mut() else {
+                return Err(AcquireError::TimedOut);
+            };
+            let outcome = tokio::time::timeout_at(deadline, rx).await;
+            match outcome {
+                Ok(Ok(result)) => {
+                    // Answered: nothing for `drop` to cancel.
+                    drop(self.rx.take());
+                    result.map(|grant| Lease::new(self.scheduler.clone(), grant))
+                }
+                // The sender is only dropped with its pool, which fails waiters first.
+                Ok(Err(_)) => {
+                    drop(self.rx.take());
+                    Err(AcquireError::UnknownPool)
+                }
+                // A task still in the waiting room of a group no Worker joined never
+                // had a Worker to time out on: it gets the `503` it waited to avoid.
+                Err(_) if !self.scheduler.has_members(&self.pool) => Err(AcquireError::UnknownPool),
+                Err(_) => Err(AcquireError::TimedOut),
             }
-            // The sender is only dropped with its pool, which fails waiters first.
-            Ok(Err(_)) => {
-                self.rx = None;
-                Err(AcquireError::UnknownPool)
-            }
-            // A task still in the waiting room of a group no Worker joined never had a
-            // Worker to time out on: it gets the `503` it waited to avoid.
-            Err(_) if !self.scheduler.has_members(&self.pool) => Err(AcquireError::UnknownPool),
-            Err(_) => Err(AcquireError::TimedOut),
         }
     }
 }

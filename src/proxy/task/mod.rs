@@ -47,34 +47,30 @@ pub(crate) async fn handle(
 ) -> Result<()> {
     let received = Instant::now();
     let _active = app.drain().track();
-    let Some(request) = Box::pin(receive(app, session, ctx)).await? else {
+    // Taken apart at once: a whole `Received` kept beside its moved-out fields would
+    // hold its 248 bytes in this future for as long as the task waits.
+    let Some(Received {
+        spec,
+        body,
+        worker_key,
+        limit,
+        idempotency,
+        negative_priority,
+    }) = Box::pin(receive(app, session, ctx)).await?
+    else {
         return Ok(());
     };
     let task_id = next_task_id();
     ctx.task_id = Some(task_id.clone());
     // A repeat of an Idempotency-Key starts nothing new (routes::idempotent).
-    let repeat = idempotent::repeat(
-        app,
-        session,
-        ctx,
-        request.idempotency,
-        &task_id,
-        request.spec.mode,
-    );
+    let repeat = idempotent::repeat(app, session, ctx, idempotency, &task_id, spec.mode);
     let idempotency = match Box::pin(repeat).await? {
         idempotent::Repeat::First(claim) => claim,
         idempotent::Repeat::Answered => return Ok(()),
     };
-    if let Some(p) = request.negative_priority {
+    if let Some(p) = negative_priority {
         compat::warn_negative_priority(&task_id, p);
     }
-    let Received {
-        spec,
-        body,
-        worker_key,
-        limit,
-        ..
-    } = request;
     let record = open_record(app, session, ctx, &task_id, &spec, received);
     // Input checked at the edge: the Worker's own refusal, without a slot (edge.rs).
     if let Some(message) = edge::refusal(app, &spec, &body) {
