@@ -54,26 +54,28 @@ impl ReusableHttpStream {
 
 /// HTTP server session object for both HTTP/1.x and HTTP/2
 pub enum Session {
-    H1(SessionV1),
-    H2(SessionV2),
-    Subrequest(SessionSubrequest),
+    // Boxed: a session is moved into and kept by every request's future (680 bytes
+    // for HTTP/1 inline), and a future keeps a by-value argument twice.
+    H1(Box<SessionV1>),
+    H2(Box<SessionV2>),
+    Subrequest(Box<SessionSubrequest>),
     Custom(Box<dyn SessionCustom>),
 }
 
 impl Session {
     /// Create a new [`Session`] from an established connection for HTTP/1.x
     pub fn new_http1(stream: Stream) -> Self {
-        Self::H1(SessionV1::new(stream))
+        Self::H1(Box::new(SessionV1::new(stream)))
     }
 
     /// Create a new [`Session`] from an established HTTP/2 stream
     pub fn new_http2(session: SessionV2) -> Self {
-        Self::H2(session)
+        Self::H2(Box::new(session))
     }
 
     /// Create a new [`Session`] from a subrequest session
     pub fn new_subrequest(session: SessionSubrequest) -> Self {
-        Self::Subrequest(session)
+        Self::Subrequest(Box::new(session))
     }
 
     /// Create a new [`Session`] from a custom session
