@@ -68,6 +68,23 @@ fn entry_of(member: &str) -> (String, u64) {
     (inst.to_string(), seq.parse().unwrap())
 }
 
+/// Puts the two-slot Worker `w` on hold and fills both slots through `lb` (priority
+/// 3 tasks `block-0`, `block-1`); their answers, once the hold is lifted.
+async fn hold_both_slots(
+    lb: &Lb,
+    w: &andera_worker_sim::SimWorker,
+) -> Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>> {
+    w.set_task_fault(TaskFault::Hold);
+    let runs = (0..2)
+        .map(|i| tokio::spawn(lb.task(labelled(&format!("block-{i}"), 3)).send()))
+        .collect();
+    wait_for("both slots taken", Duration::from_secs(30), || {
+        w.stats().received == 2
+    })
+    .await;
+    runs
+}
+
 fn labelled(label: &str, priority: u32) -> Value {
     let mut t = task("hello", json!({ "label": label }));
     t["priority"] = json!(priority);
@@ -91,17 +108,7 @@ async fn three_instances_never_overfill_a_worker_and_keep_one_priority_order() {
         member(&list, &redis, STEADY).await,
     );
     // Hold every task at the Worker until all 88 wait in the cluster's queue.
-    w.set_task_fault(TaskFault::Hold);
-    let mut runs = Vec::new();
-    for i in 0..2 {
-        runs.push(tokio::spawn(
-            a.task(labelled(&format!("block-{i}"), 3)).send(),
-        ));
-    }
-    wait_for("both slots taken", Duration::from_secs(30), || {
-        w.stats().received == 2
-    })
-    .await;
+    let mut runs = hold_both_slots(&a, &w).await;
     let batches: [(&Lb, &str, u32, usize); 3] =
         [(&b, "p5", 5, 30), (&c, "p1", 1, 30), (&a, "p3", 3, 28)];
     let mut queued = 0;
@@ -510,17 +517,7 @@ async fn within_a_priority_clients_take_turns_across_instances() {
         member(&list, &redis, clients).await,
         member(&list, &redis, clients).await,
     );
-    w.set_task_fault(TaskFault::Hold);
-    let mut runs = Vec::new();
-    for i in 0..2 {
-        runs.push(tokio::spawn(
-            a.task(labelled(&format!("block-{i}"), 3)).send(),
-        ));
-    }
-    wait_for("both slots taken", Duration::from_secs(30), || {
-        w.stats().received == 2
-    })
-    .await;
+    let mut runs = hold_both_slots(&a, &w).await;
     // A flood of the default client's tasks on A, then one of another client on B.
     for i in 0..10 {
         runs.push(tokio::spawn(

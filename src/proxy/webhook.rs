@@ -314,7 +314,6 @@ async fn settle(
         }
         Ok(mut delivery) => {
             let status = delivery.status();
-            let worker = delivery.worker().to_string();
             let mut failure = None;
             // The start of a refusal's body, for the failure notice.
             let mut answer = Vec::new();
@@ -328,11 +327,15 @@ async fn settle(
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        failure = Some(e.to_string());
+                        failure = Some(e);
                         break;
                     }
                 }
             }
+            log::info!(
+                "webhook task {task_id} handed to {} ({status})",
+                delivery.worker()
+            );
             match failure {
                 None => {
                     delivery.finish();
@@ -344,13 +347,13 @@ async fn settle(
                     record.close(app.board(), spec, Outcome::answered(status));
                 }
                 Some(e) => {
+                    let worker = delivery.worker();
                     log::warn!("webhook task {task_id}: worker {worker} failed: {e}");
                     let why = "worker failed mid-response".to_string();
                     record.close(app.board(), spec, Outcome::cut(false, why));
                 }
             }
             done("answered");
-            log::info!("webhook task {task_id} handed to {worker} ({status})");
         }
     }
 }

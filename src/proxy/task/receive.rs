@@ -49,12 +49,12 @@ pub(super) async fn receive(
         return refuse(session, ctx, 403, Reason::Forbidden, msg, &[]).await;
     };
     ctx.client = Some(client.name.clone());
-    let limit = settings.tasks.body_limit;
-    let body = match read_body(session, limit, settings.client.body_timeout).await {
+    let body_limit = settings.tasks.body_limit;
+    let body = match read_body(session, body_limit, settings.client.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             session.set_keepalive(None);
-            let msg = format!("Request body too large (limit {limit} bytes)");
+            let msg = format!("Request body too large (limit {body_limit} bytes)");
             return refuse(session, ctx, 413, Reason::BodyTooLarge, &msg, &[]).await;
         }
         Err(BodyError::Read(e)) => return Err(e),
